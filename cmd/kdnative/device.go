@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/kdnative/kdnative/runtime"
+)
+
+// deviceFlag is the global --device flag, read by every command that computes
+// through openBackend.
+var deviceFlag = &cli.StringFlag{
+	Name:    "device",
+	Value:   "auto",
+	Usage:   "where to compute: auto (CUDA when the driver and a GPU are there, else CPU), cpu or cuda",
+	EnvVars: []string{"KDNATIVE_DEVICE"},
+}
+
+// device is the --device value; empty (KDNATIVE_DEVICE set to "") is auto.
+func device(c *cli.Context) string {
+	if d := c.String(deviceFlag.Name); d != "" {
+		return d
+	}
+	return "auto"
+}
+
+// checkDevice rejects an unknown --device before any command runs.
+func checkDevice(c *cli.Context) error {
+	d := device(c)
+	names := runtime.Names()
+	if d == "auto" || slices.Contains(names, d) {
+		return nil
+	}
+	return fmt.Errorf("unknown --device %q (want auto or one of: %s)", d, strings.Join(names, ", "))
+}
+
+// openBackend opens the backend that --device names. Under auto it prints one
+// line to stderr for each backend passed over and why, e.g.
+// "kdnative: cuda unavailable (libcuda.so.1 not found …), using cpu".
+func openBackend(c *cli.Context) (runtime.Backend, error) {
+	b, notes, err := runtime.Open(device(c))
+	if err != nil {
+		if len(notes) > 0 {
+			return nil, fmt.Errorf("%w: %s", err, strings.Join(notes, "; "))
+		}
+		return nil, err
+	}
+	for _, n := range notes {
+		name, why, _ := strings.Cut(n, ": ")
+		fmt.Fprintf(c.App.ErrWriter, "kdnative: %s unavailable (%s), using %s\n", name, why, b.Name())
+	}
+	return b, nil
+}

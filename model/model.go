@@ -1,0 +1,371 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	kdrt "github.com/kdnative/kdnative/runtime"
+)
+
+// Model is a transformer on one backend: its parameters, their gradients, and
+// the activations of the last forward pass.
+type Model struct {
+	Config *Config
+	be     kdrt.Backend
+
+	params              []*Param
+	byName              map[string]*Param
+	embed, pos          *Param // pos: GPT-2's learned positions, else nil
+	layers              []layer
+	normFW, normFB      *Param
+	head                *Param // the embedding itself when tied
+	invFreq             *kdrt.Tensor
+	acts                *activations
+	ckptPrefix          string // GPT-2's checkpoint name prefix ("transformer." or "")
+	lossCount           int    // target tokens in the last forward
+	haveForward, haveCE bool
+}
+
+// New allocates a model with zeroed parameters on be. Use InitRandom, Load or
+// LoadDir to give it weights.
+func New(cfg *Config, be kdrt.Backend) (*Model, error) {
+	m := &Model{Config: cfg, be: be, byName: map[string]*Param{}, ckptPrefix: "transformer."}
+	var allocErr error
+	m.params, m.embed, m.pos, m.layers, m.normFW, m.normFB, m.head = cfg.structure(func(s paramSpec) *Param {
+		p := &Param{Name: s.name, Shape: s.shape, kind: s.kind, NoDecay: s.kind != kindMatrix}
+		if allocErr == nil {
+			p.W, allocErr = be.Alloc(s.name, kdrt.F32, s.shape...)
+		}
+		return p
+	})
+	if allocErr != nil {
+		return nil, fmt.Errorf("model: allocating parameters: %w", allocErr)
+	}
+	for _, p := range m.params {
+		m.byName[p.Name] = p
+	}
+	if cfg.Arch == Llama {
+		inv := cfg.InvFreq()
+		t, err := be.Alloc("rope.inv_freq", kdrt.F32, len(inv))
+		if err != nil {
+			return nil, err
+		}
+		if err := be.Upload(t, inv); err != nil {
+			return nil, err
+		}
+		m.invFreq = t
+	}
+	return m, nil
+}
+
+// Backend returns the backend the model lives on.
+func (m *Model) Backend() kdrt.Backend { return m.be }
+
+// Batch is one forward pass's input: B sequences of T tokens, row-major.
+type Batch struct {
+	B, T int
+	// IDs are the input token ids [B·T].
+	IDs []int32
+	// Targets [B·T] are the next-token labels for the cross-entropy loss, with
+	// runtime.IgnoreIndex where no loss is taken (prompt, padding). Nil means
+	// no loss.
+	Targets []int32
+	// Positions [B·T] are the position ids; nil means 0…T−1 in every row.
+	Positions []int32
+}
+
+func (m *Model) validate(b Batch) error {
+	cfg := m.Config
+	if b.B <= 0 || b.T <= 0 {
+		return fmt.Errorf("model: batch of %d×%d tokens", b.B, b.T)
+	}
+	if len(b.IDs) != b.B*b.T {
+		return fmt.Errorf("model: batch %d×%d has %d input ids", b.B, b.T, len(b.IDs))
+	}
+	if b.Targets != nil && len(b.Targets) != b.B*b.T {
+		return fmt.Errorf("model: batch %d×%d has %d targets", b.B, b.T, len(b.Targets))
+	}
+	if b.Positions != nil && len(b.Positions) != b.B*b.T {
+		return fmt.Errorf("model: batch %d×%d has %d positions", b.B, b.T, len(b.Positions))
+	}
+	if b.Positions == nil && b.T > cfg.MaxPositions {
+		return fmt.Errorf("model: sequence of %d tokens is longer than the model allows (%d positions)", b.T, cfg.MaxPositions)
+	}
+	for i, p := range b.Positions {
+		if p < 0 || int(p) >= cfg.MaxPositions {
+			return fmt.Errorf("model: position %d at index %d is outside [0, %d)", p, i, cfg.MaxPositions)
+		}
+	}
+	for i, id := range b.IDs {
+		if id < 0 || int(id) >= cfg.Vocab {
+			return fmt.Errorf("model: token id %d at index %d is outside the vocabulary [0, %d)", id, i, cfg.Vocab)
+		}
+	}
+	for i, t := range b.Targets {
+		if t != kdrt.IgnoreIndex && (t < 0 || int(t) >= cfg.Vocab) {
+			return fmt.Errorf("model: target %d at index %d is outside the vocabulary [0, %d)", t, i, cfg.Vocab)
+		}
+	}
+	return nil
+}
+
+// ForwardHidden runs the model up to the final norm and returns its output,
+// the last hidden state [B·T, C] (valid until the next forward).
+func (m *Model) ForwardHidden(b Batch) (*kdrt.Tensor, error) {
+	m.haveForward, m.haveCE = false, false
+	if err := m.validate(b); err != nil {
+		return nil, err
+	}
+	if err := m.prepare(b.B, b.T); err != nil {
+		return nil, err
+	}
+	a, be, cfg := m.acts, m.be, m.Config
+	pos := b.Positions
+	if pos == nil {
+		pos = make([]int32, b.B*b.T)
+		for i := range pos {
+			pos[i] = int32(i % b.T)
+		}
+	}
+	if err := be.UploadInt32(a.ids, b.IDs); err != nil {
+		return nil, err
+	}
+	if err := be.UploadInt32(a.pos, pos); err != nil {
+		return nil, err
+	}
+	x := a.layers[0].in
+	be.Embedding(x, a.ids, m.embed.W)
+	if m.pos != nil {
+		be.Embedding(a.tmpC, a.pos, m.pos.W)
+		be.Add(x, x, a.tmpC)
+	}
+	eps := float32(cfg.NormEps)
+	for i := range m.layers {
+		l, la := &m.layers[i], &a.layers[i]
+		next := a.out
+		if i+1 < len(m.layers) {
+			next = a.layers[i+1].in
+		}
+		m.norm(la.norm1, la.norm1Mean, la.norm1Rstd, la.in, l.norm1W, l.norm1B, eps)
+		m.linear(la.q, la.norm1, l.q)
+		m.linear(la.k, la.norm1, l.k)
+		m.linear(la.v, la.norm1, l.v)
+		if m.invFreq != nil {
+			be.RoPE(la.q, a.pos, m.invFreq)
+			be.RoPE(la.k, a.pos, m.invFreq)
+		}
+		be.Attention(la.att, la.probs, la.q, la.k, la.v, m.attnParams(l))
+		m.linear(a.tmpC, la.att, l.o)
+		be.Add(la.mid, la.in, a.tmpC)
+		m.norm(la.norm2, la.norm2Mean, la.norm2Rstd, la.mid, l.norm2W, l.norm2B, eps)
+		m.linear(la.up, la.norm2, l.up)
+		if cfg.Arch == Llama {
+			m.linear(la.gate, la.norm2, l.gate)
+			be.SwiGLU(la.act, la.gate, la.up)
+		} else {
+			be.GELU(la.act, la.up)
+		}
+		m.linear(a.tmpC, la.act, l.down)
+		be.Add(next, la.mid, a.tmpC)
+	}
+	m.norm(a.normF, a.normFMean, a.normFRstd, a.out, m.normFW, m.normFB, eps)
+	m.haveForward, m.haveCE = true, false
+	return a.normF, be.Sync()
+}
+
+// Forward runs the model to logits [B·T, V] and, when the batch has targets,
+// returns the mean cross-entropy over the target tokens (else NaN).
+func (m *Model) Forward(b Batch) (loss float64, err error) {
+	if _, err := m.ForwardHidden(b); err != nil {
+		return 0, err
+	}
+	a := m.acts
+	m.be.MatMul(a.logits, a.normF, m.head.W, false, true, 1, 0)
+	if b.Targets == nil {
+		return math.NaN(), m.be.Sync()
+	}
+	m.lossCount = 0
+	for _, t := range b.Targets {
+		if t != kdrt.IgnoreIndex {
+			m.lossCount++
+		}
+	}
+	if m.lossCount == 0 {
+		return 0, errors.New("model: the batch has no target tokens (every target is ignored)")
+	}
+	if err := m.be.UploadInt32(a.targets, b.Targets); err != nil {
+		return 0, err
+	}
+	m.be.CrossEntropy(a.losses, a.logits, a.targets)
+	host := make([]float32, len(b.Targets))
+	if err := m.be.Download(a.losses, host); err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, l := range host {
+		sum += float64(l)
+	}
+	m.haveCE = true
+	return sum / float64(m.lossCount), nil
+}
+
+// Logits returns the last forward's logits [B·T, V].
+func (m *Model) Logits() *kdrt.Tensor { return m.acts.logits }
+
+// Hidden returns hidden state i of the last forward, as transformers'
+// output_hidden_states numbers them: i < L is the residual stream entering
+// layer i (0 is the embedding output), i = L is the output of the final norm.
+func (m *Model) Hidden(i int) (*kdrt.Tensor, error) {
+	if m.acts == nil || !m.haveForward {
+		return nil, errors.New("model: no forward pass has run")
+	}
+	switch {
+	case i >= 0 && i < len(m.layers):
+		return m.acts.layers[i].in, nil
+	case i == len(m.layers):
+		return m.acts.normF, nil
+	}
+	return nil, fmt.Errorf("model: hidden state %d does not exist (the model has %d layers, states 0…%d)", i, len(m.layers), len(m.layers))
+}
+
+// Head returns the lm_head parameter [V, C] (the embedding when tied), for
+// losses that compute logits themselves, a block of rows at a time.
+func (m *Model) Head() *Param { return m.head }
+
+// ZeroGrad allocates the gradients on first use and sets them to zero.
+func (m *Model) ZeroGrad() error {
+	for _, p := range m.params {
+		if p.G == nil {
+			g, err := m.be.Alloc("grad."+p.Name, kdrt.F32, p.Shape...)
+			if err != nil {
+				return fmt.Errorf("model: allocating gradients: %w", err)
+			}
+			p.G = g
+		} else {
+			m.be.Zero(p.G)
+		}
+	}
+	return nil
+}
+
+// Backward accumulates into every parameter's gradient the gradient of the
+// mean cross-entropy loss of the last Forward.
+func (m *Model) Backward() error {
+	if !m.haveCE {
+		return errors.New("model: Backward needs a Forward with targets first")
+	}
+	if err := m.ensureGrads(); err != nil {
+		return err
+	}
+	a, be := m.acts, m.be
+	be.Zero(a.dlogits)
+	be.CrossEntropyBackward(a.dlogits, a.logits, a.targets, 1/float32(m.lossCount))
+	// logits = normF · headᵀ
+	be.Zero(a.dnormF)
+	be.MatMul(a.dnormF, a.dlogits, m.head.W, false, false, 1, 1)
+	be.MatMul(m.head.G, a.dlogits, a.normF, true, false, 1, 1)
+	return m.BackwardHidden(a.dnormF)
+}
+
+// BackwardHidden accumulates parameter gradients from dh [B·T, C], the
+// gradient of a loss with respect to ForwardHidden's output. It does not
+// touch the lm_head: a loss that computes its own logits adds that gradient.
+func (m *Model) BackwardHidden(dh *kdrt.Tensor) error {
+	if !m.haveForward {
+		return errors.New("model: BackwardHidden needs a forward pass first")
+	}
+	if err := m.ensureGrads(); err != nil {
+		return err
+	}
+	a, be := m.acts, m.be
+	be.Zero(a.dres)
+	m.normBackward(a.dres, m.normFW, m.normFB, dh, a.out, a.normFMean, a.normFRstd)
+	for i := len(m.layers) - 1; i >= 0; i-- {
+		l, la := &m.layers[i], &a.layers[i]
+		// MLP: out = mid + down(act(up(norm2(mid)))).
+		be.Zero(a.dact)
+		m.linearBackward(a.dact, a.dres, la.act, l.down)
+		be.Zero(a.dup)
+		if m.Config.Arch == Llama {
+			be.Zero(a.dgate)
+			be.SwiGLUBackward(a.dgate, a.dup, a.dact, la.gate, la.up)
+		} else {
+			be.GELUBackward(a.dup, a.dact, la.up)
+		}
+		be.Zero(a.dnorm)
+		if m.Config.Arch == Llama {
+			m.linearBackward(a.dnorm, a.dgate, la.norm2, l.gate)
+		}
+		m.linearBackward(a.dnorm, a.dup, la.norm2, l.up)
+		m.normBackward(a.dres, l.norm2W, l.norm2B, a.dnorm, la.mid, la.norm2Mean, la.norm2Rstd)
+		// Attention: mid = in + o(attention(rope(q), rope(k), v)).
+		be.Zero(a.datt)
+		m.linearBackward(a.datt, a.dres, la.att, l.o)
+		be.Zero(a.dq)
+		be.Zero(a.dk)
+		be.Zero(a.dv)
+		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, la.probs, la.q, la.k, la.v, m.attnParams(l))
+		if m.invFreq != nil {
+			be.RoPEBackward(a.dq, a.pos, m.invFreq)
+			be.RoPEBackward(a.dk, a.pos, m.invFreq)
+		}
+		be.Zero(a.dnorm)
+		m.linearBackward(a.dnorm, a.dq, la.norm1, l.q)
+		m.linearBackward(a.dnorm, a.dk, la.norm1, l.k)
+		m.linearBackward(a.dnorm, a.dv, la.norm1, l.v)
+		m.normBackward(a.dres, l.norm1W, l.norm1B, a.dnorm, la.in, la.norm1Mean, la.norm1Rstd)
+	}
+	be.EmbeddingBackward(m.embed.G, a.dres, a.ids)
+	if m.pos != nil {
+		be.EmbeddingBackward(m.pos.G, a.dres, a.pos)
+	}
+	return be.Sync()
+}
+
+func (m *Model) ensureGrads() error {
+	if m.params[0].G == nil {
+		return m.ZeroGrad()
+	}
+	return nil
+}
+
+func (m *Model) attnParams(l *layer) kdrt.AttentionParams {
+	c := m.Config
+	return kdrt.AttentionParams{B: m.acts.B, T: m.acts.T, NH: c.Heads, NKV: c.KVHeads, HD: c.HeadDim,
+		Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: l.window}
+}
+
+// linear computes y = x·Wᵀ (+ b).
+func (m *Model) linear(y, x *kdrt.Tensor, l linear) {
+	m.be.MatMul(y, x, l.W.W, false, true, 1, 0)
+	if l.B != nil {
+		m.be.AddBias(y, l.B.W)
+	}
+}
+
+// linearBackward accumulates dx += dy·W, dW += dyᵀ·x and db += Σ dy.
+func (m *Model) linearBackward(dx, dy, x *kdrt.Tensor, l linear) {
+	m.be.MatMul(dx, dy, l.W.W, false, false, 1, 1)
+	m.be.MatMul(l.W.G, dy, x, true, false, 1, 1)
+	if l.B != nil {
+		m.be.BiasBackward(l.B.G, dy)
+	}
+}
+
+// norm is RMSNorm for the Llama family and LayerNorm (with bias) for GPT-2.
+func (m *Model) norm(out, mean, rstd, x *kdrt.Tensor, w, b *Param, eps float32) {
+	if b == nil {
+		m.be.RMSNorm(out, rstd, x, w.W, eps)
+	} else {
+		m.be.LayerNorm(out, mean, rstd, x, w.W, b.W, eps)
+	}
+}
+
+func (m *Model) normBackward(dx *kdrt.Tensor, w, b *Param, dout, x, mean, rstd *kdrt.Tensor) {
+	if b == nil {
+		m.be.RMSNormBackward(dx, w.G, dout, x, w.W, rstd)
+	} else {
+		m.be.LayerNormBackward(dx, w.G, b.G, dout, x, w.W, mean, rstd)
+	}
+}
