@@ -369,3 +369,21 @@ func (m *Model) normBackward(dx *kdrt.Tensor, w, b *Param, dout, x, mean, rstd *
 		m.be.LayerNormBackward(dx, w.G, b.G, dout, x, w.W, mean, rstd)
 	}
 }
+
+// TensorBytes is the memory the model's tensors take: parameters, gradients
+// and the activations of the current batch shape.
+func (m *Model) TensorBytes() int {
+	n := 0
+	for _, p := range m.params {
+		n += p.W.Bytes()
+		if p.G != nil {
+			n += p.G.Bytes()
+		}
+	}
+	if m.acts != nil {
+		for _, t := range m.acts.all {
+			n += t.Bytes()
+		}
+	}
+	return n
+}

@@ -25,6 +25,7 @@ func newApp() *cli.App {
 		Before:  checkDevice,
 		Commands: []*cli.Command{
 			doctorCommand(),
+			forwardCommand(),
 			versionCommand(),
 		},
 		Action: func(c *cli.Context) error {

@@ -92,6 +92,26 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("forward", func(t *testing.T) {
+		// The built-in model, then a real Hugging Face folder (the GPT-2 fixture).
+		out, errOut, code := run(t, []string{"KDNATIVE_DEVICE=cpu"}, "forward")
+		if code != 0 || !strings.Contains(out, "loss     ") || !strings.Contains(out, "built-in tiny model") {
+			t.Errorf("forward: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		out, errOut, code = run(t, []string{"KDNATIVE_DEVICE=cpu"}, "forward", "--model", "../../model/testdata/fixtures/gpt2", "--ids", "4,5,6")
+		if code != 0 || !strings.Contains(out, "gpt2: 2 layers, width 48") {
+			t.Errorf("forward --model: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		_, errOut, code = run(t, []string{"KDNATIVE_DEVICE=cpu"}, "forward", "--ids", "1,999")
+		if code != 1 || !strings.Contains(errOut, "token id 999 at index 1 is outside the vocabulary [0, 256)") {
+			t.Errorf("bad id: exit %d, stderr %q", code, errOut)
+		}
+		_, errOut, code = run(t, []string{"KDNATIVE_DEVICE=cpu"}, "forward", "--model", "/nonexistent/model")
+		if code != 1 || !strings.Contains(errOut, "/nonexistent/model") {
+			t.Errorf("missing folder: exit %d, stderr %q", code, errOut)
+		}
+	})
+
 	t.Run("unknown command", func(t *testing.T) {
 		_, errOut, code := run(t, nil, "frobnicate")
 		if code != 1 || errOut != "kdnative: unknown command \"frobnicate\" (see kdnative help)\n" {

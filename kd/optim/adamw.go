@@ -132,3 +132,12 @@ func (o *AdamW) Moments() (m, v []*kdrt.Tensor) { return o.m, o.v }
 
 // SetStepCount restores the update count when resuming from saved state.
 func (o *AdamW) SetStepCount(n int) { o.step = n }
+
+// TensorBytes is the memory the optimizer's moments take.
+func (o *AdamW) TensorBytes() int {
+	n := 0
+	for i := range o.m {
+		n += o.m[i].Bytes() + o.v[i].Bytes()
+	}
+	return n
+}
