@@ -11,6 +11,7 @@ import (
 	"github.com/kdnative/kdnative/model/safetensors"
 	kdrt "github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/cpu"
+	"github.com/kdnative/kdnative/runtime/half"
 )
 
 // TestSaveRoundTrip saves each fixture model and checks that the folder holds
@@ -297,5 +298,46 @@ func TestBatchErrors(t *testing.T) {
 	}
 	if err := m.Backward(); err == nil {
 		t.Error("Backward after a failed forward gave no error")
+	}
+}
+
+// TestLoadHalfPrecision loads checkpoints stored in BF16 and F16: the model's
+// weights are the stored values widened exactly to float32.
+func TestLoadHalfPrecision(t *testing.T) {
+	for _, dt := range []kdrt.DType{kdrt.BF16, kdrt.F16} {
+		t.Run(dt.String(), func(t *testing.T) {
+			dir := copyFixture(t, "qwen2_bias")
+			want := map[string][]float32{}
+			rewriteWeights(t, dir, func(ts []safetensors.Tensor) []safetensors.Tensor {
+				for i := range ts {
+					ts[i].DType = dt
+					w := make([]float32, len(ts[i].F32))
+					for j, v := range ts[i].F32 {
+						if dt == kdrt.BF16 {
+							w[j] = half.BF16ToF32(half.F32ToBF16(v))
+						} else {
+							w[j] = half.F16ToF32(half.F32ToF16(v))
+						}
+					}
+					want[ts[i].Name] = w
+				}
+				return ts
+			})
+			m, err := model.LoadDir(dir, cpu.New())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := m.ExportTensors(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for n, w := range want {
+				for i := range w {
+					if got[n][i] != w[i] {
+						t.Fatalf("%s[%d] = %g, stored %s value %g", n, i, got[n][i], dt, w[i])
+					}
+				}
+			}
+		})
 	}
 }

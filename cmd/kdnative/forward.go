@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kdnative/kdnative/model"
+	"github.com/kdnative/kdnative/model/safetensors"
 	"github.com/kdnative/kdnative/runtime"
 )
 
@@ -20,6 +21,8 @@ type forwardConfig struct {
 	ModelDir string  // a Hugging Face folder; empty means the built-in tiny model
 	Seed     uint64  // the built-in model's random weights
 	IDs      []int32 // the token ids to run
+	SaveDir  string  // when set, save the model there as a Hugging Face folder
+	Logits   string  // when set, write input_ids and logits there (safetensors)
 }
 
 func forwardCommand() *cli.Command {
@@ -33,9 +36,11 @@ func forwardCommand() *cli.Command {
 			&cli.StringFlag{Name: "model", Usage: "Hugging Face model folder (default: the built-in tiny model)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the built-in model's random weights"},
 			&cli.StringFlag{Name: "ids", Value: "1,2,3,5,8,13,21,34,55,89", Usage: "comma-separated token ids"},
+			&cli.StringFlag{Name: "save", Usage: "save the model to this folder (Hugging Face layout, float32)"},
+			&cli.StringFlag{Name: "logits", Usage: "write input_ids and logits to this .safetensors file"},
 		},
 		Action: func(c *cli.Context) error {
-			cfg := forwardConfig{ModelDir: c.String("model"), Seed: c.Uint64("seed")}
+			cfg := forwardConfig{ModelDir: c.String("model"), Seed: c.Uint64("seed"), SaveDir: c.String("save"), Logits: c.String("logits")}
 			for _, f := range strings.Split(c.String("ids"), ",") {
 				id, err := strconv.ParseInt(strings.TrimSpace(f), 10, 32)
 				if err != nil {
@@ -127,5 +132,22 @@ func runForward(be runtime.Backend, cfg forwardConfig, w io.Writer) error {
 		fmt.Fprintf(w, "%d (p=%.3f)  ", id, math.Exp(float64(last[id])-mx)/lse)
 	}
 	fmt.Fprintln(w)
+
+	if cfg.Logits != "" {
+		err := safetensors.Write(cfg.Logits, []safetensors.Tensor{
+			{Name: "input_ids", DType: runtime.I32, Shape: []int{1, T}, I32: cfg.IDs},
+			{Name: "logits", DType: runtime.F32, Shape: []int{1, T, c.Vocab}, F32: logits},
+		}, map[string]string{"format": "pt"})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "wrote    %s\n", cfg.Logits)
+	}
+	if cfg.SaveDir != "" {
+		if err := m.SaveDir(cfg.SaveDir, 0); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "saved    %s\n", cfg.SaveDir)
+	}
 	return nil
 }
