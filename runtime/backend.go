@@ -18,6 +18,11 @@ package runtime
 //     Failures of the device (out of memory, a failed launch) are errors: Alloc
 //     returns them directly, and asynchronous ones are returned by Sync.
 type Backend interface {
+	// The distillation objectives' ops, declared beside their parameter types
+	// (losses.go, feature.go).
+	LossOps
+	FeatureOps
+
 	// Name is the backend's registered name ("cpu", "cuda").
 	Name() string
 	// Describe is one line for logs: the device, its memory, its library versions.
@@ -35,6 +40,9 @@ type Backend interface {
 	Download(src *Tensor, dst []float32) error
 	// DownloadInt32 copies an I32 tensor to the host.
 	DownloadInt32(src *Tensor, dst []int32) error
+	// Slice returns rows [start, end) of t viewed as [N, C]: a tensor of shape
+	// [end−start, C] that shares t's storage (writes go through).
+	Slice(t *Tensor, start, end int) *Tensor
 	// Zero sets every element of t to zero.
 	Zero(t *Tensor)
 	// Copy copies src into dst; both have the same element count and dtype.

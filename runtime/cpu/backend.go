@@ -346,3 +346,65 @@ func checkAttention(p kdrt.AttentionParams, out, probs, q, k, v *kdrt.Tensor) {
 		panic(fmt.Sprintf("cpu: attention %+v: shapes of %v %v %v %v %v do not agree", p, out, probs, q, k, v))
 	}
 }
+
+// Slice implements runtime.Backend.
+func (*Backend) Slice(t *kdrt.Tensor, start, end int) *kdrt.Tensor {
+	C, rows := t.Cols(), t.Rows()
+	if len(t.Shape) == 1 { // a vector [N] is N rows of one element
+		C, rows = 1, t.Shape[0]
+	}
+	if start < 0 || end > rows || start > end {
+		panic(fmt.Sprintf("cpu: slice rows [%d, %d) of %v", start, end, t))
+	}
+	s := t.Storage.(*storage)
+	v := &storage{}
+	if s.f != nil {
+		v.f = s.f[start*C : end*C : end*C]
+	}
+	if s.i != nil {
+		v.i = s.i[start*C : end*C : end*C]
+	}
+	shape := []int{end - start, C}
+	if len(t.Shape) == 1 {
+		shape = []int{end - start}
+	}
+	return &kdrt.Tensor{Shape: shape, DType: t.DType, Storage: v, Name: fmt.Sprintf("%s[%d:%d]", t.Name, start, end)}
+}
+
+// Divergence implements runtime.Backend.
+func (*Backend) Divergence(losses, dstudent, student, teacher, weights *kdrt.Tensor, p kdrt.DivergenceParams) {
+	N, Vs, Vt := student.Rows(), student.Cols(), teacher.Cols()
+	V := p.Vocab
+	if V == 0 && Vs != Vt {
+		panic(fmt.Sprintf("cpu: divergence between %v and %v: vocabularies differ and no shared width is given", student, teacher))
+	}
+	if V > Vs || V > Vt || teacher.Rows() != N || losses.Numel() != N || weights.Numel() != N {
+		panic(fmt.Sprintf("cpu: divergence %v vs %v (vocab %d, losses %v, weights %v): shapes do not agree", student, teacher, V, losses, weights))
+	}
+	var ds []float32
+	if dstudent != nil {
+		mustSameNumel("divergence", dstudent, student)
+		ds = Float32s(dstudent)
+	}
+	divergenceRows(Float32s(losses), ds, Float32s(student), Float32s(teacher), Float32s(weights), N, Vs, Vt, p)
+}
+
+// SparseDivergence implements runtime.Backend.
+func (*Backend) SparseDivergence(losses, dstudent, student, ids, logprobs, weights *kdrt.Tensor, p kdrt.DivergenceParams) {
+	N, V, K := student.Rows(), student.Cols(), ids.Cols()
+	if ids.Rows() != N || logprobs.Numel() != ids.Numel() || losses.Numel() != N || weights.Numel() != N {
+		panic(fmt.Sprintf("cpu: sparse divergence %v vs %v %v: shapes do not agree", student, ids, logprobs))
+	}
+	idv := Int32s(ids)
+	for i, id := range idv {
+		if id < 0 || int(id) >= V {
+			panic(fmt.Sprintf("cpu: sparse divergence: teacher id %d at row %d is outside the vocabulary of %v", id, i/K, student))
+		}
+	}
+	var ds []float32
+	if dstudent != nil {
+		mustSameNumel("sparse divergence", dstudent, student)
+		ds = Float32s(dstudent)
+	}
+	sparseDivergenceRows(Float32s(losses), ds, Float32s(student), idv, Float32s(logprobs), Float32s(weights), N, V, K, p)
+}

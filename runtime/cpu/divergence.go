@@ -1,0 +1,280 @@
+package cpu
+
+import (
+	"math"
+
+	kdrt "github.com/kdnative/kdnative/runtime"
+)
+
+// The divergences work on one row at a time. Every one of them is written as
+// D(q) with its gradient g = ∂D/∂q over the bins (the vocabulary, or the top-k
+// plus tail of a sparse teacher); the chain rule through q = softmax(s/τ)
+// then gives ∂D/∂s_j = (1/τ)·q_j·(g_j − Σ_i q_i·g_i). Probabilities and
+// log-probabilities are both kept so that 0·log 0 terms are skipped, never
+// evaluated (no NaN from −Inf logits).
+
+var negInf = math.Inf(-1)
+
+// logSoftmaxRow writes ls = log_softmax(x·invT) and returns nothing; −Inf
+// inputs give −Inf outputs. A row that is entirely −Inf stays −Inf.
+func logSoftmaxRow[F Float](ls, x []F, invT F) {
+	mx := F(negInf)
+	for _, v := range x {
+		mx = max(mx, v*invT)
+	}
+	if math.IsInf(float64(mx), -1) {
+		for i := range ls {
+			ls[i] = F(negInf)
+		}
+		return
+	}
+	var sum F
+	for _, v := range x {
+		sum += exp(v*invT - mx)
+	}
+	lse := mx + F(math.Log(float64(sum)))
+	for i, v := range x {
+		ls[i] = v*invT - lse
+	}
+}
+
+// logAddExp returns log(eᵃ + eᵇ) without overflow.
+func logAddExp[F Float](a, b F) F {
+	if math.IsInf(float64(a), -1) {
+		return b
+	}
+	if math.IsInf(float64(b), -1) {
+		return a
+	}
+	if a < b {
+		a, b = b, a
+	}
+	return a + F(math.Log1p(math.Exp(float64(b-a))))
+}
+
+// binDivergence evaluates D over bins given the teacher's (lp) and student's
+// (lq) log-probabilities, writing g_i = ∂D/∂q_i multiplied by q_i (qg) — the
+// product is what the softmax chain needs and stays finite where q_i = 0.
+func binDivergence[F Float](qg, lp, lq []F, kind kdrt.DivergenceKind, beta, alpha F) F {
+	var d F
+	switch kind {
+	case kdrt.ForwardKL: // g = −p/q, so q·g = −p
+		for i := range lp {
+			p := exp(lp[i])
+			if p > 0 {
+				d += p * (lp[i] - lq[i])
+			}
+			qg[i] = -p
+		}
+	case kdrt.ReverseKL: // g = log q − log p + 1 (the constant cancels)
+		for i := range lq {
+			q := exp(lq[i])
+			qg[i] = 0
+			if q > 0 {
+				d += q * (lq[i] - lp[i])
+				qg[i] = q * (lq[i] - lp[i])
+			}
+		}
+	case kdrt.JSD:
+		if beta == 0 {
+			return binDivergence(qg, lp, lq, kdrt.ForwardKL, 0, 0)
+		}
+		if beta == 1 {
+			return binDivergence(qg, lp, lq, kdrt.ReverseKL, 0, 0)
+		}
+		lb, l1b := F(math.Log(float64(beta))), F(math.Log(float64(1-beta)))
+		for i := range lp {
+			lm := logAddExp(lb+lp[i], l1b+lq[i])
+			p, q := exp(lp[i]), exp(lq[i])
+			qg[i] = 0
+			if p > 0 {
+				d += beta * p * (lp[i] - lm)
+			}
+			if q > 0 {
+				d += (1 - beta) * q * (lq[i] - lm)
+				qg[i] = (1 - beta) * q * (lq[i] - lm) // g = (1−β)(log q − log m)
+			}
+		}
+	case kdrt.TVD: // g = ½·sign(q − p)
+		for i := range lp {
+			p, q := exp(lp[i]), exp(lq[i])
+			d += 0.5 * F(math.Abs(float64(p-q)))
+			switch {
+			case q > p:
+				qg[i] = 0.5 * q
+			case q < p:
+				qg[i] = -0.5 * q
+			default:
+				qg[i] = 0
+			}
+		}
+	case kdrt.SkewKL: // m = αp + (1−α)q; g = −(1−α)·p/m
+		la, l1a := F(math.Log(float64(alpha))), F(math.Log(float64(1-alpha)))
+		for i := range lp {
+			p := exp(lp[i])
+			qg[i] = 0
+			if p > 0 {
+				lm := logAddExp(la+lp[i], l1a+lq[i])
+				d += p * (lp[i] - lm)
+				// q·g = −(1−α)·p·q/m, with q/m = exp(lq − lm).
+				qg[i] = -(1 - alpha) * p * exp(lq[i]-lm)
+			}
+		}
+	case kdrt.SkewReverseKL: // m = (1−α)p + αq; g = log q − log m + 1 − α·q/m
+		la, l1a := F(math.Log(float64(alpha))), F(math.Log(float64(1-alpha)))
+		for i := range lp {
+			q := exp(lq[i])
+			qg[i] = 0
+			if q > 0 {
+				lm := logAddExp(l1a+lp[i], la+lq[i])
+				d += q * (lq[i] - lm)
+				qg[i] = q * (lq[i] - lm - alpha*exp(lq[i]-lm))
+			}
+		}
+	}
+	return d
+}
+
+// softmaxChain turns q·g into ∂D/∂s_j = (1/τ)·(q_j·g_j − q_j·Σ_i q_i·g_i) and
+// adds it, times w, into ds. Bins map to vocabulary columns through cols (nil
+// means bin i is column i).
+func softmaxChain[F Float](ds, qg, lq []F, w, invT F) {
+	var s F
+	for _, v := range qg {
+		s += v
+	}
+	for j := range qg {
+		q := exp(lq[j])
+		ds[j] += w * invT * (qg[j] - q*s)
+	}
+}
+
+// divergenceRows is the dense Divergence over rows: student [N, Vs], teacher
+// [N, Vt], the first V columns of each compared.
+func divergenceRows[F Float](losses, dstudent, student, teacher, weights []F, N, Vs, Vt int, p kdrt.DivergenceParams) {
+	V := p.Vocab
+	if V == 0 {
+		V = Vs
+	}
+	invT := 1 / F(p.Temperature)
+	parallelFor(N, 30*V, func(lo, hi int) {
+		lp, lq, qg := make([]F, V), make([]F, V), make([]F, V)
+		for n := lo; n < hi; n++ {
+			w := weights[n]
+			if w == 0 {
+				losses[n] = 0
+				continue
+			}
+			logSoftmaxRow(lp, teacher[n*Vt:n*Vt+V], invT)
+			logSoftmaxRow(lq, student[n*Vs:n*Vs+V], invT)
+			losses[n] = w * binDivergence(qg, lp, lq, p.Kind, F(p.Beta), F(p.Alpha))
+			if dstudent != nil {
+				softmaxChain(dstudent[n*Vs:n*Vs+V], qg, lq, w, invT)
+			}
+		}
+	})
+}
+
+// sparseDivergenceRows is SparseDivergence: the teacher is K (id, logprob)
+// pairs per row.
+func sparseDivergenceRows[F Float](losses, dstudent, student []F, ids []int32, logprobs, weights []F, N, V, K int, p kdrt.DivergenceParams) {
+	invT := 1 / F(p.Temperature)
+	bins := K
+	if p.Tail == kdrt.TailBucket {
+		bins = K + 1
+	}
+	parallelFor(N, 30*V, func(lo, hi int) {
+		ls := make([]F, V)
+		lp, lq, qg := make([]F, bins), make([]F, bins), make([]F, bins)
+		inTop := make([]bool, V)
+		for n := lo; n < hi; n++ {
+			w := weights[n]
+			if w == 0 {
+				losses[n] = 0
+				continue
+			}
+			rowIDs, rowLP := ids[n*K:(n+1)*K], logprobs[n*K:(n+1)*K]
+			logSoftmaxRow(ls, student[n*V:(n+1)*V], invT)
+			for k, id := range rowIDs {
+				lp[k], lq[k] = rowLP[k], ls[id]
+			}
+			if p.Tail == kdrt.Renormalize {
+				renormalizeLog(lp)
+				renormalizeLog(lq)
+			} else {
+				// Teacher tail: 1 − Σ top-k, clamped at 0 against rounding.
+				var pt F
+				for _, v := range lp[:K] {
+					pt += exp(v)
+				}
+				lp[K] = F(math.Log(math.Max(0, float64(1-pt))))
+				// Student tail: the mass of every id outside the top-k, summed
+				// directly (1 − Σ q_k would cancel when the top-k holds nearly all).
+				for _, id := range rowIDs {
+					inTop[id] = true
+				}
+				mx := F(negInf)
+				for j, v := range ls {
+					if !inTop[j] {
+						mx = max(mx, v)
+					}
+				}
+				var sum F
+				if !math.IsInf(float64(mx), -1) {
+					for j, v := range ls {
+						if !inTop[j] {
+							sum += exp(v - mx)
+						}
+					}
+				}
+				lq[K] = mx + F(math.Log(float64(sum)))
+				for _, id := range rowIDs {
+					inTop[id] = false
+				}
+			}
+			losses[n] = w * binDivergence(qg, lp, lq, p.Kind, F(p.Beta), F(p.Alpha))
+			if dstudent == nil {
+				continue
+			}
+			ds := dstudent[n*V : (n+1)*V]
+			var s F
+			for _, v := range qg {
+				s += v
+			}
+			if p.Tail == kdrt.Renormalize {
+				// Only the k ids are in the renormalized student's softmax.
+				for k, id := range rowIDs {
+					ds[id] += w * invT * (qg[k] - exp(lq[k])*s)
+				}
+				continue
+			}
+			// Tail bucket: every id outside the top-k shares the tail bin's
+			// g, so its gradient is (1/τ)·q_j·(g_tail − s), with
+			// g_tail = qg[K]/q_tail.
+			gTail := F(0)
+			if qt := exp(lq[K]); qt > 0 {
+				gTail = qg[K] / qt
+			}
+			for _, id := range rowIDs {
+				inTop[id] = true
+			}
+			for j, v := range ls {
+				if !inTop[j] {
+					ds[j] += w * invT * exp(v) * (gTail - s)
+				}
+			}
+			for k, id := range rowIDs {
+				inTop[id] = false
+				ds[id] += w * invT * (qg[k] - exp(lq[k])*s)
+			}
+		}
+	})
+}
+
+// renormalizeLog subtracts logsumexp so the bins' probabilities sum to 1.
+func renormalizeLog[F Float](l []F) {
+	lse := logSumExp(l)
+	for i := range l {
+		l[i] -= lse
+	}
+}

@@ -1,0 +1,79 @@
+package sgemm
+
+// A kernel computes one mr×nr tile of C from packed panels:
+//
+//	C[i][j] = α·Σ_p a[p·mr+i]·b[p·nr+j] + β·C[i][j]   for i < mr, j < nr, p < k
+//
+// where a is an mr×k panel of op(A) stored column by column (mr values per p)
+// and b is a k×nr panel of op(B) stored row by row (nr values per p). C[i][j]
+// is c[i·ldc+j]. β == 0 means C is not read, so NaNs already in C vanish.
+//
+// The blocking sizes travel with the kernel because they depend on its tile:
+// kc·nr floats of B should stay in L1 while the mc×kc block of A streams from
+// L2, and the kc×nc block of B lives in L2/L3.
+type kernel struct {
+	name       string
+	mr, nr     int
+	kc, mc, nc int
+	fn         func(k int, a, b, c []float32, ldc int, alpha, beta float32)
+}
+
+// genericKernel is the portable fallback: a 4×4 tile keeps its 16
+// accumulators plus 8 operands within the float registers of every 64-bit
+// GOARCH Go supports (amd64 has 16, arm64 32).
+var genericKernel = &kernel{
+	name: "generic",
+	mr:   4, nr: 4,
+	kc: 256, mc: 128, nc: 1024,
+	fn: gemm4x4,
+}
+
+func gemm4x4(k int, a, b, c []float32, ldc int, alpha, beta float32) {
+	var (
+		c00, c01, c02, c03 float32
+		c10, c11, c12, c13 float32
+		c20, c21, c22, c23 float32
+		c30, c31, c32, c33 float32
+	)
+	a = a[:4*k]
+	b = b[:4*k]
+	for p := 0; p < k; p++ {
+		// Three-index slices let the compiler drop the bounds checks below.
+		ap := a[4*p : 4*p+4 : 4*p+4]
+		bp := b[4*p : 4*p+4 : 4*p+4]
+		a0, a1, a2, a3 := ap[0], ap[1], ap[2], ap[3]
+		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
+		c00 += a0 * b0
+		c01 += a0 * b1
+		c02 += a0 * b2
+		c03 += a0 * b3
+		c10 += a1 * b0
+		c11 += a1 * b1
+		c12 += a1 * b2
+		c13 += a1 * b3
+		c20 += a2 * b0
+		c21 += a2 * b1
+		c22 += a2 * b2
+		c23 += a2 * b3
+		c30 += a3 * b0
+		c31 += a3 * b1
+		c32 += a3 * b2
+		c33 += a3 * b3
+	}
+	storeRow4(c[0*ldc:0*ldc+4], c00, c01, c02, c03, alpha, beta)
+	storeRow4(c[1*ldc:1*ldc+4], c10, c11, c12, c13, alpha, beta)
+	storeRow4(c[2*ldc:2*ldc+4], c20, c21, c22, c23, alpha, beta)
+	storeRow4(c[3*ldc:3*ldc+4], c30, c31, c32, c33, alpha, beta)
+}
+
+func storeRow4(c []float32, v0, v1, v2, v3, alpha, beta float32) {
+	c = c[:4]
+	if beta == 0 {
+		c[0], c[1], c[2], c[3] = alpha*v0, alpha*v1, alpha*v2, alpha*v3
+		return
+	}
+	c[0] = alpha*v0 + beta*c[0]
+	c[1] = alpha*v1 + beta*c[1]
+	c[2] = alpha*v2 + beta*c[2]
+	c[3] = alpha*v3 + beta*c[3]
+}

@@ -1,0 +1,472 @@
+#include "textflag.h"
+
+// The kernels compute C = α·A·B + β·C for one register tile; see kernel in
+// kernel.go for the packed layout. Per step p of the k loop they load one row
+// of the B panel into vector registers, broadcast each of the mr values of
+// the A panel's column p, and FMA the product into the tile's accumulators,
+// which stay in registers for the whole k loop. The loop is unrolled four
+// times; a remainder loop takes k mod 4.
+//
+// Register use, avx2 6×16:    Y0-Y1 B row, Y2-Y3 broadcasts, Y4-Y15 tile
+//                              (row r in Y(4+2r), Y(5+2r)).
+// Register use, avx512 12×32: Z0-Z1 B row, Z2-Z3 broadcasts, Z8-Z31 tile
+//                              (row r in Z(8+2r), Z(9+2r)).
+
+// ROW broadcasts one A value and accumulates it times the B row into a
+// tile row.
+#define ROW(aoff, bc, b0, b1, acc0, acc1) \
+	VBROADCASTSS (aoff)(SI), bc; \
+	VFMADD231PS  b0, bc, acc0;   \
+	VFMADD231PS  b1, bc, acc1
+
+// STEP6x16 is one step of the k loop; ao and bo are the byte offsets of
+// the step's A column and B row from SI and DI.
+#define STEP6x16(ao, bo) \
+	VMOVUPS (bo)(DI), Y0; \
+	VMOVUPS (bo+32)(DI), Y1; \
+	ROW(ao+0, Y2, Y0, Y1, Y4, Y5); \
+	ROW(ao+4, Y3, Y0, Y1, Y6, Y7); \
+	ROW(ao+8, Y2, Y0, Y1, Y8, Y9); \
+	ROW(ao+12, Y3, Y0, Y1, Y10, Y11); \
+	ROW(ao+16, Y2, Y0, Y1, Y12, Y13); \
+	ROW(ao+20, Y3, Y0, Y1, Y14, Y15)
+
+// STEP12x32 is one step of the k loop; ao and bo are the byte offsets of
+// the step's A column and B row from SI and DI.
+#define STEP12x32(ao, bo) \
+	VMOVUPS (bo)(DI), Z0; \
+	VMOVUPS (bo+64)(DI), Z1; \
+	ROW(ao+0, Z2, Z0, Z1, Z8, Z9); \
+	ROW(ao+4, Z3, Z0, Z1, Z10, Z11); \
+	ROW(ao+8, Z2, Z0, Z1, Z12, Z13); \
+	ROW(ao+12, Z3, Z0, Z1, Z14, Z15); \
+	ROW(ao+16, Z2, Z0, Z1, Z16, Z17); \
+	ROW(ao+20, Z3, Z0, Z1, Z18, Z19); \
+	ROW(ao+24, Z2, Z0, Z1, Z20, Z21); \
+	ROW(ao+28, Z3, Z0, Z1, Z22, Z23); \
+	ROW(ao+32, Z2, Z0, Z1, Z24, Z25); \
+	ROW(ao+36, Z3, Z0, Z1, Z26, Z27); \
+	ROW(ao+40, Z2, Z0, Z1, Z28, Z29); \
+	ROW(ao+44, Z3, Z0, Z1, Z30, Z31)
+
+// func gemm6x16(k int, a, b, c *float32, ldc int, alpha, beta float32)
+TEXT ·gemm6x16(SB), NOSPLIT, $0-48
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8 // ldc in bytes
+
+	// Start pulling the C tile into L1 now; it is needed only after the
+	// k loop, so the misses overlap the arithmetic.
+	MOVQ DX, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 60(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 60(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 60(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 60(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 60(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 60(R9)
+
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
+	VXORPS Y14, Y14, Y14
+	VXORPS Y15, Y15, Y15
+
+	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ   gemm6x16_tail
+
+gemm6x16_loop4:
+	STEP6x16(0, 0)
+	STEP6x16(24, 64)
+	STEP6x16(48, 128)
+	STEP6x16(72, 192)
+	ADDQ $96, SI
+	ADDQ $256, DI
+	DECQ BX
+	JNZ  gemm6x16_loop4
+
+gemm6x16_tail:
+	ANDQ $3, CX
+	JZ   gemm6x16_store
+
+gemm6x16_loop1:
+	STEP6x16(0, 0)
+	ADDQ $24, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  gemm6x16_loop1
+
+gemm6x16_store:
+	VBROADCASTSS alpha+40(FP), Y0
+	MOVL beta+44(FP), AX
+	SHLL $1, AX // drop the sign bit: β = -0 also means "do not read C"
+	JNZ  gemm6x16_beta
+
+	// β = 0: C = α·AB, C is never loaded.
+	VMULPS  Y0, Y4, Y4
+	VMOVUPS Y4, 0(DX)
+	VMULPS  Y0, Y5, Y5
+	VMOVUPS Y5, 32(DX)
+	ADDQ    R8, DX
+	VMULPS  Y0, Y6, Y6
+	VMOVUPS Y6, 0(DX)
+	VMULPS  Y0, Y7, Y7
+	VMOVUPS Y7, 32(DX)
+	ADDQ    R8, DX
+	VMULPS  Y0, Y8, Y8
+	VMOVUPS Y8, 0(DX)
+	VMULPS  Y0, Y9, Y9
+	VMOVUPS Y9, 32(DX)
+	ADDQ    R8, DX
+	VMULPS  Y0, Y10, Y10
+	VMOVUPS Y10, 0(DX)
+	VMULPS  Y0, Y11, Y11
+	VMOVUPS Y11, 32(DX)
+	ADDQ    R8, DX
+	VMULPS  Y0, Y12, Y12
+	VMOVUPS Y12, 0(DX)
+	VMULPS  Y0, Y13, Y13
+	VMOVUPS Y13, 32(DX)
+	ADDQ    R8, DX
+	VMULPS  Y0, Y14, Y14
+	VMOVUPS Y14, 0(DX)
+	VMULPS  Y0, Y15, Y15
+	VMOVUPS Y15, 32(DX)
+	VZEROUPPER
+	RET
+
+gemm6x16_beta:
+	// C = α·AB + β·C.
+	VBROADCASTSS beta+44(FP), Y1
+	VMULPS      Y0, Y4, Y4
+	VFMADD231PS 0(DX), Y1, Y4
+	VMOVUPS     Y4, 0(DX)
+	VMULPS      Y0, Y5, Y5
+	VFMADD231PS 32(DX), Y1, Y5
+	VMOVUPS     Y5, 32(DX)
+	ADDQ        R8, DX
+	VMULPS      Y0, Y6, Y6
+	VFMADD231PS 0(DX), Y1, Y6
+	VMOVUPS     Y6, 0(DX)
+	VMULPS      Y0, Y7, Y7
+	VFMADD231PS 32(DX), Y1, Y7
+	VMOVUPS     Y7, 32(DX)
+	ADDQ        R8, DX
+	VMULPS      Y0, Y8, Y8
+	VFMADD231PS 0(DX), Y1, Y8
+	VMOVUPS     Y8, 0(DX)
+	VMULPS      Y0, Y9, Y9
+	VFMADD231PS 32(DX), Y1, Y9
+	VMOVUPS     Y9, 32(DX)
+	ADDQ        R8, DX
+	VMULPS      Y0, Y10, Y10
+	VFMADD231PS 0(DX), Y1, Y10
+	VMOVUPS     Y10, 0(DX)
+	VMULPS      Y0, Y11, Y11
+	VFMADD231PS 32(DX), Y1, Y11
+	VMOVUPS     Y11, 32(DX)
+	ADDQ        R8, DX
+	VMULPS      Y0, Y12, Y12
+	VFMADD231PS 0(DX), Y1, Y12
+	VMOVUPS     Y12, 0(DX)
+	VMULPS      Y0, Y13, Y13
+	VFMADD231PS 32(DX), Y1, Y13
+	VMOVUPS     Y13, 32(DX)
+	ADDQ        R8, DX
+	VMULPS      Y0, Y14, Y14
+	VFMADD231PS 0(DX), Y1, Y14
+	VMOVUPS     Y14, 0(DX)
+	VMULPS      Y0, Y15, Y15
+	VFMADD231PS 32(DX), Y1, Y15
+	VMOVUPS     Y15, 32(DX)
+	VZEROUPPER
+	RET
+
+// func gemm12x32(k int, a, b, c *float32, ldc int, alpha, beta float32)
+TEXT ·gemm12x32(SB), NOSPLIT, $0-48
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8 // ldc in bytes
+
+	// Start pulling the C tile into L1 now; it is needed only after the
+	// k loop, so the misses overlap the arithmetic.
+	MOVQ DX, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+	ADDQ R8, R9
+	PREFETCHT0 0(R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 124(R9)
+
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+	VXORPS Z20, Z20, Z20
+	VXORPS Z21, Z21, Z21
+	VXORPS Z22, Z22, Z22
+	VXORPS Z23, Z23, Z23
+	VXORPS Z24, Z24, Z24
+	VXORPS Z25, Z25, Z25
+	VXORPS Z26, Z26, Z26
+	VXORPS Z27, Z27, Z27
+	VXORPS Z28, Z28, Z28
+	VXORPS Z29, Z29, Z29
+	VXORPS Z30, Z30, Z30
+	VXORPS Z31, Z31, Z31
+
+	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ   gemm12x32_tail
+
+gemm12x32_loop4:
+	STEP12x32(0, 0)
+	STEP12x32(48, 128)
+	STEP12x32(96, 256)
+	STEP12x32(144, 384)
+	ADDQ $192, SI
+	ADDQ $512, DI
+	DECQ BX
+	JNZ  gemm12x32_loop4
+
+gemm12x32_tail:
+	ANDQ $3, CX
+	JZ   gemm12x32_store
+
+gemm12x32_loop1:
+	STEP12x32(0, 0)
+	ADDQ $48, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ  gemm12x32_loop1
+
+gemm12x32_store:
+	VBROADCASTSS alpha+40(FP), Z0
+	MOVL beta+44(FP), AX
+	SHLL $1, AX // drop the sign bit: β = -0 also means "do not read C"
+	JNZ  gemm12x32_beta
+
+	// β = 0: C = α·AB, C is never loaded.
+	VMULPS  Z0, Z8, Z8
+	VMOVUPS Z8, 0(DX)
+	VMULPS  Z0, Z9, Z9
+	VMOVUPS Z9, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z10, Z10
+	VMOVUPS Z10, 0(DX)
+	VMULPS  Z0, Z11, Z11
+	VMOVUPS Z11, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z12, Z12
+	VMOVUPS Z12, 0(DX)
+	VMULPS  Z0, Z13, Z13
+	VMOVUPS Z13, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z14, Z14
+	VMOVUPS Z14, 0(DX)
+	VMULPS  Z0, Z15, Z15
+	VMOVUPS Z15, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z16, Z16
+	VMOVUPS Z16, 0(DX)
+	VMULPS  Z0, Z17, Z17
+	VMOVUPS Z17, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z18, Z18
+	VMOVUPS Z18, 0(DX)
+	VMULPS  Z0, Z19, Z19
+	VMOVUPS Z19, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z20, Z20
+	VMOVUPS Z20, 0(DX)
+	VMULPS  Z0, Z21, Z21
+	VMOVUPS Z21, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z22, Z22
+	VMOVUPS Z22, 0(DX)
+	VMULPS  Z0, Z23, Z23
+	VMOVUPS Z23, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z24, Z24
+	VMOVUPS Z24, 0(DX)
+	VMULPS  Z0, Z25, Z25
+	VMOVUPS Z25, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z26, Z26
+	VMOVUPS Z26, 0(DX)
+	VMULPS  Z0, Z27, Z27
+	VMOVUPS Z27, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z28, Z28
+	VMOVUPS Z28, 0(DX)
+	VMULPS  Z0, Z29, Z29
+	VMOVUPS Z29, 64(DX)
+	ADDQ    R8, DX
+	VMULPS  Z0, Z30, Z30
+	VMOVUPS Z30, 0(DX)
+	VMULPS  Z0, Z31, Z31
+	VMOVUPS Z31, 64(DX)
+	VZEROUPPER
+	RET
+
+gemm12x32_beta:
+	// C = α·AB + β·C.
+	VBROADCASTSS beta+44(FP), Z1
+	VMULPS      Z0, Z8, Z8
+	VFMADD231PS 0(DX), Z1, Z8
+	VMOVUPS     Z8, 0(DX)
+	VMULPS      Z0, Z9, Z9
+	VFMADD231PS 64(DX), Z1, Z9
+	VMOVUPS     Z9, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z10, Z10
+	VFMADD231PS 0(DX), Z1, Z10
+	VMOVUPS     Z10, 0(DX)
+	VMULPS      Z0, Z11, Z11
+	VFMADD231PS 64(DX), Z1, Z11
+	VMOVUPS     Z11, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z12, Z12
+	VFMADD231PS 0(DX), Z1, Z12
+	VMOVUPS     Z12, 0(DX)
+	VMULPS      Z0, Z13, Z13
+	VFMADD231PS 64(DX), Z1, Z13
+	VMOVUPS     Z13, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z14, Z14
+	VFMADD231PS 0(DX), Z1, Z14
+	VMOVUPS     Z14, 0(DX)
+	VMULPS      Z0, Z15, Z15
+	VFMADD231PS 64(DX), Z1, Z15
+	VMOVUPS     Z15, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z16, Z16
+	VFMADD231PS 0(DX), Z1, Z16
+	VMOVUPS     Z16, 0(DX)
+	VMULPS      Z0, Z17, Z17
+	VFMADD231PS 64(DX), Z1, Z17
+	VMOVUPS     Z17, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z18, Z18
+	VFMADD231PS 0(DX), Z1, Z18
+	VMOVUPS     Z18, 0(DX)
+	VMULPS      Z0, Z19, Z19
+	VFMADD231PS 64(DX), Z1, Z19
+	VMOVUPS     Z19, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z20, Z20
+	VFMADD231PS 0(DX), Z1, Z20
+	VMOVUPS     Z20, 0(DX)
+	VMULPS      Z0, Z21, Z21
+	VFMADD231PS 64(DX), Z1, Z21
+	VMOVUPS     Z21, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z22, Z22
+	VFMADD231PS 0(DX), Z1, Z22
+	VMOVUPS     Z22, 0(DX)
+	VMULPS      Z0, Z23, Z23
+	VFMADD231PS 64(DX), Z1, Z23
+	VMOVUPS     Z23, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z24, Z24
+	VFMADD231PS 0(DX), Z1, Z24
+	VMOVUPS     Z24, 0(DX)
+	VMULPS      Z0, Z25, Z25
+	VFMADD231PS 64(DX), Z1, Z25
+	VMOVUPS     Z25, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z26, Z26
+	VFMADD231PS 0(DX), Z1, Z26
+	VMOVUPS     Z26, 0(DX)
+	VMULPS      Z0, Z27, Z27
+	VFMADD231PS 64(DX), Z1, Z27
+	VMOVUPS     Z27, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z28, Z28
+	VFMADD231PS 0(DX), Z1, Z28
+	VMOVUPS     Z28, 0(DX)
+	VMULPS      Z0, Z29, Z29
+	VFMADD231PS 64(DX), Z1, Z29
+	VMOVUPS     Z29, 64(DX)
+	ADDQ        R8, DX
+	VMULPS      Z0, Z30, Z30
+	VFMADD231PS 0(DX), Z1, Z30
+	VMOVUPS     Z30, 0(DX)
+	VMULPS      Z0, Z31, Z31
+	VFMADD231PS 64(DX), Z1, Z31
+	VMOVUPS     Z31, 64(DX)
+	VZEROUPPER
+	RET

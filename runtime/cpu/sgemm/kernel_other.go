@@ -1,0 +1,6 @@
+//go:build !amd64
+
+package sgemm
+
+// Other GOARCHes have no assembly kernel yet.
+var hostKernels []*kernel

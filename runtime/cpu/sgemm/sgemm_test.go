@@ -1,0 +1,346 @@
+package sgemm
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+)
+
+// testKernels returns every kernel this machine can run, each also in a
+// copy with tiny blocking sizes so that small matrices cross every kc, mc and
+// nc block boundary and exercise the β-then-accumulate path over k.
+func testKernels() []*kernel {
+	var ks []*kernel
+	for _, k := range append(append([]*kernel{}, hostKernels...), genericKernel) {
+		small := *k
+		small.name += "/small-blocks"
+		small.kc, small.mc, small.nc = 7, 2*k.mr+1, 3*k.nr-1
+		ks = append(ks, k, &small)
+	}
+	return ks
+}
+
+// withKernel runs f with Sgemm switched to kernel k.
+func withKernel(k *kernel, f func()) {
+	saved := active
+	active = k
+	defer func() { active = saved }()
+	f()
+}
+
+// problem is one Sgemm call with its operands.
+type problem struct {
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	a, b, c        []float32
+	lda, ldb, ldc  int
+}
+
+func (p *problem) String() string {
+	return fmt.Sprintf("tA=%v tB=%v m=%d n=%d k=%d α=%g β=%g lda=%d ldb=%d ldc=%d",
+		p.transA, p.transB, p.m, p.n, p.k, p.alpha, p.beta, p.lda, p.ldb, p.ldc)
+}
+
+// randProblem makes a problem with random operands; leading dimensions get
+// up to pad extra columns. C is NaN when β = 0, so reading it would show.
+func randProblem(rng *rand.Rand, transA, transB bool, m, n, k int, alpha, beta float32, pad int) *problem {
+	p := &problem{transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, beta: beta}
+	rowsA, colsA := m, k
+	if transA {
+		rowsA, colsA = k, m
+	}
+	rowsB, colsB := k, n
+	if transB {
+		rowsB, colsB = n, k
+	}
+	p.lda = max(1, colsA) + rng.IntN(pad+1)
+	p.ldb = max(1, colsB) + rng.IntN(pad+1)
+	p.ldc = max(1, n) + rng.IntN(pad+1)
+	p.a = randMatrix(rng, rowsA, colsA, p.lda)
+	p.b = randMatrix(rng, rowsB, colsB, p.ldb)
+	p.c = randMatrix(rng, m, n, p.ldc)
+	if beta == 0 {
+		for i := range p.c {
+			p.c[i] = float32(math.NaN())
+		}
+	}
+	return p
+}
+
+// randMatrix returns a rows×cols matrix with stride ld in a slice exactly as
+// long as it must be.
+func randMatrix(rng *rand.Rand, rows, cols, ld int) []float32 {
+	if rows == 0 || cols == 0 {
+		return nil
+	}
+	x := make([]float32, (rows-1)*ld+cols)
+	for i := range x {
+		x[i] = rng.Float32()*2 - 1
+	}
+	return x
+}
+
+func (p *problem) opA(i, l int) float64 {
+	if p.transA {
+		return float64(p.a[l*p.lda+i])
+	}
+	return float64(p.a[i*p.lda+l])
+}
+
+func (p *problem) opB(l, j int) float64 {
+	if p.transB {
+		return float64(p.b[j*p.ldb+l])
+	}
+	return float64(p.b[l*p.ldb+j])
+}
+
+// reference computes the product in float64 by the definition and, per
+// element, the error scale |α|·Σ|a||b| + |β·c| that fp32 rounding is relative to.
+func (p *problem) reference() (want, scale []float64) {
+	want = make([]float64, len(p.c))
+	scale = make([]float64, len(p.c))
+	for i := 0; i < p.m; i++ {
+		for j := 0; j < p.n; j++ {
+			var s, abs float64
+			for l := 0; l < p.k; l++ {
+				x := p.opA(i, l) * p.opB(l, j)
+				s += x
+				abs += math.Abs(x)
+			}
+			at := i*p.ldc + j
+			want[at] = float64(p.alpha) * s
+			scale[at] = math.Abs(float64(p.alpha)) * abs
+			if p.beta != 0 {
+				bc := float64(p.beta) * float64(p.c[at])
+				want[at] += bc
+				scale[at] += math.Abs(bc)
+			}
+		}
+	}
+	return want, scale
+}
+
+// run calls Sgemm on a copy of C and returns the copy.
+func (p *problem) run() []float32 {
+	c := append([]float32(nil), p.c...)
+	Sgemm(p.transA, p.transB, p.m, p.n, p.k, p.alpha, p.a, p.lda, p.b, p.ldb, p.beta, c, p.ldc)
+	return c
+}
+
+const tol = 1e-5
+
+// check compares got against the float64 reference inside the logical
+// matrix, and against the untouched input in the padding between rows.
+func (p *problem) check(t *testing.T, got []float32) {
+	t.Helper()
+	want, scale := p.reference()
+	bad := 0
+	for i := range got {
+		r, j := i/p.ldc, i%p.ldc
+		if j >= p.n {
+			if math.Float32bits(got[i]) != math.Float32bits(p.c[i]) {
+				t.Errorf("%v: padding C[%d][%d] changed: %v -> %v", p, r, j, p.c[i], got[i])
+				return
+			}
+			continue
+		}
+		err := math.Abs(float64(got[i]) - want[i])
+		if !(err <= tol*scale[i]+1e-30) {
+			if bad++; bad <= 3 {
+				t.Errorf("%v: C[%d][%d] = %v, want %v (err %.3g, allowed %.3g)", p, r, j, got[i], want[i], err, tol*scale[i])
+			}
+		}
+	}
+}
+
+// sizes near every tile and block edge of the kernels, and primes.
+var edgeSizes = []int{1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 15, 16, 17, 23, 29, 31, 32, 33, 47, 48, 49, 64, 97, 131, 191, 192, 193, 255, 256, 257, 300}
+
+var scalars = [][2]float32{{1, 0}, {1, 1}, {0, 1}, {0, 0}, {-0.7, 0}, {1.3, -0.4}, {0.5, 1}}
+
+func TestSgemm(t *testing.T) {
+	for _, kern := range testKernels() {
+		t.Run(kern.name, func(t *testing.T) {
+			withKernel(kern, func() {
+				rng := rand.New(rand.NewPCG(1, uint64(kern.mr*100+kern.kc)))
+				trials := 150
+				if testing.Short() {
+					trials = 40
+				}
+				for trial := 0; trial < trials; trial++ {
+					m := edgeSizes[rng.IntN(len(edgeSizes))]
+					n := edgeSizes[rng.IntN(len(edgeSizes))]
+					k := edgeSizes[rng.IntN(len(edgeSizes))]
+					s := scalars[trial%len(scalars)]
+					tA, tB := trial&1 != 0, trial&2 != 0
+					p := randProblem(rng, tA, tB, m, n, k, s[0], s[1], 3*(trial%2))
+					p.check(t, p.run())
+				}
+				// Every transpose combination on a few shapes, all scalars.
+				for _, sh := range [][3]int{{1, 1, 1}, {kern.mr + 1, kern.nr - 1, 3}, {2*kern.mr - 1, 2*kern.nr + 1, 300}, {37, 53, 71}} {
+					for _, s := range scalars {
+						for tr := 0; tr < 4; tr++ {
+							p := randProblem(rng, tr&1 != 0, tr&2 != 0, sh[0], sh[1], sh[2], s[0], s[1], 2)
+							p.check(t, p.run())
+						}
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestKZero: with k = 0 the product is empty, so C = β·C (and C = 0 without
+// reading it when β = 0); A and B may be empty.
+func TestKZero(t *testing.T) {
+	for _, beta := range []float32{0, 1, -2} {
+		c := []float32{1, 2, 3, 9, 4, 5, 6}
+		if beta == 0 {
+			c[0] = float32(math.NaN())
+		}
+		Sgemm(false, true, 2, 3, 0, 1, nil, 1, nil, 1, beta, c, 4)
+		want := []float32{1 * beta, 2 * beta, 3 * beta, 9, 4 * beta, 5 * beta, 6 * beta}
+		for i := range c {
+			if c[i] != want[i] {
+				t.Fatalf("β=%v: C = %v, want %v", beta, c, want)
+			}
+		}
+	}
+}
+
+// TestSentinel puts A, B and C inside larger buffers of sentinels, with C
+// taken as a slice whose capacity runs on into the sentinels, and checks that
+// nothing outside the logical matrices changes.
+func TestSentinel(t *testing.T) {
+	const guard = 67
+	sentinel := float32(-12345.5)
+	rng := rand.New(rand.NewPCG(2, 2))
+	for _, kern := range testKernels() {
+		withKernel(kern, func() {
+			for trial := 0; trial < 40; trial++ {
+				m, n, k := 1+rng.IntN(90), 1+rng.IntN(90), 1+rng.IntN(40)
+				if trial == 0 {
+					m, n, k = 260, 700, 300 // big enough to run in parallel
+				}
+				s := scalars[trial%len(scalars)]
+				p := randProblem(rng, trial&1 != 0, trial&2 != 0, m, n, k, s[0], s[1], 2)
+				embed := func(x []float32) (whole, inner []float32) {
+					whole = make([]float32, len(x)+2*guard)
+					for i := range whole {
+						whole[i] = sentinel
+					}
+					copy(whole[guard:], x)
+					return whole, whole[guard : guard+len(x)]
+				}
+				wa, a := embed(p.a)
+				wb, b := embed(p.b)
+				wc, c := embed(p.c)
+				// Between rows of C the padding is sentinel too.
+				for i := range c {
+					if i%p.ldc >= n {
+						c[i] = sentinel
+					}
+				}
+				before := append([]float32(nil), wc...)
+				ba, bb := append([]float32(nil), wa...), append([]float32(nil), wb...)
+				Sgemm(p.transA, p.transB, m, n, k, p.alpha, a, p.lda, b, p.ldb, p.beta, c, p.ldc)
+				for i := range wc {
+					j := i - guard
+					inside := j >= 0 && j < len(c) && j%p.ldc < n
+					if !inside && math.Float32bits(wc[i]) != math.Float32bits(before[i]) {
+						t.Fatalf("%s %v: wrote outside C at offset %d", kern.name, p, j)
+					}
+				}
+				for i := range wa {
+					if math.Float32bits(wa[i]) != math.Float32bits(ba[i]) {
+						t.Fatalf("%s %v: wrote into A", kern.name, p)
+					}
+				}
+				for i := range wb {
+					if math.Float32bits(wb[i]) != math.Float32bits(bb[i]) {
+						t.Fatalf("%s %v: wrote into B", kern.name, p)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestKernelsAgree runs the same products through every kernel, the portable
+// one included, and requires results within fp32 rounding of each other.
+func TestKernelsAgree(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	for trial := 0; trial < 30; trial++ {
+		m, n, k := 1+rng.IntN(200), 1+rng.IntN(200), 1+rng.IntN(400)
+		p := randProblem(rng, trial&1 != 0, trial&2 != 0, m, n, k, 0.9, 0.3, 1)
+		_, scale := p.reference()
+		var base []float32
+		withKernel(genericKernel, func() { base = p.run() })
+		for _, kern := range testKernels() {
+			var got []float32
+			withKernel(kern, func() { got = p.run() })
+			for i := range got {
+				if i%p.ldc >= n {
+					continue
+				}
+				if d := math.Abs(float64(got[i] - base[i])); d > 2*tol*scale[i] {
+					t.Fatalf("%s vs generic %v: C[%d] %v vs %v", kern.name, p, i, got[i], base[i])
+				}
+			}
+		}
+	}
+}
+
+// TestParallel checks products large enough to be split, with every
+// transpose combination and GOMAXPROCS above the core count, so chunks are
+// shared unevenly.
+func TestParallel(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(5))
+	rng := rand.New(rand.NewPCG(4, 4))
+	for _, sh := range [][3]int{{64, 1601, 37}, {1601, 64, 37}, {517, 515, 260}} {
+		for tr := 0; tr < 4; tr++ {
+			p := randProblem(rng, tr&1 != 0, tr&2 != 0, sh[0], sh[1], sh[2], 1, 0.5, 1)
+			p.check(t, p.run())
+		}
+	}
+}
+
+func TestPanics(t *testing.T) {
+	a := make([]float32, 12)
+	for name, f := range map[string]func(){
+		"negative m": func() { Sgemm(false, false, -1, 2, 2, 1, a, 2, a, 2, 0, a, 2) },
+		"bad lda":    func() { Sgemm(false, false, 2, 2, 3, 1, a, 2, a, 2, 0, a, 2) },
+		"bad ldb":    func() { Sgemm(false, true, 2, 2, 3, 1, a, 3, a, 2, 0, a, 2) },
+		"bad ldc":    func() { Sgemm(false, false, 2, 3, 2, 1, a, 2, a, 3, 0, a, 2) },
+		"short A":    func() { Sgemm(false, false, 5, 2, 3, 1, a, 3, a, 2, 0, a, 2) },
+		"short C":    func() { Sgemm(false, false, 2, 4, 1, 1, a, 1, a, 4, 0, a[:7], 4) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", name)
+				}
+			}()
+			f()
+		}()
+	}
+}
+
+// TestNoAllocs: after a warm-up call, products allocate nothing, also when
+// they run in parallel.
+func TestNoAllocs(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	p := randProblem(rng, false, true, 256, 512, 128, 1, 0, 0)
+	c := make([]float32, len(p.c))
+	call := func() { Sgemm(p.transA, p.transB, p.m, p.n, p.k, 1, p.a, p.lda, p.b, p.ldb, 0, c, p.ldc) }
+	call()
+	if n := testing.AllocsPerRun(20, call); n > 0 {
+		t.Errorf("%v allocations per call, want 0", n)
+	}
+}

@@ -1,0 +1,94 @@
+package runtime
+
+import "fmt"
+
+// DivergenceKind names a divergence between the teacher's next-token
+// distribution p and the student's q.
+type DivergenceKind uint8
+
+const (
+	// ForwardKL is KL(p‖q) = Σ p·(log p − log q), mode-covering.
+	ForwardKL DivergenceKind = iota
+	// ReverseKL is KL(q‖p), mode-seeking (MiniLLM).
+	ReverseKL
+	// JSD is the generalized Jensen–Shannon divergence of GKD with weight β:
+	// β·KL(p‖m) + (1−β)·KL(q‖m) with m = β·p + (1−β)·q; at β = 0 it is exactly
+	// ForwardKL and at β = 1 exactly ReverseKL, as TRL's GKDTrainer defines it.
+	JSD
+	// TVD is the total variation distance ½·Σ|p − q|.
+	TVD
+	// SkewKL is KL(p ‖ α·p + (1−α)·q) (DistiLLM).
+	SkewKL
+	// SkewReverseKL is KL(q ‖ (1−α)·p + α·q) (DistiLLM).
+	SkewReverseKL
+)
+
+var divergenceNames = []string{"forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_reverse_kl"}
+
+// String returns the name recipes use (forward_kl, reverse_kl, jsd, tvd,
+// skew_kl, skew_reverse_kl).
+func (k DivergenceKind) String() string {
+	if int(k) < len(divergenceNames) {
+		return divergenceNames[k]
+	}
+	return fmt.Sprintf("DivergenceKind(%d)", uint8(k))
+}
+
+// ParseDivergence is String's inverse.
+func ParseDivergence(name string) (DivergenceKind, error) {
+	for i, n := range divergenceNames {
+		if n == name {
+			return DivergenceKind(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown divergence %q (want one of %v)", name, divergenceNames)
+}
+
+// TailMode says how a sparse (top-k) teacher's missing probability mass is
+// treated.
+type TailMode uint8
+
+const (
+	// Renormalize compares the teacher's top-k, renormalized to sum to 1, with
+	// the student's distribution renormalized over the same k ids.
+	Renormalize TailMode = iota
+	// TailBucket keeps k+1 bins: the top-k ids, and one "tail" bin holding the
+	// teacher's remaining mass 1 − Σ top-k, compared with the student's mass
+	// on every other id. The student's gradient reaches its whole vocabulary.
+	TailBucket
+)
+
+// DivergenceParams configure one Divergence or SparseDivergence call.
+type DivergenceParams struct {
+	Kind DivergenceKind
+	// Temperature divides the student's logits (and dense teacher logits)
+	// before the softmax. A sparse teacher's log-probabilities are taken as
+	// given: they were computed at the teacher cache's temperature.
+	Temperature float32
+	// Beta is JSD's weight β in [0, 1]; Alpha is the skew divergences' α in
+	// [0, 1].
+	Beta, Alpha float32
+	// Vocab, when > 0, limits a dense divergence to the first Vocab ids of
+	// both vocabularies (teacher and student of one tokenizer family whose
+	// padded vocabulary sizes differ); 0 requires equal widths.
+	Vocab int
+	// Tail is the sparse teacher's treatment of the mass outside its top-k.
+	Tail TailMode
+}
+
+// LossOps are the row-wise losses of distillation. Each works on a block of
+// rows [N, V] at a time, so that callers can compute logits a chunk at a
+// time and never hold [tokens × vocabulary] in memory.
+type LossOps interface {
+	// Divergence computes, for each row n, losses[n] = weights[n]·D(p_n, q_n)
+	// with q_n = softmax(student[n]/τ) and p_n = softmax(teacher[n]/τ), and,
+	// when dstudent is not nil, accumulates dstudent[n] += weights[n]·∂D/∂student[n].
+	// student, dstudent are [N, Vs], teacher is [N, Vt], losses and weights
+	// F32 [N]; a row with weight 0 contributes nothing (masked tokens). The
+	// caller folds normalization (1/count) and the T² convention into weights.
+	Divergence(losses, dstudent, student, teacher, weights *Tensor, p DivergenceParams)
+	// SparseDivergence is Divergence against a teacher given as its top-k per
+	// row: ids I32 [N, K] (distinct, inside the student's vocabulary) and
+	// logprobs F32 [N, K] (log-probabilities; −Inf marks an unused slot).
+	SparseDivergence(losses, dstudent, student, ids, logprobs, weights *Tensor, p DivergenceParams)
+}
