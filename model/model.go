@@ -260,7 +260,7 @@ func (m *Model) Backward() error {
 	}
 	a, be := m.acts, m.be
 	be.Zero(a.dlogits)
-	be.CrossEntropyBackward(a.dlogits, a.logits, a.targets, 1/float32(m.lossCount))
+	be.CrossEntropyBackward(a.dlogits, a.logits, a.targets, nil, 1/float32(m.lossCount))
 	// logits = normF · headᵀ
 	be.Zero(a.dnormF)
 	be.MatMul(a.dnormF, a.dlogits, m.head.W, false, false, 1, 1)

@@ -115,9 +115,12 @@ type Backend interface {
 	// logits[n, targets[n]] for logits [N, V] and targets I32 [N]. Rows whose
 	// target is IgnoreIndex get loss 0.
 	CrossEntropy(losses, logits, targets *Tensor)
-	// CrossEntropyBackward accumulates dlogits[n] += scale·(softmax(logits[n]) −
-	// onehot(targets[n])) for rows whose target is not IgnoreIndex.
-	CrossEntropyBackward(dlogits, logits, targets *Tensor, scale float32)
+	// CrossEntropyBackward accumulates dlogits[n] += scale·w[n]·(softmax(logits[n]) −
+	// onehot(targets[n])) for rows whose target is not IgnoreIndex, with w the
+	// F32 [N] row weights, or 1 when weights is nil. (A sequence's log-likelihood
+	// Σ log softmax(logits)[target] = −Σ losses has the same backward with
+	// negated weights, which is how DPO's per-sequence terms use it.)
+	CrossEntropyBackward(dlogits, logits, targets, weights *Tensor, scale float32)
 
 	// AdamW updates param in place from grad with decoupled weight decay and
 	// bias correction (Loshchilov & Hutter; torch.optim.AdamW): m and v are the

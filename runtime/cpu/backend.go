@@ -290,10 +290,15 @@ func (*Backend) CrossEntropy(losses, logits, targets *kdrt.Tensor) {
 }
 
 // CrossEntropyBackward implements runtime.Backend.
-func (*Backend) CrossEntropyBackward(dlogits, logits, targets *kdrt.Tensor, scale float32) {
+func (*Backend) CrossEntropyBackward(dlogits, logits, targets, weights *kdrt.Tensor, scale float32) {
 	checkTargets(logits, targets)
 	mustSameNumel("cross entropy backward", dlogits, logits)
-	crossEntropyBackward(Float32s(dlogits), Float32s(logits), Int32s(targets), logits.Rows(), logits.Cols(), scale)
+	var w []float32
+	if weights != nil {
+		mustSameNumel("cross entropy backward", weights, targets)
+		w = Float32s(weights)
+	}
+	crossEntropyBackward(Float32s(dlogits), Float32s(logits), Int32s(targets), w, logits.Rows(), logits.Cols(), scale)
 }
 
 // AdamW implements runtime.Backend.

@@ -38,13 +38,21 @@ func crossEntropyForward[F Float](losses, logits []F, targets []int32, N, V int)
 	})
 }
 
-// crossEntropyBackward: dlogits[n] += scale·(softmax(logits[n]) − onehot(t[n])).
-func crossEntropyBackward[F Float](dlogits, logits []F, targets []int32, N, V int, scale F) {
+// crossEntropyBackward: dlogits[n] += scale·w[n]·(softmax(logits[n]) −
+// onehot(t[n])); w nil means all ones.
+func crossEntropyBackward[F Float](dlogits, logits []F, targets []int32, weights []F, N, V int, scale0 F) {
 	parallelFor(N, 4*V, func(lo, hi int) {
 		for n := lo; n < hi; n++ {
 			t := targets[n]
 			if t == kdrt.IgnoreIndex {
 				continue
+			}
+			scale := scale0
+			if weights != nil {
+				scale *= weights[n]
+				if scale == 0 {
+					continue
+				}
 			}
 			row, drow := logits[n*V:(n+1)*V], dlogits[n*V:(n+1)*V]
 			lse := logSumExp(row)

@@ -379,7 +379,7 @@ func TestCrossEntropyGrad(t *testing.T) {
 		}
 	}
 	dl := make([]float64, N*V)
-	crossEntropyBackward(dl, logits, targets, N, V, sc)
+	crossEntropyBackward(dl, logits, targets, nil, N, V, sc)
 	checkGrad(t, "cross entropy", logits, dl, loss)
 
 	// −Inf logits (masked vocabulary entries) give no NaN.
@@ -387,7 +387,7 @@ func TestCrossEntropyGrad(t *testing.T) {
 	l := make([]float64, 1)
 	crossEntropyForward(l, masked, []int32{2}, 1, 4)
 	d := make([]float64, 4)
-	crossEntropyBackward(d, masked, []int32{2}, 1, 4, 1)
+	crossEntropyBackward(d, masked, []int32{2}, nil, 1, 4, 1)
 	for _, v := range append(l, d...) {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			t.Fatalf("masked logits gave %v, %v", l, d)
@@ -417,4 +417,20 @@ func TestAdamWMatchesFormula(t *testing.T) {
 		}
 	}
 	assertClose(t, "adamw", p, rp, 1e-10)
+}
+
+func TestCrossEntropyWeightedGrad(t *testing.T) {
+	r := rand.New(rand.NewPCG(12, 12))
+	N, V := 3, 5
+	logits := randn(r, N*V, 2)
+	targets := []int32{1, 4, 0}
+	w := []float64{0.5, -2, 0}
+	losses := make([]float64, N)
+	loss := func() float64 {
+		crossEntropyForward(losses, logits, targets, N, V)
+		return dot64(losses, w) * 3
+	}
+	dl := make([]float64, N*V)
+	crossEntropyBackward(dl, logits, targets, w, N, V, 3)
+	checkGrad(t, "weighted cross entropy", logits, dl, loss)
 }
