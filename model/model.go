@@ -268,10 +268,19 @@ func (m *Model) Backward() error {
 	return m.BackwardHidden(a.dnormF)
 }
 
+// HiddenGrad is the gradient of a loss with respect to hidden state Index
+// (numbered as Hidden numbers them), for losses on intermediate layers such as
+// feature distillation.
+type HiddenGrad struct {
+	Index int
+	Grad  *kdrt.Tensor // [B·T, C]
+}
+
 // BackwardHidden accumulates parameter gradients from dh [B·T, C], the
-// gradient of a loss with respect to ForwardHidden's output. It does not
-// touch the lm_head: a loss that computes its own logits adds that gradient.
-func (m *Model) BackwardHidden(dh *kdrt.Tensor) error {
+// gradient of a loss with respect to ForwardHidden's output (nil: none), plus
+// the gradients of losses on other hidden states. It does not touch the
+// lm_head: a loss that computes its own logits adds that gradient.
+func (m *Model) BackwardHidden(dh *kdrt.Tensor, extra ...HiddenGrad) error {
 	if !m.haveForward {
 		return errors.New("model: BackwardHidden needs a forward pass first")
 	}
@@ -279,9 +288,25 @@ func (m *Model) BackwardHidden(dh *kdrt.Tensor) error {
 		return err
 	}
 	a, be := m.acts, m.be
+	L := len(m.layers)
+	at := make([][]*kdrt.Tensor, L+1)
+	for _, e := range extra {
+		if e.Index < 0 || e.Index > L {
+			return fmt.Errorf("model: gradient for hidden state %d, which does not exist (states 0…%d)", e.Index, L)
+		}
+		if e.Grad == nil || e.Grad.Numel() != a.out.Numel() {
+			return fmt.Errorf("model: gradient %v for hidden state %d should have %d elements", e.Grad, e.Index, a.out.Numel())
+		}
+		at[e.Index] = append(at[e.Index], e.Grad)
+	}
 	be.Zero(a.dres)
-	m.normBackward(a.dres, m.normFW, m.normFB, dh, a.out, a.normFMean, a.normFRstd)
-	for i := len(m.layers) - 1; i >= 0; i-- {
+	if dh != nil {
+		m.normBackward(a.dres, m.normFW, m.normFB, dh, a.out, a.normFMean, a.normFRstd)
+	}
+	for _, g := range at[L] { // the final norm's backward is linear in its gradient
+		m.normBackward(a.dres, m.normFW, m.normFB, g, a.out, a.normFMean, a.normFRstd)
+	}
+	for i := L - 1; i >= 0; i-- {
 		l, la := &m.layers[i], &a.layers[i]
 		// MLP: out = mid + down(act(up(norm2(mid)))).
 		be.Zero(a.dact)
@@ -315,6 +340,10 @@ func (m *Model) BackwardHidden(dh *kdrt.Tensor) error {
 		m.linearBackward(a.dnorm, a.dk, la.norm1, l.k)
 		m.linearBackward(a.dnorm, a.dv, la.norm1, l.v)
 		m.normBackward(a.dres, l.norm1W, l.norm1B, a.dnorm, la.in, la.norm1Mean, la.norm1Rstd)
+		// a.dres is now the gradient at hidden state i, the layer's input.
+		for _, g := range at[i] {
+			be.Add(a.dres, a.dres, g)
+		}
 	}
 	be.EmbeddingBackward(m.embed.G, a.dres, a.ids)
 	if m.pos != nil {
