@@ -15,6 +15,9 @@ import (
 
 var negInf = math.Inf(-1)
 
+// tailFloor is the least mass a sparse teacher's tail bin is given.
+const tailFloor = 1e-10
+
 // logSoftmaxRow writes ls = log_softmax(x·invT) and returns nothing; −Inf
 // inputs give −Inf outputs. A row that is entirely −Inf stays −Inf.
 func logSoftmaxRow[F Float](ls, x []F, invT F) {
@@ -32,9 +35,12 @@ func logSoftmaxRow[F Float](ls, x []F, invT F) {
 	for _, v := range x {
 		sum += exp(v*invT - mx)
 	}
-	lse := mx + F(math.Log(float64(sum)))
+	// (v/τ − max) − log Σ, not v/τ − (max + log Σ): rounding the sum max + log Σ
+	// in float32 would shift every log-probability by up to half an ulp of it,
+	// so the probabilities would no longer sum to 1 (found against torch).
+	logSum := F(math.Log(float64(sum)))
 	for i, v := range x {
-		ls[i] = v*invT - lse
+		ls[i] = (v*invT - mx) - logSum
 	}
 }
 
@@ -202,12 +208,25 @@ func sparseDivergenceRows[F Float](losses, dstudent, student []F, ids []int32, l
 				renormalizeLog(lp)
 				renormalizeLog(lq)
 			} else {
-				// Teacher tail: 1 − Σ top-k, clamped at 0 against rounding.
-				var pt F
+				// Teacher tail: 1 − Σ top-k, clamped at 0 against rounding. The
+				// sum is taken in float64: a confident teacher's tail (1e-9) is
+				// below float32's resolution near 1, and would come out 0 —
+				// an infinite reverse KL.
+				var pt float64
 				for _, v := range lp[:K] {
-					pt += exp(v)
+					pt += math.Exp(float64(v))
 				}
-				lp[K] = F(math.Log(math.Max(0, float64(1-pt))))
+				//
+				// When ids lie outside the top-k the tail is floored at
+				// tailFloor: a softmax over finite logits never gives a bin
+				// exactly zero mass, and without the floor every reverse
+				// divergence would be infinite whenever rounding makes the
+				// top-k sum to 1.
+				if K < V {
+					lp[K] = F(math.Log(math.Max(tailFloor, 1-pt)))
+				} else {
+					lp[K] = F(negInf)
+				}
 				// Student tail: the mass of every id outside the top-k, summed
 				// directly (1 − Σ q_k would cancel when the top-k holds nearly all).
 				for _, id := range rowIDs {

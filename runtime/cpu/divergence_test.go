@@ -327,3 +327,29 @@ func shaped(t *kdrt.Tensor, shape ...int) *kdrt.Tensor {
 	t.Shape = shape
 	return t
 }
+
+// TestSparseTailConfidentTeacher: a teacher whose top-k holds all the mass
+// its float32 log-probabilities can express (the sum rounds to 1 or above)
+// still gives finite losses and gradients for every divergence.
+func TestSparseTailConfidentTeacher(t *testing.T) {
+	be := New()
+	const V, K = 6, 2
+	s, _ := be.Alloc("s", kdrt.F32, 1, V)
+	copy(Float32s(s), []float32{3, 1, -2, 0.5, 0, 1})
+	ids, _ := be.Alloc("ids", kdrt.I32, 1, K)
+	copy(Int32s(ids), []int32{0, 3})
+	lp, _ := be.Alloc("lp", kdrt.F32, 1, K)
+	copy(Float32s(lp), []float32{float32(math.Log(0.9999999)), float32(math.Log(1e-7))})
+	w, _ := be.Alloc("w", kdrt.F32, 1)
+	Float32s(w)[0] = 1
+	for _, kind := range allKinds {
+		l, _ := be.Alloc("l", kdrt.F32, 1)
+		d, _ := be.Alloc("d", kdrt.F32, 1, V)
+		be.SparseDivergence(l, d, s, ids, lp, w, kdrt.DivergenceParams{Kind: kind, Temperature: 1, Beta: 0.5, Alpha: 0.1, Tail: kdrt.TailBucket})
+		for _, v := range append(Float32s(l), Float32s(d)...) {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("%v: loss %v gradient %v", kind, Float32s(l), Float32s(d))
+			}
+		}
+	}
+}

@@ -55,9 +55,18 @@ func crossEntropyBackward[F Float](dlogits, logits []F, targets []int32, weights
 				}
 			}
 			row, drow := logits[n*V:(n+1)*V], dlogits[n*V:(n+1)*V]
-			lse := logSumExp(row)
+			mx := F(math.Inf(-1))
+			for _, v := range row {
+				mx = max(mx, v)
+			}
+			var sum F
+			for _, v := range row {
+				sum += exp(v - mx)
+			}
+			// exp((v − max) − log Σ): see logSoftmaxRow for why not v − lse.
+			logSum := F(math.Log(float64(sum)))
 			for i, v := range row {
-				drow[i] += scale * exp(v-lse)
+				drow[i] += scale * exp((v-mx)-logSum)
 			}
 			drow[t] -= scale
 		}

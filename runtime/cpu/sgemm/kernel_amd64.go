@@ -2,6 +2,8 @@ package sgemm
 
 import "golang.org/x/sys/cpu"
 
+//go:generate go run gen_kernels.go
+
 // hostKernels are the assembly kernels this CPU can run, fastest first.
 // x/sys/cpu reports AVX2 and AVX-512 only when the OS also saves their
 // registers (XCR0), so a kernel listed here is safe to call.
@@ -19,7 +21,7 @@ var hostKernels = func() []*kernel {
 var avx2Kernel = &kernel{
 	name: "avx2",
 	mr:   6, nr: 16,
-	kc: 256, mc: 192, nc: 3072,
+	kc: 256, mc: 96, nc: 1536,
 	fn: func(k int, a, b, c []float32, ldc int, alpha, beta float32) {
 		// These checks make an out-of-range tile a Go panic instead of
 		// a stray write from assembly.
@@ -33,7 +35,7 @@ var avx2Kernel = &kernel{
 var avx512Kernel = &kernel{
 	name: "avx512",
 	mr:   12, nr: 32,
-	kc: 256, mc: 192, nc: 3072,
+	kc: 256, mc: 96, nc: 1536,
 	fn: func(k int, a, b, c []float32, ldc int, alpha, beta float32) {
 		_ = a[12*k-1]
 		_ = b[32*k-1]

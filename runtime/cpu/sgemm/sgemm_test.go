@@ -8,25 +8,42 @@ import (
 	"testing"
 )
 
-// testKernels returns every kernel this machine can run, each also in a
-// copy with tiny blocking sizes so that small matrices cross every kc, mc and
-// nc block boundary and exercise the β-then-accumulate path over k.
-func testKernels() []*kernel {
-	var ks []*kernel
-	for _, k := range append(append([]*kernel{}, hostKernels...), genericKernel) {
-		small := *k
-		small.name += "/small-blocks"
-		small.kc, small.mc, small.nc = 7, 2*k.mr+1, 3*k.nr-1
-		ks = append(ks, k, &small)
-	}
-	return ks
+// A variant is one way Sgemm can run on this machine: a micro-kernel, with
+// the assembly packing on or off.
+type variant struct {
+	name    string
+	kern    *kernel
+	asmPack bool
 }
 
-// withKernel runs f with Sgemm switched to kernel k.
-func withKernel(k *kernel, f func()) {
-	saved := active
-	active = k
-	defer func() { active = saved }()
+// variants returns every way Sgemm can run here: each assembly kernel, the
+// portable kernel with pure-Go packing (what a CPU without AVX2 runs), and
+// each of those again with tiny blocking sizes so that small matrices cross
+// every kc, mc and nc block boundary and exercise the β-then-accumulate path
+// over k. The assembly kernels also run once with pure-Go packing, since only
+// their panels are wide enough to reach its eight-row path.
+func variants() []variant {
+	var vs []variant
+	add := func(name string, k *kernel, asmPack bool) {
+		small := *k
+		small.kc, small.mc, small.nc = 7, 2*k.mr+1, 3*k.nr-1
+		vs = append(vs, variant{name, k, asmPack}, variant{name + "/small-blocks", &small, asmPack})
+	}
+	for _, k := range hostKernels {
+		add(k.name, k, useTranspose8)
+		if useTranspose8 {
+			add(k.name+"/go-pack", k, false)
+		}
+	}
+	add(genericKernel.name, genericKernel, false)
+	return vs
+}
+
+// use runs f with Sgemm switched to v.
+func (v variant) use(f func()) {
+	savedKern, savedPack := active, useTranspose8
+	active, useTranspose8 = v.kern, v.asmPack
+	defer func() { active, useTranspose8 = savedKern, savedPack }()
 	f()
 }
 
@@ -162,10 +179,11 @@ var edgeSizes = []int{1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 15, 16, 17, 23, 29, 31, 3
 var scalars = [][2]float32{{1, 0}, {1, 1}, {0, 1}, {0, 0}, {-0.7, 0}, {1.3, -0.4}, {0.5, 1}}
 
 func TestSgemm(t *testing.T) {
-	for _, kern := range testKernels() {
-		t.Run(kern.name, func(t *testing.T) {
-			withKernel(kern, func() {
-				rng := rand.New(rand.NewPCG(1, uint64(kern.mr*100+kern.kc)))
+	for vi, v := range variants() {
+		kern := v.kern
+		t.Run(v.name, func(t *testing.T) {
+			v.use(func() {
+				rng := rand.New(rand.NewPCG(1, uint64(vi)))
 				trials := 150
 				if testing.Short() {
 					trials = 40
@@ -218,8 +236,8 @@ func TestSentinel(t *testing.T) {
 	const guard = 67
 	sentinel := float32(-12345.5)
 	rng := rand.New(rand.NewPCG(2, 2))
-	for _, kern := range testKernels() {
-		withKernel(kern, func() {
+	for _, v := range variants() {
+		v.use(func() {
 			for trial := 0; trial < 40; trial++ {
 				m, n, k := 1+rng.IntN(90), 1+rng.IntN(90), 1+rng.IntN(40)
 				if trial == 0 {
@@ -251,17 +269,17 @@ func TestSentinel(t *testing.T) {
 					j := i - guard
 					inside := j >= 0 && j < len(c) && j%p.ldc < n
 					if !inside && math.Float32bits(wc[i]) != math.Float32bits(before[i]) {
-						t.Fatalf("%s %v: wrote outside C at offset %d", kern.name, p, j)
+						t.Fatalf("%s %v: wrote outside C at offset %d", v.name, p, j)
 					}
 				}
 				for i := range wa {
 					if math.Float32bits(wa[i]) != math.Float32bits(ba[i]) {
-						t.Fatalf("%s %v: wrote into A", kern.name, p)
+						t.Fatalf("%s %v: wrote into A", v.name, p)
 					}
 				}
 				for i := range wb {
 					if math.Float32bits(wb[i]) != math.Float32bits(bb[i]) {
-						t.Fatalf("%s %v: wrote into B", kern.name, p)
+						t.Fatalf("%s %v: wrote into B", v.name, p)
 					}
 				}
 			}
@@ -269,25 +287,27 @@ func TestSentinel(t *testing.T) {
 	}
 }
 
-// TestKernelsAgree runs the same products through every kernel, the portable
-// one included, and requires results within fp32 rounding of each other.
+// TestKernelsAgree runs the same products through every variant and compares
+// each with the portable one (assembly off); and requires results within fp32 rounding of each other.
 func TestKernelsAgree(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	for trial := 0; trial < 30; trial++ {
 		m, n, k := 1+rng.IntN(200), 1+rng.IntN(200), 1+rng.IntN(400)
 		p := randProblem(rng, trial&1 != 0, trial&2 != 0, m, n, k, 0.9, 0.3, 1)
 		_, scale := p.reference()
+		vs := variants()
+		generic := vs[len(vs)-2]
 		var base []float32
-		withKernel(genericKernel, func() { base = p.run() })
-		for _, kern := range testKernels() {
+		generic.use(func() { base = p.run() })
+		for _, v := range vs {
 			var got []float32
-			withKernel(kern, func() { got = p.run() })
+			v.use(func() { got = p.run() })
 			for i := range got {
 				if i%p.ldc >= n {
 					continue
 				}
 				if d := math.Abs(float64(got[i] - base[i])); d > 2*tol*scale[i] {
-					t.Fatalf("%s vs generic %v: C[%d] %v vs %v", kern.name, p, i, got[i], base[i])
+					t.Fatalf("%s vs generic %v: C[%d] %v vs %v", v.name, p, i, got[i], base[i])
 				}
 			}
 		}
