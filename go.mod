@@ -1,6 +1,11 @@
 module github.com/kdnative/kdnative
 
-go 1.26
+go 1.26.0
+
+require (
+	github.com/x448/float16 v0.8.4
+	golang.org/x/sys v0.50.0
+)
 
 require (
 	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
@@ -8,7 +13,7 @@ require (
 	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/urfave/cli/v2 v2.27.7 // indirect
-	github.com/x448/float16 v0.8.4
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
+	go.yaml.in/yaml/v3 v3.0.6 // indirect
 	gonum.org/v1/gonum v0.17.0 // indirect
 )

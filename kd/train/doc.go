@@ -1,0 +1,5 @@
+// Package train is `kdnative train`: a recipe (YAML) says what to distill
+// into what, with which objectives, and the trainer runs it — data, online or
+// cached teacher, gradient accumulation, clipping, the learning-rate schedule,
+// periodic evaluation, metrics, and checkpoints that resume exactly.
+package train

@@ -1,0 +1,244 @@
+package train
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Recipe says everything about a training run. It is read from YAML (unknown
+// keys are errors, so a typo cannot silently fall back to a default), and
+// every field can be overridden from the command line with --set key=value
+// using the YAML key path (--set optim.lr=1e-4).
+type Recipe struct {
+	// Student is the model to train: a Hugging Face folder.
+	Student string `yaml:"student"`
+	// Teacher is an online teacher (a Hugging Face folder run without
+	// gradients beside the student); empty when the teacher comes from the
+	// data (top-k fields) or there is none (pure SFT or DPO).
+	Teacher string `yaml:"teacher"`
+	// Tokenizer is the folder holding tokenizer.json; empty means the
+	// student's folder.
+	Tokenizer string     `yaml:"tokenizer"`
+	Data      DataRecipe `yaml:"data"`
+	// Objectives are the weighted terms of the loss; at least one is needed.
+	Objectives Objectives     `yaml:"objectives"`
+	Optim      OptimRecipe    `yaml:"optim"`
+	Schedule   ScheduleRecipe `yaml:"schedule"`
+	// BatchSize is the sequences per micro-batch; GradAccum micro-batches
+	// make one optimizer step.
+	BatchSize int `yaml:"batch_size"`
+	GradAccum int `yaml:"grad_accum"`
+	// MaxSteps (optimizer steps) or Epochs bounds the run; MaxSteps wins when
+	// both are set.
+	MaxSteps int     `yaml:"max_steps"`
+	Epochs   float64 `yaml:"epochs"`
+	// EvalEvery and SaveEvery are in optimizer steps (0: only at the end).
+	EvalEvery int `yaml:"eval_every"`
+	SaveEvery int `yaml:"save_every"`
+	// LogEvery is how often a line of metrics is written (steps).
+	LogEvery int    `yaml:"log_every"`
+	Output   string `yaml:"output"`
+	Seed     uint64 `yaml:"seed"`
+	// Device is auto, cpu or cuda.
+	Device string `yaml:"device"`
+}
+
+// DataRecipe is where the examples come from and how they are shaped.
+type DataRecipe struct {
+	Train string `yaml:"train"`
+	// Val is a separate validation file; without it ValFraction of the
+	// training lines are held out.
+	Val         string  `yaml:"val"`
+	ValFraction float64 `yaml:"val_fraction"`
+	MaxLen      int     `yaml:"max_len"`
+	// Overflow is truncate, drop or error for sequences longer than MaxLen.
+	Overflow string `yaml:"overflow"`
+	Pack     bool   `yaml:"pack"`
+	// Template is auto, chatml or none.
+	Template     string `yaml:"template"`
+	SystemPrompt string `yaml:"system_prompt"`
+	// OnBadLine is skip (count and report) or stop.
+	OnBadLine string `yaml:"on_bad_line"`
+}
+
+// Objectives are the loss terms; a nil term is off.
+type Objectives struct {
+	SFT     *SFTTerm     `yaml:"sft"`
+	KD      *KDTerm      `yaml:"kd"`
+	DPO     *DPOTerm     `yaml:"dpo"`
+	Feature *FeatureTerm `yaml:"feature"`
+}
+
+// SFTTerm is cross-entropy on the data's responses.
+type SFTTerm struct {
+	Weight float64 `yaml:"weight"`
+}
+
+// KDTerm is a divergence to the teacher's next-token distribution.
+type KDTerm struct {
+	Weight float64 `yaml:"weight"`
+	// Divergence is forward_kl, reverse_kl, jsd, tvd, skew_kl or skew_reverse_kl.
+	Divergence  string  `yaml:"divergence"`
+	Temperature float64 `yaml:"temperature"`
+	Beta        float64 `yaml:"beta"`
+	Alpha       float64 `yaml:"alpha"`
+	// TSquared multiplies the loss by T² (Hinton); default true.
+	TSquared *bool `yaml:"t_squared"`
+	// Tail is renormalize or tail, for a sparse (top-k) teacher.
+	Tail string `yaml:"tail"`
+}
+
+// DPOTerm is preference optimization on (prompt, chosen, rejected).
+type DPOTerm struct {
+	Weight float64 `yaml:"weight"`
+	// Kind is sigmoid, hinge, ipo, robust or simpo.
+	Kind           string  `yaml:"kind"`
+	Beta           float64 `yaml:"beta"`
+	LabelSmoothing float64 `yaml:"label_smoothing"`
+	Gamma          float64 `yaml:"gamma"`
+	// Reference is the frozen reference model's folder; empty means the
+	// student as it was at step 0.
+	Reference string `yaml:"reference"`
+}
+
+// FeatureTerm matches hidden states of mapped layers.
+type FeatureTerm struct {
+	Weight  float64 `yaml:"weight"`
+	Loss    string  `yaml:"loss"`
+	Layers  string  `yaml:"layers"`
+	Project bool    `yaml:"project"`
+}
+
+// OptimRecipe is AdamW's configuration.
+type OptimRecipe struct {
+	LR          float64 `yaml:"lr"`
+	Beta1       float64 `yaml:"beta1"`
+	Beta2       float64 `yaml:"beta2"`
+	Eps         float64 `yaml:"eps"`
+	WeightDecay float64 `yaml:"weight_decay"`
+	MaxGradNorm float64 `yaml:"max_grad_norm"`
+}
+
+// ScheduleRecipe is the learning-rate schedule: linear warmup, then cosine,
+// linear or constant.
+type ScheduleRecipe struct {
+	Kind        string  `yaml:"kind"`
+	WarmupSteps int     `yaml:"warmup_steps"`
+	MinLRRatio  float64 `yaml:"min_lr_ratio"`
+}
+
+// DefaultRecipe has the values a recipe starts from before its file and
+// flags are applied.
+func DefaultRecipe() Recipe {
+	return Recipe{
+		Data:      DataRecipe{ValFraction: 0.05, MaxLen: 512, Overflow: "truncate", Template: "auto", OnBadLine: "skip"},
+		Optim:     OptimRecipe{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, MaxGradNorm: 1},
+		Schedule:  ScheduleRecipe{Kind: "cosine", WarmupSteps: 0, MinLRRatio: 0.1},
+		BatchSize: 8, GradAccum: 1, Epochs: 1, LogEvery: 1, Seed: 1, Device: "auto",
+	}
+}
+
+// LoadRecipe reads a YAML recipe over the defaults. Unknown keys, wrong
+// types and duplicate keys are errors naming the file and line.
+func LoadRecipe(path string) (Recipe, error) {
+	r := DefaultRecipe()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return r, fmt.Errorf("recipe: %w", err)
+	}
+	if err := decodeRecipe(data, &r); err != nil {
+		return r, fmt.Errorf("recipe %s: %w", path, err)
+	}
+	return r, nil
+}
+
+// decodeRecipe decodes strictly into r (fields absent from data keep r's values).
+func decodeRecipe(data []byte, r *Recipe) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(r); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty recipe is all defaults
+		}
+		return cleanYAMLError(err)
+	}
+	return nil
+}
+
+// cleanYAMLError drops yaml's "yaml: unmarshal errors:\n  " preamble.
+func cleanYAMLError(err error) error {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
+	msg = strings.ReplaceAll(msg, "\n  ", "; ")
+	msg = strings.TrimSpace(strings.TrimPrefix(msg, "yaml: "))
+	return errors.New(msg)
+}
+
+// Set applies one --set key=value override, the key being the YAML path
+// (data.max_len, objectives.kd.temperature). The value is parsed as YAML, so
+// types are checked as the file's are; an objective named by a key is
+// switched on.
+func (r *Recipe) Set(kv string) error {
+	key, value, ok := strings.Cut(kv, "=")
+	if !ok || key == "" {
+		return fmt.Errorf("--set %q: want key=value", kv)
+	}
+	parts := strings.Split(key, ".")
+	// Build {a: {b: {c: value}}} and decode it strictly over the recipe.
+	var node yaml.Node
+	if err := yaml.Unmarshal([]byte(value), &node); err != nil {
+		return fmt.Errorf("--set %s: value %q is not valid YAML: %v", key, value, err)
+	}
+	var val any = &node
+	if len(node.Content) > 0 {
+		val = node.Content[0]
+	}
+	for i := len(parts) - 1; i >= 0; i-- {
+		val = map[string]any{parts[i]: val}
+	}
+	data, err := yaml.Marshal(val)
+	if err != nil {
+		return fmt.Errorf("--set %s: %v", key, err)
+	}
+	if err := decodeRecipe(data, r); err != nil {
+		return fmt.Errorf("--set %s=%s: %w", key, value, err)
+	}
+	return nil
+}
+
+// Keys lists every settable key path, for help text and error messages.
+func Keys() []string {
+	var out []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				walk(ft, prefix+name+".")
+				continue
+			}
+			out = append(out, prefix+name)
+		}
+	}
+	walk(reflect.TypeOf(Recipe{}), "")
+	return out
+}
+
+// Marshal writes the recipe as YAML (saved beside each run's output so the
+// run can be reproduced).
+func (r *Recipe) Marshal() ([]byte, error) { return yaml.Marshal(r) }
