@@ -11,7 +11,12 @@ import (
 // DPOKind names a preference-optimization objective on (prompt, chosen,
 // rejected) pairs. The formulas are TRL's: DPOTrainer's loss_type "sigmoid",
 // "hinge", "ipo" and "robust", and CPOTrainer's loss_type "simpo" (with
-// cpo_alpha = 0; add an SFT term for CPO's NLL part).
+// cpo_alpha = 0; add an SFT term for CPO's NLL part). The losses and
+// gradients match TRL 1.16 called directly (testdata/dpo), with two
+// deliberate differences kept from TRL 0.19 and the papers: sigmoid applies
+// cDPO's label smoothing (TRL 1.16 silently ignores label_smoothing there),
+// and IPO's reported rewards use the same per-token averages as its loss
+// (TRL 1.16 logs them on summed log-probabilities).
 type DPOKind uint8
 
 const (
