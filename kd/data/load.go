@@ -1,0 +1,417 @@
+package data
+
+import (
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+)
+
+// LoadSFT reads a JSONL file of SFT examples — prompt/response, messages,
+// text or pre-tokenized input_ids/labels, recognized per line — and returns
+// the training and validation examples (packed rows under opt.Pack) with a
+// report. tok may be nil when every line is pre-tokenized.
+//
+// A bad line stops the load with its *LineError under OnBadLine "stop" and is
+// counted and reported under "skip"; configuration errors met on a line
+// (chat data without a chat template, overflow "error") stop it either way.
+func LoadSFT(path string, tok Tokenizer, opt Options) (train, val []Example, rep Report, err error) {
+	if err := opt.normalize(); err != nil {
+		return nil, nil, rep, err
+	}
+	l := &loader{tok: tok, opt: opt, rep: &rep}
+	train, err = loadFile(l, path, l.sftLine)
+	if err != nil {
+		return nil, nil, rep, err
+	}
+	if opt.ValFile != "" {
+		if val, err = loadFile(l, opt.ValFile, l.sftLine); err != nil {
+			return nil, nil, rep, err
+		}
+	} else if opt.ValFraction > 0 {
+		if train, val, err = split(train, opt.ValFraction, opt.Seed); err != nil {
+			return nil, nil, rep, fmt.Errorf("data: %s: %w", path, err)
+		}
+	}
+	if opt.Pack {
+		train = Pack(shuffled(train, opt.Seed), opt.MaxLen)
+		val = Pack(shuffled(val, opt.Seed), opt.MaxLen)
+	}
+	rep.Train, rep.Val = len(train), len(val)
+	return train, val, rep, nil
+}
+
+// LoadPairs reads a JSONL file of preference pairs — prompt/chosen/rejected
+// (each a string or messages), chosen/rejected conversations with an
+// implicit prompt, or pre-tokenized prompt_input_ids/chosen_input_ids/
+// rejected_input_ids — and returns the training and validation pairs with a
+// report. Bad lines are handled as in LoadSFT; opt.Pack is refused.
+func LoadPairs(path string, tok Tokenizer, opt Options) (train, val []Pair, rep Report, err error) {
+	if err := opt.normalize(); err != nil {
+		return nil, nil, rep, err
+	}
+	if opt.Pack {
+		return nil, nil, rep, errors.New("data: preference pairs cannot be packed")
+	}
+	l := &loader{tok: tok, opt: opt, rep: &rep, pairs: true}
+	train, err = loadFile(l, path, l.pairLine)
+	if err != nil {
+		return nil, nil, rep, err
+	}
+	if opt.ValFile != "" {
+		if val, err = loadFile(l, opt.ValFile, l.pairLine); err != nil {
+			return nil, nil, rep, err
+		}
+	} else if opt.ValFraction > 0 {
+		if train, val, err = split(train, opt.ValFraction, opt.Seed); err != nil {
+			return nil, nil, rep, fmt.Errorf("data: %s: %w", path, err)
+		}
+	}
+	rep.Train, rep.Val = len(train), len(val)
+	return train, val, rep, nil
+}
+
+// loader holds what one load shares across its files.
+type loader struct {
+	tok   Tokenizer
+	opt   Options
+	rep   *Report
+	pairs bool
+
+	tpl     *Template
+	tplErr  error
+	tplDone bool
+
+	// kind is the first example's: pre-tokenized or text, at kindAt.
+	kindSet, pretok bool
+	kindAt          string
+}
+
+// Line outcomes other than success: a bad line (a plain error), a line
+// dropped for its length, and an error that stops the load.
+type (
+	dropped struct{ reason string }
+	fatal   struct{ err error }
+)
+
+func (d *dropped) Error() string { return d.reason }
+func (f *fatal) Error() string   { return f.err.Error() }
+func (f *fatal) Unwrap() error   { return f.err }
+
+func dropf(format string, a ...any) error { return &dropped{fmt.Sprintf(format, a...)} }
+func fatalf(format string, a ...any) error {
+	return &fatal{fmt.Errorf(format, a...)}
+}
+
+// loadFile reads one file, calling parse on each non-blank line.
+func loadFile[T any](l *loader, path string, parse func(line []byte, at string) (T, error)) ([]T, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			return nil, fmt.Errorf("data: %s: %w", path, err)
+		}
+		defer gz.Close()
+		r = gz
+	}
+	l.rep.Files = append(l.rep.Files, path)
+	lr := newLineReader(r, l.opt.MaxLineBytes)
+	var out []T
+	lines, bad, drop, blank := 0, 0, 0, 0
+	var first *LineError
+	for {
+		line, tooLong, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("data: reading %s after line %d: %w", path, lr.n, err)
+		}
+		if !tooLong && len(strings.TrimSpace(string(line))) == 0 {
+			blank++
+			l.rep.Blank++
+			continue
+		}
+		lines++
+		l.rep.Lines++
+		var v T
+		if tooLong {
+			err = fmt.Errorf("line is longer than %d bytes (the line limit)", l.opt.MaxLineBytes)
+		} else {
+			v, err = parse(line, fmt.Sprintf("%s:%d", path, lr.n))
+		}
+		if err == nil {
+			out = append(out, v)
+			l.rep.Examples++
+			continue
+		}
+		le := &LineError{File: path, Line: lr.n, Reason: err.Error()}
+		if first == nil {
+			first = le
+		}
+		var d *dropped
+		var ft *fatal
+		switch {
+		case errors.As(err, &ft):
+			return nil, le
+		case errors.As(err, &d):
+			drop++
+			l.rep.Dropped++
+			l.rep.problem(path, lr.n, err.Error())
+		case l.opt.OnBadLine == BadLineStop:
+			return nil, le
+		default:
+			bad++
+			l.rep.Skipped++
+			l.rep.problem(path, lr.n, err.Error())
+		}
+	}
+	if len(out) == 0 {
+		msg := fmt.Sprintf("data: %s has no usable example (%d lines: %d bad, %d dropped for length; %d blank)", path, lines, bad, drop, blank)
+		if first != nil {
+			msg += "; first: " + first.Error()
+		}
+		return nil, errors.New(msg)
+	}
+	return out, nil
+}
+
+// template returns the template, resolving it at the first text line.
+func (l *loader) template() (*Template, error) {
+	if !l.tplDone {
+		l.tplDone = true
+		l.tpl, l.tplErr = NewTemplate(l.tok, l.opt)
+		if l.tpl != nil {
+			l.rep.Template, l.rep.SystemPrompt, l.rep.EOS = l.tpl.Name(), l.tpl.SystemPrompt(), l.tpl.EOS()
+		}
+	}
+	if l.tplErr != nil {
+		return nil, &fatal{errors.New(strings.TrimPrefix(l.tplErr.Error(), "data: "))}
+	}
+	return l.tpl, nil
+}
+
+// checkKind holds a file set to one kind: pre-tokenized or text.
+func (l *loader) checkKind(pretok bool, at string) error {
+	if !l.kindSet {
+		l.kindSet, l.pretok, l.kindAt = true, pretok, at
+		return nil
+	}
+	if pretok == l.pretok {
+		return nil
+	}
+	if pretok {
+		return fmt.Errorf("a pre-tokenized line among text examples (the first example, %s, is text): one file set holds one kind", l.kindAt)
+	}
+	return fmt.Errorf("a text line among pre-tokenized examples (the first example, %s, is pre-tokenized): one file set holds one kind", l.kindAt)
+}
+
+// configErr turns the template's configuration errors into fatal ones.
+func configErr(err error) error {
+	if errors.Is(err, errNeedsTemplate) || errors.Is(err, errNoEOS) {
+		return &fatal{err}
+	}
+	return err
+}
+
+func (l *loader) sftLine(line []byte, at string) (Example, error) {
+	rec, err := parseLine(line, false, l.opt.Vocab)
+	if err != nil {
+		return Example{}, err
+	}
+	if err := l.checkKind(rec.shape.pretokenized(), at); err != nil {
+		return Example{}, err
+	}
+	var ex Example
+	if rec.shape == shapeTokens {
+		ex.Tokens = rec.ids
+		ex.Labels = rec.labels
+		if ex.Labels == nil {
+			ex.Labels = append([]int32(nil), rec.ids...)
+		}
+	} else {
+		t, err := l.template()
+		if err != nil {
+			return Example{}, err
+		}
+		switch rec.shape {
+		case shapeChat:
+			ex, err = t.Conversation(rec.messages)
+		case shapeText:
+			ex, err = t.Text(rec.text)
+		case shapePromptResponse:
+			if !rec.prompt.isMsgs && !rec.response.isMsgs {
+				ex, err = t.PromptResponse(rec.prompt.text, rec.response.text)
+			} else {
+				ex, err = t.Conversation(append(rec.prompt.messages("user"), rec.response.messages("assistant")...))
+			}
+		}
+		if err != nil {
+			return Example{}, configErr(err)
+		}
+	}
+	return l.fit(ex)
+}
+
+// messages is the field as a conversation: its messages, or its string as
+// one message of the given role.
+func (f textField) messages(role string) []Message {
+	if f.isMsgs {
+		return f.msgs
+	}
+	return []Message{{Role: role, Content: f.text}}
+}
+
+// fit holds an example to MaxLen.
+func (l *loader) fit(ex Example) (Example, error) {
+	n, limit := len(ex.Tokens), l.opt.MaxLen
+	if n > limit {
+		switch l.opt.Overflow {
+		case OverflowError:
+			return Example{}, fatalf("sequence of %d tokens is longer than the maximum length %d (overflow is error; truncate or drop to go on)", n, limit)
+		case OverflowDrop:
+			return Example{}, dropf("sequence of %d tokens is longer than the maximum length %d: dropped", n, limit)
+		}
+		ex = Example{Tokens: ex.Tokens[:limit:limit], Labels: ex.Labels[:limit:limit]}
+		if ex.LossTokens() == 0 {
+			return Example{}, dropf("sequence of %d tokens has no response token within the maximum length %d: dropped", n, limit)
+		}
+		l.rep.Truncated++
+	}
+	lt := ex.LossTokens()
+	if lt == 0 {
+		return Example{}, errors.New("no token to learn (a single token, or no label after the first position)")
+	}
+	l.rep.Tokens += int64(len(ex.Tokens))
+	l.rep.LossTokens += int64(lt)
+	return ex, nil
+}
+
+func (l *loader) pairLine(line []byte, at string) (Pair, error) {
+	rec, err := parseLine(line, true, l.opt.Vocab)
+	if err != nil {
+		return Pair{}, err
+	}
+	if err := l.checkKind(rec.shape.pretokenized(), at); err != nil {
+		return Pair{}, err
+	}
+	var p Pair
+	if rec.shape == shapePairTokens {
+		p = Pair{Prompt: rec.promptIDs, Chosen: rec.chosenIDs, Rejected: rec.rejectedIDs}
+	} else {
+		t, err := l.template()
+		if err != nil {
+			return Pair{}, err
+		}
+		if !rec.prompt.isMsgs && !rec.chosen.isMsgs && !rec.rejected.isMsgs {
+			p, err = t.PairText(rec.prompt.text, rec.chosen.text, rec.rejected.text)
+		} else {
+			p, err = t.Pair(rec.prompt.messages("user"), rec.chosen.messages("assistant"), rec.rejected.messages("assistant"))
+		}
+		if err != nil {
+			return Pair{}, configErr(err)
+		}
+	}
+	return l.fitPair(p)
+}
+
+// fitPair holds both sequences of a pair to MaxLen.
+func (l *loader) fitPair(p Pair) (Pair, error) {
+	limit := l.opt.MaxLen
+	np, nr := len(p.Prompt), max(len(p.Chosen), len(p.Rejected))
+	if np+nr > limit {
+		switch l.opt.Overflow {
+		case OverflowError:
+			return Pair{}, fatalf("pair of %d tokens (prompt %d + longest response %d) is longer than the maximum length %d (overflow is error; truncate or drop to go on)", np+nr, np, nr, limit)
+		case OverflowDrop:
+			return Pair{}, dropf("pair of %d tokens (prompt %d + longest response %d) is longer than the maximum length %d: dropped", np+nr, np, nr, limit)
+		}
+		if mp := l.opt.MaxPromptLen; mp > 0 && np > mp {
+			p.Prompt = p.Prompt[np-mp:]
+		}
+		room := limit - len(p.Prompt)
+		if room < 1 {
+			return Pair{}, dropf("prompt of %d tokens leaves no room for a response within the maximum length %d (set a max prompt length): dropped", len(p.Prompt), limit)
+		}
+		if len(p.Chosen) > room {
+			p.Chosen = p.Chosen[:room:room]
+		}
+		if len(p.Rejected) > room {
+			p.Rejected = p.Rejected[:room:room]
+		}
+		l.rep.Truncated++
+	}
+	l.rep.Tokens += int64(len(p.Prompt) + len(p.Chosen) + len(p.Rejected))
+	l.rep.LossTokens += int64(len(p.Chosen) + len(p.Rejected))
+	return p, nil
+}
+
+// split holds out a seeded random fraction of xs (at least one) for
+// validation; both parts keep the file order.
+func split[T any](xs []T, frac float64, seed uint64) (train, val []T, err error) {
+	n := len(xs)
+	nv := int(math.Round(frac * float64(n)))
+	if nv < 1 {
+		nv = 1
+	}
+	if nv >= n {
+		return nil, nil, fmt.Errorf("%d examples are too few for a validation fraction of %v: no training example would be left", n, frac)
+	}
+	isVal := make([]bool, n)
+	for _, i := range permutation(n, seed, streamSplit)[:nv] {
+		isVal[i] = true
+	}
+	train, val = make([]T, 0, n-nv), make([]T, 0, nv)
+	for i, x := range xs {
+		if isVal[i] {
+			val = append(val, x)
+		} else {
+			train = append(train, x)
+		}
+	}
+	return train, val, nil
+}
+
+// shuffled returns xs in a seeded random order (the packing order).
+func shuffled(xs []Example, seed uint64) []Example {
+	out := make([]Example, len(xs))
+	for i, j := range permutation(len(xs), seed, streamPack) {
+		out[i] = xs[j]
+	}
+	return out
+}
+
+// Pack concatenates the examples in the order given, labels carried along,
+// and cuts the stream into rows of exactly maxLen tokens; only the last row
+// may be shorter. Attention is not masked between the documents of a row
+// (TRL's ConstantLengthDataset): each example should end with its EOS or
+// end-of-turn token.
+func Pack(rows []Example, maxLen int) []Example {
+	if maxLen <= 0 {
+		panic("data: Pack with maxLen ≤ 0")
+	}
+	total := 0
+	for _, r := range rows {
+		total += len(r.Tokens)
+	}
+	toks := make([]int32, 0, total)
+	labs := make([]int32, 0, total)
+	for _, r := range rows {
+		toks = append(toks, r.Tokens...)
+		labs = append(labs, r.Labels...)
+	}
+	out := make([]Example, 0, (total+maxLen-1)/maxLen)
+	for i := 0; i < total; i += maxLen {
+		j := min(i+maxLen, total)
+		out = append(out, Example{Tokens: toks[i:j:j], Labels: labs[i:j:j]})
+	}
+	return out
+}

@@ -1,0 +1,423 @@
+package data
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// errNeedsTemplate marks chat data met without a chat template: a
+// configuration problem, so it stops the run whatever OnBadLine says.
+var errNeedsTemplate = errors.New("chat data needs a chat template")
+
+// errNoEOS marks a text line met when no EOS token is known: a configuration
+// problem too.
+var errNoEOS = errors.New("text lines end with an EOS token, and the tokenizer names none: set the EOS token")
+
+// Template renders text examples into tokens and labels (see the package
+// documentation for the formats and the loss mask).
+type Template struct {
+	kind   string // TemplateChatML, TemplateQwen3 or TemplateNone
+	tok    Tokenizer
+	system string // inserted when a conversation has no system message first
+
+	imStart, imEnd int32
+	thinkOpen      []int32 // "<think>" and "</think>" (qwen3)
+	thinkClose     []int32
+
+	eos, bos         int32
+	eosName, bosName string
+	hasEOS, hasBOS   bool
+}
+
+// NewTemplate resolves opt.Template ("auto" or "" included) against the
+// tokenizer and returns the renderer. It reads Template, SystemPrompt,
+// NoDefaultSystem, EOS and BOS from opt.
+func NewTemplate(tok Tokenizer, opt Options) (*Template, error) {
+	if tok == nil {
+		return nil, errors.New("data: text data needs a tokenizer")
+	}
+	chat := tok.ChatTemplate()
+	start, hasStart := tok.TokenID("<|im_start|>")
+	end, hasEnd := tok.TokenID("<|im_end|>")
+	t := &Template{tok: tok, imStart: start, imEnd: end}
+	switch opt.Template {
+	case "", TemplateAuto:
+		switch {
+		case chat == "":
+			t.kind = TemplateNone
+		case strings.Contains(chat, "<|im_start|>"):
+			t.kind = TemplateChatML
+			if strings.Contains(chat, "reasoning_content") && strings.Contains(chat, "</think>") {
+				t.kind = TemplateQwen3
+			}
+		default:
+			return nil, errors.New("data: the tokenizer's chat template is not one kdnative renders (ChatML as Qwen2/2.5/3 and SmolLM/SmolLM2 use it); set template chatml if the model uses ChatML, or none to train on plain prompt + response text")
+		}
+	case TemplateChatML, TemplateQwen3, TemplateNone:
+		t.kind = opt.Template
+	default:
+		return nil, fmt.Errorf("data: template %q: want auto, chatml, qwen3 or none", opt.Template)
+	}
+	if t.kind != TemplateNone {
+		if !hasStart || !hasEnd {
+			return nil, fmt.Errorf("data: template %s needs the tokens <|im_start|> and <|im_end|>, which the tokenizer lacks", t.kind)
+		}
+		switch {
+		case opt.NoDefaultSystem:
+			if opt.SystemPrompt != "" {
+				return nil, errors.New("data: both a system prompt and no default system prompt: choose one")
+			}
+		case opt.SystemPrompt != "":
+			t.system = opt.SystemPrompt
+		case t.kind == TemplateChatML:
+			t.system = DefaultSystemPrompt(chat)
+		}
+		if t.kind == TemplateQwen3 {
+			t.thinkOpen = t.special("<think>")
+			t.thinkClose = t.special("</think>")
+		}
+	} else if opt.SystemPrompt != "" {
+		return nil, errors.New("data: a system prompt needs a chat template (template is none)")
+	}
+
+	if opt.BOS != "" {
+		id, ok := tok.TokenID(opt.BOS)
+		if !ok {
+			return nil, fmt.Errorf("data: BOS token %q is not in the vocabulary", opt.BOS)
+		}
+		t.bos, t.bosName, t.hasBOS = id, opt.BOS, true
+	}
+	eosName := opt.EOS
+	if eosName == "" {
+		if et, ok := tok.(EOSTokenizer); ok {
+			eosName = et.EOSToken()
+		}
+	}
+	if eosName != "" {
+		id, ok := tok.TokenID(eosName)
+		if !ok {
+			return nil, fmt.Errorf("data: EOS token %q is not in the vocabulary", eosName)
+		}
+		t.eos, t.eosName, t.hasEOS = id, eosName, true
+	} else {
+		for _, name := range fallbackEOS {
+			if id, ok := tok.TokenID(name); ok {
+				t.eos, t.eosName, t.hasEOS = id, name, true
+				break
+			}
+		}
+	}
+	if t.kind == TemplateNone && !t.hasEOS {
+		return nil, errors.New("data: template none appends an EOS token after each response, and the tokenizer names none: set the EOS token")
+	}
+	return t, nil
+}
+
+// Name is the resolved template: "chatml", "qwen3" or "none".
+func (t *Template) Name() string { return t.kind }
+
+// SystemPrompt is the system message inserted into conversations without one.
+func (t *Template) SystemPrompt() string { return t.system }
+
+// EOS is the token appended to plain-text examples, "" when unknown.
+func (t *Template) EOS() string { return t.eosName }
+
+// special is a template token: its id when the vocabulary has it, else its
+// text encoded as the tokenizer would encode it inside a template.
+func (t *Template) special(s string) []int32 {
+	if id, ok := t.tok.TokenID(s); ok {
+		return []int32{id}
+	}
+	return t.tok.Encode(s)
+}
+
+// defaultSystemRE finds the default system message a ChatML template writes
+// when the conversation has none: a string literal holding
+// "<|im_start|>system\n…<|im_end|>" with no expression inside (Qwen2.5,
+// SmolLM2). The newline is Jinja's escape or a literal newline.
+var defaultSystemRE = regexp.MustCompile(`<\|im_start\|>system(?:\\n|\n)((?:[^'"\\{}]|\\.)+)<\|im_end\|>`)
+
+// DefaultSystemPrompt returns the default system message of a ChatML chat
+// template (tokenizer_config.json's chat_template), "" when it has none.
+func DefaultSystemPrompt(chatTemplate string) string {
+	m := defaultSystemRE.FindStringSubmatch(chatTemplate)
+	if m == nil {
+		return ""
+	}
+	r := strings.NewReplacer(`\n`, "\n", `\t`, "\t", `\'`, "'", `\"`, `"`, `\\`, `\`)
+	return r.Replace(m[1])
+}
+
+// builder accumulates tokens and labels.
+type builder struct{ ex Example }
+
+func (b *builder) add(ids []int32, loss bool) {
+	b.ex.Tokens = append(b.ex.Tokens, ids...)
+	for _, id := range ids {
+		if loss {
+			b.ex.Labels = append(b.ex.Labels, id)
+		} else {
+			b.ex.Labels = append(b.ex.Labels, IgnoreIndex)
+		}
+	}
+}
+
+func (b *builder) one(id int32, loss bool) { b.add([]int32{id}, loss) }
+
+func (b *builder) len() int { return len(b.ex.Tokens) }
+
+// join encodes head+body as one piece of plain text and splits the tokens
+// after head when the joint encoding starts with head's own tokens; when a
+// token crosses the boundary, the halves are encoded apart.
+func (t *Template) join(head, body string) (h, b []int32) {
+	h = t.tok.EncodeOrdinary(head)
+	whole := t.tok.EncodeOrdinary(head + body)
+	if len(whole) >= len(h) && equalIDs(whole[:len(h)], h) {
+		return h, whole[len(h):]
+	}
+	return h, t.tok.EncodeOrdinary(body)
+}
+
+func equalIDs(a, b []int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *Template) begin() *builder {
+	b := &builder{}
+	if t.hasBOS {
+		b.one(t.bos, false)
+	}
+	return b
+}
+
+// Conversation renders a conversation for SFT, with the loss on the
+// assistant turns. It needs a chat template and at least one assistant turn,
+// and no assistant turn may be empty.
+func (t *Template) Conversation(msgs []Message) (Example, error) {
+	seen := false
+	for i, m := range msgs {
+		if m.Role == "assistant" {
+			seen = true
+			if strings.TrimSpace(m.Content) == "" && strings.TrimSpace(m.Reasoning) == "" {
+				return Example{}, fmt.Errorf("messages[%d] (assistant) is empty", i)
+			}
+		}
+	}
+	if !seen {
+		return Example{}, errors.New("no assistant message: nothing to learn")
+	}
+	b, _, err := t.render(msgs, false)
+	if err != nil {
+		return Example{}, err
+	}
+	return b.ex, nil
+}
+
+// GenerationPrompt renders a conversation followed by the assistant header,
+// "<|im_start|>assistant\n", for sampling a reply (apply_chat_template with
+// add_generation_prompt). Under template none it is the messages' contents
+// concatenated, as plain text.
+func (t *Template) GenerationPrompt(msgs []Message) ([]int32, error) {
+	if t.kind == TemplateNone {
+		b := t.begin()
+		var s strings.Builder
+		for _, m := range msgs {
+			s.WriteString(m.Content)
+		}
+		b.add(t.tok.EncodeOrdinary(s.String()), false)
+		return b.ex.Tokens, nil
+	}
+	b, _, err := t.render(msgs, true)
+	if err != nil {
+		return nil, err
+	}
+	return b.ex.Tokens, nil
+}
+
+// PromptResponse renders a prompt and its response: under a chat template
+// the conversation [system (default), user: prompt, assistant: response];
+// under none prompt + response + EOS with the loss on response and EOS.
+func (t *Template) PromptResponse(prompt, response string) (Example, error) {
+	if strings.TrimSpace(response) == "" {
+		return Example{}, errors.New(`"response" is empty`)
+	}
+	if t.kind != TemplateNone {
+		return t.Conversation([]Message{{Role: "user", Content: prompt}, {Role: "assistant", Content: response}})
+	}
+	b := t.begin()
+	p, r := t.join(prompt, response)
+	b.add(p, false)
+	b.add(r, true)
+	b.one(t.eos, true)
+	return b.ex, nil
+}
+
+// Text renders a plain text, special tokens in it recognized, followed by
+// EOS, with the loss on every token.
+func (t *Template) Text(s string) (Example, error) {
+	if !t.hasEOS {
+		return Example{}, errNoEOS
+	}
+	b := t.begin()
+	b.add(t.tok.Encode(s), true)
+	b.one(t.eos, true)
+	return b.ex, nil
+}
+
+// Pair renders a preference pair. Prompt, chosen and rejected are each a
+// string or a conversation (chosen and rejected: assistant turns only).
+func (t *Template) Pair(prompt, chosen, rejected []Message) (Pair, error) {
+	if t.kind == TemplateNone {
+		return Pair{}, fmt.Errorf("%w (template is none)", errNeedsTemplate)
+	}
+	p, c, err := t.completion(prompt, chosen)
+	if err != nil {
+		return Pair{}, fmt.Errorf("chosen: %w", err)
+	}
+	p2, r, err := t.completion(prompt, rejected)
+	if err != nil {
+		return Pair{}, fmt.Errorf("rejected: %w", err)
+	}
+	if !equalIDs(p, p2) {
+		return Pair{}, errors.New("the prompt renders differently before chosen and before rejected")
+	}
+	return Pair{Prompt: p, Chosen: c, Rejected: r}, nil
+}
+
+// PairText renders a plain-text preference pair under template none: prompt,
+// then each response + EOS.
+func (t *Template) PairText(prompt, chosen, rejected string) (Pair, error) {
+	if t.kind != TemplateNone {
+		u := []Message{{Role: "user", Content: prompt}}
+		return t.Pair(u, []Message{{Role: "assistant", Content: chosen}}, []Message{{Role: "assistant", Content: rejected}})
+	}
+	if strings.TrimSpace(chosen) == "" || strings.TrimSpace(rejected) == "" {
+		return Pair{}, errors.New("an empty response")
+	}
+	b := t.begin()
+	pre := b.ex.Tokens
+	p, c := t.join(prompt, chosen)
+	_, r := t.join(prompt, rejected)
+	pr := append(append([]int32{}, pre...), p...)
+	return Pair{Prompt: pr, Chosen: append(c, t.eos), Rejected: append(r, t.eos)}, nil
+}
+
+// completion renders prompt + resp and splits it after the header of the
+// first response turn.
+func (t *Template) completion(prompt, resp []Message) (p, r []int32, err error) {
+	for i, m := range resp {
+		if m.Role != "assistant" {
+			return nil, nil, fmt.Errorf("message %d is %q, want assistant turns only", i, m.Role)
+		}
+		if strings.TrimSpace(m.Content) == "" && strings.TrimSpace(m.Reasoning) == "" {
+			return nil, nil, fmt.Errorf("message %d (assistant) is empty", i)
+		}
+	}
+	if len(resp) == 0 {
+		return nil, nil, errors.New("no response")
+	}
+	all := append(append([]Message{}, prompt...), resp...)
+	b, starts, err := t.render(all, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	cut := starts[len(starts)-len(resp)]
+	return b.ex.Tokens[:cut], b.ex.Tokens[cut:], nil
+}
+
+// render writes a conversation in the chat template. For an assistant
+// message, starts[i] is the token offset where its generated part begins
+// (after "<|im_start|>assistant\n"); for others, where its turn begins.
+func (t *Template) render(msgs []Message, genPrompt bool) (*builder, []int, error) {
+	if t.kind == TemplateNone {
+		return nil, nil, fmt.Errorf("%w (template is none)", errNeedsTemplate)
+	}
+	b := t.begin()
+	if t.system != "" && (len(msgs) == 0 || msgs[0].Role != "system") {
+		t.plainTurn(b, "system", t.system)
+	}
+	lastQuery := len(msgs) - 1
+	for i := len(msgs) - 1; i >= 0; i-- {
+		c := msgs[i].Content
+		if msgs[i].Role == "user" && !(strings.HasPrefix(c, "<tool_response>") && strings.HasSuffix(c, "</tool_response>")) {
+			lastQuery = i
+			break
+		}
+	}
+	starts := make([]int, len(msgs))
+	for i, m := range msgs {
+		switch m.Role {
+		case "system", "user":
+			starts[i] = b.len()
+			t.plainTurn(b, m.Role, m.Content)
+		case "assistant":
+			if err := t.assistantTurn(b, m, i, lastQuery, i == len(msgs)-1, &starts[i]); err != nil {
+				return nil, nil, fmt.Errorf("message %d: %w", i, err)
+			}
+		default:
+			return nil, nil, fmt.Errorf("message %d has unknown role %q (want system, user or assistant)", i, m.Role)
+		}
+	}
+	if genPrompt {
+		b.one(t.imStart, false)
+		b.add(t.tok.EncodeOrdinary("assistant\n"), false)
+	}
+	return b, starts, nil
+}
+
+// plainTurn writes a turn without loss: "<|im_start|>role\ncontent<|im_end|>\n".
+func (t *Template) plainTurn(b *builder, role, content string) {
+	b.one(t.imStart, false)
+	b.add(t.tok.EncodeOrdinary(role+"\n"+content), false)
+	b.one(t.imEnd, false)
+	b.add(t.tok.EncodeOrdinary("\n"), false)
+}
+
+// assistantTurn writes an assistant turn with the loss on everything after
+// its header.
+func (t *Template) assistantTurn(b *builder, m Message, i, lastQuery int, last bool, start *int) error {
+	content, reasoning := m.Content, m.Reasoning
+	b.one(t.imStart, false)
+	if t.kind == TemplateQwen3 {
+		if reasoning == "" && strings.Contains(content, "</think>") {
+			before, _, _ := strings.Cut(content, "</think>")
+			before = strings.TrimRight(before, "\n")
+			if k := strings.LastIndex(before, "<think>"); k >= 0 {
+				before = before[k+len("<think>"):]
+			}
+			reasoning = strings.TrimLeft(before, "\n")
+			content = strings.TrimLeft(content[strings.LastIndex(content, "</think>")+len("</think>"):], "\n")
+		}
+		if i > lastQuery && (last || reasoning != "") {
+			b.add(t.tok.EncodeOrdinary("assistant\n"), false)
+			*start = b.len()
+			b.add(t.thinkOpen, true)
+			b.add(t.tok.EncodeOrdinary("\n"+strings.Trim(reasoning, "\n")+"\n"), true)
+			b.add(t.thinkClose, true)
+			b.add(t.tok.EncodeOrdinary("\n\n"+strings.TrimLeft(content, "\n")), true)
+			b.one(t.imEnd, true)
+			b.add(t.tok.EncodeOrdinary("\n"), true)
+			return nil
+		}
+		// Earlier turns lose their reasoning, as in Qwen3's template.
+	} else if reasoning != "" {
+		return errors.New("reasoning_content needs template qwen3 (chatml has no place for it; put it in the content)")
+	}
+	h, body := t.join("assistant\n", content)
+	b.add(h, false)
+	*start = b.len()
+	b.add(body, true)
+	b.one(t.imEnd, true)
+	b.add(t.tok.EncodeOrdinary("\n"), true)
+	return nil
+}
