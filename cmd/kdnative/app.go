@@ -26,6 +26,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			doctorCommand(),
 			forwardCommand(),
+			trainCommand(),
 			versionCommand(),
 		},
 		Action: func(c *cli.Context) error {

@@ -41,7 +41,12 @@ func checkDevice(c *cli.Context) error {
 // line to stderr for each backend passed over and why, e.g.
 // "kdnative: cuda unavailable (libcuda.so.1 not found …), using cpu".
 func openBackend(c *cli.Context) (runtime.Backend, error) {
-	b, notes, err := runtime.Open(device(c))
+	return openBackendNamed(c, device(c))
+}
+
+// openBackendNamed is openBackend for a device chosen elsewhere (a recipe).
+func openBackendNamed(c *cli.Context, dev string) (runtime.Backend, error) {
+	b, notes, err := runtime.Open(dev)
 	if err != nil {
 		if len(notes) > 0 {
 			return nil, fmt.Errorf("%w: %s", err, strings.Join(notes, "; "))

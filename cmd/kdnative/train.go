@@ -1,0 +1,73 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/kdnative/kdnative/kd/train"
+)
+
+func trainCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "train",
+		Usage:     "distill a teacher into a student (or fine-tune) as a recipe says",
+		ArgsUsage: "[recipe.yaml]",
+		Description: "Runs a training recipe: student and teacher model folders, data (JSONL), the objective\n" +
+			"terms (sft, kd, dpo, feature) and their weights, the optimizer, the schedule. Any recipe key\n" +
+			"can be set or overridden with --set key=value (e.g. --set optim.lr=1e-4 --set\n" +
+			"objectives.kd.temperature=2). Without a recipe it runs the built-in demo.\n\n" +
+			"Keys: " + strings.Join(train.Keys(), ", "),
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "set", Usage: "override a recipe key: key=value (repeatable)"},
+			&cli.BoolFlag{Name: "resume", Usage: "continue from the newest checkpoint in the output folder"},
+			&cli.StringFlag{Name: "output", Usage: "the run's folder (same as --set output=…)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return fmt.Errorf("train takes one recipe file, got %d arguments", c.NArg())
+			}
+			if c.NArg() == 0 {
+				return runDemo(c)
+			}
+			r, err := train.LoadRecipe(c.Args().First())
+			if err != nil {
+				return err
+			}
+			return runRecipe(c, r)
+		},
+	}
+}
+
+// runRecipe applies the command line to a recipe and trains.
+func runRecipe(c *cli.Context, r train.Recipe) error {
+	for _, kv := range c.StringSlice("set") {
+		if err := r.Set(kv); err != nil {
+			return err
+		}
+	}
+	if o := c.String("output"); o != "" {
+		r.Output = o
+	}
+	if c.IsSet(deviceFlag.Name) || os.Getenv("KDNATIVE_DEVICE") != "" {
+		r.Device = device(c)
+	}
+	be, err := openBackendNamed(c, r.Device)
+	if err != nil {
+		return err
+	}
+	fi, _ := os.Stdout.Stat()
+	term := fi != nil && fi.Mode()&os.ModeCharDevice != 0
+	sum, err := train.Run(c.Context, be, r, train.Options{Resume: c.Bool("resume"), Log: c.App.Writer, Terminal: term})
+	if errors.Is(err, train.ErrInterrupted) {
+		return cli.Exit("kdnative: training interrupted; resume with --resume", 130)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "done: %d steps; the student is in %s\n", sum.Steps, sum.FinalDir)
+	return nil
+}

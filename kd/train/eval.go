@@ -1,0 +1,168 @@
+package train
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/kdnative/kdnative/kd/data"
+	"github.com/kdnative/kdnative/kd/loss"
+	"github.com/kdnative/kdnative/model"
+	kdrt "github.com/kdnative/kdnative/runtime"
+)
+
+// Eval is a validation pass: the student's cross-entropy and perplexity on
+// the validation responses and, with a teacher, the forward KL from the
+// teacher to the student at temperature 1 (nats per token).
+type Eval struct {
+	Loss, PPL float64
+	KL        float64
+	HasKL     bool
+	Tokens    int
+	// DPO runs report the preference metrics instead.
+	DPO *loss.DPOMetrics
+}
+
+func (e Eval) String() string {
+	if e.DPO != nil {
+		m := e.DPO
+		return fmt.Sprintf("val dpo loss %.4f, reward accuracy %.3f, margin %.4f (chosen %.4f, rejected %.4f) over %d pairs",
+			m.Loss, m.Accuracy, m.Margin, m.ChosenReward, m.RejectedReward, m.Pairs)
+	}
+	if e.Tokens == 0 {
+		return "no validation data"
+	}
+	s := fmt.Sprintf("val loss %.4f, perplexity %.2f", e.Loss, e.PPL)
+	if e.HasKL {
+		s += fmt.Sprintf(", KL(teacher‖student) %.4f", e.KL)
+	}
+	return s + fmt.Sprintf(" over %d tokens", e.Tokens)
+}
+
+func (e Eval) fields() map[string]any {
+	f := map[string]any{"tokens": e.Tokens}
+	if e.DPO != nil {
+		f["dpo_loss"], f["reward_accuracy"], f["reward_margin"] = e.DPO.Loss, e.DPO.Accuracy, e.DPO.Margin
+		return f
+	}
+	if e.Tokens > 0 {
+		f["loss"], f["perplexity"] = e.Loss, e.PPL
+	}
+	if e.HasKL {
+		f["kl"] = e.KL
+	}
+	return f
+}
+
+// evaluate runs the validation set once, in order, without gradients.
+func (t *trainer) evaluate() (Eval, error) {
+	if t.pairs != nil {
+		return t.evaluatePairs()
+	}
+	return EvaluateSFT(t.be, t.student, t.teacher, t.val, t.r.BatchSize, t.pad, t.lossOpt)
+}
+
+// EvaluateSFT measures a student's mean cross-entropy (and perplexity) on
+// rows, and its forward KL to a teacher when one is given, token-weighted
+// over all rows.
+func EvaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Example, batch int, pad int32, opt loss.Options) (Eval, error) {
+	var e Eval
+	var ce, kl float64
+	for i := 0; i < len(rows); i += batch {
+		b, err := data.MakeBatch(rows[i:min(i+batch, len(rows))], pad, 0)
+		if err != nil {
+			return e, err
+		}
+		n := 0
+		for _, tg := range b.Targets {
+			if tg != kdrt.IgnoreIndex {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		h, err := student.ForwardHidden(b)
+		if err != nil {
+			return e, err
+		}
+		head := loss.Head{W: student.Head().W}
+		l, _, err := loss.CrossEntropy(be, h, head, nil, b.Targets, 1, opt)
+		if err != nil {
+			return e, err
+		}
+		ce += l * float64(n)
+		if teacher != nil {
+			th, err := teacher.ForwardHidden(b)
+			if err != nil {
+				return e, err
+			}
+			res, err := loss.KD(be, h, head, nil, loss.TeacherHidden{Hidden: th, Head: teacher.Head().W},
+				targetMask(b.Targets), loss.KDConfig{Divergence: kdrt.ForwardKL, Temperature: 1}, 1, opt)
+			if err != nil {
+				return e, err
+			}
+			kl += res.Loss * float64(n)
+			e.HasKL = true
+		}
+		e.Tokens += n
+	}
+	if e.Tokens > 0 {
+		e.Loss = ce / float64(e.Tokens)
+		e.PPL = math.Exp(e.Loss)
+		e.KL = kl / float64(e.Tokens)
+	}
+	return e, nil
+}
+
+func (t *trainer) evaluatePairs() (Eval, error) {
+	var e Eval
+	if len(t.valP) == 0 {
+		return e, nil
+	}
+	var pol, ref loss.SequenceLogProbs
+	for i := 0; i < len(t.valP); i += t.r.BatchSize {
+		chunk := t.valP[i:min(i+t.r.BatchSize, len(t.valP))]
+		b, err := data.MakePairBatch(chunk, t.pad, 0)
+		if err != nil {
+			return e, err
+		}
+		layout := loss.ConcatPairLayout(len(chunk), b.T)
+		h, err := t.student.ForwardHidden(b)
+		if err != nil {
+			return e, err
+		}
+		p, err := loss.SequenceSums(t.be, h, loss.Head{W: t.student.Head().W}, b.Targets, layout, t.lossOpt)
+		if err != nil {
+			return e, err
+		}
+		appendSums(&pol, p)
+		if t.ref != nil {
+			rh, err := t.ref.ForwardHidden(b)
+			if err != nil {
+				return e, err
+			}
+			r, err := loss.SequenceSums(t.be, rh, loss.Head{W: t.ref.Head().W}, b.Targets, layout, t.lossOpt)
+			if err != nil {
+				return e, err
+			}
+			appendSums(&ref, r)
+		}
+	}
+	var refp *loss.SequenceLogProbs
+	if t.ref != nil {
+		refp = &ref
+	}
+	_, _, _, m, err := loss.DPOLoss(&pol, refp, t.dpo)
+	if err != nil {
+		return e, err
+	}
+	e.DPO = &m
+	return e, nil
+}
+
+func appendSums(dst, src *loss.SequenceLogProbs) {
+	dst.Chosen = append(dst.Chosen, src.Chosen...)
+	dst.Rejected = append(dst.Rejected, src.Rejected...)
+	dst.ChosenTokens = append(dst.ChosenTokens, src.ChosenTokens...)
+	dst.RejectedTokens = append(dst.RejectedTokens, src.RejectedTokens...)
+}

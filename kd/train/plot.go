@@ -1,0 +1,136 @@
+package train
+
+import (
+	"bufio"
+	"encoding/json"
+	"image"
+	"image/color"
+	"image/png"
+	"math"
+	"os"
+)
+
+// plotLosses draws the training loss (blue) and the validation loss (red
+// dots) of a metrics.jsonl as a PNG, steps across, loss up, on a light grid.
+func plotLosses(metricsPath, pngPath string) error {
+	f, err := os.Open(metricsPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	type pt struct{ x, y float64 }
+	var train, val []pt
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var rec struct {
+			Step int      `json:"step"`
+			Loss *float64 `json:"loss"`
+			Eval *struct {
+				Loss *float64 `json:"loss"`
+			} `json:"eval"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) != nil {
+			continue
+		}
+		if rec.Loss != nil {
+			train = append(train, pt{float64(rec.Step), *rec.Loss})
+		}
+		if rec.Eval != nil && rec.Eval.Loss != nil {
+			val = append(val, pt{float64(rec.Step), *rec.Eval.Loss})
+		}
+	}
+	const W, H, pad = 800, 480, 40
+	img := image.NewRGBA(image.Rect(0, 0, W, H))
+	for i := range img.Pix {
+		img.Pix[i] = 255
+	}
+	all := append(append([]pt(nil), train...), val...)
+	if len(all) == 0 {
+		return nil
+	}
+	minX, maxX, minY, maxY := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
+	for _, p := range all {
+		minX, maxX = math.Min(minX, p.x), math.Max(maxX, p.x)
+		minY, maxY = math.Min(minY, p.y), math.Max(maxY, p.y)
+	}
+	if maxX == minX {
+		maxX++
+	}
+	if maxY == minY {
+		maxY++
+	}
+	px := func(p pt) (int, int) {
+		return pad + int((p.x-minX)/(maxX-minX)*float64(W-2*pad)), H - pad - int((p.y-minY)/(maxY-minY)*float64(H-2*pad))
+	}
+	grid := color.RGBA{225, 225, 225, 255}
+	for i := 0; i <= 10; i++ {
+		x, y := pad+i*(W-2*pad)/10, pad+i*(H-2*pad)/10
+		for j := pad; j <= H-pad; j++ {
+			img.Set(x, j, grid)
+		}
+		for j := pad; j <= W-pad; j++ {
+			img.Set(j, y, grid)
+		}
+	}
+	blue, red := color.RGBA{31, 119, 180, 255}, color.RGBA{214, 39, 40, 255}
+	for i := 1; i < len(train); i++ {
+		x0, y0 := px(train[i-1])
+		x1, y1 := px(train[i])
+		line(img, x0, y0, x1, y1, blue)
+	}
+	for _, p := range val {
+		x, y := px(p)
+		for dx := -3; dx <= 3; dx++ {
+			for dy := -3; dy <= 3; dy++ {
+				if dx*dx+dy*dy <= 9 {
+					img.Set(x+dx, y+dy, red)
+				}
+			}
+		}
+	}
+	out, err := os.Create(pngPath)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(out, img); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// line draws with Bresenham's algorithm.
+func line(img *image.RGBA, x0, y0, x1, y1 int, c color.Color) {
+	dx, dy := abs(x1-x0), -abs(y1-y0)
+	sx, sy := 1, 1
+	if x0 > x1 {
+		sx = -1
+	}
+	if y0 > y1 {
+		sy = -1
+	}
+	e := dx + dy
+	for {
+		img.Set(x0, y0, c)
+		if x0 == x1 && y0 == y1 {
+			return
+		}
+		e2 := 2 * e
+		if e2 >= dy {
+			e += dy
+			x0 += sx
+		}
+		if e2 <= dx {
+			e += dx
+			y0 += sy
+		}
+	}
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}

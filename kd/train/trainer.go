@@ -1,0 +1,468 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kdnative/kdnative/kd/data"
+	"github.com/kdnative/kdnative/kd/loss"
+	"github.com/kdnative/kdnative/kd/optim"
+	"github.com/kdnative/kdnative/model"
+	"github.com/kdnative/kdnative/model/tokenizer"
+	kdrt "github.com/kdnative/kdnative/runtime"
+)
+
+// Options are how a run is driven, beyond its recipe.
+type Options struct {
+	// Resume continues from the newest checkpoint in the output folder.
+	Resume bool
+	// Log receives progress and summaries; Terminal makes progress a
+	// redrawn line rather than one line per log step.
+	Log      io.Writer
+	Terminal bool
+}
+
+// ErrInterrupted is returned when the context was cancelled (Ctrl-C): the
+// run saved a checkpoint first and can be resumed.
+var ErrInterrupted = errors.New("interrupted")
+
+// Summary is what a finished run reports.
+type Summary struct {
+	Steps          int
+	Before, After  Eval // validation before the first and after the last step
+	FinalDir       string
+	CheckpointDirs []string
+}
+
+// trainer holds a run's state.
+type trainer struct {
+	r       Recipe
+	be      kdrt.Backend
+	log     io.Writer
+	term    bool
+	tok     *tokenizer.Tokenizer
+	student *model.Model
+	teacher *model.Model
+	ref     *model.Model // DPO's frozen reference
+	opt     *optim.AdamW
+	loader  *data.Loader
+	pairs   *data.PairLoader
+	val     []data.Example
+	valP    []data.Pair
+	total   int
+	step    int
+	// startStep is where this process began (0, or the resumed step).
+	startStep int
+	kd        loss.KDConfig
+	dpo       loss.DPOConfig
+	lossOpt   loss.Options
+	metrics   *metricsLog
+	start     time.Time
+	tokens    int64
+	pad       int32
+}
+
+// Run trains as the recipe says and returns what happened. Progress goes to
+// opt.Log; metrics to <output>/metrics.jsonl; checkpoints to
+// <output>/checkpoint-<step>; the final student to <output>.
+func Run(ctx context.Context, be kdrt.Backend, r Recipe, opt Options) (*Summary, error) {
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("recipe: %w", err)
+	}
+	if opt.Log == nil {
+		opt.Log = io.Discard
+	}
+	t := &trainer{r: r, be: be, log: opt.Log, term: opt.Terminal, start: time.Now()}
+	if err := t.setup(opt.Resume); err != nil {
+		return nil, err
+	}
+	return t.run(ctx)
+}
+
+func (t *trainer) logf(format string, a ...any) { fmt.Fprintf(t.log, format+"\n", a...) }
+
+func (t *trainer) setup(resume bool) error {
+	r := &t.r
+	tokDir := r.Tokenizer
+	if tokDir == "" {
+		tokDir = r.Student
+	}
+	tok, err := tokenizer.LoadDir(tokDir)
+	if err != nil {
+		return err
+	}
+	t.tok = tok
+	var ckpt string
+	if resume {
+		ckpt, err = latestCheckpoint(r.Output)
+		if err != nil {
+			return err
+		}
+	}
+	studentDir := r.Student
+	if ckpt != "" {
+		studentDir = ckpt
+	}
+	if t.student, err = model.LoadDir(studentDir, t.be); err != nil {
+		return err
+	}
+	cfg := t.student.Config
+	if tok.VocabSize() > cfg.Vocab {
+		return fmt.Errorf("tokenizer %s has %d tokens but the student's vocabulary is %d", tokDir, tok.VocabSize(), cfg.Vocab)
+	}
+	if r.Data.MaxLen > cfg.MaxPositions {
+		return fmt.Errorf("data.max_len %d is longer than the student allows (%d positions, max_position_embeddings in %s)",
+			r.Data.MaxLen, cfg.MaxPositions, filepath.Join(r.Student, "config.json"))
+	}
+	if r.Teacher != "" {
+		if err := t.loadTeacher(tok); err != nil {
+			return err
+		}
+	}
+	if r.Objectives.KD != nil {
+		if t.teacher == nil {
+			return errors.New("objectives.kd needs a teacher: set teacher to a model folder (a teacher cache comes with kdnative cache-teacher)")
+		}
+		if t.kd, err = r.Objectives.KD.Config(); err != nil {
+			return err
+		}
+	}
+	if err := t.loadData(); err != nil {
+		return err
+	}
+	if r.Objectives.DPO != nil {
+		if t.dpo, err = r.Objectives.DPO.Config(); err != nil {
+			return err
+		}
+		if t.dpo.Kind.NeedsReference() {
+			refDir := r.Objectives.DPO.Reference
+			if refDir == "" {
+				refDir = r.Student
+			}
+			if t.ref, err = model.LoadDir(refDir, t.be); err != nil {
+				return fmt.Errorf("dpo reference: %w", err)
+			}
+		}
+	}
+	if err := t.student.ZeroGrad(); err != nil {
+		return err
+	}
+	var slots []optim.Slot
+	for _, p := range t.student.Params() {
+		slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Decay: !p.NoDecay})
+	}
+	t.opt, err = optim.NewAdamW(t.be, slots, optim.AdamWConfig{Beta1: r.Optim.Beta1, Beta2: r.Optim.Beta2,
+		Eps: r.Optim.Eps, WeightDecay: r.Optim.WeightDecay, MaxGradNorm: r.Optim.MaxGradNorm})
+	if err != nil {
+		return err
+	}
+	t.total = t.totalSteps()
+	if err := os.MkdirAll(r.Output, 0o755); err != nil {
+		return err
+	}
+	if ckpt != "" {
+		if err := t.restore(ckpt); err != nil {
+			return err
+		}
+		t.logf("resumed from %s at step %d of %d", ckpt, t.step, t.total)
+	} else if err := t.saveRecipe(); err != nil {
+		return err
+	}
+	t.metrics, err = openMetrics(filepath.Join(r.Output, "metrics.jsonl"), t.step)
+	return err
+}
+
+func (t *trainer) loadTeacher(tok *tokenizer.Tokenizer) error {
+	var err error
+	if t.teacher, err = model.LoadDir(t.r.Teacher, t.be); err != nil {
+		return fmt.Errorf("teacher: %w", err)
+	}
+	ttok, err := tokenizer.LoadDir(t.r.Teacher)
+	if err != nil {
+		return fmt.Errorf("teacher: %w", err)
+	}
+	if ttok.Hash() != tok.Hash() {
+		return fmt.Errorf("the teacher's tokenizer (%s) differs from the student's: token ids would not mean the same thing; distill between models of one tokenizer family", t.r.Teacher)
+	}
+	return nil
+}
+
+func (t *trainer) loadData() error {
+	r := &t.r
+	opts := data.Options{MaxLen: r.Data.MaxLen, Overflow: r.Data.Overflow, Pack: r.Data.Pack, Template: r.Data.Template,
+		SystemPrompt: r.Data.SystemPrompt, Seed: r.Seed, ValFraction: r.Data.ValFraction, ValFile: r.Data.Val,
+		OnBadLine: r.Data.OnBadLine, Vocab: t.student.Config.Vocab}
+	if opts.ValFile != "" {
+		opts.ValFraction = 0
+	}
+	sp := t.tok.Special()
+	t.pad = max(sp.PAD, 0)
+	if sp.PAD < 0 && sp.EOS >= 0 {
+		t.pad = sp.EOS
+	}
+	tk := tokAdapter{t.tok}
+	lc := data.LoaderConfig{Seed: r.Seed, PadID: t.pad}
+	var rep data.Report
+	var err error
+	if r.Objectives.DPO != nil {
+		var train []data.Pair
+		if train, t.valP, rep, err = data.LoadPairs(r.Data.Train, tk, opts); err != nil {
+			return err
+		}
+		if len(train) == 0 {
+			return fmt.Errorf("data %s: no usable preference pairs", r.Data.Train)
+		}
+		if t.pairs, err = data.NewPairLoader(train, lc); err != nil {
+			return err
+		}
+	} else {
+		var train []data.Example
+		if train, t.val, rep, err = data.LoadSFT(r.Data.Train, tk, opts); err != nil {
+			return err
+		}
+		if len(train) == 0 {
+			return fmt.Errorf("data %s: no usable examples", r.Data.Train)
+		}
+		if t.loader, err = data.NewLoader(train, lc); err != nil {
+			return err
+		}
+	}
+	t.logf("%s", rep.String())
+	return nil
+}
+
+// tokAdapter gives kd/data the tokenizer's EOS token.
+type tokAdapter struct{ *tokenizer.Tokenizer }
+
+func (a tokAdapter) EOSToken() string { return a.Special().EOSToken }
+
+func (t *trainer) rows() int {
+	if t.pairs != nil {
+		return t.pairs.Len()
+	}
+	return t.loader.Len()
+}
+
+func (t *trainer) totalSteps() int {
+	if t.r.MaxSteps > 0 {
+		return t.r.MaxSteps
+	}
+	perStep := t.r.BatchSize * t.r.GradAccum
+	return max(1, int(math.Ceil(t.r.Epochs*float64(t.rows())/float64(perStep))))
+}
+
+func (t *trainer) run(ctx context.Context) (*Summary, error) {
+	sum := &Summary{}
+	before, err := t.evaluate()
+	if err != nil {
+		return nil, err
+	}
+	sum.Before = before
+	if t.step == 0 {
+		t.logf("step 0: %s", before)
+		t.metrics.write(map[string]any{"step": 0, "eval": before.fields()})
+	}
+	for t.step < t.total {
+		if ctx.Err() != nil {
+			dir, err := t.checkpoint()
+			if err != nil {
+				return nil, fmt.Errorf("interrupted, and the checkpoint failed: %w", err)
+			}
+			t.logf("\ninterrupted at step %d: checkpoint %s; continue with --resume", t.step, dir)
+			return nil, ErrInterrupted
+		}
+		stats, err := t.trainStep()
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", t.step+1, err)
+		}
+		t.step++
+		t.report(stats)
+		if t.r.EvalEvery > 0 && t.step%t.r.EvalEvery == 0 && t.step < t.total {
+			ev, err := t.evaluate()
+			if err != nil {
+				return nil, err
+			}
+			t.endLine()
+			t.logf("step %d: %s", t.step, ev)
+			t.metrics.write(map[string]any{"step": t.step, "eval": ev.fields()})
+		}
+		if t.r.SaveEvery > 0 && t.step%t.r.SaveEvery == 0 && t.step < t.total {
+			dir, err := t.checkpoint()
+			if err != nil {
+				return nil, err
+			}
+			sum.CheckpointDirs = append(sum.CheckpointDirs, dir)
+		}
+	}
+	t.endLine()
+	after, err := t.evaluate()
+	if err != nil {
+		return nil, err
+	}
+	sum.After, sum.Steps = after, t.step
+	t.logf("step %d: %s", t.step, after)
+	t.metrics.write(map[string]any{"step": t.step, "eval": after.fields()})
+	dir, err := t.checkpoint()
+	if err != nil {
+		return nil, err
+	}
+	sum.CheckpointDirs = append(sum.CheckpointDirs, dir)
+	if err := t.saveFinal(); err != nil {
+		return nil, err
+	}
+	sum.FinalDir = t.r.Output
+	if err := t.metrics.close(); err != nil {
+		return nil, err
+	}
+	if err := plotLosses(filepath.Join(t.r.Output, "metrics.jsonl"), filepath.Join(t.r.Output, "loss.png")); err != nil {
+		t.logf("loss curve: %v", err)
+	}
+	return sum, nil
+}
+
+// stepStats are one optimizer step's numbers.
+type stepStats struct {
+	loss, sft, kd, dpo float64
+	gradNorm, lr       float64
+	tokens             int
+	dpoMetrics         loss.DPOMetrics
+}
+
+// trainStep runs GradAccum micro-batches and one optimizer update.
+func (t *trainer) trainStep() (stepStats, error) {
+	var st stepStats
+	if err := t.student.ZeroGrad(); err != nil {
+		return st, err
+	}
+	accum := float64(t.r.GradAccum)
+	for range t.r.GradAccum {
+		var err error
+		if t.pairs != nil {
+			err = t.dpoMicroBatch(&st, 1/accum)
+		} else {
+			err = t.sftMicroBatch(&st, 1/accum)
+		}
+		if err != nil {
+			return st, err
+		}
+	}
+	st.lr = t.r.Schedule.LR(t.r.Optim.LR, t.step+1, t.total)
+	norm, err := t.opt.Step(st.lr)
+	if err != nil {
+		return st, err
+	}
+	st.gradNorm = norm
+	t.tokens += int64(st.tokens)
+	return st, nil
+}
+
+// sftMicroBatch runs the token-level objectives (sft, kd) on one batch.
+func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
+	b, err := t.loader.Next(t.r.BatchSize)
+	if err != nil {
+		return err
+	}
+	h, err := t.student.ForwardHidden(b)
+	if err != nil {
+		return err
+	}
+	dh, err := t.be.Alloc("grad.hidden", kdrt.F32, h.Shape...)
+	if err != nil {
+		return err
+	}
+	defer t.be.Free(dh)
+	head := loss.Head{W: t.student.Head().W, G: t.student.Head().G}
+	o := t.r.Objectives
+	n := 0
+	for _, tg := range b.Targets {
+		if tg != kdrt.IgnoreIndex {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil // a batch of prompts only: nothing to learn
+	}
+	st.tokens += n
+	if o.SFT != nil {
+		l, _, err := loss.CrossEntropy(t.be, h, head, dh, b.Targets, o.SFT.Weight*w, t.lossOpt)
+		if err != nil {
+			return err
+		}
+		st.sft += l / o.SFT.Weight
+		st.loss += l
+	}
+	if o.KD != nil {
+		th, err := t.teacher.ForwardHidden(b)
+		if err != nil {
+			return fmt.Errorf("teacher: %w", err)
+		}
+		res, err := loss.KD(t.be, h, head, dh, loss.TeacherHidden{Hidden: th, Head: t.teacher.Head().W},
+			targetMask(b.Targets), t.kd, o.KD.Weight*w, t.lossOpt)
+		if err != nil {
+			return err
+		}
+		st.kd += res.Loss / o.KD.Weight
+		st.loss += res.Loss
+	}
+	return t.student.BackwardHidden(dh)
+}
+
+// dpoMicroBatch runs the preference objective on one batch of pairs.
+func (t *trainer) dpoMicroBatch(st *stepStats, w float64) error {
+	P := t.r.BatchSize
+	b, err := t.pairs.Next(P)
+	if err != nil {
+		return err
+	}
+	layout := loss.ConcatPairLayout(P, b.T)
+	var ref *loss.SequenceLogProbs
+	if t.ref != nil {
+		rh, err := t.ref.ForwardHidden(b)
+		if err != nil {
+			return fmt.Errorf("dpo reference: %w", err)
+		}
+		if ref, err = loss.SequenceSums(t.be, rh, loss.Head{W: t.ref.Head().W}, b.Targets, layout, t.lossOpt); err != nil {
+			return err
+		}
+	}
+	h, err := t.student.ForwardHidden(b)
+	if err != nil {
+		return err
+	}
+	dh, err := t.be.Alloc("grad.hidden", kdrt.F32, h.Shape...)
+	if err != nil {
+		return err
+	}
+	defer t.be.Free(dh)
+	weight := t.r.Objectives.DPO.Weight
+	res, err := loss.DPO(t.be, h, loss.Head{W: t.student.Head().W, G: t.student.Head().G}, dh, b.Targets, layout, ref, t.dpo, weight*w, t.lossOpt)
+	if err != nil {
+		return err
+	}
+	st.dpo += res.Loss / weight
+	st.loss += res.Loss
+	st.dpoMetrics = res.Metrics
+	for _, tg := range b.Targets {
+		if tg != kdrt.IgnoreIndex {
+			st.tokens++
+		}
+	}
+	return t.student.BackwardHidden(dh)
+}
+
+// targetMask is 1 where a position has a target, 0 elsewhere.
+func targetMask(targets []int32) []float32 {
+	m := make([]float32, len(targets))
+	for i, t := range targets {
+		if t != kdrt.IgnoreIndex {
+			m[i] = 1
+		}
+	}
+	return m
+}
