@@ -1,0 +1,120 @@
+package tokenizer
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+)
+
+const benchSize = 1 << 20
+
+// benchTexts returns ~1 MB texts: "prose" is the test-plan samples and
+// fixture corpus (many languages, emoji, white space, special tokens) in
+// turn; "code" is Go source from GOROOT/src/net/http.
+func benchTexts(b *testing.B) map[string]string {
+	var prose strings.Builder
+	var parts []string
+	for _, p := range readTestPlansB(b) {
+		parts = append(parts, p)
+	}
+	for _, f := range fixtures(b, "encode") {
+		if f.Tok == "gpt2" && len(f.Text) < 400 {
+			parts = append(parts, f.Text)
+		}
+	}
+	for prose.Len() < benchSize {
+		for _, p := range parts {
+			prose.WriteString(p)
+			prose.WriteString("\n")
+		}
+	}
+	texts := map[string]string{"prose": prose.String()[:benchSize]}
+	files, _ := filepath.Glob(filepath.Join(runtime.GOROOT(), "src", "net", "http", "*.go"))
+	sort.Strings(files)
+	var code strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		code.Write(data)
+		if code.Len() >= benchSize {
+			texts["code"] = code.String()[:benchSize]
+			break
+		}
+	}
+	return texts
+}
+
+func readTestPlansB(b *testing.B) []string {
+	data, err := os.ReadFile(testPlansPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if s, ok := strings.CutPrefix(line, "Sample: "); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// BenchmarkEncode reports Encode throughput (MB/s of input) on ~1 MB texts,
+// with the per-word cache (steady state) and without it (every word merged).
+func BenchmarkEncode(b *testing.B) {
+	texts := benchTexts(b)
+	for _, name := range []string{"gpt2", "qwen3"} {
+		tok := named(b, name)
+		for _, kind := range []string{"prose", "code"} {
+			s, ok := texts[kind]
+			if !ok {
+				continue
+			}
+			b.Run(name+"/"+kind, func(b *testing.B) {
+				b.SetBytes(int64(len(s)))
+				for b.Loop() {
+					tok.Encode(s)
+				}
+			})
+			b.Run(name+"/"+kind+"/nocache", func(b *testing.B) {
+				tok.model.noCache = true
+				defer func() { tok.model.noCache = false }()
+				b.SetBytes(int64(len(s)))
+				for b.Loop() {
+					tok.Encode(s)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkEncodeParallel encodes 4 KB chunks from all goroutines at once.
+func BenchmarkEncodeParallel(b *testing.B) {
+	s := benchTexts(b)["prose"]
+	tok := named(b, "qwen3")
+	const chunk = 4096
+	b.SetBytes(chunk)
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			off := (i * chunk) % (len(s) - chunk)
+			tok.Encode(s[off : off+chunk])
+			i++
+		}
+	})
+}
+
+// BenchmarkDecode reports Decode throughput in MB/s of output text.
+func BenchmarkDecode(b *testing.B) {
+	s := benchTexts(b)["prose"]
+	tok := named(b, "qwen3")
+	ids := tok.Encode(s)
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		tok.Decode(ids)
+	}
+}

@@ -1,0 +1,319 @@
+package tokenizer
+
+import (
+	"hash/maphash"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// bpe is the byte-level BPE model: a word (one pre-token, as raw bytes) starts
+// as one symbol per byte and adjacent symbols are merged, lowest merge rank
+// first and leftmost first among equal ranks, until no adjacent pair has a
+// merge. This is the order of Hugging Face's BPE (a heap of (rank, position))
+// and of tiktoken (ranks of byte strings), so both give the same ids.
+type bpe struct {
+	// byteID[b] is the id of the one-byte token for byte b, or -1 when the
+	// vocabulary lacks it (the byte is then dropped, as HF does with no
+	// unk_token).
+	byteID [256]int32
+	// merges maps the pair (left id, right id), packed as left<<32|right, to
+	// rank<<32|merged id.
+	merges pairTable
+	// words maps raw bytes to ids; used when ignoreMerges is set.
+	words map[string]int32
+	// ignoreMerges: a word that is itself a token is emitted as that token
+	// without merging (HF's ignore_merges, Llama 3; tiktoken's behaviour).
+	ignoreMerges bool
+	// noCache turns the word cache off (benchmarks of the merge loop).
+	noCache bool
+
+	cache wordCache
+}
+
+const noMerge = ^uint64(0)
+
+func pairKey(a, b int32) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
+
+func (m *bpe) merge(a, b int32) uint64 { return m.merges.get(pairKey(a, b)) }
+
+// pairTable is an open-addressing hash table from pair key to merge value,
+// about twice as fast as a Go map for this one lookup the merge loop makes
+// for every candidate pair.
+type pairTable struct {
+	keys  []uint64 // emptyKey where free
+	vals  []uint64
+	shift uint // 64 - log2(len(keys))
+}
+
+const emptyKey = ^uint64(0) // the pair (-1, -1), which no vocabulary has
+
+func newPairTable(n int) pairTable {
+	size := 16
+	for size < 2*n {
+		size *= 2
+	}
+	t := pairTable{keys: make([]uint64, size), vals: make([]uint64, size), shift: 64}
+	for s := size; s > 1; s >>= 1 {
+		t.shift--
+	}
+	for i := range t.keys {
+		t.keys[i] = emptyKey
+	}
+	return t
+}
+
+func (t *pairTable) slot(k uint64) int { return int((k * 0x9E3779B97F4A7C15) >> t.shift) }
+
+// put sets the value of k; the table never fills past half, as sized.
+func (t *pairTable) put(k, v uint64) {
+	mask := len(t.keys) - 1
+	for i := t.slot(k); ; i = (i + 1) & mask {
+		if t.keys[i] == emptyKey || t.keys[i] == k {
+			t.keys[i], t.vals[i] = k, v
+			return
+		}
+	}
+}
+
+func (t *pairTable) get(k uint64) uint64 {
+	if len(t.keys) == 0 {
+		return noMerge
+	}
+	mask := len(t.keys) - 1
+	for i := t.slot(k); ; i = (i + 1) & mask {
+		switch t.keys[i] {
+		case k:
+			return t.vals[i]
+		case emptyKey:
+			return noMerge
+		}
+	}
+}
+
+// smallWord is the length up to which encodeWord rescans all pairs after each
+// merge (cheap for short words) instead of keeping a heap.
+const smallWord = 48
+
+// encodeWord appends the ids of word to dst.
+func (m *bpe) encodeWord(word string, dst []int32) []int32 {
+	if len(word) == 0 {
+		return dst
+	}
+	if m.ignoreMerges {
+		if id, ok := m.words[word]; ok {
+			return append(dst, id)
+		}
+	}
+	if len(word) == 1 {
+		if id := m.byteID[word[0]]; id >= 0 {
+			dst = append(dst, id)
+		}
+		return dst
+	}
+	cacheable := len(word) <= maxCachedWord && !m.noCache
+	if cacheable {
+		if ids, ok := m.cache.get(word); ok {
+			return append(dst, ids...)
+		}
+	}
+	start := len(dst)
+	if len(word) <= smallWord {
+		dst = m.mergeSmall(word, dst)
+	} else {
+		dst = m.mergeHeap(word, dst)
+	}
+	if cacheable {
+		m.cache.put(word, dst[start:])
+	}
+	return dst
+}
+
+// mergeSmall keeps the symbols and the merge value of each adjacent pair in
+// arrays, merges the pair of lowest value (leftmost on ties) and updates the
+// two pairs around it, in O(n²) integer compares.
+func (m *bpe) mergeSmall(word string, dst []int32) []int32 {
+	var symBuf [smallWord]int32
+	var pairBuf [smallWord]uint64
+	sym := symBuf[:0]
+	for i := 0; i < len(word); i++ {
+		if id := m.byteID[word[i]]; id >= 0 {
+			sym = append(sym, id)
+		}
+	}
+	if len(sym) == 0 {
+		return dst
+	}
+	pairs := pairBuf[:len(sym)-1]
+	for i := range pairs {
+		pairs[i] = m.merge(sym[i], sym[i+1])
+	}
+	for len(pairs) > 0 {
+		best, bi := noMerge, -1
+		for i, v := range pairs {
+			if v>>32 < best>>32 {
+				best, bi = v, i
+			}
+		}
+		if bi < 0 {
+			break
+		}
+		sym[bi] = int32(uint32(best))
+		copy(sym[bi+1:], sym[bi+2:])
+		sym = sym[:len(sym)-1]
+		copy(pairs[bi:], pairs[bi+1:])
+		pairs = pairs[:len(pairs)-1]
+		if bi > 0 {
+			pairs[bi-1] = m.merge(sym[bi-1], sym[bi])
+		}
+		if bi < len(pairs) {
+			pairs[bi] = m.merge(sym[bi], sym[bi+1])
+		}
+	}
+	return append(dst, sym...)
+}
+
+// mergeHeap is the O(n log n) form for long words (whitespace runs, long
+// digit or punctuation runs): symbols in a linked list, candidate merges in a
+// min-heap of rank<<32|position, stale candidates skipped when popped.
+func (m *bpe) mergeHeap(word string, dst []int32) []int32 {
+	n := len(word)
+	sym := make([]int32, 0, n)
+	for i := 0; i < n; i++ {
+		if id := m.byteID[word[i]]; id >= 0 {
+			sym = append(sym, id)
+		}
+	}
+	n = len(sym)
+	if n == 0 {
+		return dst
+	}
+	prev := make([]int32, n)
+	next := make([]int32, n)
+	alive := make([]bool, n)
+	for i := range n {
+		prev[i], next[i], alive[i] = int32(i-1), int32(i+1), true
+	}
+	next[n-1] = -1
+	h := make(mergeHeap, 0, n)
+	push := func(pos int32) {
+		r := next[pos]
+		if r < 0 {
+			return
+		}
+		if v := m.merge(sym[pos], sym[r]); v != noMerge {
+			h.push(v>>32<<32 | uint64(pos))
+		}
+	}
+	for i := range int32(n - 1) {
+		push(i)
+	}
+	for len(h) > 0 {
+		top := h.pop()
+		pos := int32(uint32(top))
+		rank := top >> 32
+		if !alive[pos] || next[pos] < 0 {
+			continue
+		}
+		r := next[pos]
+		v := m.merge(sym[pos], sym[r])
+		if v == noMerge || v>>32 != rank {
+			continue // the pair at pos changed since this candidate was pushed
+		}
+		sym[pos] = int32(uint32(v))
+		alive[r] = false
+		next[pos] = next[r]
+		if next[r] >= 0 {
+			prev[next[r]] = pos
+		}
+		if p := prev[pos]; p >= 0 {
+			push(p)
+		}
+		push(pos)
+	}
+	for i := int32(0); i >= 0; i = next[i] {
+		dst = append(dst, sym[i])
+	}
+	return dst
+}
+
+// mergeHeap is a binary min-heap of uint64.
+type mergeHeap []uint64
+
+func (h *mergeHeap) push(v uint64) {
+	*h = append(*h, v)
+	a := *h
+	i := len(a) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if a[p] <= a[i] {
+			break
+		}
+		a[p], a[i] = a[i], a[p]
+		i = p
+	}
+}
+
+func (h *mergeHeap) pop() uint64 {
+	a := *h
+	top := a[0]
+	last := len(a) - 1
+	a[0] = a[last]
+	a = a[:last]
+	i := 0
+	for {
+		l := 2*i + 1
+		if l >= len(a) {
+			break
+		}
+		c := l
+		if r := l + 1; r < len(a) && a[r] < a[l] {
+			c = r
+		}
+		if a[i] <= a[c] {
+			break
+		}
+		a[i], a[c] = a[c], a[i]
+		i = c
+	}
+	*h = a
+	return top
+}
+
+// wordCache is a bounded, lock-free cache from word to ids: a direct-mapped
+// table of immutable entries, each slot holding the last word that hashed to
+// it. Readers never block each other (a mutex, even a read lock, made
+// parallel encoding slower than serial), and memory stays bounded.
+type wordCache struct {
+	once  sync.Once
+	slots []atomic.Pointer[cacheEntry]
+}
+
+type cacheEntry struct {
+	word string
+	ids  []int32
+}
+
+const (
+	cacheSlots    = 1 << 16
+	maxCachedWord = 256 // bytes; longer words are not cached (as in HF)
+)
+
+var cacheSeed = maphash.MakeSeed()
+
+func (c *wordCache) slot(word string) *atomic.Pointer[cacheEntry] {
+	c.once.Do(func() { c.slots = make([]atomic.Pointer[cacheEntry], cacheSlots) })
+	return &c.slots[maphash.String(cacheSeed, word)&(cacheSlots-1)]
+}
+
+func (c *wordCache) get(word string) ([]int32, bool) {
+	if e := c.slot(word).Load(); e != nil && e.word == word {
+		return e.ids, true
+	}
+	return nil, false
+}
+
+func (c *wordCache) put(word string, ids []int32) {
+	// word may point into a large input text: keep a copy.
+	c.slot(word).Store(&cacheEntry{strings.Clone(word), append([]int32(nil), ids...)})
+}
