@@ -27,6 +27,8 @@ func newApp() *cli.App {
 			doctorCommand(),
 			forwardCommand(),
 			trainCommand(),
+			initModelCommand(),
+			evalCommand(),
 			versionCommand(),
 		},
 		Action: func(c *cli.Context) error {

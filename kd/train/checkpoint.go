@@ -75,13 +75,10 @@ func (t *trainer) writeModel(dir string) error {
 	if src == "" {
 		src = t.r.Student
 	}
-	for _, name := range tokenizerFiles {
-		if err := copyFile(filepath.Join(src, name), filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("copying %s: %w", name, err)
-		}
-	}
-	return nil
+	return CopyTokenizer(src, dir)
 }
+
+func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
 
 func (t *trainer) saveFinal() error {
 	if err := t.writeModel(t.r.Output); err != nil {

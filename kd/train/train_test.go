@@ -134,3 +134,19 @@ func (c cancelAfter) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+func TestRunEval(t *testing.T) {
+	w := newWorld(t)
+	js := filepath.Join(w.dir, "eval.json")
+	var log bytes.Buffer
+	res, err := RunEval(cpu.New(), EvalConfig{Model: w.student, Teacher: w.teacher, Data: w.sft, Template: "none", JSON: js}, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Tokens == 0 || res.KLToTeacher == nil || !(res.Perplexity > 1) {
+		t.Fatalf("eval %+v", res)
+	}
+	if data, err := os.ReadFile(js); err != nil || !strings.Contains(string(data), `"kl_to_teacher"`) {
+		t.Fatalf("eval JSON: %s, %v", data, err)
+	}
+}

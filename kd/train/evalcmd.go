@@ -1,0 +1,99 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/kdnative/kdnative/kd/data"
+	"github.com/kdnative/kdnative/kd/loss"
+	"github.com/kdnative/kdnative/model"
+	"github.com/kdnative/kdnative/model/tokenizer"
+	kdrt "github.com/kdnative/kdnative/runtime"
+)
+
+// EvalConfig is what `kdnative eval` measures.
+type EvalConfig struct {
+	Model, Teacher, Data string
+	MaxLen, BatchSize    int
+	Template             string
+	OnBadLine            string
+	// JSON, when set, is a file the result is written to.
+	JSON string
+}
+
+// EvalResult is eval's output, as printed and as written to JSON.
+type EvalResult struct {
+	Model       string   `json:"model"`
+	Teacher     string   `json:"teacher,omitempty"`
+	Data        string   `json:"data"`
+	Examples    int      `json:"examples"`
+	Tokens      int      `json:"tokens"`
+	Loss        float64  `json:"loss"`
+	Perplexity  float64  `json:"perplexity"`
+	KLToTeacher *float64 `json:"kl_to_teacher,omitempty"`
+	Skipped     int      `json:"skipped_lines"`
+}
+
+// RunEval measures a model's loss and perplexity on every example of a data
+// file, and its forward KL to a teacher when one is given.
+func RunEval(be kdrt.Backend, c EvalConfig, log io.Writer) (*EvalResult, error) {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 8
+	}
+	m, err := model.LoadDir(c.Model, be)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.LoadDir(c.Model)
+	if err != nil {
+		return nil, err
+	}
+	var teacher *model.Model
+	if c.Teacher != "" {
+		if teacher, err = model.LoadDir(c.Teacher, be); err != nil {
+			return nil, fmt.Errorf("teacher: %w", err)
+		}
+		ttok, err := tokenizer.LoadDir(c.Teacher)
+		if err != nil {
+			return nil, fmt.Errorf("teacher: %w", err)
+		}
+		if ttok.Hash() != tok.Hash() {
+			return nil, fmt.Errorf("the teacher's tokenizer (%s) differs from the model's (%s)", c.Teacher, c.Model)
+		}
+	}
+	maxLen := c.MaxLen
+	if maxLen <= 0 || maxLen > m.Config.MaxPositions {
+		maxLen = m.Config.MaxPositions
+	}
+	rows, _, rep, err := data.LoadSFT(c.Data, tokAdapter{tok}, data.Options{MaxLen: maxLen, Template: c.Template,
+		OnBadLine: c.OnBadLine, Vocab: m.Config.Vocab})
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(log, rep.String())
+	sp := tok.Special()
+	pad := max(sp.PAD, sp.EOS, 0)
+	e, err := EvaluateSFT(be, m, teacher, rows, c.BatchSize, pad, loss.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if e.Tokens == 0 {
+		return nil, fmt.Errorf("%s: no tokens to evaluate", c.Data)
+	}
+	res := &EvalResult{Model: c.Model, Teacher: c.Teacher, Data: c.Data, Examples: len(rows), Tokens: e.Tokens,
+		Loss: e.Loss, Perplexity: e.PPL, Skipped: rep.Skipped}
+	if e.HasKL {
+		kl := e.KL
+		res.KLToTeacher = &kl
+	}
+	fmt.Fprintln(log, e.String())
+	if c.JSON != "" {
+		js, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(c.JSON, append(js, '\n'), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
