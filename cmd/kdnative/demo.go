@@ -20,7 +20,7 @@ func runDemo(c *cli.Context, tf trainFlags) error {
 	term := fi != nil && fi.Mode()&os.ModeCharDevice != 0
 	err = demo.Run(c.Context, be, demo.Options{Output: tf.output, Sets: tf.sets, Resume: tf.resume, Log: c.App.Writer, Terminal: term})
 	if errors.Is(err, train.ErrInterrupted) {
-		return cli.Exit("kdnative: demo interrupted; resume with kdnative train --resume", 130)
+		return cli.Exit("demo interrupted; resume with kdnative train --resume", 130)
 	}
 	return err
 }

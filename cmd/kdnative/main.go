@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/urfave/cli/v2"
 )
 
 func main() {
@@ -14,6 +17,11 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kdnative: %v\n", err)
-		os.Exit(1)
+		code := 1
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) && ec.ExitCode() != 0 {
+			code = ec.ExitCode() // 130 for a run stopped by Ctrl-C
+		}
+		os.Exit(code)
 	}
 }

@@ -101,7 +101,7 @@ func runRecipe(c *cli.Context, r train.Recipe, tf trainFlags) error {
 	term := fi != nil && fi.Mode()&os.ModeCharDevice != 0
 	sum, err := train.Run(c.Context, be, r, train.Options{Resume: tf.resume, Log: c.App.Writer, Terminal: term})
 	if errors.Is(err, train.ErrInterrupted) {
-		return cli.Exit("kdnative: training interrupted; resume with --resume", 130)
+		return cli.Exit("training interrupted; resume with --resume", 130)
 	}
 	if err != nil {
 		return err
