@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,5 +149,53 @@ func TestRunEval(t *testing.T) {
 	}
 	if data, err := os.ReadFile(js); err != nil || !strings.Contains(string(data), `"kl_to_teacher"`) {
 		t.Fatalf("eval JSON: %s, %v", data, err)
+	}
+}
+
+// TestRunBadInput: each mistake gives a clear error before anything is
+// trained, and leaves what the output folder held untouched.
+func TestRunBadInput(t *testing.T) {
+	w := newWorld(t)
+	out := filepath.Join(w.dir, "out")
+	os.MkdirAll(out, 0o755)
+	keep := filepath.Join(out, "keep.txt")
+	os.WriteFile(keep, []byte("mine"), 0o644)
+	other := filepath.Join(w.dir, "other-tokenizer")
+	writeModel(t, other, 48, 2, 5)
+	// Another tokenizer: the same alphabet with two ids swapped.
+	var tj map[string]any
+	raw, _ := os.ReadFile(filepath.Join(other, "tokenizer.json"))
+	json.Unmarshal(raw, &tj)
+	vocab := tj["model"].(map[string]any)["vocab"].(map[string]any)
+	vocab["A"], vocab["B"] = vocab["B"], vocab["A"]
+	writeJSON(t, filepath.Join(other, "tokenizer.json"), tj)
+	notJSON := filepath.Join(w.dir, "bad.jsonl")
+	os.WriteFile(notJSON, []byte("{\"prompt\": \"a\", \"response\": \"b\"}\nnot json\n"), 0o644)
+	cases := []struct {
+		name string
+		edit func(r *Recipe)
+		want string
+	}{
+		{"missing student", func(r *Recipe) { r.Student = filepath.Join(w.dir, "nope") }, "nope"},
+		{"missing data", func(r *Recipe) { r.Data.Train = filepath.Join(w.dir, "missing.jsonl") }, "missing.jsonl"},
+		{"bad line stops", func(r *Recipe) { r.Data.Train, r.Data.OnBadLine = notJSON, "stop" }, "bad.jsonl:2"},
+		{"longer than the model", func(r *Recipe) { r.Data.MaxLen = 500 }, "data.max_len 500 is longer than the student allows (96 positions"},
+		{"teacher with another tokenizer", func(r *Recipe) {
+			r.Teacher = other
+			r.Objectives.KD = &KDTerm{Weight: 1, Temperature: 1}
+		}, "tokenizer"},
+		{"kd without teacher", func(r *Recipe) { r.Objectives.KD = &KDTerm{Weight: 1, Temperature: 1} }, "objectives.kd needs a teacher"},
+	}
+	for _, c := range cases {
+		r := w.recipe(out)
+		r.Objectives.SFT = &SFTTerm{Weight: 1}
+		c.edit(&r)
+		_, err := Run(context.Background(), cpu.New(), r, Options{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to mention %q", c.name, err, c.want)
+		}
+		if data, _ := os.ReadFile(keep); string(data) != "mine" {
+			t.Fatalf("%s: the output folder's files were touched", c.name)
+		}
 	}
 }
