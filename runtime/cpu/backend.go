@@ -5,6 +5,7 @@ import (
 	goruntime "runtime"
 
 	kdrt "github.com/kdnative/kdnative/runtime"
+	"github.com/kdnative/kdnative/runtime/cpu/sgemm"
 )
 
 func init() {
@@ -30,7 +31,7 @@ func (*Backend) Name() string { return "cpu" }
 
 // Describe implements runtime.Backend.
 func (*Backend) Describe() string {
-	return fmt.Sprintf("cpu: %d threads (GOMAXPROCS), %s/%s, float32, gonum BLAS", goruntime.GOMAXPROCS(0), goruntime.GOOS, goruntime.GOARCH)
+	return fmt.Sprintf("cpu: %d threads (GOMAXPROCS), %s/%s, float32, %s GEMM kernel", goruntime.GOMAXPROCS(0), goruntime.GOOS, goruntime.GOARCH, sgemm.KernelName())
 }
 
 // Alloc implements runtime.Backend. The CPU computes in float32: it stores F32

@@ -105,9 +105,14 @@ func kernel(w func(string, ...any), t tile) {
 		}
 	}
 	w("")
+	// VXORPS on zmm needs AVX512DQ; VPXORD is plain AVX512F.
+	zero := "VXORPS"
+	if t.vec == "Z" {
+		zero = "VPXORD"
+	}
 	for r := 0; r < t.mr; r++ {
 		for h := 0; h < 2; h++ {
-			w("\tVXORPS %s, %s, %s", acc(r, h), acc(r, h), acc(r, h))
+			w("\t%s %s, %s, %s", zero, acc(r, h), acc(r, h), acc(r, h))
 		}
 	}
 	w("")

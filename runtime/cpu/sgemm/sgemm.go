@@ -84,6 +84,7 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		a: a, lda: lda,
 		b: b, ldb: ldb,
 		c: c, ldc: ldc,
+		skinny: min(m, n) <= skinnyMax,
 	}
 	t.split(runtime.GOMAXPROCS(0))
 	helpers := min(t.workers, t.chunks) - 1
@@ -134,6 +135,7 @@ type task struct {
 	a, b, c        []float32
 	lda, ldb, ldc  int
 
+	skinny  bool // C has at most skinnyMax rows or columns: see fewRows
 	splitN  bool // chunks are column ranges of C (else row ranges)
 	chunk   int  // chunk width, a multiple of the kernel's nr (or mr)
 	chunks  int
@@ -155,7 +157,13 @@ func (t *task) split(procs int) {
 	}
 	units := ceilDiv(dim, align)
 	t.workers = max(1, min(procs, units))
-	if 2*t.m*t.n*t.k < parallelFlops {
+	if t.skinny {
+		// Memory-bound: worth splitting once the long operand is big
+		// enough for two cores' bandwidth to matter.
+		if t.k*dim < skinnyParallel {
+			t.workers = 1
+		}
+	} else if 2*t.m*t.n*t.k < parallelFlops {
 		t.workers = 1
 	}
 	// Up to 4 chunks per worker for load balance, as long as chunks stay
@@ -181,12 +189,21 @@ func (t *task) run() {
 			break
 		}
 		lo := i * t.chunk
-		if t.splitN {
+		switch {
+		case t.skinny && t.splitN:
+			t.fewRows(buf, lo, min(lo+t.chunk, t.n))
+		case t.skinny:
+			t.fewCols(buf, lo, min(lo+t.chunk, t.m))
+		case t.splitN:
 			t.block(buf, 0, t.m, lo, min(lo+t.chunk, t.n))
-		} else {
+		default:
 			t.block(buf, lo, min(lo+t.chunk, t.m), 0, t.n)
 		}
 	}
+	// The skinny path may have pointed these at the caller's matrices;
+	// a pooled buffer must not keep those alive.
+	clear(buf.rows[:])
+	clear(buf.accs[:])
 	bufPool.Put(buf)
 }
 
@@ -196,8 +213,9 @@ func (t *task) run() {
 // block of op(A) against it.
 func (t *task) block(buf *buffers, i0, i1, j0, j1 int) {
 	kr := t.kern
-	// Balanced block sizes: k = 768 with kc = 256 gives 3×256, not
-	// 256+256+256; m = 256 with mc = 192 gives 2×132, not 192+64.
+	// Balanced block sizes: k = 600 with kc = 256 gives 3×200, not
+	// 256+256+88, so no block is left with too little work to amortize
+	// its C loads and stores.
 	kc := balance(t.k, kr.kc, 1)
 	mc := balance(i1-i0, kr.mc, kr.mr)
 	nc := balance(j1-j0, kr.nc, kr.nr)
@@ -263,6 +281,12 @@ func (t *task) macro(buf *buffers, ic, mc, jc, nc, kc int, beta float32) {
 // the kernel in use.
 type buffers struct {
 	a, b, tile []float32
+
+	// The skinny path's gathered vectors and accumulators, grown on
+	// demand, and slice headers into them (or into A and B), kept here so
+	// that nothing allocates per call.
+	vec        []float32
+	rows, accs [skinnyMax][]float32
 }
 
 var bufPool sync.Pool

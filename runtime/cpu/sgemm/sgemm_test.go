@@ -9,31 +9,29 @@ import (
 )
 
 // A variant is one way Sgemm can run on this machine: a micro-kernel, with
-// the assembly packing on or off.
+// the assembly helpers (packing transpose, dot and axpy) on or off.
 type variant struct {
-	name    string
-	kern    *kernel
-	asmPack bool
+	name string
+	kern *kernel
+	asm  bool
 }
 
 // variants returns every way Sgemm can run here: each assembly kernel, the
 // portable kernel with pure-Go packing (what a CPU without AVX2 runs), and
 // each of those again with tiny blocking sizes so that small matrices cross
 // every kc, mc and nc block boundary and exercise the β-then-accumulate path
-// over k. The assembly kernels also run once with pure-Go packing, since only
-// their panels are wide enough to reach its eight-row path.
+// over k. The assembly kernels also run once with the pure-Go helpers, since
+// only their panels are wide enough to reach the eight-row packing path.
 func variants() []variant {
 	var vs []variant
-	add := func(name string, k *kernel, asmPack bool) {
+	add := func(name string, k *kernel, asm bool) {
 		small := *k
 		small.kc, small.mc, small.nc = 7, 2*k.mr+1, 3*k.nr-1
-		vs = append(vs, variant{name, k, asmPack}, variant{name + "/small-blocks", &small, asmPack})
+		vs = append(vs, variant{name, k, asm}, variant{name + "/small-blocks", &small, asm})
 	}
 	for _, k := range hostKernels {
-		add(k.name, k, useTranspose8)
-		if useTranspose8 {
-			add(k.name+"/go-pack", k, false)
-		}
+		add(k.name, k, true)
+		add(k.name+"/go-helpers", k, false)
 	}
 	add(genericKernel.name, genericKernel, false)
 	return vs
@@ -41,9 +39,11 @@ func variants() []variant {
 
 // use runs f with Sgemm switched to v.
 func (v variant) use(f func()) {
-	savedKern, savedPack := active, useTranspose8
-	active, useTranspose8 = v.kern, v.asmPack
-	defer func() { active, useTranspose8 = savedKern, savedPack }()
+	savedKern, savedPack, savedVec := active, useTranspose8, useAsmVec
+	active = v.kern
+	useTranspose8 = v.asm && savedPack
+	useAsmVec = v.asm && savedVec
+	defer func() { active, useTranspose8, useAsmVec = savedKern, savedPack, savedVec }()
 	f()
 }
 
@@ -239,7 +239,15 @@ func TestSentinel(t *testing.T) {
 	for _, v := range variants() {
 		v.use(func() {
 			for trial := 0; trial < 40; trial++ {
-				m, n, k := 1+rng.IntN(90), 1+rng.IntN(90), 1+rng.IntN(40)
+				m, n, k := 1+rng.IntN(90), 1+rng.IntN(90), 1+rng.IntN(70)
+				// A third with a side of at most 5: the skinny path and
+				// just past it.
+				switch trial % 6 {
+				case 1:
+					m = 1 + rng.IntN(5)
+				case 2:
+					n = 1 + rng.IntN(5)
+				}
 				if trial == 0 {
 					m, n, k = 260, 700, 300 // big enough to run in parallel
 				}
@@ -320,7 +328,7 @@ func TestKernelsAgree(t *testing.T) {
 func TestParallel(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(5))
 	rng := rand.New(rand.NewPCG(4, 4))
-	for _, sh := range [][3]int{{64, 1601, 37}, {1601, 64, 37}, {517, 515, 260}} {
+	for _, sh := range [][3]int{{64, 1601, 37}, {1601, 64, 37}, {517, 515, 260}, {3, 1601, 300}, {1601, 2, 300}} {
 		for tr := 0; tr < 4; tr++ {
 			p := randProblem(rng, tr&1 != 0, tr&2 != 0, sh[0], sh[1], sh[2], 1, 0.5, 1)
 			p.check(t, p.run())
@@ -352,6 +360,9 @@ func TestPanics(t *testing.T) {
 // TestNoAllocs: after a warm-up call, products allocate nothing, also when
 // they run in parallel.
 func TestNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under the race detector")
+	}
 	if runtime.GOMAXPROCS(0) < 2 {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	}
@@ -362,5 +373,70 @@ func TestNoAllocs(t *testing.T) {
 	call()
 	if n := testing.AllocsPerRun(20, call); n > 0 {
 		t.Errorf("%v allocations per call, want 0", n)
+	}
+}
+
+// TestGPT2Shapes runs the benchmark shapes at full size and checks a random
+// sample of entries against float64 dot products: the full-size blocking
+// (several kc, mc and nc blocks, several chunks per worker) is only reached
+// here.
+func TestGPT2Shapes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large matrices")
+	}
+	rng := rand.New(rand.NewPCG(6, 6))
+	for _, s := range gpt2Shapes {
+		p := randProblem(rng, s.transA, s.transB, s.m, s.n, s.k, 0.5, 0.25, 0)
+		got := p.run()
+		for range 300 {
+			i, j := rng.IntN(s.m), rng.IntN(s.n)
+			var sum, abs float64
+			for l := 0; l < s.k; l++ {
+				x := p.opA(i, l) * p.opB(l, j)
+				sum += x
+				abs += math.Abs(x)
+			}
+			at := i*p.ldc + j
+			want := 0.5*sum + 0.25*float64(p.c[at])
+			if err := math.Abs(float64(got[at]) - want); err > tol*(0.5*abs+0.25*math.Abs(float64(p.c[at]))) {
+				t.Fatalf("%s: C[%d][%d] = %v, want %v", s.name, i, j, got[at], want)
+			}
+		}
+	}
+}
+
+// TestConcurrentCalls runs products from several goroutines at once: they
+// share the helper goroutines and the buffer and task pools (run it with
+// -race).
+func TestConcurrentCalls(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
+	rng := rand.New(rand.NewPCG(7, 7))
+	var ps []*problem
+	for i := range 6 {
+		ps = append(ps, randProblem(rng, i&1 != 0, i&2 != 0, 150+i*7, 400-i*9, 90+i, 1, 0.5, 1))
+	}
+	wants := make([][]float32, len(ps))
+	for i, p := range ps {
+		wants[i] = p.run()
+	}
+	errs := make(chan string, len(ps))
+	for _, i := range rand.Perm(len(ps)) {
+		go func() {
+			for range 5 {
+				got := ps[i].run()
+				for e := range got {
+					if math.Float32bits(got[e]) != math.Float32bits(wants[i][e]) {
+						errs <- fmt.Sprintf("%v: concurrent result differs at %d", ps[i], e)
+						return
+					}
+				}
+			}
+			errs <- ""
+		}()
+	}
+	for range ps {
+		if e := <-errs; e != "" {
+			t.Error(e)
+		}
 	}
 }
