@@ -2,7 +2,7 @@
 export CGO_ENABLED := 0
 GO ?= go
 
-.PHONY: build test vet fmt-check bench bench-matmul fuzz fixtures ci
+.PHONY: build test vet fmt-check bench bench-kd fuzz fixtures demo-teacher ci
 
 build:
 	$(GO) build -o kdnative ./cmd/kdnative
@@ -23,9 +23,17 @@ bench:
 	$(GO) test -run '^$$' -bench 'TrainStep' -benchtime 3x ./model/
 	$(GO) test -run '^$$' -bench 'MatMul' -benchtime 10x ./model/
 
-# A short fuzz run of the safetensors header parser.
+# The fused, chunked KD loss against the plain one at Qwen2.5-0.5B's vocabulary and width,
+# 4,096 tokens (KDNATIVE_BENCH_TOKENS=512 for a quicker run). The plain one needs ~8 GB.
+bench-kd:
+	$(GO) test -run '^$$' -bench 'KDFusedVsPlain' -benchtime 1x -timeout 60m ./kd/loss/
+
+# Short fuzz runs of the parsers.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 30s ./model/safetensors/
+	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 30s ./model/tokenizer/
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./model/tokenizer/
+	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 30s ./kd/data/
 
 # Regenerate the PyTorch fixtures (needs Python with torch and transformers).
 fixtures:
@@ -33,3 +41,13 @@ fixtures:
 	python3 scripts/fixtures/make_model_fixtures.py
 
 ci: fmt-check vet test
+
+# Remake the demo's teacher with kdnative's own commands (about 10 minutes on 2 cores),
+# then copy it into the assets that are built into the binary.
+demo-teacher: build
+	rm -rf build/demo
+	./kdnative --device cpu init-model --config kd/demo/assets/teacher-config.json \
+		--tokenizer kd/demo/assets/tokenizer --seed 1 build/demo/teacher-init
+	./kdnative --device cpu train kd/demo/assets/recipes/teacher.yaml
+	mkdir -p kd/demo/assets/teacher
+	cp build/demo/teacher/config.json build/demo/teacher/model.safetensors kd/demo/assets/teacher/
