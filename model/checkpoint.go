@@ -340,7 +340,11 @@ func writeFileAtomic(path string, data []byte) error {
 		return fmt.Errorf("model: %w", err)
 	}
 	tmp := f.Name()
-	_, err = f.Write(data)
+	// CreateTemp makes the file 0600; a model folder is for sharing.
+	err = f.Chmod(0o644)
+	if err == nil {
+		_, err = f.Write(data)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

@@ -160,6 +160,13 @@ func samples(be kdrt.Backend, w io.Writer, teacher, before, after string) error 
 		if err != nil {
 			return err
 		}
+		// The training pieces end in <|endoftext|>; the sample ends there too.
+		for i, id := range ids {
+			if id == tok.Special().EOS {
+				ids = ids[:i]
+				break
+			}
+		}
 		text := strings.ReplaceAll(tok.Decode(ids), "\n", " ")
 		fmt.Fprintf(w, "  %-15s %s\n", m.name+":", text)
 	}
