@@ -85,6 +85,9 @@ type loader struct {
 	tplErr  error
 	tplDone bool
 
+	// topK is the k of the data's sparse teacher (0: none seen yet).
+	topK int
+
 	// kind is the first example's: pre-tokenized or text, at kindAt.
 	kindSet, pretok bool
 	kindAt          string
@@ -234,6 +237,13 @@ func (l *loader) sftLine(line []byte, at string) (Example, error) {
 	if rec.shape == shapeTokens {
 		ex.Tokens = rec.ids
 		ex.Labels = rec.labels
+		ex.TopK = rec.topK
+		if rec.topK != nil {
+			if l.topK != 0 && rec.topK.K != l.topK {
+				return Example{}, fmt.Errorf("teacher top-k has k = %d, earlier lines %d", rec.topK.K, l.topK)
+			}
+			l.topK = rec.topK.K
+		}
 		if ex.Labels == nil {
 			ex.Labels = append([]int32(nil), rec.ids...)
 		}
@@ -280,7 +290,7 @@ func (l *loader) fit(ex Example) (Example, error) {
 		case OverflowDrop:
 			return Example{}, dropf("sequence of %d tokens is longer than the maximum length %d: dropped", n, limit)
 		}
-		ex = Example{Tokens: ex.Tokens[:limit:limit], Labels: ex.Labels[:limit:limit]}
+		ex = Example{Tokens: ex.Tokens[:limit:limit], Labels: ex.Labels[:limit:limit], TopK: ex.TopK.sliceTo(limit)}
 		if ex.LossTokens() == 0 {
 			return Example{}, dropf("sequence of %d tokens has no response token within the maximum length %d: dropped", n, limit)
 		}
@@ -404,14 +414,36 @@ func Pack(rows []Example, maxLen int) []Example {
 	}
 	toks := make([]int32, 0, total)
 	labs := make([]int32, 0, total)
+	K := 0
 	for _, r := range rows {
 		toks = append(toks, r.Tokens...)
 		labs = append(labs, r.Labels...)
+		if r.TopK != nil {
+			K = r.TopK.K // one k per load (the loader checks)
+		}
+	}
+	// A sparse teacher travels with its tokens; rows without one leave
+	// their positions empty.
+	var tk *TopK
+	if K > 0 {
+		tk = &TopK{K: K, IDs: make([]int32, 0, total*K), LogProbs: make([]float32, 0, total*K), Has: make([]bool, 0, total)}
+		for _, r := range rows {
+			if r.TopK != nil {
+				tk.IDs, tk.LogProbs, tk.Has = append(tk.IDs, r.TopK.IDs...), append(tk.LogProbs, r.TopK.LogProbs...), append(tk.Has, r.TopK.Has...)
+				continue
+			}
+			tk.IDs, tk.LogProbs = append(tk.IDs, make([]int32, len(r.Tokens)*K)...), append(tk.LogProbs, make([]float32, len(r.Tokens)*K)...)
+			tk.Has = append(tk.Has, make([]bool, len(r.Tokens))...)
+		}
 	}
 	out := make([]Example, 0, (total+maxLen-1)/maxLen)
 	for i := 0; i < total; i += maxLen {
 		j := min(i+maxLen, total)
-		out = append(out, Example{Tokens: toks[i:j:j], Labels: labs[i:j:j]})
+		ex := Example{Tokens: toks[i:j:j], Labels: labs[i:j:j]}
+		if tk != nil {
+			ex.TopK = &TopK{K: K, IDs: tk.IDs[i*K : j*K : j*K], LogProbs: tk.LogProbs[i*K : j*K : j*K], Has: tk.Has[i:j:j]}
+		}
+		out = append(out, ex)
 	}
 	return out
 }

@@ -163,14 +163,22 @@ func (l *Loader) Epoch() int { e, _ := l.o.at(); return e }
 
 // Next returns the next b rows as a batch (see MakeBatch).
 func (l *Loader) Next(b int) (model.Batch, error) {
+	_, batch, err := l.NextRows(b)
+	return batch, err
+}
+
+// NextRows is Next that also returns the batch's rows (for what they carry
+// beside tokens, such as a sparse teacher: MakeTopK).
+func (l *Loader) NextRows(b int) ([]Example, model.Batch, error) {
 	if b <= 0 {
-		return model.Batch{}, fmt.Errorf("data: batch of %d rows", b)
+		return nil, model.Batch{}, fmt.Errorf("data: batch of %d rows", b)
 	}
 	rows := make([]Example, b)
 	for i := range rows {
 		rows[i] = l.rows[l.o.next()]
 	}
-	return MakeBatch(rows, l.cfg.PadID, l.cfg.FixedT)
+	batch, err := MakeBatch(rows, l.cfg.PadID, l.cfg.FixedT)
+	return rows, batch, err
 }
 
 // State is the loader's position, for a checkpoint.

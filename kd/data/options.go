@@ -18,6 +18,9 @@ const IgnoreIndex = kdrt.IgnoreIndex
 type Example struct {
 	Tokens []int32
 	Labels []int32
+	// TopK is the teacher's sparse distribution per token, when the data
+	// carries one (pre-tokenized lines with teacher_topk_ids/logprobs).
+	TopK *TopK
 }
 
 // LossTokens counts the labels that the shifted loss uses (positions 1…n−1

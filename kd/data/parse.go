@@ -49,6 +49,7 @@ type record struct {
 	chosen, rejected textField
 	text             string
 	ids, labels      []int32 // shapeTokens (labels nil: loss on every token)
+	topK             *TopK   // shapeTokens: a sparse teacher, when given
 	promptIDs        []int32 // shapePairTokens
 	chosenIDs        []int32
 	rejectedIDs      []int32
@@ -237,6 +238,9 @@ func parseTokens(obj map[string]json.RawMessage, vocab int) (record, error) {
 		}
 		r.labels = labels
 	}
+	if r.topK, err = parseTopK(obj, len(ids), vocab); err != nil {
+		return record{}, err
+	}
 	if raw, ok := obj["attention_mask"]; ok && !isNull(raw) {
 		mask, err := intList(raw, "attention_mask", 0, false)
 		if err != nil {
@@ -262,6 +266,7 @@ func parseTokens(obj map[string]json.RawMessage, vocab int) (record, error) {
 		if r.labels != nil {
 			r.labels = r.labels[:keep]
 		}
+		r.topK = filterTopK(r.topK, mask)
 		if keep == 0 {
 			return record{}, errors.New("attention_mask is all 0: no tokens")
 		}

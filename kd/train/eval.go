@@ -67,6 +67,7 @@ func (t *trainer) evaluate() (Eval, error) {
 func EvaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Example, batch int, pad int32, opt loss.Options) (Eval, error) {
 	var e Eval
 	var ce, kl float64
+	klTokens := 0
 	for i := 0; i < len(rows); i += batch {
 		b, err := data.MakeBatch(rows[i:min(i+batch, len(rows))], pad, 0)
 		if err != nil {
@@ -91,6 +92,24 @@ func EvaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Exa
 			return e, err
 		}
 		ce += l * float64(n)
+		if teacher == nil && hasTopK(rows[i:min(i+batch, len(rows))]) {
+			// A teacher cache or API logprobs carried by the data.
+			tk, mask, free, ok, err := sparseTeacher(be, rows[i:min(i+batch, len(rows))], b.Targets, b.T)
+			if err != nil {
+				return e, err
+			}
+			if ok && anyTokens(mask) {
+				res, err := loss.KD(be, h, head, nil, tk, mask, loss.KDConfig{Divergence: kdrt.ForwardKL, Temperature: 1, Tail: kdrt.TailBucket}, 1, opt)
+				if err != nil {
+					free()
+					return e, err
+				}
+				kl += res.Loss * float64(res.Tokens)
+				klTokens += res.Tokens
+				e.HasKL = true
+			}
+			free()
+		}
 		if teacher != nil {
 			th, err := teacher.ForwardHidden(b)
 			if err != nil {
@@ -102,6 +121,7 @@ func EvaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Exa
 				return e, err
 			}
 			kl += res.Loss * float64(n)
+			klTokens += n
 			e.HasKL = true
 		}
 		e.Tokens += n
@@ -109,7 +129,7 @@ func EvaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Exa
 	if e.Tokens > 0 {
 		e.Loss = ce / float64(e.Tokens)
 		e.PPL = math.Exp(e.Loss)
-		e.KL = kl / float64(e.Tokens)
+		e.KL = kl / float64(max(klTokens, 1))
 	}
 	return e, nil
 }

@@ -4,12 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
+	"github.com/kdnative/kdnative/kd/data"
+	"github.com/kdnative/kdnative/kd/loss"
 	"github.com/kdnative/kdnative/model"
+	"github.com/kdnative/kdnative/model/tokenizer"
 	"github.com/kdnative/kdnative/runtime/cpu"
 )
 
@@ -198,4 +204,99 @@ func TestRunBadInput(t *testing.T) {
 			t.Fatalf("%s: the output folder's files were touched", c.name)
 		}
 	}
+}
+
+// TestSparseTeacherFromData: kd against a teacher given only as top-k
+// log-probabilities in the data (what an API's top_logprobs or a teacher
+// cache provides) lowers the student's KL, both to that sparse teacher and to
+// the full teacher it was taken from.
+func TestSparseTeacherFromData(t *testing.T) {
+	w := newWorld(t)
+	be := cpu.New()
+	teacher, err := model.LoadDir(w.teacher, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A random teacher is nearly uniform, and its top-k would hold 3% of the
+	// mass; sharpen it (scale the final norm, hence the logits) so the top-k
+	// holds most of it, as a trained teacher's does.
+	norm := cpu.Float32s(teacher.Param("model.norm.weight").W)
+	for i := range norm {
+		norm[i] *= 40
+	}
+	tok, err := tokenizer.LoadDir(w.teacher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const K = 8
+	V := teacher.Config.Vocab
+	var lines []string
+	for i, s := range sentences {
+		prompt := tok.Encode(fmt.Sprintf("%d: ", i))
+		ids := append(append(append([]int32(nil), prompt...), tok.Encode(s)...), tok.Special().EOS)
+		labels := append([]int32(nil), ids...)
+		for j := range prompt {
+			labels[j] = -100
+		}
+		if _, err := teacher.Forward(model.Batch{B: 1, T: len(ids), IDs: ids}); err != nil {
+			t.Fatal(err)
+		}
+		logits := cpu.Float32s(teacher.Logits())
+		topIDs, topLPs := make([]any, len(ids)), make([]any, len(ids))
+		for p := 0; p+1 < len(ids); p++ { // position p's distribution is token p+1's entry
+			row := logits[p*V : (p+1)*V]
+			lse := 0.0
+			mx := float64(row[0])
+			for _, v := range row {
+				mx = math.Max(mx, float64(v))
+			}
+			for _, v := range row {
+				lse += math.Exp(float64(v) - mx)
+			}
+			lse = mx + math.Log(lse)
+			order := make([]int, V)
+			for j := range order {
+				order[j] = j
+			}
+			sort.Slice(order, func(a, b int) bool { return row[order[a]] > row[order[b]] })
+			var idsK []int
+			var lpK []float64
+			for _, j := range order[:K] {
+				idsK, lpK = append(idsK, j), append(lpK, float64(row[j])-lse)
+			}
+			topIDs[p+1], topLPs[p+1] = idsK, lpK
+		}
+		line, _ := json.Marshal(map[string]any{"input_ids": ids, "labels": labels, "teacher_topk_ids": topIDs, "teacher_topk_logprobs": topLPs})
+		lines = append(lines, string(line))
+	}
+	dataPath := filepath.Join(w.dir, "topk.jsonl")
+	os.WriteFile(dataPath, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+
+	r := w.recipe(filepath.Join(w.dir, "sparse-run"))
+	r.Data.Train = dataPath
+	r.Objectives.KD = &KDTerm{Weight: 1, Divergence: "forward_kl", Temperature: 1}
+	r.MaxSteps = 30
+	sum, log := run(t, r, false)
+	if !sum.Before.HasKL || !(sum.After.KL < 0.7*sum.Before.KL) {
+		t.Fatalf("KL to the sparse teacher %.4f → %.4f did not fall well\n%s", sum.Before.KL, sum.After.KL, log)
+	}
+	// And against the full teacher it was taken from.
+	rows, _, _, err := data.LoadSFT(dataPath, nil, data.Options{MaxLen: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	initial, _ := model.LoadDir(w.student, be)
+	trained, _ := model.LoadDir(r.Output, be)
+	e0, err := EvaluateSFT(be, initial, teacher, rows, 4, 0, loss.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e1, err := EvaluateSFT(be, trained, teacher, rows, 4, 0, loss.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(e1.KL < 0.7*e0.KL) {
+		t.Fatalf("KL to the full teacher %.4f → %.4f did not fall well", e0.KL, e1.KL)
+	}
+	t.Logf("KL to the sparse teacher %.4f → %.4f; to the full teacher %.4f → %.4f", sum.Before.KL, sum.After.KL, e0.KL, e1.KL)
 }

@@ -66,6 +66,9 @@ type trainer struct {
 	start     time.Time
 	tokens    int64
 	pad       int32
+	train     []data.Example
+	// sparse: the kd term's teacher is the top-k the data carries.
+	sparse bool
 }
 
 // Run trains as the recipe says and returns what happened. Progress goes to
@@ -125,16 +128,19 @@ func (t *trainer) setup(resume bool) error {
 			return err
 		}
 	}
+	if err := t.loadData(); err != nil {
+		return err
+	}
 	if r.Objectives.KD != nil {
-		if t.teacher == nil {
-			return errors.New("objectives.kd needs a teacher: set teacher to a model folder (a teacher cache comes with kdnative cache-teacher)")
-		}
 		if t.kd, err = r.Objectives.KD.Config(); err != nil {
 			return err
 		}
-	}
-	if err := t.loadData(); err != nil {
-		return err
+		if t.teacher == nil {
+			if t.loader == nil || !hasTopK(t.train) {
+				return errors.New("objectives.kd needs a teacher: set teacher to a model folder, or give pre-tokenized data with teacher_topk_ids and teacher_topk_logprobs")
+			}
+			t.sparse = true
+		}
 	}
 	if r.Objectives.DPO != nil {
 		if t.dpo, err = r.Objectives.DPO.Config(); err != nil {
@@ -229,6 +235,7 @@ func (t *trainer) loadData() error {
 		if len(train) == 0 {
 			return fmt.Errorf("data %s: no usable examples", r.Data.Train)
 		}
+		t.train = train
 		if t.loader, err = data.NewLoader(train, lc); err != nil {
 			return err
 		}
@@ -364,7 +371,7 @@ func (t *trainer) trainStep() (stepStats, error) {
 
 // sftMicroBatch runs the token-level objectives (sft, kd) on one batch.
 func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
-	b, err := t.loader.Next(t.r.BatchSize)
+	rows, b, err := t.loader.NextRows(t.r.BatchSize)
 	if err != nil {
 		return err
 	}
@@ -398,17 +405,32 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 		st.loss += l
 	}
 	if o.KD != nil {
-		th, err := t.teacher.ForwardHidden(b)
-		if err != nil {
-			return fmt.Errorf("teacher: %w", err)
+		var teacher loss.Teacher
+		mask := targetMask(b.Targets)
+		if t.sparse {
+			tk, m, free, ok, err := sparseTeacher(t.be, rows, b.Targets, b.T)
+			if err != nil {
+				return err
+			}
+			defer free()
+			if ok && anyTokens(m) {
+				teacher, mask = tk, m
+			}
+		} else {
+			th, err := t.teacher.ForwardHidden(b)
+			if err != nil {
+				return fmt.Errorf("teacher: %w", err)
+			}
+			teacher = loss.TeacherHidden{Hidden: th, Head: t.teacher.Head().W}
 		}
-		res, err := loss.KD(t.be, h, head, dh, loss.TeacherHidden{Hidden: th, Head: t.teacher.Head().W},
-			targetMask(b.Targets), t.kd, o.KD.Weight*w, t.lossOpt)
-		if err != nil {
-			return err
+		if teacher != nil { // a batch without teacher entries has no kd term
+			res, err := loss.KD(t.be, h, head, dh, teacher, mask, t.kd, o.KD.Weight*w, t.lossOpt)
+			if err != nil {
+				return err
+			}
+			st.kd += res.Loss / o.KD.Weight
+			st.loss += res.Loss
 		}
-		st.kd += res.Loss / o.KD.Weight
-		st.loss += res.Loss
 	}
 	return t.student.BackwardHidden(dh)
 }
