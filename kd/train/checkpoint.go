@@ -100,16 +100,24 @@ func (t *trainer) writeState(path string) error {
 	}
 	m, v := t.opt.Moments()
 	var tensors []safetensors.Tensor
-	for i, p := range t.student.Params() {
-		for _, mv := range []struct {
+	nStudent := len(t.student.Params())
+	for i, sl := range t.slots {
+		saved := []struct {
 			prefix string
 			t      *kdrt.Tensor
-		}{{"adamw.m.", m[i]}, {"adamw.v.", v[i]}} {
+		}{{"adamw.m.", m[i]}, {"adamw.v.", v[i]}}
+		if i >= nStudent { // a feature projection: not in the model folder
+			saved = append(saved, struct {
+				prefix string
+				t      *kdrt.Tensor
+			}{"param.", sl.W})
+		}
+		for _, mv := range saved {
 			vals := make([]float32, mv.t.Numel())
 			if err := t.be.Download(mv.t, vals); err != nil {
 				return err
 			}
-			tensors = append(tensors, safetensors.Tensor{Name: mv.prefix + p.Name, DType: kdrt.F32, Shape: p.Shape, F32: vals})
+			tensors = append(tensors, safetensors.Tensor{Name: mv.prefix + sl.Name, DType: kdrt.F32, Shape: sl.W.Shape, F32: vals})
 		}
 	}
 	return safetensors.Write(path, tensors, map[string]string{"kdnative_training_state": string(js)})
@@ -129,11 +137,19 @@ func (t *trainer) restore(dir string) error {
 		return fmt.Errorf("resume: %s: training state metadata: %v", path, err)
 	}
 	m, v := t.opt.Moments()
-	for i, p := range t.student.Params() {
-		for _, mv := range []struct {
+	nStudent := len(t.student.Params())
+	for i, sl := range t.slots {
+		restored := []struct {
 			name string
 			t    *kdrt.Tensor
-		}{{"adamw.m." + p.Name, m[i]}, {"adamw.v." + p.Name, v[i]}} {
+		}{{"adamw.m." + sl.Name, m[i]}, {"adamw.v." + sl.Name, v[i]}}
+		if i >= nStudent {
+			restored = append(restored, struct {
+				name string
+				t    *kdrt.Tensor
+			}{"param." + sl.Name, sl.W})
+		}
+		for _, mv := range restored {
 			vals, err := f.Float32(mv.name)
 			if err != nil {
 				return fmt.Errorf("resume: %w", err)

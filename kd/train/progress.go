@@ -38,6 +38,9 @@ func (t *trainer) report(st stepStats) {
 		if t.r.Objectives.KD != nil {
 			rec["kd"] = st.kd
 		}
+		if t.r.Objectives.Feature != nil {
+			rec["feature"] = st.feature
+		}
 		if t.pairs != nil {
 			rec["reward_accuracy"], rec["reward_margin"] = st.dpoMetrics.Accuracy, st.dpoMetrics.Margin
 		}

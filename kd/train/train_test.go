@@ -300,3 +300,63 @@ func TestSparseTeacherFromData(t *testing.T) {
 	}
 	t.Logf("KL to the sparse teacher %.4f → %.4f; to the full teacher %.4f → %.4f", sum.Before.KL, sum.After.KL, e0.KL, e1.KL)
 }
+
+// TestFeatureDistillation: matching hidden states (MSE through learned
+// projections, the teacher being wider) lowers the feature loss, and a run
+// with feature terms resumes bit-identically (the projections and their
+// moments are in the training state).
+func TestFeatureDistillation(t *testing.T) {
+	w := newWorld(t)
+	for _, kind := range []string{"mse", "cosine", "relation"} {
+		r := w.recipe(filepath.Join(w.dir, "feature-"+kind))
+		r.Teacher = w.teacher
+		r.Objectives.SFT = &SFTTerm{Weight: 0.1}
+		r.Objectives.Feature = &FeatureTerm{Weight: 1, Loss: kind, Layers: "auto"}
+		r.MaxSteps, r.LogEvery = 25, 1
+		_, log := run(t, r, false)
+		first, last := featureAt(t, r.Output, 1), featureAt(t, r.Output, 25)
+		if !(last < 0.8*first) {
+			t.Fatalf("%s feature loss %.5f → %.5f did not fall\n%s", kind, first, last, log)
+		}
+		t.Logf("%s: feature loss %.5f → %.5f", kind, first, last)
+	}
+
+	base := w.recipe("")
+	base.Teacher = w.teacher
+	base.Objectives.SFT = &SFTTerm{Weight: 0.5}
+	base.Objectives.Feature = &FeatureTerm{Weight: 1, Loss: "mse", Layers: "1:1,2:2"}
+	base.MaxSteps, base.SaveEvery, base.LogEvery = 6, 3, 1
+	straight := base
+	straight.Output = filepath.Join(w.dir, "f-straight")
+	run(t, straight, false)
+	stopped := base
+	stopped.Output = filepath.Join(w.dir, "f-stopped")
+	ctx, cancel := context.WithCancel(context.Background())
+	var log bytes.Buffer
+	if _, err := Run(ctx, cpu.New(), stopped, Options{Log: cancelAfter{&log, "step 3/6", cancel}}); err != ErrInterrupted {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	run(t, stopped, true)
+	if a, b := lossLines(t, filepath.Join(straight.Output, "metrics.jsonl")), lossLines(t, filepath.Join(stopped.Output, "metrics.jsonl")); a != b {
+		t.Fatalf("losses differ after resume:\n%s\n%s", a, b)
+	}
+}
+
+// featureAt reads the feature loss of a step from metrics.jsonl.
+func featureAt(t *testing.T, out string, step int) float64 {
+	data, err := os.ReadFile(filepath.Join(out, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		var rec struct {
+			Step    int      `json:"step"`
+			Feature *float64 `json:"feature"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Step == step && rec.Feature != nil {
+			return *rec.Feature
+		}
+	}
+	t.Fatalf("no feature loss at step %d", step)
+	return 0
+}

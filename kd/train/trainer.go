@@ -69,6 +69,15 @@ type trainer struct {
 	train     []data.Example
 	// sparse: the kd term's teacher is the top-k the data carries.
 	sparse bool
+	// slots are what the optimizer updates: the student's parameters, then
+	// the feature projections (not part of the student's checkpoint).
+	slots []optim.Slot
+	feat  loss.FeatureConfig
+	projs []*loss.Projection
+	// The teacher's last forward: for which batch ids, and its output.
+	teacherFor *int32
+	teacherOut *kdrt.Tensor
+	saidVocab  bool
 }
 
 // Run trains as the recipe says and returns what happened. Progress goes to
@@ -159,11 +168,15 @@ func (t *trainer) setup(resume bool) error {
 	if err := t.student.ZeroGrad(); err != nil {
 		return err
 	}
-	var slots []optim.Slot
 	for _, p := range t.student.Params() {
-		slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Decay: !p.NoDecay})
+		t.slots = append(t.slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Decay: !p.NoDecay})
 	}
-	t.opt, err = optim.NewAdamW(t.be, slots, optim.AdamWConfig{Beta1: r.Optim.Beta1, Beta2: r.Optim.Beta2,
+	if r.Objectives.Feature != nil {
+		if err := t.setupFeatures(); err != nil {
+			return err
+		}
+	}
+	t.opt, err = optim.NewAdamW(t.be, t.slots, optim.AdamWConfig{Beta1: r.Optim.Beta1, Beta2: r.Optim.Beta2,
 		Eps: r.Optim.Eps, WeightDecay: r.Optim.WeightDecay, MaxGradNorm: r.Optim.MaxGradNorm})
 	if err != nil {
 		return err
@@ -336,6 +349,7 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 // stepStats are one optimizer step's numbers.
 type stepStats struct {
 	loss, sft, kd, dpo float64
+	feature            float64
 	gradNorm, lr       float64
 	tokens             int
 	dpoMetrics         loss.DPOMetrics
@@ -346,6 +360,11 @@ func (t *trainer) trainStep() (stepStats, error) {
 	var st stepStats
 	if err := t.student.ZeroGrad(); err != nil {
 		return st, err
+	}
+	for _, p := range t.projs {
+		if p != nil {
+			p.ZeroGrad(t.be)
+		}
 	}
 	accum := float64(t.r.GradAccum)
 	for range t.r.GradAccum {
@@ -375,6 +394,7 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 	if err != nil {
 		return err
 	}
+	t.teacherFor = nil // the teacher has not seen this batch
 	h, err := t.student.ForwardHidden(b)
 	if err != nil {
 		return err
@@ -417,9 +437,9 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 				teacher, mask = tk, m
 			}
 		} else {
-			th, err := t.teacher.ForwardHidden(b)
+			th, err := t.teacherForward(b)
 			if err != nil {
-				return fmt.Errorf("teacher: %w", err)
+				return err
 			}
 			teacher = loss.TeacherHidden{Hidden: th, Head: t.teacher.Head().W}
 		}
@@ -430,9 +450,46 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 			}
 			st.kd += res.Loss / o.KD.Weight
 			st.loss += res.Loss
+			if (res.DroppedStudent > 0 || res.DroppedTeacher > 0) && !t.saidVocab {
+				t.saidVocab = true
+				t.logf("kd: vocabularies differ in size; comparing the %d shared ids (dropped %d student and %d teacher ids)",
+					t.student.Config.Vocab-res.DroppedStudent, res.DroppedStudent, res.DroppedTeacher)
+			}
 		}
 	}
-	return t.student.BackwardHidden(dh)
+	var extra []model.HiddenGrad
+	if o.Feature != nil {
+		if _, err := t.teacherForward(b); err != nil {
+			return err
+		}
+		var err error
+		var l float64
+		if extra, l, err = t.featureLosses(b, o.Feature.Weight*w); err != nil {
+			return err
+		}
+		defer func() {
+			for _, e := range extra {
+				t.be.Free(e.Grad)
+			}
+		}()
+		st.feature += l / o.Feature.Weight
+		st.loss += l
+	}
+	return t.student.BackwardHidden(dh, extra...)
+}
+
+// teacherForward runs the online teacher on b once per micro-batch, for the
+// kd and feature terms alike.
+func (t *trainer) teacherForward(b model.Batch) (*kdrt.Tensor, error) {
+	if t.teacherFor == &b.IDs[0] {
+		return t.teacherOut, nil
+	}
+	th, err := t.teacher.ForwardHidden(b)
+	if err != nil {
+		return nil, fmt.Errorf("teacher: %w", err)
+	}
+	t.teacherFor, t.teacherOut = &b.IDs[0], th
+	return th, nil
 }
 
 // dpoMicroBatch runs the preference objective on one batch of pairs.
