@@ -3,11 +3,16 @@ package train
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
 	"math"
 	"os"
+
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/basicfont"
+	"golang.org/x/image/math/fixed"
 )
 
 // plotLosses draws the training loss (blue) and the validation loss (red
@@ -20,6 +25,7 @@ func plotLosses(metricsPath, pngPath string) error {
 	defer f.Close()
 	type pt struct{ x, y float64 }
 	var train, val []pt
+	valName := "validation loss"
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -28,6 +34,7 @@ func plotLosses(metricsPath, pngPath string) error {
 			Loss *float64 `json:"loss"`
 			Eval *struct {
 				Loss *float64 `json:"loss"`
+				KL   *float64 `json:"kl"`
 			} `json:"eval"`
 		}
 		if json.Unmarshal(sc.Bytes(), &rec) != nil {
@@ -36,7 +43,11 @@ func plotLosses(metricsPath, pngPath string) error {
 		if rec.Loss != nil {
 			train = append(train, pt{float64(rec.Step), *rec.Loss})
 		}
-		if rec.Eval != nil && rec.Eval.Loss != nil {
+		// The validation series that matches a distillation run is the KL to
+		// the teacher; without a teacher it is the loss.
+		if rec.Eval != nil && rec.Eval.KL != nil {
+			val, valName = append(val, pt{float64(rec.Step), *rec.Eval.KL}), "validation KL to the teacher"
+		} else if rec.Eval != nil && rec.Eval.Loss != nil && valName != "validation KL to the teacher" {
 			val = append(val, pt{float64(rec.Step), *rec.Eval.Loss})
 		}
 	}
@@ -89,6 +100,13 @@ func plotLosses(metricsPath, pngPath string) error {
 			}
 		}
 	}
+	// Labels: what is drawn, and the ranges of both axes.
+	label(img, pad, 24, "training loss (blue), "+valName+" (red dots)", color.Black)
+	label(img, 4, pad+4, fmt.Sprintf("%.3g", maxY), color.Black)
+	label(img, 4, H-pad, fmt.Sprintf("%.3g", minY), color.Black)
+	label(img, pad, H-pad+18, fmt.Sprintf("step %d", int(minX)), color.Black)
+	end := fmt.Sprintf("step %d", int(maxX))
+	label(img, W-pad-7*len(end), H-pad+18, end, color.Black)
 	out, err := os.Create(pngPath)
 	if err != nil {
 		return err
@@ -133,4 +151,10 @@ func abs(x int) int {
 		return -x
 	}
 	return x
+}
+
+// label writes text with its baseline at (x, y) in a 7×13 bitmap font.
+func label(img *image.RGBA, x, y int, text string, c color.Color) {
+	d := &font.Drawer{Dst: img, Src: image.NewUniform(c), Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
+	d.DrawString(text)
 }

@@ -2,6 +2,7 @@ package train
 
 import (
 	"bytes"
+	"image/png"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -44,6 +45,15 @@ func TestSFTLossFalls(t *testing.T) {
 	}
 	if _, err := model.LoadDir(r.Output, cpu.New()); err != nil {
 		t.Fatalf("the final student does not load: %v", err)
+	}
+	f, err := os.Open(filepath.Join(r.Output, "loss.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil || img.Bounds().Dx() != 800 {
+		t.Fatalf("loss.png: %v", err)
 	}
 }
 
