@@ -2,10 +2,10 @@ package train
 
 import (
 	"bytes"
-	"image/png"
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"math"
 	"os"
 	"path/filepath"
