@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/kdnative/kdnative/model"
@@ -42,19 +43,7 @@ func TestSampleGreedyFollowsLogits(t *testing.T) {
 	}
 	a, _ := m.Sample(prompt, 8, 1.0, 42)
 	b, _ := m.Sample(prompt, 8, 1.0, 42)
-	if !equal(a, b) {
+	if !slices.Equal(a, b) {
 		t.Fatalf("same seed gave %v and %v", a, b)
 	}
-}
-
-func equal(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

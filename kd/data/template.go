@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -174,22 +175,10 @@ func (b *builder) len() int { return len(b.ex.Tokens) }
 func (t *Template) join(head, body string) (h, b []int32) {
 	h = t.tok.EncodeOrdinary(head)
 	whole := t.tok.EncodeOrdinary(head + body)
-	if len(whole) >= len(h) && equalIDs(whole[:len(h)], h) {
+	if len(whole) >= len(h) && slices.Equal(whole[:len(h)], h) {
 		return h, whole[len(h):]
 	}
 	return h, t.tok.EncodeOrdinary(body)
-}
-
-func equalIDs(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func (t *Template) begin() *builder {
@@ -288,7 +277,7 @@ func (t *Template) Pair(prompt, chosen, rejected []Message) (Pair, error) {
 	if err != nil {
 		return Pair{}, fmt.Errorf("rejected: %w", err)
 	}
-	if !equalIDs(p, p2) {
+	if !slices.Equal(p, p2) {
 		return Pair{}, errors.New("the prompt renders differently before chosen and before rejected")
 	}
 	return Pair{Prompt: p, Chosen: c, Rejected: r}, nil

@@ -7,77 +7,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kdnative/kdnative/internal/ref"
 	"github.com/kdnative/kdnative/kd/loss"
 	kdrt "github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/cpu"
 )
 
-// The references here compute in float64 from the definitions: logits by an
-// explicit product, softmaxes, the divergence, the mean over masked rows.
+// The references compute in float64 from the definitions (internal/ref):
+// logits by an explicit product, softmaxes, the divergence, the mean over
+// masked rows.
 
-func softmax64(x []float64, T float64) []float64 {
-	mx := math.Inf(-1)
-	for _, v := range x {
-		mx = math.Max(mx, v/T)
-	}
-	p := make([]float64, len(x))
-	var s float64
-	for i, v := range x {
-		p[i] = math.Exp(v/T - mx)
-		s += p[i]
-	}
-	for i := range p {
-		p[i] /= s
-	}
-	return p
-}
-
-func kl64(a, b []float64) float64 {
-	var d float64
-	for i := range a {
-		if a[i] > 0 {
-			d += a[i] * math.Log(a[i]/b[i])
-		}
-	}
-	return d
-}
-
-func mix64(a, b []float64, wa float64) []float64 {
-	m := make([]float64, len(a))
-	for i := range a {
-		m[i] = wa*a[i] + (1-wa)*b[i]
-	}
-	return m
-}
-
-func div64(kind kdrt.DivergenceKind, p, q []float64, beta, alpha float64) float64 {
-	switch kind {
-	case kdrt.ForwardKL:
-		return kl64(p, q)
-	case kdrt.ReverseKL:
-		return kl64(q, p)
-	case kdrt.JSD:
-		if beta == 0 {
-			return kl64(p, q)
-		}
-		if beta == 1 {
-			return kl64(q, p)
-		}
-		m := mix64(p, q, beta)
-		return beta*kl64(p, m) + (1-beta)*kl64(q, m)
-	case kdrt.TVD:
-		var d float64
-		for i := range p {
-			d += 0.5 * math.Abs(p[i]-q[i])
-		}
-		return d
-	case kdrt.SkewKL:
-		return kl64(p, mix64(p, q, alpha))
-	case kdrt.SkewReverseKL:
-		return kl64(q, mix64(p, q, 1-alpha))
-	}
-	panic("kind")
-}
+var (
+	softmax64 = ref.Softmax
+	div64     = ref.Divergence
+)
 
 // logits64 is hidden [N, C] · headᵀ ([V, C]).
 func logits64(h, w []float64, N, C, V int) []float64 {

@@ -6,75 +6,18 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/kdnative/kdnative/internal/ref"
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
-// The references below are written from the definitions, on explicit
-// probability vectors, independently of the kernels' log-space algebra.
+// The references are internal/ref's, written from the definitions on
+// explicit probability vectors, independently of the kernels' log-space algebra.
 
-func refSoftmax(x []float64, T float64) []float64 {
-	mx := math.Inf(-1)
-	for _, v := range x {
-		mx = math.Max(mx, v/T)
-	}
-	p := make([]float64, len(x))
-	var s float64
-	for i, v := range x {
-		p[i] = math.Exp(v/T - mx)
-		s += p[i]
-	}
-	for i := range p {
-		p[i] /= s
-	}
-	return p
-}
-
-func refKL(a, b []float64) float64 {
-	var d float64
-	for i := range a {
-		if a[i] > 0 {
-			d += a[i] * math.Log(a[i]/b[i])
-		}
-	}
-	return d
-}
-
-func mix(a, b []float64, wa float64) []float64 {
-	m := make([]float64, len(a))
-	for i := range a {
-		m[i] = wa*a[i] + (1-wa)*b[i]
-	}
-	return m
-}
-
-func refBinDivergence(kind kdrt.DivergenceKind, p, q []float64, beta, alpha float64) float64 {
-	switch kind {
-	case kdrt.ForwardKL:
-		return refKL(p, q)
-	case kdrt.ReverseKL:
-		return refKL(q, p)
-	case kdrt.JSD:
-		switch beta {
-		case 0:
-			return refKL(p, q)
-		case 1:
-			return refKL(q, p)
-		}
-		m := mix(p, q, beta)
-		return beta*refKL(p, m) + (1-beta)*refKL(q, m)
-	case kdrt.TVD:
-		var d float64
-		for i := range p {
-			d += 0.5 * math.Abs(p[i]-q[i])
-		}
-		return d
-	case kdrt.SkewKL:
-		return refKL(p, mix(p, q, alpha))
-	case kdrt.SkewReverseKL:
-		return refKL(q, mix(p, q, 1-alpha))
-	}
-	panic("unknown kind")
-}
+var (
+	refSoftmax       = ref.Softmax
+	refKL            = ref.KL
+	refBinDivergence = ref.Divergence
+)
 
 // refSparseBins builds the compared distributions of a sparse teacher.
 func refSparseBins(s []float64, ids []int32, lp []float64, T float64, tail kdrt.TailMode) (p, q []float64) {
