@@ -27,6 +27,11 @@ func LoadSFT(path string, tok Tokenizer, opt Options) (train, val []Example, rep
 	if err != nil {
 		return nil, nil, rep, err
 	}
+	if opt.BeforeSplit != nil {
+		if err := opt.BeforeSplit(train); err != nil {
+			return nil, nil, rep, err
+		}
+	}
 	if opt.ValFile != "" {
 		if val, err = loadFile(l, opt.ValFile, l.sftLine); err != nil {
 			return nil, nil, rep, err

@@ -143,6 +143,12 @@ type Options struct {
 	// Vocab, when > 0, is the model's vocabulary size: pre-tokenized ids and
 	// labels must be below it.
 	Vocab int
+
+	// BeforeSplit, when set, sees every example of the training file, in file
+	// order, before the validation split and packing, and may change them —
+	// the hook that attaches a teacher cache (built over the same examples in
+	// the same order) to its examples.
+	BeforeSplit func(examples []Example) error
 }
 
 func (o *Options) normalize() error {
