@@ -90,5 +90,10 @@ type LossOps interface {
 	// SparseDivergence is Divergence against a teacher given as its top-k per
 	// row: ids I32 [N, K] (distinct, inside the student's vocabulary) and
 	// logprobs F32 [N, K] (log-probabilities; −Inf marks an unused slot).
-	SparseDivergence(losses, dstudent, student, ids, logprobs, weights *Tensor, p DivergenceParams)
+	// tail F32 [N], when not nil, is the log of the teacher's mass outside the
+	// top-k as the teacher measured it (a teacher cache stores it); under
+	// TailBucket the K+1 bins are then renormalized to sum to 1. Without it
+	// the tail is 1 − Σ top-k, which quantized log-probabilities make
+	// unreliable when the top-k holds nearly all the mass.
+	SparseDivergence(losses, dstudent, student, ids, logprobs, tail, weights *Tensor, p DivergenceParams)
 }

@@ -29,6 +29,7 @@ func newApp() *cli.App {
 			trainCommand(),
 			initModelCommand(),
 			evalCommand(),
+			cacheTeacherCommand(),
 			versionCommand(),
 		},
 		Action: func(c *cli.Context) error {

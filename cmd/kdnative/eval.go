@@ -14,6 +14,7 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "model", Required: true, Usage: "Hugging Face model folder (with its tokenizer)"},
 			&cli.StringFlag{Name: "data", Required: true, Usage: "JSONL data (the shapes train reads)"},
 			&cli.StringFlag{Name: "teacher", Usage: "teacher model folder: also report KL(teacher‖model)"},
+			&cli.StringFlag{Name: "teacher-cache", Usage: "a teacher cache made over --data: report KL to it"},
 			&cli.IntFlag{Name: "max-len", Usage: "longest sequence (default: the model's positions)"},
 			&cli.IntFlag{Name: "batch-size", Value: 8},
 			&cli.StringFlag{Name: "template", Value: "auto", Usage: "auto, chatml, qwen3 or none"},
@@ -26,7 +27,7 @@ func evalCommand() *cli.Command {
 				return err
 			}
 			_, err = train.RunEval(be, train.EvalConfig{Model: c.String("model"), Teacher: c.String("teacher"),
-				Data: c.String("data"), MaxLen: c.Int("max-len"), BatchSize: c.Int("batch-size"),
+				Data: c.String("data"), Cache: c.String("teacher-cache"), MaxLen: c.Int("max-len"), BatchSize: c.Int("batch-size"),
 				Template: c.String("template"), OnBadLine: c.String("on-bad-line"), JSON: c.String("json")}, c.App.Writer)
 			return err
 		},

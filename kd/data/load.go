@@ -432,13 +432,28 @@ func Pack(rows []Example, maxLen int) []Example {
 	var tk *TopK
 	if K > 0 {
 		tk = &TopK{K: K, IDs: make([]int32, 0, total*K), LogProbs: make([]float32, 0, total*K), Has: make([]bool, 0, total)}
+		withTails := true
+		for _, r := range rows {
+			if r.TopK != nil && r.TopK.Tail == nil {
+				withTails = false
+			}
+		}
+		if withTails {
+			tk.Tail = make([]float32, 0, total)
+		}
 		for _, r := range rows {
 			if r.TopK != nil {
 				tk.IDs, tk.LogProbs, tk.Has = append(tk.IDs, r.TopK.IDs...), append(tk.LogProbs, r.TopK.LogProbs...), append(tk.Has, r.TopK.Has...)
+				if withTails {
+					tk.Tail = append(tk.Tail, r.TopK.Tail...)
+				}
 				continue
 			}
 			tk.IDs, tk.LogProbs = append(tk.IDs, make([]int32, len(r.Tokens)*K)...), append(tk.LogProbs, make([]float32, len(r.Tokens)*K)...)
 			tk.Has = append(tk.Has, make([]bool, len(r.Tokens))...)
+			if withTails {
+				tk.Tail = append(tk.Tail, make([]float32, len(r.Tokens))...)
+			}
 		}
 	}
 	out := make([]Example, 0, (total+maxLen-1)/maxLen)
@@ -447,6 +462,9 @@ func Pack(rows []Example, maxLen int) []Example {
 		ex := Example{Tokens: toks[i:j:j], Labels: labs[i:j:j]}
 		if tk != nil {
 			ex.TopK = &TopK{K: K, IDs: tk.IDs[i*K : j*K : j*K], LogProbs: tk.LogProbs[i*K : j*K : j*K], Has: tk.Has[i:j:j]}
+			if tk.Tail != nil {
+				ex.TopK.Tail = tk.Tail[i:j:j]
+			}
 		}
 		out = append(out, ex)
 	}

@@ -16,6 +16,9 @@ type TopK struct {
 	IDs      []int32   // [len(Tokens)·K]
 	LogProbs []float32 // [len(Tokens)·K]
 	Has      []bool    // [len(Tokens)]
+	// Tail, when not nil, is per token the log of the teacher's mass outside
+	// the top-k as the teacher measured it (a teacher cache stores it).
+	Tail []float32 // [len(Tokens)]
 }
 
 // sliceTo keeps the first n tokens' entries.
@@ -23,7 +26,11 @@ func (t *TopK) sliceTo(n int) *TopK {
 	if t == nil {
 		return nil
 	}
-	return &TopK{K: t.K, IDs: t.IDs[: n*t.K : n*t.K], LogProbs: t.LogProbs[: n*t.K : n*t.K], Has: t.Has[:n:n]}
+	out := &TopK{K: t.K, IDs: t.IDs[: n*t.K : n*t.K], LogProbs: t.LogProbs[: n*t.K : n*t.K], Has: t.Has[:n:n]}
+	if t.Tail != nil {
+		out.Tail = t.Tail[:n:n]
+	}
+	return out
 }
 
 // topKMassTolerance is how far above 1 a position's top-k probabilities may
@@ -117,20 +124,30 @@ func filterTopK(t *TopK, mask []int32) *TopK {
 // target is token j+1, gets token j+1's entry. mask[n] is 1 where the row has
 // an entry there; elsewhere the ids are 0…K−1 and the log-probabilities −Inf,
 // and mask 0 keeps them out of the loss. K is 0 when no row has a teacher.
-func MakeTopK(rows []Example, T int) (ids []int32, logprobs []float32, mask []float32, K int, err error) {
+// tails is nil unless every row with a teacher also has its stored tails.
+func MakeTopK(rows []Example, T int) (ids []int32, logprobs, tails []float32, mask []float32, K int, err error) {
 	for _, r := range rows {
 		if r.TopK != nil {
 			if K != 0 && r.TopK.K != K {
-				return nil, nil, nil, 0, fmt.Errorf("data: rows with teacher top-k of %d and %d in one batch", K, r.TopK.K)
+				return nil, nil, nil, nil, 0, fmt.Errorf("data: rows with teacher top-k of %d and %d in one batch", K, r.TopK.K)
 			}
 			K = r.TopK.K
 		}
 	}
 	if K == 0 {
-		return nil, nil, nil, 0, nil
+		return nil, nil, nil, nil, 0, nil
+	}
+	withTails := true
+	for _, r := range rows {
+		if r.TopK != nil && r.TopK.Tail == nil {
+			withTails = false
+		}
 	}
 	N := len(rows) * T
 	ids, logprobs, mask = make([]int32, N*K), make([]float32, N*K), make([]float32, N)
+	if withTails {
+		tails = make([]float32, N)
+	}
 	negInf := float32(math.Inf(-1))
 	for b, r := range rows {
 		for j := range T {
@@ -140,12 +157,18 @@ func MakeTopK(rows []Example, T int) (ids []int32, logprobs []float32, mask []fl
 				copy(ids[p*K:(p+1)*K], r.TopK.IDs[src*K:(src+1)*K])
 				copy(logprobs[p*K:(p+1)*K], r.TopK.LogProbs[src*K:(src+1)*K])
 				mask[p] = 1
+				if tails != nil {
+					tails[p] = r.TopK.Tail[src]
+				}
 				continue
+			}
+			if tails != nil {
+				tails[p] = negInf
 			}
 			for k := range K {
 				ids[p*K+k], logprobs[p*K+k] = int32(k), negInf
 			}
 		}
 	}
-	return ids, logprobs, mask, K, nil
+	return ids, logprobs, tails, mask, K, nil
 }

@@ -43,9 +43,9 @@ func TestTopKLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids, lps, mask, K, err := MakeTopK(rows, b.T)
-	if err != nil || K != 2 {
-		t.Fatalf("K %d, %v", K, err)
+	ids, lps, tails, mask, K, err := MakeTopK(rows, b.T)
+	if err != nil || K != 2 || tails != nil {
+		t.Fatalf("K %d, tails %v, %v", K, tails, err)
 	}
 	// Row 0, position 0 predicts token 1 (=6): its entry is token 1's.
 	if mask[0] != 1 || ids[0] != 6 || lps[1] != -3 {

@@ -63,6 +63,10 @@ type TeacherHidden struct{ Hidden, Head *kdrt.Tensor }
 // for validation.
 type TeacherTopK struct {
 	IDs, LogProbs *kdrt.Tensor
+	// Tail F32 [N], optional, is the log of the teacher's mass outside the
+	// top-k as measured when the top-k was taken (a teacher cache stores it);
+	// without it the tail is 1 − Σ top-k.
+	Tail *kdrt.Tensor
 }
 
 func (TeacherLogits) teacher() {}
@@ -199,7 +203,11 @@ func KD(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor, t
 			be.MatMul(tl, be.Slice(t.Hidden, r0, r1), t.Head, false, true, 1, 0)
 			be.Divergence(losses, dl, logits, tl, weights, p)
 		case TeacherTopK:
-			be.SparseDivergence(losses, dl, logits, be.Slice(t.IDs, r0, r1), be.Slice(t.LogProbs, r0, r1), weights, p)
+			var tail *kdrt.Tensor
+			if t.Tail != nil {
+				tail = be.Slice(t.Tail, r0, r1)
+			}
+			be.SparseDivergence(losses, dl, logits, be.Slice(t.IDs, r0, r1), be.Slice(t.LogProbs, r0, r1), tail, weights, p)
 		}
 		s, err := c.sumLosses(n)
 		if err != nil {
@@ -257,6 +265,20 @@ func validateTopK(be kdrt.Backend, t TeacherTopK, N, V int) error {
 		}
 		if mass > 1+sparseMassTolerance {
 			return fmt.Errorf("kd: top-k teacher probabilities of row %d sum to %.6f, more than 1", n, mass)
+		}
+	}
+	if t.Tail != nil {
+		if t.Tail.Numel() != N {
+			return fmt.Errorf("kd: top-k teacher tail %v for %d rows", t.Tail, N)
+		}
+		tails := make([]float32, N)
+		if err := be.Download(t.Tail, tails); err != nil {
+			return err
+		}
+		for n, v := range tails {
+			if math.IsNaN(float64(v)) || v > 1e-6 {
+				return fmt.Errorf("kd: top-k teacher tail %g at row %d is not the log of a mass (must be ≤ 0)", v, n)
+			}
 		}
 	}
 	return nil

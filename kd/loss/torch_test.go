@@ -401,7 +401,7 @@ func torchDivergenceCase(t *testing.T, tf *torchFile, m []string) {
 		if tail == "" {
 			be.Divergence(losses, ds, student, torchTensor(t, be, "teacher", s.teacher, s.N, s.V), weights, p)
 		} else {
-			be.SparseDivergence(losses, ds, student, torchInts(t, be, "ids", ids, s.N, K), torchTensor(t, be, "logprobs", lps, s.N, K), weights, p)
+			be.SparseDivergence(losses, ds, student, torchInts(t, be, "ids", ids, s.N, K), torchTensor(t, be, "logprobs", lps, s.N, K), nil, weights, p)
 		}
 		rows := make([]float32, s.N)
 		wantW := make([]float32, s.N)

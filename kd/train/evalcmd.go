@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/kdnative/kdnative/kd/cache"
 	"github.com/kdnative/kdnative/kd/data"
 	"github.com/kdnative/kdnative/kd/loss"
 	"github.com/kdnative/kdnative/model"
@@ -16,9 +17,11 @@ import (
 // EvalConfig is what `kdnative eval` measures.
 type EvalConfig struct {
 	Model, Teacher, Data string
-	MaxLen, BatchSize    int
-	Template             string
-	OnBadLine            string
+	// Cache is a teacher cache made over Data (instead of Teacher).
+	Cache             string
+	MaxLen, BatchSize int
+	Template          string
+	OnBadLine         string
 	// JSON, when set, is a file the result is written to.
 	JSON string
 }
@@ -27,6 +30,7 @@ type EvalConfig struct {
 type EvalResult struct {
 	Model       string   `json:"model"`
 	Teacher     string   `json:"teacher,omitempty"`
+	Cache       string   `json:"teacher_cache,omitempty"`
 	Data        string   `json:"data"`
 	Examples    int      `json:"examples"`
 	Tokens      int      `json:"tokens"`
@@ -67,8 +71,22 @@ func RunEval(be kdrt.Backend, c EvalConfig, log io.Writer) (*EvalResult, error) 
 	if maxLen <= 0 || maxLen > m.Config.MaxPositions {
 		maxLen = m.Config.MaxPositions
 	}
-	rows, _, rep, err := data.LoadSFT(c.Data, tokAdapter{tok}, data.Options{MaxLen: maxLen, Template: c.Template,
-		OnBadLine: c.OnBadLine, Vocab: m.Config.Vocab})
+	opts := cacheDataOptions(maxLen, c.Template, c.OnBadLine, m.Config.Vocab)
+	if c.Cache != "" {
+		if teacher != nil {
+			return nil, fmt.Errorf("give a teacher or a teacher cache, not both")
+		}
+		r, err := cache.Open(c.Cache)
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		if r.Header().TokenizerHash != tok.Hash() {
+			return nil, fmt.Errorf("the teacher cache %s was made with another tokenizer than the model's", c.Cache)
+		}
+		opts.BeforeSplit = attachCache(r)
+	}
+	rows, _, rep, err := data.LoadSFT(c.Data, tokAdapter{tok}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +100,7 @@ func RunEval(be kdrt.Backend, c EvalConfig, log io.Writer) (*EvalResult, error) 
 	if e.Tokens == 0 {
 		return nil, fmt.Errorf("%s: no tokens to evaluate", c.Data)
 	}
-	res := &EvalResult{Model: c.Model, Teacher: c.Teacher, Data: c.Data, Examples: len(rows), Tokens: e.Tokens,
+	res := &EvalResult{Model: c.Model, Teacher: c.Teacher, Cache: c.Cache, Data: c.Data, Examples: len(rows), Tokens: e.Tokens,
 		Loss: e.Loss, Perplexity: e.PPL, Skipped: rep.Skipped}
 	if e.HasKL {
 		kl := e.KL

@@ -93,6 +93,9 @@ type KDTerm struct {
 	TSquared *bool `yaml:"t_squared"`
 	// Tail is renormalize or tail, for a sparse (top-k) teacher.
 	Tail string `yaml:"tail"`
+	// Cache is a teacher cache (kdnative cache-teacher) to use as the
+	// teacher instead of running one.
+	Cache string `yaml:"cache"`
 }
 
 // DPOTerm is preference optimization on (prompt, chosen, rejected).

@@ -10,7 +10,7 @@ import (
 // (T positions each). mask is 1 where a position has both a target and a
 // teacher entry. ok is false when the rows carry no teacher.
 func sparseTeacher(be kdrt.Backend, rows []data.Example, targets []int32, T int) (t loss.TeacherTopK, mask []float32, free func(), ok bool, err error) {
-	ids, lps, tm, K, err := data.MakeTopK(rows, T)
+	ids, lps, tails, tm, K, err := data.MakeTopK(rows, T)
 	if err != nil || K == 0 {
 		return t, nil, func() {}, false, err
 	}
@@ -28,7 +28,21 @@ func sparseTeacher(be kdrt.Backend, rows []data.Example, targets []int32, T int)
 		be.Free(it)
 		return t, nil, func() {}, false, err
 	}
-	free = func() { be.Free(it); be.Free(lt) }
+	var tt *kdrt.Tensor
+	if tails != nil {
+		if tt, err = be.Alloc("teacher.topk.tail", kdrt.F32, N); err != nil {
+			be.Free(it)
+			be.Free(lt)
+			return t, nil, func() {}, false, err
+		}
+	}
+	free = func() {
+		be.Free(it)
+		be.Free(lt)
+		if tt != nil {
+			be.Free(tt)
+		}
+	}
 	if err := be.UploadInt32(it, ids); err != nil {
 		free()
 		return t, nil, func() {}, false, err
@@ -37,7 +51,13 @@ func sparseTeacher(be kdrt.Backend, rows []data.Example, targets []int32, T int)
 		free()
 		return t, nil, func() {}, false, err
 	}
-	return loss.TeacherTopK{IDs: it, LogProbs: lt}, mask, free, true, nil
+	if tt != nil {
+		if err := be.Upload(tt, tails); err != nil {
+			free()
+			return t, nil, func() {}, false, err
+		}
+	}
+	return loss.TeacherTopK{IDs: it, LogProbs: lt, Tail: tt}, mask, free, true, nil
 }
 
 func anyTokens(mask []float32) bool {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kdnative/kdnative/kd/cache"
 	"github.com/kdnative/kdnative/kd/data"
 	"github.com/kdnative/kdnative/kd/loss"
 	"github.com/kdnative/kdnative/kd/optim"
@@ -78,6 +79,7 @@ type trainer struct {
 	teacherFor *int32
 	teacherOut *kdrt.Tensor
 	saidVocab  bool
+	cache      *cache.Reader
 }
 
 // Run trains as the recipe says and returns what happened. Progress goes to
@@ -136,6 +138,12 @@ func (t *trainer) setup(resume bool) error {
 		if err := t.loadTeacher(tok); err != nil {
 			return err
 		}
+	}
+	if r.Objectives.KD != nil && r.Objectives.KD.Cache != "" {
+		if err := t.openCache(); err != nil {
+			return err
+		}
+		defer t.cache.Close() // the entries are attached to the examples while loading
 	}
 	if err := t.loadData(); err != nil {
 		return err
@@ -219,6 +227,9 @@ func (t *trainer) loadData() error {
 		OnBadLine: r.Data.OnBadLine, Vocab: t.student.Config.Vocab}
 	if opts.ValFile != "" {
 		opts.ValFraction = 0
+	}
+	if t.cache != nil {
+		opts.BeforeSplit = attachCache(t.cache)
 	}
 	sp := t.tok.Special()
 	t.pad = max(sp.PAD, 0)
@@ -544,4 +555,32 @@ func targetMask(targets []int32) []float32 {
 		}
 	}
 	return m
+}
+
+// openCache opens the recipe's teacher cache and checks that it was made
+// with the student's tokenizer and at the recipe's temperature.
+func (t *trainer) openCache() error {
+	k := t.r.Objectives.KD
+	r, err := cache.Open(k.Cache)
+	if err != nil {
+		return err
+	}
+	h := r.Header()
+	if h.TokenizerHash != t.tok.Hash() {
+		r.Close()
+		return fmt.Errorf("the teacher cache %s was made with another tokenizer (teacher %s): token ids would not mean the same thing", k.Cache, h.Teacher)
+	}
+	temp := k.Temperature
+	if temp == 0 {
+		temp = 1
+	}
+	if h.Temperature != temp {
+		r.Close()
+		return fmt.Errorf("objectives.kd.temperature %g differs from the teacher cache's %g (%s)", temp, h.Temperature, k.Cache)
+	}
+	if h.Vocab > t.student.Config.Vocab {
+		t.logf("teacher cache: the teacher's vocabulary (%d) is wider than the student's (%d); ids outside the student's are refused", h.Vocab, t.student.Config.Vocab)
+	}
+	t.cache = r
+	return nil
 }

@@ -396,7 +396,7 @@ func (*Backend) Divergence(losses, dstudent, student, teacher, weights *kdrt.Ten
 }
 
 // SparseDivergence implements runtime.Backend.
-func (*Backend) SparseDivergence(losses, dstudent, student, ids, logprobs, weights *kdrt.Tensor, p kdrt.DivergenceParams) {
+func (*Backend) SparseDivergence(losses, dstudent, student, ids, logprobs, tail, weights *kdrt.Tensor, p kdrt.DivergenceParams) {
 	N, V, K := student.Rows(), student.Cols(), ids.Cols()
 	if ids.Rows() != N || logprobs.Numel() != ids.Numel() || losses.Numel() != N || weights.Numel() != N {
 		panic(fmt.Sprintf("cpu: sparse divergence %v vs %v %v: shapes do not agree", student, ids, logprobs))
@@ -412,5 +412,10 @@ func (*Backend) SparseDivergence(losses, dstudent, student, ids, logprobs, weigh
 		mustSameNumel("sparse divergence", dstudent, student)
 		ds = Float32s(dstudent)
 	}
-	sparseDivergenceRows(Float32s(losses), ds, Float32s(student), idv, Float32s(logprobs), Float32s(weights), N, V, K, p)
+	var tl []float32
+	if tail != nil {
+		mustSameNumel("sparse divergence tail", tail, losses)
+		tl = Float32s(tail)
+	}
+	sparseDivergenceRows(Float32s(losses), ds, Float32s(student), idv, Float32s(logprobs), tl, Float32s(weights), N, V, K, p)
 }

@@ -183,7 +183,7 @@ func divergenceRows[F Float](losses, dstudent, student, teacher, weights []F, N,
 
 // sparseDivergenceRows is SparseDivergence: the teacher is K (id, logprob)
 // pairs per row.
-func sparseDivergenceRows[F Float](losses, dstudent, student []F, ids []int32, logprobs, weights []F, N, V, K int, p kdrt.DivergenceParams) {
+func sparseDivergenceRows[F Float](losses, dstudent, student []F, ids []int32, logprobs, tails, weights []F, N, V, K int, p kdrt.DivergenceParams) {
 	invT := 1 / F(p.Temperature)
 	bins := K
 	if p.Tail == kdrt.TailBucket {
@@ -208,24 +208,34 @@ func sparseDivergenceRows[F Float](losses, dstudent, student []F, ids []int32, l
 				renormalizeLog(lp)
 				renormalizeLog(lq)
 			} else {
-				// Teacher tail: 1 − Σ top-k, clamped at 0 against rounding. The
-				// sum is taken in float64: a confident teacher's tail (1e-9) is
-				// below float32's resolution near 1, and would come out 0 —
-				// an infinite reverse KL.
-				var pt float64
-				for _, v := range lp[:K] {
-					pt += math.Exp(float64(v))
-				}
-				//
-				// When ids lie outside the top-k the tail is floored at
-				// tailFloor: a softmax over finite logits never gives a bin
-				// exactly zero mass, and without the floor every reverse
-				// divergence would be infinite whenever rounding makes the
-				// top-k sum to 1.
-				if K < V {
-					lp[K] = F(math.Log(math.Max(tailFloor, 1-pt)))
+				if tails != nil {
+					// The teacher's own measure of its tail: the K+1 bins,
+					// renormalized, are the teacher as the cache knows it.
+					lp[K] = tails[n]
+					if K == V {
+						lp[K] = F(negInf)
+					}
+					renormalizeLog(lp)
 				} else {
-					lp[K] = F(negInf)
+					// Teacher tail: 1 − Σ top-k, clamped at 0 against rounding. The
+					// sum is taken in float64: a confident teacher's tail (1e-9) is
+					// below float32's resolution near 1, and would come out 0 —
+					// an infinite reverse KL.
+					var pt float64
+					for _, v := range lp[:K] {
+						pt += math.Exp(float64(v))
+					}
+					//
+					// When ids lie outside the top-k the tail is floored at
+					// tailFloor: a softmax over finite logits never gives a bin
+					// exactly zero mass, and without the floor every reverse
+					// divergence would be infinite whenever rounding makes the
+					// top-k sum to 1.
+					if K < V {
+						lp[K] = F(math.Log(math.Max(tailFloor, 1-pt)))
+					} else {
+						lp[K] = F(negInf)
+					}
 				}
 				// Student tail: the mass of every id outside the top-k, summed
 				// directly (1 − Σ q_k would cancel when the top-k holds nearly all).

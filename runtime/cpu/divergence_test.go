@@ -210,7 +210,7 @@ func TestSparseDivergenceAgainstReference(t *testing.T) {
 				w := []float64{1, 0.5}
 				p := kdrt.DivergenceParams{Kind: kind, Temperature: float32(T), Beta: 0.375, Alpha: 0.25, Tail: tail}
 				losses, ds := make([]float64, N), make([]float64, N*V)
-				sparseDivergenceRows(losses, ds, s, ids, lp, w, N, V, K, p)
+				sparseDivergenceRows(losses, ds, s, ids, lp, nil, w, N, V, K, p)
 				ref := func(n int) float64 {
 					pb, qb := refSparseBins(s[n*V:(n+1)*V], ids[n*K:(n+1)*K], lp[n*K:(n+1)*K], T, tail)
 					return w[n] * refBinDivergence(kind, pb, qb, 0.375, 0.25)
@@ -254,13 +254,13 @@ func TestDivergenceFloat32MatchesFloat64(t *testing.T) {
 		assertClose(t, kind.String()+" dense grad f32", to64(Float32s(td)), d64, 1e-5)
 
 		sl64, sd64 := make([]float64, N), make([]float64, N*V)
-		sparseDivergenceRows(sl64, sd64, s, ids, lp, w, N, V, K, p)
+		sparseDivergenceRows(sl64, sd64, s, ids, lp, nil, w, N, V, K, p)
 		ti, _ := be.Alloc("ids", kdrt.I32, N, K)
 		copy(Int32s(ti), ids)
 		tlp, _ := be.Alloc("lp", kdrt.F32, N, K)
 		copy(Float32s(tlp), to32(lp))
 		be.Zero(td)
-		be.SparseDivergence(tl, td, shaped(f32Tensor(be, "s", s), N, V), ti, tlp, f32Tensor(be, "w", w), p)
+		be.SparseDivergence(tl, td, shaped(f32Tensor(be, "s", s), N, V), ti, tlp, nil, f32Tensor(be, "w", w), p)
 		assertClose(t, kind.String()+" sparse loss f32", to64(Float32s(tl)), sl64, 1e-5)
 		assertClose(t, kind.String()+" sparse grad f32", to64(Float32s(td)), sd64, 1e-5)
 	}
@@ -288,11 +288,69 @@ func TestSparseTailConfidentTeacher(t *testing.T) {
 	for _, kind := range allKinds {
 		l, _ := be.Alloc("l", kdrt.F32, 1)
 		d, _ := be.Alloc("d", kdrt.F32, 1, V)
-		be.SparseDivergence(l, d, s, ids, lp, w, kdrt.DivergenceParams{Kind: kind, Temperature: 1, Beta: 0.5, Alpha: 0.1, Tail: kdrt.TailBucket})
+		be.SparseDivergence(l, d, s, ids, lp, nil, w, kdrt.DivergenceParams{Kind: kind, Temperature: 1, Beta: 0.5, Alpha: 0.1, Tail: kdrt.TailBucket})
 		for _, v := range append(Float32s(l), Float32s(d)...) {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 				t.Fatalf("%v: loss %v gradient %v", kind, Float32s(l), Float32s(d))
 			}
 		}
+	}
+}
+
+// TestSparseDivergenceStoredTail: with the teacher's tail mass given (as a
+// teacher cache stores it), the K+1 bins are the top-k and that tail,
+// renormalized; the loss matches that reference and the gradient its finite
+// differences.
+func TestSparseDivergenceStoredTail(t *testing.T) {
+	const N, V, K = 2, 11, 3
+	for _, kind := range allKinds {
+		r := rand.New(rand.NewPCG(uint64(kind)+40, 40))
+		s := randn(r, N*V, 2)
+		ids := make([]int32, N*K)
+		lp, tails := make([]float64, N*K), make([]float64, N)
+		for n := range N {
+			tl := refSoftmax(randn(r, V, 2), 1)
+			var top float64
+			for k, j := range r.Perm(V)[:K] {
+				ids[n*K+k], lp[n*K+k] = int32(j), math.Log(tl[j])
+				top += tl[j]
+			}
+			// A stored tail a little off 1 − Σ top-k (quantization), so the
+			// renormalization matters.
+			tails[n] = math.Log((1 - top) * 1.3)
+		}
+		w := []float64{1, 0.5}
+		p := kdrt.DivergenceParams{Kind: kind, Temperature: 1.5, Beta: 0.375, Alpha: 0.25, Tail: kdrt.TailBucket}
+		losses, ds := make([]float64, N), make([]float64, N*V)
+		sparseDivergenceRows(losses, ds, s, ids, lp, tails, w, N, V, K, p)
+		ref := func(n int) float64 {
+			q := refSoftmax(s[n*V:(n+1)*V], 1.5)
+			pb, qb := make([]float64, K+1), make([]float64, K+1)
+			in := map[int32]bool{}
+			var sum float64
+			for k := range K {
+				id := ids[n*K+k]
+				in[id] = true
+				pb[k], qb[k] = math.Exp(lp[n*K+k]), q[id]
+				sum += pb[k]
+			}
+			pb[K] = math.Exp(tails[n])
+			sum += pb[K]
+			for k := range pb {
+				pb[k] /= sum
+			}
+			for j := range V {
+				if !in[int32(j)] {
+					qb[K] += q[j]
+				}
+			}
+			return w[n] * refBinDivergence(kind, pb, qb, 0.375, 0.25)
+		}
+		for n := range N {
+			if want := ref(n); math.Abs(losses[n]-want) > 1e-9*math.Max(1, want) {
+				t.Fatalf("%v row %d: loss %.12g, reference %.12g", kind, n, losses[n], want)
+			}
+		}
+		checkGradTol(t, kind.String()+" stored tail", s, ds, func() float64 { return ref(0) + ref(1) }, 1e-6)
 	}
 }
