@@ -101,6 +101,20 @@ func TestTrainFromTeacherCache(t *testing.T) {
 	if _, err := Run(context.Background(), be, hot, Options{}); err == nil || !strings.Contains(err.Error(), "temperature 2 differs") {
 		t.Errorf("cache at another temperature: %v", err)
 	}
+	otherTeacher := w.recipe(filepath.Join(w.dir, "other-teacher"))
+	otherTeacher.Teacher = w.teacher
+	otherTeacher.Objectives.KD = &KDTerm{Weight: 1, Temperature: 1, Cache: cacheDir}
+	if _, err := Run(context.Background(), be, otherTeacher, Options{}); err == nil || !strings.Contains(err.Error(), "was made by teacher") {
+		t.Errorf("cache from another teacher: %v", err)
+	}
+	// The cache mixes with SFT.
+	mixed := w.recipe(filepath.Join(w.dir, "mixed"))
+	mixed.Objectives.SFT = &SFTTerm{Weight: 0.5}
+	mixed.Objectives.KD = &KDTerm{Weight: 0.5, Temperature: 1, Cache: cacheDir}
+	mixed.MaxSteps = 10
+	if sum, log := run(t, mixed, false); !(sum.After.KL < sum.Before.KL) || !(sum.After.Loss < sum.Before.Loss) {
+		t.Errorf("sft + cached kd: %s → %s\n%s", sum.Before, sum.After, log)
+	}
 	if err := CacheTeacher(context.Background(), be, CacheConfig{Teacher: teacher, Data: w.sft, Output: filepath.Join(w.dir, "big-k"), K: 500, Temperature: 1}, &log); err == nil || !strings.Contains(err.Error(), "k = 500 is larger than the teacher's vocabulary of 259") {
 		t.Errorf("k above the vocabulary: %v", err)
 	}

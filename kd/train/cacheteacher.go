@@ -285,7 +285,7 @@ func tokenizerLoad(dir string) (data.Tokenizer, error) {
 // describeStats is a cache's size in one line.
 func describeStats(s cache.Stats) string {
 	return fmt.Sprintf("%d shards, %.2f MB, %d positions with a teacher entry, %.1f bytes per position (%.1f before zstd), log-probabilities quantized to %.4g nats",
-		s.Shards, float64(s.Bytes)/1e6, s.TeacherPositions, s.BytesPerPosition, float64(s.RawBytes)/float64(max(s.TeacherPositions, 1)), s.Step)
+		s.Shards, float64(s.Bytes)/1e6, s.TeacherPositions, s.BytesPerPosition, float64(s.RawBytes)/float64(max(s.TeacherPositions, 1)), s.Quantization.Step)
 }
 
 func osMkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }

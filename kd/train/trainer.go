@@ -566,6 +566,10 @@ func (t *trainer) openCache() error {
 		return err
 	}
 	h := r.Header()
+	if t.r.Teacher != "" && filepath.Clean(h.Teacher) != filepath.Clean(t.r.Teacher) {
+		r.Close()
+		return fmt.Errorf("the teacher cache %s was made by teacher %s, but the recipe names teacher %s", k.Cache, h.Teacher, t.r.Teacher)
+	}
 	if h.TokenizerHash != t.tok.Hash() {
 		r.Close()
 		return fmt.Errorf("the teacher cache %s was made with another tokenizer (teacher %s): token ids would not mean the same thing", k.Cache, h.Teacher)
