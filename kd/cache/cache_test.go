@@ -2,11 +2,11 @@ package cache
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,8 +15,8 @@ import (
 )
 
 func TestRoundTrip(t *testing.T) {
-	for _, q := range []Quantization{DefaultQuantization, FineQuantization, CoarseQuantization, {Step: 1}} {
-		t.Run("step="+strconv.FormatFloat(q.Step, 'g', -1, 64), func(t *testing.T) {
+	for _, q := range []Quantization{DefaultQuantization, FineQuantization, CompactQuantization, {Step: 1.0 / 8}, {Step: 1}, {Step: 1.0 / 4096, Knee: 4, TailStep: 4}} {
+		t.Run(fmt.Sprintf("%+v", q), func(t *testing.T) {
 			dir := t.TempDir()
 			h := testHeader(40)
 			es := entries(1, h.Examples, h.K, h.Vocab)
@@ -43,7 +43,7 @@ func TestRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				checkEntry(t, i, got, e, h.K, q.Step)
+				checkEntry(t, i, got, e, h.K, q)
 			}
 			if err := r.Verify(); err != nil {
 				t.Fatal(err)
@@ -58,7 +58,7 @@ func TestRoundTrip(t *testing.T) {
 					}
 				}
 			}
-			if st.Shards != 6 || st.Examples != h.Examples || st.Positions != pos || st.TeacherPositions != tpos || st.Step != q.Step || st.Bytes <= 0 || st.Blocks < st.Shards {
+			if st.Shards != 6 || st.Examples != h.Examples || st.Positions != pos || st.TeacherPositions != tpos || st.Quantization != mustQuantizer(q).Quantization || st.Bytes <= 0 || st.Blocks < st.Shards {
 				t.Fatalf("stats %+v; want %d positions, %d with a teacher", st, pos, tpos)
 			}
 			t.Logf("%+v", st)
@@ -84,7 +84,7 @@ func TestOrderAndRandomAccess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkEntry(t, i, got, es[i], h.K, DefaultQuantization.Step)
+		checkEntry(t, i, got, es[i], h.K, DefaultQuantization)
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -134,10 +134,10 @@ func TestTailComputed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if math.Abs(float64(got.Tail[1])-math.Log(0.25)) > DefaultQuantization.Step/2 || !math.IsInf(float64(got.Tail[2]), -1) {
+	if math.Abs(float64(got.Tail[1])-math.Log(0.25)) > 1.0/64 || !math.IsInf(float64(got.Tail[2]), -1) {
 		t.Fatalf("tails %v, want [0 log(0.25) -Inf]", got.Tail)
 	}
-	checkEntry(t, 0, got, e, 2, DefaultQuantization.Step)
+	checkEntry(t, 0, got, e, 2, DefaultQuantization)
 }
 
 // TestMassNeverAboveOne: a top-1 near 1 would round to probability 1 and
@@ -151,7 +151,7 @@ func TestMassNeverAboveOne(t *testing.T) {
 		IDs:      []int32{1, 2, 3, 4, 5, 6, 7, 8, 9},
 		LogProbs: []float32{lp(0.999), lp(0.0005), lp(0.0004), lp(0.5), lp(0.3), lp(0.2), lp(0.34), lp(0.33), lp(0.3305)},
 		Has:      []bool{true, true, true}}}
-	writeCache(t, dir, h, WriterOptions{Quantization: CoarseQuantization}, []Entry{e})
+	writeCache(t, dir, h, WriterOptions{Quantization: Quantization{Step: 1.0 / 8}}, []Entry{e})
 	r, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +161,7 @@ func TestMassNeverAboveOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkEntry(t, 0, got, e, 3, CoarseQuantization.Step)
+	checkEntry(t, 0, got, e, 3, Quantization{Step: 1.0 / 8})
 }
 
 func TestAddRefuses(t *testing.T) {
@@ -201,6 +201,26 @@ func TestAddRefuses(t *testing.T) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}
 	}
+	// An example without a teacher may carry K = 0 or any K, with or without
+	// (ignored) entries.
+	noTeacher := []Entry{
+		{TopK: data.TopK{Has: []bool{false, false}}},
+		{TopK: data.TopK{K: 5, Has: []bool{false}}},
+		{TopK: data.TopK{K: 2, IDs: make([]int32, 4), LogProbs: make([]float32, 4), Has: []bool{false, false}}},
+	}
+	{
+		dir := t.TempDir()
+		w, err := Create(dir, h, WriterOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range noTeacher {
+			if err := w.Add(i, e); err != nil {
+				t.Fatalf("example without a teacher %d: %v", i, err)
+			}
+		}
+		w.Close()
+	}
 	// The writer goes on after refusing entries.
 	for i := range 3 {
 		if err := w.Add(i, good); err != nil {
@@ -223,7 +243,26 @@ func TestAddRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkEntry(t, i, got, good, 2, DefaultQuantization.Step)
+		checkEntry(t, i, got, good, 2, DefaultQuantization)
+	}
+}
+
+// TestCloseAfterRefusals: a shard begun by an Add that was refused leaves
+// no temporary file behind.
+func TestCloseAfterRefusals(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Create(dir, testHeader(3), WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(0, Entry{TopK: data.TopK{K: 8, IDs: []int32{1}, Has: []bool{true}}}); err == nil {
+		t.Fatal("a malformed entry was accepted")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := filepath.Glob(filepath.Join(dir, "*")); len(names) != 1 {
+		t.Fatalf("left %v, want cache.json alone", names)
 	}
 }
 
@@ -242,7 +281,9 @@ func TestCreateRefuses(t *testing.T) {
 		{"no data", mod(func(h *Header) { h.DataHash = "" }), WriterOptions{}, "no data hash"},
 		{"temperature", mod(func(h *Header) { h.Temperature = 0 }), WriterOptions{}, "temperature 0"},
 		{"version", mod(func(h *Header) { h.Version = 9 }), WriterOptions{}, "format version 9"},
-		{"step", testHeader(4), WriterOptions{Quantization: Quantization{Step: 0.1}}, "not a power of two"},
+		{"step", testHeader(4), WriterOptions{Quantization: Quantization{Step: 0.1}}, "must be powers of two"},
+		{"tail step", testHeader(4), WriterOptions{Quantization: Quantization{Step: 1.0 / 4, TailStep: 1.0 / 8}}, "the tail step must be at least the step"},
+		{"knee", testHeader(4), WriterOptions{Quantization: Quantization{Step: 1.0 / 4, Knee: 3.1}}, "the knee a multiple of the tail step"},
 		{"block", testHeader(4), WriterOptions{BlockBytes: -1}, "blocks of -1 bytes"},
 	} {
 		dir := filepath.Join(t.TempDir(), "c")

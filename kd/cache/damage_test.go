@@ -120,7 +120,7 @@ func checkDamage(t *testing.T, dir, file string, block int, es []Entry) string {
 		if err != nil {
 			t.Fatalf("Get(%d) of an intact shard: %v", i, err)
 		}
-		checkEntry(t, i, got, es[i], 8, DefaultQuantization.Step)
+		checkEntry(t, i, got, es[i], 8, DefaultQuantization)
 	}
 	return "block"
 }
@@ -153,7 +153,7 @@ func TestTruncatedShard(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				checkEntry(t, i, got, es[i], h.K, DefaultQuantization.Step)
+				checkEntry(t, i, got, es[i], h.K, DefaultQuantization)
 			}
 			if _, err := r.Get(3); err == nil || !strings.Contains(err.Error(), "not in the cache") {
 				t.Fatalf("Get(3): %v", err)

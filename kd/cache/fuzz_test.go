@@ -27,7 +27,10 @@ func FuzzReader(f *testing.F) {
 	f.Add(seed, true)
 	f.Add(seed[:len(seed)/2], true)
 	f.Add([]byte(shardMagic), false)
+	// Bound what a forged length may make the reader allocate.
+	oldMem, oldPos := decoderMaxMemory, maxPositions
 	decoderMaxMemory, maxPositions = 1<<20, 1<<12
+	f.Cleanup(func() { decoderMaxMemory, maxPositions = oldMem, oldPos })
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, shard []byte, fix bool) {
 		if fix {

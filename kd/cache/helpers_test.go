@@ -118,13 +118,13 @@ func writeCache(t testing.TB, dir string, h Header, opt WriterOptions, es []Entr
 // checkEntry compares a decoded entry with what was stored: same positions
 // and Has, per position the same id set in decreasing log-probability, each
 // within the documented bound.
-func checkEntry(t *testing.T, index int, got, want Entry, K int, step float64) {
+func checkEntry(t *testing.T, index int, got, want Entry, K int, qz Quantization) {
 	t.Helper()
 	L := len(want.TopK.Has)
 	if len(got.TopK.Has) != L || got.TopK.K != K || len(got.TopK.IDs) != L*K || len(got.TopK.LogProbs) != L*K || len(got.Tail) != L {
 		t.Fatalf("example %d: shape K=%d has=%d ids=%d lps=%d tail=%d, want K=%d has=%d", index, got.TopK.K, len(got.TopK.Has), len(got.TopK.IDs), len(got.TopK.LogProbs), len(got.Tail), K, L)
 	}
-	q, _ := newQuantizer(step)
+	q := mustQuantizer(qz)
 	for i := range L {
 		if got.TopK.Has[i] != want.TopK.Has[i] {
 			t.Fatalf("example %d position %d: has %v, want %v", index, i, got.TopK.Has[i], want.TopK.Has[i])
@@ -176,7 +176,7 @@ func checkEntry(t *testing.T, index int, got, want Entry, K int, step float64) {
 				}
 				continue
 			}
-			checkLP(t, index, i, "entry", w, lp, step, floored)
+			checkLP(t, index, i, "entry", w, lp, q, floored)
 		}
 		if mass > 1+1e-12 {
 			t.Fatalf("example %d position %d: decoded top-k probabilities sum to %.15f", index, i, mass)
@@ -194,15 +194,28 @@ func checkEntry(t *testing.T, index int, got, want Entry, K int, step float64) {
 		} else {
 			wt = float64(want.Tail[i])
 		}
-		checkLP(t, index, i, "tail", wt, float64(got.Tail[i]), step, false)
+		checkLP(t, index, i, "tail", wt, float64(got.Tail[i]), q, false)
 	}
 }
 
+func mustQuantizer(qz Quantization) quantizer {
+	q, err := newQuantizer(qz)
+	if err != nil {
+		panic(err)
+	}
+	return q
+}
+
 // checkLP is the documented bound: −Inf exact; below −Floor → −Floor;
-// otherwise within step/2, or (a position rounded down) in (x−step, x].
-func checkLP(t *testing.T, index, pos int, what string, want, got, step float64, floored bool) {
+// otherwise within step/2, or (a position rounded down) in (x−step, x],
+// step being Step down to −Knee and TailStep below.
+func checkLP(t *testing.T, index, pos int, what string, want, got float64, q quantizer, floored bool) {
 	t.Helper()
 	want = math.Min(want, 0)
+	step := q.Step
+	if -want > q.Knee {
+		step = q.TailStep
+	}
 	switch {
 	case math.IsInf(want, -1):
 		if !math.IsInf(got, -1) {

@@ -79,7 +79,7 @@ func (r *Reader) Incomplete() error {
 // (errors.Is ErrCorrupt) naming the file, the block and the example.
 func (r *Reader) Get(index int) (Entry, error) {
 	if index < 0 || index >= r.n {
-		return Entry{}, fmt.Errorf("teacher cache: example %d is not in the cache (it serves examples 0 to %d of %d)", index, r.n-1, r.h.Examples)
+		return Entry{}, fmt.Errorf("teacher cache: example %d is not in the cache (it serves the first %d of %d examples)", index, r.n, r.h.Examples)
 	}
 	si := sort.Search(len(r.shards), func(i int) bool { s := r.shards[i]; return s.First+s.N > index })
 	sh := r.shards[si]
@@ -211,12 +211,12 @@ func (r *Reader) Verify() error {
 // Stats describe a cache's size.
 type Stats struct {
 	Shards, Blocks, Examples int
-	Bytes                    int64   // shard files on disk
-	RawBytes                 int64   // the blocks' streams before zstd
-	Positions                int64   // token positions
-	TeacherPositions         int64   // positions with a teacher entry
-	BytesPerPosition         float64 // Bytes / TeacherPositions
-	Step                     float64 // quantization step in nats (0 when shards differ)
+	Bytes                    int64        // shard files on disk
+	RawBytes                 int64        // the blocks' streams before zstd
+	Positions                int64        // token positions
+	TeacherPositions         int64        // positions with a teacher entry
+	BytesPerPosition         float64      // Bytes / TeacherPositions
+	Quantization             Quantization // of the first shard (Step 0 when shards differ)
 }
 
 // Stats sums the served shards (from their indexes: nothing is read).
@@ -228,9 +228,9 @@ func (r *Reader) Stats() Stats {
 		s.Bytes += sh.Size
 		s.Positions += sh.Positions
 		if i == 0 {
-			s.Step = sh.q.step
-		} else if s.Step != sh.q.step {
-			s.Step = 0
+			s.Quantization = sh.q.Quantization
+		} else if s.Quantization != sh.q.Quantization {
+			s.Quantization = Quantization{}
 		}
 		for _, b := range sh.Blocks {
 			s.Blocks++

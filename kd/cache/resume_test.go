@@ -127,7 +127,7 @@ func TestResumeAfterClose(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkEntry(t, i, got, e, h.K, DefaultQuantization.Step)
+		checkEntry(t, i, got, e, h.K, DefaultQuantization)
 	}
 	// A complete cache: Create resumes at the end, Close removes nothing.
 	w, err = Create(dir, h, resumeOpt)
@@ -256,7 +256,7 @@ func TestFullDisk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkEntry(t, i, got, es[i], h.K, DefaultQuantization.Step)
+		checkEntry(t, i, got, es[i], h.K, DefaultQuantization)
 	}
 	r.Close()
 

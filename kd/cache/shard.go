@@ -40,11 +40,11 @@ func crc(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // shardHeader is the JSON in a shard's preamble.
 type shardHeader struct {
-	Cache Header  `json:"cache"`
-	Shard int     `json:"shard"`
-	First int     `json:"first"` // index of the shard's first example
-	Step  float64 `json:"step"`  // quantization step, nats
-	Floor float64 `json:"floor"` // lowest finite log-probability, nats
+	Cache        Header       `json:"cache"`
+	Shard        int          `json:"shard"`
+	First        int          `json:"first"` // index of the shard's first example
+	Quantization Quantization `json:"quantization"`
+	Floor        float64      `json:"floor"` // lowest finite log-probability, nats
 }
 
 // blockInfo is one index entry, First made global.
@@ -200,7 +200,7 @@ func parseShard(f io.ReaderAt, size int64, path string, num, first int, want Hea
 	if sh.Floor != Floor {
 		return nil, bad("header", "floor %g, this kdnative reads %g", sh.Floor, Floor)
 	}
-	q, err := newQuantizer(sh.Step)
+	q, err := newQuantizer(sh.Quantization)
 	if err != nil {
 		return nil, bad("header", "%v", err)
 	}

@@ -119,7 +119,7 @@ func create(dir string, h Header, opt WriterOptions, fsy fsys) (*Writer, error) 
 	if opt.BlockBytes < 1 || opt.BlockBytes > maxBlockOption {
 		return nil, fmt.Errorf("teacher cache: blocks of %d bytes (1 to %d)", opt.BlockBytes, maxBlockOption)
 	}
-	q, err := newQuantizer(opt.Quantization.Step)
+	q, err := newQuantizer(opt.Quantization)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +130,7 @@ func create(dir string, h Header, opt WriterOptions, fsy fsys) (*Writer, error) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("teacher cache: %w", err)
 	}
-	w := &Writer{dir: dir, h: h, opt: opt, fs: fsy, zw: zw, e: encoder{q: q, k: h.K, vocab: h.Vocab}}
+	w := &Writer{dir: dir, h: h, opt: opt, fs: fsy, zw: zw, e: encoder{q: q.withProbs(), k: h.K, vocab: h.Vocab}}
 
 	stored, err := readCacheJSON(dir)
 	switch {
@@ -256,6 +256,12 @@ func (w *Writer) Close() error {
 		if err := w.finishShard(); err != nil {
 			return w.fail(err)
 		}
+	} else if w.f != nil { // started, but every example was refused
+		w.f.Close()
+		w.f = nil
+		if err := w.fs.Remove(w.tmp); err != nil {
+			return fmt.Errorf("teacher cache: removing %s: %w", w.tmp, err)
+		}
 	}
 	if w.done == w.h.Examples {
 		all, _ := filepath.Glob(filepath.Join(w.dir, "cache-*.kdc"))
@@ -291,7 +297,7 @@ func (w *Writer) startShard() error {
 	}
 	w.f = f
 	w.shardFirst, w.shardN, w.shardPos, w.blocks, w.off = w.next, 0, 0, w.blocks[:0], 0
-	pre, err := preamble(shardHeader{Cache: w.h, Shard: w.shard, First: w.next, Step: w.e.q.step, Floor: Floor})
+	pre, err := preamble(shardHeader{Cache: w.h, Shard: w.shard, First: w.next, Quantization: w.e.q.Quantization, Floor: Floor})
 	if err != nil {
 		return err
 	}
