@@ -2,7 +2,7 @@
 export CGO_ENABLED := 0
 GO ?= go
 
-.PHONY: build test vet fmt-check bench bench-kd fuzz fixtures demo-teacher ci
+.PHONY: build test vet fmt-check bench bench-kd bench-cache fuzz fixtures demo-teacher ci
 
 build:
 	$(GO) build -o kdnative ./cmd/kdnative
@@ -28,12 +28,17 @@ bench:
 bench-kd:
 	$(GO) test -run '^$$' -bench 'KDFusedVsPlain' -benchtime 1x -timeout 60m ./kd/loss/
 
+# Teacher-cache size and fidelity for k = 8…128 on the demo's teacher (docs/teacher-cache.md).
+bench-cache:
+	$(GO) test -run '^$$' -bench 'TeacherCache' -benchtime 1x ./kd/train/
+
 # Short fuzz runs of the parsers.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 30s ./model/safetensors/
 	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 30s ./model/tokenizer/
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./model/tokenizer/
 	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 30s ./kd/data/
+	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 30s ./kd/cache/
 
 # Regenerate the PyTorch fixtures (needs Python with torch and transformers).
 fixtures:
