@@ -79,3 +79,29 @@ func Divergence(kind kdrt.DivergenceKind, p, q []float64, beta, alpha float64) f
 	}
 	panic("ref: unknown divergence kind")
 }
+
+// CentralDiff is the central-difference gradient of f with respect to x,
+// step h; f must read x afresh on each call.
+func CentralDiff(x []float64, f func() float64, h float64) []float64 {
+	g := make([]float64, len(x))
+	for i := range x {
+		o := x[i]
+		x[i] = o + h
+		a := f()
+		x[i] = o - h
+		b := f()
+		x[i] = o
+		g[i] = (a - b) / (2 * h)
+	}
+	return g
+}
+
+// RelErr is ‖got − want‖ / ‖want‖ (want's norm floored at 1e-30).
+func RelErr(got, want []float64) float64 {
+	var d, w float64
+	for i := range want {
+		d += (got[i] - want[i]) * (got[i] - want[i])
+		w += want[i] * want[i]
+	}
+	return math.Sqrt(d) / math.Max(math.Sqrt(w), 1e-30)
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kdnative/kdnative/internal/ref"
 	"github.com/kdnative/kdnative/kd/loss"
 	kdrt "github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/cpu"
@@ -67,31 +68,11 @@ func featSub(a, b []float64) []float64 {
 	return d
 }
 
-// featRelErr is ‖got − want‖/‖want‖.
-func featRelErr(got, want []float64) float64 {
-	var d, w float64
-	for i := range want {
-		d += (got[i] - want[i]) * (got[i] - want[i])
-		w += want[i] * want[i]
-	}
-	return math.Sqrt(d) / math.Max(math.Sqrt(w), 1e-30)
-}
-
-// featFD is the central-difference gradient of f with respect to x.
-func featFD(x []float64, f func() float64) []float64 {
-	const h = 1e-5
-	g := make([]float64, len(x))
-	for i := range x {
-		o := x[i]
-		x[i] = o + h
-		a := f()
-		x[i] = o - h
-		b := f()
-		x[i] = o
-		g[i] = (a - b) / (2 * h)
-	}
-	return g
-}
+// featRelErr and featFD are internal/ref's.
+var (
+	featRelErr = ref.RelErr
+	featFD     = func(x []float64, f func() float64) []float64 { return ref.CentralDiff(x, f, 1e-5) }
+)
 
 func featMask(mask []float32, n int) float64 {
 	if mask == nil {

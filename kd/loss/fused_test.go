@@ -108,31 +108,11 @@ func zeros(t *testing.T, be *cpu.Backend, name string, shape ...int) *kdrt.Tenso
 	return tt
 }
 
-func rel(got []float32, want []float64) float64 {
-	var d, w float64
-	for i := range want {
-		e := float64(got[i]) - want[i]
-		d += e * e
-		w += want[i] * want[i]
-	}
-	return math.Sqrt(d) / math.Max(math.Sqrt(w), 1e-30)
-}
+// rel compares float32 results with a float64 reference.
+func rel(got []float32, want []float64) float64 { return ref.RelErr(to64(got), want) }
 
 // fd is the central-difference gradient of f with respect to x.
-func fd(x []float64, f func() float64) []float64 {
-	const h = 1e-5
-	g := make([]float64, len(x))
-	for i := range x {
-		o := x[i]
-		x[i] = o + h
-		a := f()
-		x[i] = o - h
-		b := f()
-		x[i] = o
-		g[i] = (a - b) / (2 * h)
-	}
-	return g
-}
+func fd(x []float64, f func() float64) []float64 { return ref.CentralDiff(x, f, 1e-5) }
 
 var kinds = []kdrt.DivergenceKind{kdrt.ForwardKL, kdrt.ReverseKL, kdrt.JSD, kdrt.TVD, kdrt.SkewKL, kdrt.SkewReverseKL}
 
