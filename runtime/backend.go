@@ -22,6 +22,7 @@ type Backend interface {
 	// (losses.go, feature.go).
 	LossOps
 	FeatureOps
+	DecodeOps
 
 	// Name is the backend's registered name ("cpu", "cuda").
 	Name() string

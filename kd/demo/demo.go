@@ -156,16 +156,17 @@ func samples(be kdrt.Backend, w io.Writer, teacher, before, after string) error 
 		if err != nil {
 			return err
 		}
-		ids, err := mod.Sample(tok.Encode(Prompt), 100, 0.7, 1)
+		prompt := tok.Encode(Prompt)
+		eos := tok.Special().EOS
+		g, err := mod.Generate(prompt, model.GenerateParams{MaxTokens: min(100, mod.Config.MaxPositions-len(prompt)),
+			Temperature: 0.7, Seed: 1, StopTokens: []int32{eos}})
 		if err != nil {
 			return err
 		}
 		// The training pieces end in <|endoftext|>; the sample ends there too.
-		for i, id := range ids {
-			if id == tok.Special().EOS {
-				ids = ids[:i]
-				break
-			}
+		ids := g.Tokens
+		if g.Finish == "stop" {
+			ids = ids[:len(ids)-1]
 		}
 		text := strings.ReplaceAll(tok.Decode(ids), "\n", " ")
 		fmt.Fprintf(w, "  %-15s %s\n", m.name+":", text)

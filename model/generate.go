@@ -1,0 +1,318 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
+
+	kdrt "github.com/kdnative/kdnative/runtime"
+)
+
+// GenerateParams control Generate.
+type GenerateParams struct {
+	// MaxTokens is how many tokens to generate at most.
+	MaxTokens int
+	// Temperature divides the logits before sampling; 0 picks the most
+	// likely token (greedy).
+	Temperature float64
+	// TopK, when > 0, samples among the TopK most likely tokens only.
+	TopK int
+	// TopP, when in (0, 1), samples among the smallest set of tokens whose
+	// probabilities sum to at least TopP (nucleus sampling).
+	TopP float64
+	// RepetitionPenalty, when > 0 and ≠ 1, divides the positive logits (and
+	// multiplies the negative ones) of tokens already in the sequence, as
+	// transformers' RepetitionPenaltyLogitsProcessor does.
+	RepetitionPenalty float64
+	// Seed makes sampling reproducible.
+	Seed uint64
+	// StopTokens end the generation when produced (they are kept in Tokens).
+	StopTokens []int32
+	// TopLogProbs is how many alternatives to report per token (0: none).
+	TopLogProbs int
+}
+
+// TokenLogProb is a token and its log-probability.
+type TokenLogProb struct {
+	ID      int32
+	LogProb float32
+}
+
+// Generation is what Generate produced.
+type Generation struct {
+	Tokens []int32
+	// LogProbs[i] is the log-probability of Tokens[i] under the model's
+	// distribution at temperature 1, before any sampling transform.
+	LogProbs []float32
+	// Top[i] are the TopLogProbs most likely tokens at step i.
+	Top [][]TokenLogProb
+	// Finish is "stop" (a stop token) or "length" (MaxTokens).
+	Finish string
+}
+
+// Generate continues prompt with a key/value cache: the prompt runs through
+// the model once, then each new token costs one position's forward pass.
+// Greedy decoding gives the tokens that recomputing the whole forward at
+// every step (Sample with temperature 0) gives.
+func (m *Model) Generate(prompt []int32, p GenerateParams) (*Generation, error) {
+	c := m.Config
+	if len(prompt) == 0 {
+		return nil, fmt.Errorf("model: Generate needs a prompt of at least one token")
+	}
+	if p.MaxTokens <= 0 {
+		return nil, fmt.Errorf("model: max tokens %d must be positive", p.MaxTokens)
+	}
+	if p.Temperature < 0 || math.IsNaN(p.Temperature) || p.TopK < 0 || p.TopP < 0 || p.TopP > 1 || p.RepetitionPenalty < 0 || p.TopLogProbs < 0 {
+		return nil, fmt.Errorf("model: generation parameters out of range: %+v", p)
+	}
+	Tmax := len(prompt) + p.MaxTokens
+	if Tmax > c.MaxPositions {
+		return nil, fmt.Errorf("model: prompt of %d tokens plus %d new ones is longer than the model allows (%d positions)", len(prompt), p.MaxTokens, c.MaxPositions)
+	}
+	g, err := m.newGenerator(Tmax)
+	if err != nil {
+		return nil, err
+	}
+	defer g.free()
+	logits, err := g.prefill(prompt)
+	if err != nil {
+		return nil, err
+	}
+	r := rand.New(rand.NewPCG(p.Seed, 0x67656e6572617465))
+	seen := slices.Clone(prompt)
+	out := &Generation{Finish: "length"}
+	for step := range p.MaxTokens {
+		tok, lp, top := choose(logits, seen, p, r)
+		out.Tokens, out.LogProbs = append(out.Tokens, tok), append(out.LogProbs, lp)
+		if p.TopLogProbs > 0 {
+			out.Top = append(out.Top, top)
+		}
+		seen = append(seen, tok)
+		if slices.Contains(p.StopTokens, tok) {
+			out.Finish = "stop"
+			break
+		}
+		if step+1 == p.MaxTokens {
+			break
+		}
+		if logits, err = g.step(tok, len(seen)-1); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// choose applies the sampling transforms to logits and draws a token; it
+// returns the token's raw log-probability and the top alternatives.
+func choose(logits []float32, seen []int32, p GenerateParams, r *rand.Rand) (int32, float32, []TokenLogProb) {
+	V := len(logits)
+	raw := make([]float64, V)
+	mx := math.Inf(-1)
+	for i, v := range logits {
+		raw[i] = float64(v)
+		mx = math.Max(mx, raw[i])
+	}
+	var s float64
+	for _, v := range raw {
+		s += math.Exp(v - mx)
+	}
+	lse := mx + math.Log(s)
+	var top []TokenLogProb
+	if p.TopLogProbs > 0 {
+		idx := make([]int, V)
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.Slice(idx, func(a, b int) bool { return raw[idx[a]] > raw[idx[b]] })
+		for _, i := range idx[:min(p.TopLogProbs, V)] {
+			top = append(top, TokenLogProb{ID: int32(i), LogProb: float32(raw[i] - lse)})
+		}
+	}
+	x := slices.Clone(raw)
+	if p.RepetitionPenalty > 0 && p.RepetitionPenalty != 1 {
+		for _, t := range seen {
+			if x[t] > 0 {
+				x[t] /= p.RepetitionPenalty
+			} else {
+				x[t] *= p.RepetitionPenalty
+			}
+		}
+	}
+	best := 0
+	for i := range x {
+		if x[i] > x[best] {
+			best = i
+		}
+	}
+	pick := best
+	if p.Temperature > 0 {
+		idx := make([]int, V)
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.Slice(idx, func(a, b int) bool { return x[idx[a]] > x[idx[b]] })
+		keep := V
+		if p.TopK > 0 {
+			keep = min(keep, p.TopK)
+		}
+		probs := make([]float64, keep)
+		var sum float64
+		for j := range keep {
+			probs[j] = math.Exp((x[idx[j]] - x[idx[0]]) / p.Temperature)
+			sum += probs[j]
+		}
+		if p.TopP > 0 && p.TopP < 1 {
+			var cum float64
+			for j := range keep {
+				cum += probs[j] / sum
+				if cum >= p.TopP {
+					keep = j + 1
+					break
+				}
+			}
+			sum = 0
+			for j := range keep {
+				sum += probs[j]
+			}
+		}
+		u := r.Float64() * sum
+		pick = idx[keep-1]
+		for j := range keep {
+			u -= probs[j]
+			if u <= 0 {
+				pick = idx[j]
+				break
+			}
+		}
+	}
+	return int32(pick), float32(raw[pick] - lse), top
+}
+
+// generator holds the key/value cache and one position's buffers.
+type generator struct {
+	m                *Model
+	kc, vc           []*kdrt.Tensor // per layer [Tmax, NKV·HD]
+	x, h, tmp, normF *kdrt.Tensor   // [1, C]
+	mean, rstd       *kdrt.Tensor   // [1]
+	q, k, v, att     *kdrt.Tensor
+	gate, up, act    *kdrt.Tensor // [1, F]
+	logits           *kdrt.Tensor // [1, V]
+	id, pos          *kdrt.Tensor // I32 [1]
+	host             []float32
+	all              []*kdrt.Tensor
+}
+
+func (m *Model) newGenerator(Tmax int) (*generator, error) {
+	c := m.Config
+	g := &generator{m: m, host: make([]float32, c.Vocab)}
+	var err error
+	alloc := func(name string, dt kdrt.DType, shape ...int) *kdrt.Tensor {
+		if err != nil {
+			return nil
+		}
+		var t *kdrt.Tensor
+		t, err = m.be.Alloc(name, dt, shape...)
+		g.all = append(g.all, t)
+		return t
+	}
+	kv := c.KVHeads * c.HeadDim
+	for range c.Layers {
+		g.kc = append(g.kc, alloc("kv.k", kdrt.F32, Tmax, kv))
+		g.vc = append(g.vc, alloc("kv.v", kdrt.F32, Tmax, kv))
+	}
+	C, F := c.Hidden, c.Intermediate
+	g.x, g.h, g.tmp, g.normF = alloc("x", kdrt.F32, 1, C), alloc("h", kdrt.F32, 1, C), alloc("tmp", kdrt.F32, 1, C), alloc("normF", kdrt.F32, 1, C)
+	g.mean, g.rstd = alloc("mean", kdrt.F32, 1), alloc("rstd", kdrt.F32, 1)
+	g.q, g.k, g.v, g.att = alloc("q", kdrt.F32, 1, c.Heads*c.HeadDim), alloc("k", kdrt.F32, 1, kv), alloc("v", kdrt.F32, 1, kv), alloc("att", kdrt.F32, 1, c.Heads*c.HeadDim)
+	g.gate, g.up, g.act = alloc("gate", kdrt.F32, 1, F), alloc("up", kdrt.F32, 1, F), alloc("act", kdrt.F32, 1, F)
+	g.logits = alloc("logits", kdrt.F32, 1, c.Vocab)
+	g.id, g.pos = alloc("id", kdrt.I32, 1), alloc("pos", kdrt.I32, 1)
+	if err != nil {
+		g.free()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *generator) free() {
+	for _, t := range g.all {
+		if t != nil {
+			g.m.be.Free(t)
+		}
+	}
+}
+
+// prefill runs the prompt through the model, fills the cache with its keys
+// and values, and returns the last position's logits.
+func (g *generator) prefill(prompt []int32) ([]float32, error) {
+	m, be := g.m, g.m.be
+	P := len(prompt)
+	h, err := m.ForwardHidden(Batch{B: 1, T: P, IDs: prompt})
+	if err != nil {
+		return nil, err
+	}
+	for i := range m.layers {
+		be.Copy(be.Slice(g.kc[i], 0, P), m.acts.layers[i].k)
+		be.Copy(be.Slice(g.vc[i], 0, P), m.acts.layers[i].v)
+	}
+	return g.head(be.Slice(h, P-1, P))
+}
+
+// step runs one token at position pos through the model, adding its keys
+// and values to the cache, and returns the logits for the next position.
+func (g *generator) step(tok int32, pos int) ([]float32, error) {
+	m, be, c := g.m, g.m.be, g.m.Config
+	if err := be.UploadInt32(g.id, []int32{tok}); err != nil {
+		return nil, err
+	}
+	if err := be.UploadInt32(g.pos, []int32{int32(pos)}); err != nil {
+		return nil, err
+	}
+	be.Embedding(g.x, g.id, m.embed.W)
+	if m.pos != nil {
+		be.Embedding(g.tmp, g.pos, m.pos.W)
+		be.Add(g.x, g.x, g.tmp)
+	}
+	eps := float32(c.NormEps)
+	for i := range m.layers {
+		l := &m.layers[i]
+		m.norm(g.h, g.mean, g.rstd, g.x, l.norm1W, l.norm1B, eps)
+		m.linear(g.q, g.h, l.q)
+		m.linear(g.k, g.h, l.k)
+		m.linear(g.v, g.h, l.v)
+		if m.invFreq != nil {
+			be.RoPE(g.q, g.pos, m.invFreq)
+			be.RoPE(g.k, g.pos, m.invFreq)
+		}
+		be.Copy(be.Slice(g.kc[i], pos, pos+1), g.k)
+		be.Copy(be.Slice(g.vc[i], pos, pos+1), g.v)
+		p := kdrt.AttentionParams{B: 1, T: 1, NH: c.Heads, NKV: c.KVHeads, HD: c.HeadDim,
+			Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: l.window}
+		be.AttentionDecode(g.att, g.q, g.kc[i], g.vc[i], p, pos)
+		m.linear(g.tmp, g.att, l.o)
+		be.Add(g.x, g.x, g.tmp)
+		m.norm(g.h, g.mean, g.rstd, g.x, l.norm2W, l.norm2B, eps)
+		m.linear(g.up, g.h, l.up)
+		if c.Arch == Llama {
+			m.linear(g.gate, g.h, l.gate)
+			be.SwiGLU(g.act, g.gate, g.up)
+		} else {
+			be.GELU(g.act, g.up)
+		}
+		m.linear(g.tmp, g.act, l.down)
+		be.Add(g.x, g.x, g.tmp)
+	}
+	m.norm(g.normF, g.mean, g.rstd, g.x, m.normFW, m.normFB, eps)
+	return g.head(g.normF)
+}
+
+// head computes one row's logits and downloads them.
+func (g *generator) head(h *kdrt.Tensor) ([]float32, error) {
+	g.m.be.MatMul(g.logits, h, g.m.head.W, false, true, 1, 0)
+	if err := g.m.be.Download(g.logits, g.host); err != nil {
+		return nil, err
+	}
+	return g.host, nil
+}
