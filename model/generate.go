@@ -32,6 +32,9 @@ type GenerateParams struct {
 	StopTokens []int32
 	// TopLogProbs is how many alternatives to report per token (0: none).
 	TopLogProbs int
+	// Stop, when set, is asked after each token whether the generation is
+	// complete (stop strings: the caller decodes and looks).
+	Stop func(generated []int32) bool
 }
 
 // TokenLogProb is a token and its log-probability.
@@ -90,7 +93,7 @@ func (m *Model) Generate(prompt []int32, p GenerateParams) (*Generation, error) 
 			out.Top = append(out.Top, top)
 		}
 		seen = append(seen, tok)
-		if slices.Contains(p.StopTokens, tok) {
+		if slices.Contains(p.StopTokens, tok) || (p.Stop != nil && p.Stop(out.Tokens)) {
 			out.Finish = "stop"
 			break
 		}

@@ -30,6 +30,7 @@ func newApp() *cli.App {
 			initModelCommand(),
 			evalCommand(),
 			cacheTeacherCommand(),
+			generateCommand(),
 			versionCommand(),
 		},
 		Action: func(c *cli.Context) error {
