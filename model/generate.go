@@ -281,31 +281,16 @@ func (g *generator) step(tok int32, pos int) ([]float32, error) {
 	eps := float32(c.NormEps)
 	for i := range m.layers {
 		l := &m.layers[i]
-		m.norm(g.h, g.mean, g.rstd, g.x, l.norm1W, l.norm1B, eps)
-		m.linear(g.q, g.h, l.q)
-		m.linear(g.k, g.h, l.k)
-		m.linear(g.v, g.h, l.v)
-		if m.invFreq != nil {
-			be.RoPE(g.q, g.pos, m.invFreq)
-			be.RoPE(g.k, g.pos, m.invFreq)
-		}
-		be.Copy(be.Slice(g.kc[i], pos, pos+1), g.k)
-		be.Copy(be.Slice(g.vc[i], pos, pos+1), g.v)
-		p := kdrt.AttentionParams{B: 1, T: 1, NH: c.Heads, NKV: c.KVHeads, HD: c.HeadDim,
-			Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: l.window}
-		be.AttentionDecode(g.att, g.q, g.kc[i], g.vc[i], p, pos)
-		m.linear(g.tmp, g.att, l.o)
-		be.Add(g.x, g.x, g.tmp)
-		m.norm(g.h, g.mean, g.rstd, g.x, l.norm2W, l.norm2B, eps)
-		m.linear(g.up, g.h, l.up)
-		if c.Arch == Llama {
-			m.linear(g.gate, g.h, l.gate)
-			be.SwiGLU(g.act, g.gate, g.up)
-		} else {
-			be.GELU(g.act, g.up)
-		}
-		m.linear(g.tmp, g.act, l.down)
-		be.Add(g.x, g.x, g.tmp)
+		b := blockBufs{in: g.x, norm1: g.h, norm1Mean: g.mean, norm1Rstd: g.rstd, q: g.q, k: g.k, v: g.v, att: g.att,
+			mid: g.x, norm2: g.h, norm2Mean: g.mean, norm2Rstd: g.rstd, gate: g.gate, up: g.up, act: g.act, tmp: g.tmp,
+			out: g.x, pos: g.pos}
+		m.block(l, b, eps, func() {
+			be.Copy(be.Slice(g.kc[i], pos, pos+1), g.k)
+			be.Copy(be.Slice(g.vc[i], pos, pos+1), g.v)
+			p := kdrt.AttentionParams{B: 1, T: 1, NH: c.Heads, NKV: c.KVHeads, HD: c.HeadDim,
+				Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: l.window}
+			be.AttentionDecode(g.att, g.q, g.kc[i], g.vc[i], p, pos)
+		})
 	}
 	m.norm(g.normF, g.mean, g.rstd, g.x, m.normFW, m.normFB, eps)
 	return g.head(g.normF)

@@ -147,27 +147,10 @@ func (m *Model) ForwardHidden(b Batch) (*kdrt.Tensor, error) {
 		if i+1 < len(m.layers) {
 			next = a.layers[i+1].in
 		}
-		m.norm(la.norm1, la.norm1Mean, la.norm1Rstd, la.in, l.norm1W, l.norm1B, eps)
-		m.linear(la.q, la.norm1, l.q)
-		m.linear(la.k, la.norm1, l.k)
-		m.linear(la.v, la.norm1, l.v)
-		if m.invFreq != nil {
-			be.RoPE(la.q, a.pos, m.invFreq)
-			be.RoPE(la.k, a.pos, m.invFreq)
-		}
-		be.Attention(la.att, la.probs, la.q, la.k, la.v, m.attnParams(l))
-		m.linear(a.tmpC, la.att, l.o)
-		be.Add(la.mid, la.in, a.tmpC)
-		m.norm(la.norm2, la.norm2Mean, la.norm2Rstd, la.mid, l.norm2W, l.norm2B, eps)
-		m.linear(la.up, la.norm2, l.up)
-		if cfg.Arch == Llama {
-			m.linear(la.gate, la.norm2, l.gate)
-			be.SwiGLU(la.act, la.gate, la.up)
-		} else {
-			be.GELU(la.act, la.up)
-		}
-		m.linear(a.tmpC, la.act, l.down)
-		be.Add(next, la.mid, a.tmpC)
+		m.block(l, blockBufs{in: la.in, norm1: la.norm1, norm1Mean: la.norm1Mean, norm1Rstd: la.norm1Rstd,
+			q: la.q, k: la.k, v: la.v, att: la.att, mid: la.mid, norm2: la.norm2, norm2Mean: la.norm2Mean,
+			norm2Rstd: la.norm2Rstd, gate: la.gate, up: la.up, act: la.act, tmp: a.tmpC, out: next, pos: a.pos},
+			eps, func() { be.Attention(la.att, la.probs, la.q, la.k, la.v, m.attnParams(l)) })
 	}
 	m.norm(a.normF, a.normFMean, a.normFRstd, a.out, m.normFW, m.normFB, eps)
 	m.haveForward, m.haveCE = true, false
@@ -415,4 +398,43 @@ func (m *Model) TensorBytes() int {
 		}
 	}
 	return n
+}
+
+// blockBufs are the tensors one transformer block reads and writes. The
+// training forward gives each layer its own (the backward needs them); the
+// generator's decode step reuses one set, with in, mid and out the same
+// residual row.
+type blockBufs struct {
+	in, norm1, norm1Mean, norm1Rstd  *kdrt.Tensor
+	q, k, v, att                     *kdrt.Tensor
+	mid, norm2, norm2Mean, norm2Rstd *kdrt.Tensor
+	gate, up, act, tmp, out          *kdrt.Tensor
+	pos                              *kdrt.Tensor // I32 position ids, for RoPE
+}
+
+// block runs one transformer block: pre-norm attention and MLP, each added to
+// the residual stream. attend fills b.att from b.q, b.k, b.v (rotated).
+func (m *Model) block(l *layer, b blockBufs, eps float32, attend func()) {
+	be := m.be
+	m.norm(b.norm1, b.norm1Mean, b.norm1Rstd, b.in, l.norm1W, l.norm1B, eps)
+	m.linear(b.q, b.norm1, l.q)
+	m.linear(b.k, b.norm1, l.k)
+	m.linear(b.v, b.norm1, l.v)
+	if m.invFreq != nil {
+		be.RoPE(b.q, b.pos, m.invFreq)
+		be.RoPE(b.k, b.pos, m.invFreq)
+	}
+	attend()
+	m.linear(b.tmp, b.att, l.o)
+	be.Add(b.mid, b.in, b.tmp)
+	m.norm(b.norm2, b.norm2Mean, b.norm2Rstd, b.mid, l.norm2W, l.norm2B, eps)
+	m.linear(b.up, b.norm2, l.up)
+	if m.Config.Arch == Llama {
+		m.linear(b.gate, b.norm2, l.gate)
+		be.SwiGLU(b.act, b.gate, b.up)
+	} else {
+		be.GELU(b.act, b.up)
+	}
+	m.linear(b.tmp, b.act, l.down)
+	be.Add(b.out, b.mid, b.tmp)
 }
