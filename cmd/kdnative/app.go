@@ -31,6 +31,7 @@ func newApp() *cli.App {
 			evalCommand(),
 			cacheTeacherCommand(),
 			generateCommand(),
+			elicitCommand(),
 			versionCommand(),
 		},
 		Action: func(c *cli.Context) error {
