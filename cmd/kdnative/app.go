@@ -31,6 +31,7 @@ func newApp() *cli.App {
 			evalCommand(),
 			cacheTeacherCommand(),
 			generateCommand(),
+			serveCommand(),
 			elicitCommand(),
 			versionCommand(),
 		},
