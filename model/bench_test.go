@@ -24,24 +24,6 @@ var benchConfigs = map[string]string{
 		"n_positions": 1024, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}`,
 }
 
-// stepFLOPs is the arithmetic of one training step counted the usual way:
-// 6 FLOPs per matrix parameter per token (forward 2, backward 4) including
-// the lm_head, plus attention's QKᵀ and PV products (forward 4·T²·NH·HD per
-// sequence and layer, backward twice that). Embedding lookups, norms and
-// elementwise ops are left out, as in llm.c's and PaLM's MFU accounting.
-func stepFLOPs(c *model.Config, B, T int) float64 {
-	C, F, V := float64(c.Hidden), float64(c.Intermediate), float64(c.Vocab)
-	q, kv := float64(c.Heads*c.HeadDim), float64(c.KVHeads*c.HeadDim)
-	perLayer := C*q + 2*C*kv + q*C + 2*C*F + F*C // q, k, v, o, up, down
-	if c.Arch == model.Llama {
-		perLayer += C * F // gate
-	}
-	matrix := float64(c.Layers)*perLayer + V*C
-	tokens := float64(B * T)
-	attn := 12 * float64(c.Layers) * float64(B) * float64(T) * float64(T) * q
-	return 6*matrix*tokens + attn
-}
-
 // peakRSS is the process's peak resident set (VmHWM), in bytes.
 func peakRSS() float64 {
 	data, err := os.ReadFile("/proc/self/status")
@@ -120,7 +102,7 @@ func BenchmarkTrainStep(b *testing.B) {
 			}
 			sec := b.Elapsed().Seconds() / float64(b.N)
 			b.ReportMetric(float64(bc.B*bc.T)/sec, "tokens/s")
-			b.ReportMetric(stepFLOPs(cfg, bc.B, bc.T)/sec/1e9, "GFLOP/s")
+			b.ReportMetric(cfg.TrainingFLOPs(bc.B, bc.T)/sec/1e9, "GFLOP/s")
 			b.ReportMetric(float64(m.TensorBytes()+opt.TensorBytes())/1e6, "tensor-MB")
 			b.ReportMetric(peakRSS()/1e6, "peakRSS-MB")
 		})

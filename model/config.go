@@ -381,3 +381,22 @@ func (c *Config) NumParams() int {
 	}
 	return n
 }
+
+// TrainingFLOPs is the arithmetic of one training step (forward and
+// backward) on B sequences of T tokens, counted the usual way: 6 FLOPs per
+// matrix parameter per token (forward 2, backward 4), the lm_head included,
+// plus attention's QKᵀ and PV products (forward 4·T²·NH·HD per sequence and
+// layer, backward twice that). Embedding lookups, norms and elementwise ops
+// are left out, as in llm.c's and PaLM's MFU accounting.
+func (c *Config) TrainingFLOPs(B, T int) float64 {
+	C, F, V := float64(c.Hidden), float64(c.Intermediate), float64(c.Vocab)
+	q, kv := float64(c.Heads*c.HeadDim), float64(c.KVHeads*c.HeadDim)
+	perLayer := C*q + 2*C*kv + q*C + 2*C*F + F*C // q, k, v, o, up, down
+	if c.Arch == Llama {
+		perLayer += C * F // gate
+	}
+	matrix := float64(c.Layers)*perLayer + V*C
+	tokens := float64(B * T)
+	attn := 12 * float64(c.Layers) * float64(B) * float64(T) * float64(T) * q
+	return 6*matrix*tokens + attn
+}

@@ -25,6 +25,7 @@ func newApp() *cli.App {
 		Before:  checkDevice,
 		Commands: []*cli.Command{
 			doctorCommand(),
+			benchCommand(),
 			forwardCommand(),
 			trainCommand(),
 			initModelCommand(),

@@ -2,10 +2,16 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/kdnative/kdnative/kd/elicit"
+	"github.com/kdnative/kdnative/kd/serve"
 )
 
 func elicitCommand() *cli.Command {
@@ -37,6 +43,111 @@ func elicitCommand() *cli.Command {
 				fmt.Fprintln(c.App.Writer, rep)
 				return nil
 			},
-		}},
+		}, elicitLabelCommand()},
+	}
+}
+
+// teacherFlags say where the teacher is: an OpenAI-compatible endpoint, or a
+// local model folder.
+func teacherFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "endpoint", Usage: "OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp's server, kdnative serve, a hosted API)"},
+		&cli.StringFlag{Name: "model", Usage: "the model name the endpoint serves (with --local: default the folder's name)"},
+		&cli.StringFlag{Name: "api-key-env", Usage: "environment variable holding the API key (sent as a bearer token; never printed or written)"},
+		&cli.StringFlag{Name: "local", Usage: "a local Hugging Face model folder to use instead of --endpoint (served in-process on loopback, as kdnative serve)"},
+		&cli.StringFlag{Name: "template", Value: "auto", Usage: "with --local: chat format auto, chatml or qwen3"},
+		&cli.IntFlag{Name: "concurrency", Value: 4, Usage: "requests in flight"},
+		&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries per request on 429, 5xx, timeouts and connection errors (exponential backoff)"},
+		&cli.DurationFlag{Name: "timeout", Value: 120 * time.Second, Usage: "time limit per attempt"},
+		&cli.IntFlag{Name: "max-failures", Value: 10, Usage: "stop after this many requests in a row fail after their retries"},
+		&cli.BoolFlag{Name: "quiet", Usage: "no progress bar"},
+	}
+}
+
+// teacherClient makes the client the flags ask for; done stops a local
+// teacher.
+func teacherClient(c *cli.Context) (client *elicit.Client, done func(), err error) {
+	client = &elicit.Client{Model: c.String("model"), Timeout: c.Duration("timeout"), MaxRetries: c.Int("retries")}
+	if c.Int("retries") == 0 {
+		client.MaxRetries = -1
+	}
+	if env := c.String("api-key-env"); env != "" {
+		client.APIKey = os.Getenv(env)
+		if client.APIKey == "" {
+			return nil, nil, fmt.Errorf("--api-key-env %s: that environment variable is empty or unset", env)
+		}
+	}
+	switch {
+	case c.String("local") != "" && c.String("endpoint") != "":
+		return nil, nil, fmt.Errorf("give --endpoint or --local, not both")
+	case c.String("endpoint") != "":
+		if client.Model == "" {
+			return nil, nil, fmt.Errorf("--model is required with --endpoint")
+		}
+		client.BaseURL = c.String("endpoint")
+		return client, func() {}, nil
+	case c.String("local") != "":
+		be, err := openBackend(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		dir := c.String("local")
+		if client.Model == "" {
+			client.Model = filepath.Base(filepath.Clean(dir))
+		}
+		s, err := serve.New(be, serve.Config{Model: dir, ModelName: client.Model, Template: c.String("template"), MaxQueue: 1 << 20})
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			s.Close()
+			return nil, nil, err
+		}
+		hs := &http.Server{Handler: s}
+		go hs.Serve(ln)
+		client.BaseURL = "http://" + ln.Addr().String() + "/v1"
+		client.APIKey = ""
+		return client, func() { hs.Close(); s.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("give --endpoint URL --model NAME, or --local MODEL_DIR")
+}
+
+func elicitLabelCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "label",
+		Usage: "have the teacher answer a prompt file: JSONL {id, prompt, response[, messages, teacher_tokens, teacher_top_logprobs]} for kdnative train; resumable",
+		Flags: append(teacherFlags(),
+			&cli.StringFlag{Name: "prompts", Required: true, Usage: `JSONL of {"prompt": text} or {"messages": [...]} lines`},
+			&cli.StringFlag{Name: "output", Required: true, Usage: "JSONL written; an existing one is continued (records already there are kept and not redone)"},
+			&cli.IntFlag{Name: "n", Value: 1, Usage: "answers per prompt"},
+			&cli.StringFlag{Name: "system", Usage: "system prompt sent before each prompt"},
+			&cli.Float64Flag{Name: "temperature", Value: -1, Usage: "sampling temperature (default: the endpoint's)"},
+			&cli.IntFlag{Name: "max-tokens", Usage: "answer length limit in tokens (default: the endpoint's)"},
+			&cli.IntFlag{Name: "top-logprobs", Usage: "keep each token's top-k alternatives (0 to 20; 0: none)"},
+			&cli.StringFlag{Name: "missing-logprobs", Value: "error", Usage: "an answer without the logprobs asked for: error (stop), skip (count, no record) or keep (record without them)"},
+			&cli.StringFlag{Name: "student-tokenizer", Usage: "tokenizer folder to map the top tokens to ids (when teacher and student share a tokenizer)"},
+			&cli.BoolFlag{Name: "strict", Usage: "stop at a bad prompt line instead of counting and skipping it"},
+		),
+		Action: func(c *cli.Context) error {
+			client, done, err := teacherClient(c)
+			if err != nil {
+				return err
+			}
+			defer done()
+			cfg := elicit.LabelConfig{Client: client, Prompts: c.String("prompts"), Output: c.String("output"), N: c.Int("n"),
+				System: c.String("system"), MaxTokens: c.Int("max-tokens"), TopLogprobs: c.Int("top-logprobs"),
+				MissingLogprobs: c.String("missing-logprobs"), StudentTokenizer: c.String("student-tokenizer"),
+				StrictInput: c.Bool("strict"), Concurrency: c.Int("concurrency"), MaxFailures: c.Int("max-failures"), Log: c.App.ErrWriter}
+			if t := c.Float64("temperature"); t >= 0 {
+				cfg.Temperature = &t
+			}
+			if !c.Bool("quiet") {
+				cfg.Progress = c.App.ErrWriter
+			}
+			sum, err := elicit.Label(c.Context, cfg)
+			fmt.Fprintln(c.App.Writer, sum)
+			return err
+		},
 	}
 }

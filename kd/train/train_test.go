@@ -370,3 +370,15 @@ func featureAt(t *testing.T, out string, step int) float64 {
 	t.Fatalf("no feature loss at step %d", step)
 	return 0
 }
+
+func TestBench(t *testing.T) {
+	w := newWorld(t)
+	var log bytes.Buffer
+	res, err := Bench(cpu.New(), BenchConfig{Model: w.student, B: 2, T: 16, Steps: 2}, &log)
+	if err != nil || !(res.TokensPerSecond > 0) || !(res.GFLOPs > 0) || !strings.Contains(log.String(), "tokens/s") {
+		t.Fatalf("%+v %v\n%s", res, err, log.String())
+	}
+	if _, err := Bench(cpu.New(), BenchConfig{Model: w.student, B: 1, T: 500, Steps: 1}, &log); err == nil || !strings.Contains(err.Error(), "longer than the model allows") {
+		t.Fatalf("too long: %v", err)
+	}
+}
