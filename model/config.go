@@ -391,7 +391,7 @@ func (c *Config) NumParams() int {
 func (c *Config) TrainingFLOPs(B, T int) float64 {
 	C, F, V := float64(c.Hidden), float64(c.Intermediate), float64(c.Vocab)
 	q, kv := float64(c.Heads*c.HeadDim), float64(c.KVHeads*c.HeadDim)
-	perLayer := C*q + 2*C*kv + q*C + 2*C*F + F*C // q, k, v, o, up, down
+	perLayer := C*q + 2*C*kv + q*C + C*F + F*C // q, k, v, o, up, down
 	if c.Arch == Llama {
 		perLayer += C * F // gate
 	}
