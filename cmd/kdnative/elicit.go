@@ -43,7 +43,7 @@ func elicitCommand() *cli.Command {
 				fmt.Fprintln(c.App.Writer, rep)
 				return nil
 			},
-		}, elicitLabelCommand()},
+		}, elicitLabelCommand(), elicitExpandCommand(), elicitFeedbackCommand()},
 	}
 }
 
@@ -146,6 +146,76 @@ func elicitLabelCommand() *cli.Command {
 				cfg.Progress = c.App.ErrWriter
 			}
 			sum, err := elicit.Label(c.Context, cfg)
+			fmt.Fprintln(c.App.Writer, sum)
+			return err
+		},
+	}
+}
+
+func elicitExpandCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "expand",
+		Usage: "have the teacher write new instructions from seed examples (Self-Instruct), deduplicated: JSONL {id, prompt}; resumable",
+		Flags: append(teacherFlags(),
+			&cli.StringFlag{Name: "seeds", Required: true, Usage: `JSONL of {"prompt": text} seed instructions`},
+			&cli.StringFlag{Name: "output", Required: true, Usage: "JSONL written; an existing one is continued"},
+			&cli.IntFlag{Name: "count", Required: true, Usage: "how many new instructions the output should hold"},
+			&cli.IntFlag{Name: "shown", Value: 4, Usage: "examples shown per request"},
+			&cli.IntFlag{Name: "per-request", Value: 8, Usage: "instructions asked for per request"},
+			&cli.Float64Flag{Name: "temperature", Value: 1},
+			&cli.IntFlag{Name: "max-tokens", Value: 512},
+			&cli.Float64Flag{Name: "near-dup", Value: 0.7, Usage: "Jaccard similarity (word 5-grams, MinHash) at which an instruction is a near duplicate; negative: exact duplicates only"},
+			&cli.IntFlag{Name: "min-words", Value: 3},
+			&cli.StringFlag{Name: "prompt", Usage: "request text replacing the built-in one; {examples} and {n} are filled in"},
+			&cli.Uint64Flag{Name: "seed", Usage: "random seed for the choice of examples"},
+		),
+		Action: func(c *cli.Context) error {
+			client, done, err := teacherClient(c)
+			if err != nil {
+				return err
+			}
+			defer done()
+			t := c.Float64("temperature")
+			cfg := elicit.ExpandConfig{Client: client, Seeds: c.String("seeds"), Output: c.String("output"), Count: c.Int("count"),
+				Shown: c.Int("shown"), PerRequest: c.Int("per-request"), Temperature: &t, MaxTokens: c.Int("max-tokens"),
+				NearDup: c.Float64("near-dup"), MinWords: c.Int("min-words"), Prompt: c.String("prompt"), RandSeed: c.Uint64("seed"),
+				Concurrency: c.Int("concurrency"), MaxFailures: c.Int("max-failures"), Log: c.App.ErrWriter}
+			if !c.Bool("quiet") {
+				cfg.Progress = c.App.ErrWriter
+			}
+			sum, err := elicit.Expand(c.Context, cfg)
+			fmt.Fprintln(c.App.Writer, sum)
+			return err
+		},
+	}
+}
+
+func elicitFeedbackCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "feedback",
+		Usage: "have the teacher pick the best of each prompt's candidate responses: JSONL {id, prompt, chosen, rejected} (best vs each other) for DPO; resumable",
+		Flags: append(teacherFlags(),
+			&cli.StringFlag{Name: "input", Required: true, Usage: `JSONL of {"prompt", "responses": [...]} lines, or {"prompt", "response"} lines (kdnative generate's) grouped by prompt`},
+			&cli.StringFlag{Name: "output", Required: true, Usage: "JSONL written; an existing one is continued"},
+			&cli.StringFlag{Name: "criteria", Usage: "what the judge looks for (default helpfulness, correctness and clarity)"},
+			&cli.StringFlag{Name: "prompt", Usage: "judging prompt replacing the built-in one; {criteria}, {prompt}, {responses} and {k} are filled in"},
+			&cli.IntFlag{Name: "max-tokens", Value: 16, Usage: "judgement length limit"},
+			&cli.Uint64Flag{Name: "seed", Usage: "random seed for the order candidates are shown in"},
+			&cli.BoolFlag{Name: "strict", Usage: "stop at a bad input line instead of counting and skipping it"},
+		),
+		Action: func(c *cli.Context) error {
+			client, done, err := teacherClient(c)
+			if err != nil {
+				return err
+			}
+			defer done()
+			cfg := elicit.FeedbackConfig{Client: client, Input: c.String("input"), Output: c.String("output"), Criteria: c.String("criteria"),
+				Prompt: c.String("prompt"), MaxTokens: c.Int("max-tokens"), RandSeed: c.Uint64("seed"), StrictInput: c.Bool("strict"),
+				Concurrency: c.Int("concurrency"), MaxFailures: c.Int("max-failures"), Log: c.App.ErrWriter}
+			if !c.Bool("quiet") {
+				cfg.Progress = c.App.ErrWriter
+			}
+			sum, err := elicit.Feedback(c.Context, cfg)
 			fmt.Fprintln(c.App.Writer, sum)
 			return err
 		},

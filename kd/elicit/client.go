@@ -1,0 +1,317 @@
+package elicit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client talks to an OpenAI-compatible chat completions endpoint (vLLM,
+// llama.cpp's server, kdnative serve, a hosted API). It retries with
+// exponential backoff and jitter on 429 (honouring Retry-After), 5xx, 408,
+// timeouts and connection errors; other 4xx answers are not retried. The
+// API key is sent as a bearer token and never appears in an error.
+type Client struct {
+	// BaseURL is the API root, e.g. "http://127.0.0.1:8000/v1" ("/v1" is
+	// added when the URL has no path).
+	BaseURL string
+	// Model is the model name sent with each request.
+	Model string
+	// APIKey, when set, is sent as "Authorization: Bearer …". The caller reads
+	// it from an environment variable; it is never printed or written.
+	APIKey string
+	// HTTP is the client used; nil is a plain http.Client.
+	HTTP *http.Client
+	// Timeout bounds one attempt (default 120s).
+	Timeout time.Duration
+	// MaxRetries is how many times a failed attempt is retried (default 5;
+	// negative: none).
+	MaxRetries int
+	// Backoff is the first retry's wait, doubled each retry with ±50%
+	// jitter and capped at 30s (default 500ms).
+	Backoff time.Duration
+	// OnRetry, when set, is told of each retry (for counting).
+	OnRetry func(err error)
+}
+
+// Message is one chat turn.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// ChatRequest is the body of POST /chat/completions (the fields used here).
+type ChatRequest struct {
+	Model       string    `json:"model"`
+	Messages    []Message `json:"messages"`
+	MaxTokens   int       `json:"max_tokens,omitempty"`
+	Temperature *float64  `json:"temperature,omitempty"`
+	TopP        *float64  `json:"top_p,omitempty"`
+	N           int       `json:"n,omitempty"`
+	Seed        *int64    `json:"seed,omitempty"`
+	Stop        []string  `json:"stop,omitempty"`
+	Logprobs    bool      `json:"logprobs,omitempty"`
+	TopLogprobs *int      `json:"top_logprobs,omitempty"`
+}
+
+// ChatResponse is a chat completion.
+type ChatResponse struct {
+	ID      string   `json:"id"`
+	Object  string   `json:"object"`
+	Model   string   `json:"model"`
+	Choices []Choice `json:"choices"`
+	Usage   Usage    `json:"usage"`
+}
+
+// Choice is one of a completion's answers.
+type Choice struct {
+	Index        int       `json:"index"`
+	Message      Message   `json:"message"`
+	FinishReason string    `json:"finish_reason"`
+	Logprobs     *Logprobs `json:"logprobs"`
+}
+
+// Logprobs is a choice's per-token log probabilities.
+type Logprobs struct {
+	Content []TokenLogprob `json:"content"`
+}
+
+// TokenLogprob is one generated token with its most likely alternatives.
+type TokenLogprob struct {
+	Token       string       `json:"token"`
+	Logprob     float64      `json:"logprob"`
+	Bytes       []int        `json:"bytes,omitempty"`
+	TopLogprobs []TopLogprob `json:"top_logprobs"`
+}
+
+// TopLogprob is an alternative token; ID is set by elicit when the tokens
+// are mapped to a student tokenizer's ids (-1: no single id).
+type TopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes,omitempty"`
+	ID      *int32  `json:"id,omitempty"`
+}
+
+// Usage counts a completion's tokens.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// StatusError is an HTTP error answer.
+type StatusError struct {
+	Status  int
+	Message string // the API's error message, when it gave one
+	// RetryAfter is the wait asked for by a Retry-After header (-1: none).
+	RetryAfter time.Duration
+}
+
+func (e *StatusError) Error() string {
+	switch e.Status {
+	case http.StatusUnauthorized:
+		return "the endpoint refused the API key (401): check --api-key-env" + detail(e.Message)
+	case http.StatusForbidden:
+		return "the endpoint denied access (403)" + detail(e.Message)
+	case http.StatusNotFound:
+		return "the endpoint has no such path or model (404): check --endpoint and --model" + detail(e.Message)
+	}
+	return fmt.Sprintf("the endpoint answered %d %s%s", e.Status, http.StatusText(e.Status), detail(e.Message))
+}
+
+func detail(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	return ": " + msg
+}
+
+// Fatal reports whether err means no later request can succeed either (a
+// refused key, a wrong URL or model), so a run should stop.
+func Fatal(err error) bool {
+	var se *StatusError
+	if errors.As(err, &se) {
+		switch se.Status {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusPaymentRequired:
+			return true
+		}
+	}
+	return false
+}
+
+func retryable(err error) bool {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Status == http.StatusTooManyRequests || se.Status == http.StatusRequestTimeout || se.Status >= 500
+	}
+	var bad *badResponseError
+	if errors.As(err, &bad) {
+		return true // a cut or garbled body: try again
+	}
+	return true // network errors, attempt timeouts, resets
+}
+
+type badResponseError struct{ err error }
+
+func (e *badResponseError) Error() string {
+	return "the endpoint's answer is not a chat completion: " + e.err.Error()
+}
+
+func (c *Client) url() string {
+	u := strings.TrimRight(c.BaseURL, "/")
+	if i := strings.Index(u, "://"); i >= 0 && !strings.Contains(u[i+3:], "/") {
+		u += "/v1"
+	}
+	return u + "/chat/completions"
+}
+
+// Chat sends req (its Model defaults to c.Model), retrying as the Client
+// says. The error of the last attempt is returned, with the attempt count.
+func (c *Client) Chat(ctx context.Context, req ChatRequest) (ChatResponse, error) {
+	if req.Model == "" {
+		req.Model = c.Model
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return ChatResponse{}, err
+	}
+	retries := c.MaxRetries
+	if retries == 0 {
+		retries = 5
+	}
+	retries = max(retries, 0)
+	backoff := c.Backoff
+	if backoff <= 0 {
+		backoff = 500 * time.Millisecond
+	}
+	for attempt := 0; ; attempt++ {
+		resp, err := c.once(ctx, body)
+		if err == nil {
+			return resp, nil
+		}
+		err = c.redact(err)
+		if ctx.Err() != nil {
+			return ChatResponse{}, ctx.Err()
+		}
+		if !retryable(err) || attempt >= retries {
+			if attempt > 0 {
+				err = fmt.Errorf("%w (after %d attempts)", err, attempt+1)
+			}
+			return ChatResponse{}, err
+		}
+		if c.OnRetry != nil {
+			c.OnRetry(err)
+		}
+		wait := min(backoff<<attempt, 30*time.Second)
+		wait = wait/2 + time.Duration(rand.Int64N(int64(wait)+1))
+		var se *StatusError
+		if errors.As(err, &se) && se.RetryAfter >= 0 {
+			wait = min(se.RetryAfter, 5*time.Minute)
+		}
+		select {
+		case <-ctx.Done():
+			return ChatResponse{}, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// redact removes the API key from an error's text, in case an endpoint or
+// a proxy echoed it.
+func (c *Client) redact(err error) error {
+	if c.APIKey == "" || !strings.Contains(err.Error(), c.APIKey) {
+		return err
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		cp := *se
+		cp.Message = strings.ReplaceAll(cp.Message, c.APIKey, "[redacted]")
+		return &cp
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), c.APIKey, "[redacted]"))
+}
+
+func (c *Client) once(ctx context.Context, body []byte) (ChatResponse, error) {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 120 * time.Second
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, c.url(), bytes.NewReader(body))
+	if err != nil {
+		return ChatResponse{}, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	if c.APIKey != "" {
+		hreq.Header.Set("Authorization", "Bearer "+c.APIKey)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	hresp, err := hc.Do(hreq)
+	if err != nil {
+		if actx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			return ChatResponse{}, fmt.Errorf("no answer within %v", timeout)
+		}
+		var op *net.OpError
+		if errors.As(err, &op) {
+			return ChatResponse{}, fmt.Errorf("cannot reach %s: %v", c.url(), op.Err)
+		}
+		return ChatResponse{}, err
+	}
+	defer hresp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(hresp.Body, 256<<20))
+	if err != nil {
+		if actx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			return ChatResponse{}, fmt.Errorf("no answer within %v", timeout)
+		}
+		return ChatResponse{}, &badResponseError{err}
+	}
+	if hresp.StatusCode != http.StatusOK {
+		se := &StatusError{Status: hresp.StatusCode, RetryAfter: -1}
+		var eb struct {
+			Error json.RawMessage `json:"error"`
+		}
+		if json.Unmarshal(data, &eb) == nil && len(eb.Error) > 0 {
+			var em struct {
+				Message string `json:"message"`
+			}
+			if json.Unmarshal(eb.Error, &em) == nil && em.Message != "" {
+				se.Message = em.Message
+			} else {
+				var s string
+				if json.Unmarshal(eb.Error, &s) == nil {
+					se.Message = s
+				}
+			}
+		}
+		if ra := hresp.Header.Get("Retry-After"); ra != "" {
+			if secs, err := strconv.ParseFloat(ra, 64); err == nil && secs >= 0 {
+				se.RetryAfter = time.Duration(secs * float64(time.Second))
+			} else if t, err := http.ParseTime(ra); err == nil {
+				se.RetryAfter = max(time.Until(t), 0)
+			}
+		}
+		return ChatResponse{}, se
+	}
+	var out ChatResponse
+	if err := json.Unmarshal(data, &out); err != nil {
+		return ChatResponse{}, &badResponseError{err}
+	}
+	if len(out.Choices) == 0 {
+		return ChatResponse{}, &badResponseError{errors.New("no choices")}
+	}
+	return out, nil
+}
