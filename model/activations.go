@@ -20,6 +20,7 @@ type layerActs struct {
 // The backward's scratch gradients are shared by all layers.
 type activations struct {
 	B, T                        int
+	keyStart                    []int        // the last forward's left padding (nil: none)
 	ids, pos, targets           *kdrt.Tensor // I32 [N]
 	layers                      []layerActs
 	out                         *kdrt.Tensor // [N, C] residual stream after the last layer

@@ -60,9 +60,29 @@ type Generation struct {
 // Greedy decoding gives the tokens that recomputing the whole forward at
 // every step (Sample with temperature 0) gives.
 func (m *Model) Generate(prompt []int32, p GenerateParams) (*Generation, error) {
+	gs, err := m.GenerateBatch([][]int32{prompt}, p)
+	if err != nil {
+		return nil, err
+	}
+	return gs[0], nil
+}
+
+// GenerateBatch continues several prompts at once: they are left-padded to
+// one length (attention ignores the padding, positions start at each
+// prompt's first token) and decoded together, one position of every row
+// per step. Row i samples with seed p.Seed + i, so each row's result is the
+// one Generate gives for it alone.
+func (m *Model) GenerateBatch(prompts [][]int32, p GenerateParams) ([]*Generation, error) {
 	c := m.Config
-	if len(prompt) == 0 {
-		return nil, fmt.Errorf("model: Generate needs a prompt of at least one token")
+	if len(prompts) == 0 {
+		return nil, fmt.Errorf("model: GenerateBatch needs at least one prompt")
+	}
+	P := 0
+	for i, pr := range prompts {
+		if len(pr) == 0 {
+			return nil, fmt.Errorf("model: prompt %d is empty; generation needs at least one token", i)
+		}
+		P = max(P, len(pr))
 	}
 	if p.MaxTokens <= 0 {
 		return nil, fmt.Errorf("model: max tokens %d must be positive", p.MaxTokens)
@@ -70,41 +90,59 @@ func (m *Model) Generate(prompt []int32, p GenerateParams) (*Generation, error) 
 	if p.Temperature < 0 || math.IsNaN(p.Temperature) || p.TopK < 0 || p.TopP < 0 || p.TopP > 1 || p.RepetitionPenalty < 0 || p.TopLogProbs < 0 {
 		return nil, fmt.Errorf("model: generation parameters out of range: %+v", p)
 	}
-	Tmax := len(prompt) + p.MaxTokens
+	Tmax := P + p.MaxTokens
 	if Tmax > c.MaxPositions {
-		return nil, fmt.Errorf("model: prompt of %d tokens plus %d new ones is longer than the model allows (%d positions)", len(prompt), p.MaxTokens, c.MaxPositions)
+		return nil, fmt.Errorf("model: prompt of %d tokens plus %d new ones is longer than the model allows (%d positions)", P, p.MaxTokens, c.MaxPositions)
 	}
-	g, err := m.newGenerator(Tmax)
+	B := len(prompts)
+	g, err := m.newGenerator(B, Tmax)
 	if err != nil {
 		return nil, err
 	}
 	defer g.free()
-	logits, err := g.prefill(prompt)
+	logits, err := g.prefill(prompts, P)
 	if err != nil {
 		return nil, err
 	}
-	r := rand.New(rand.NewPCG(p.Seed, 0x67656e6572617465))
-	seen := slices.Clone(prompt)
-	out := &Generation{Finish: "length"}
+	V := c.Vocab
+	rngs := make([]*rand.Rand, B)
+	seen := make([][]int32, B)
+	outs := make([]*Generation, B)
+	done := make([]bool, B)
+	for b := range B {
+		rngs[b] = rand.New(rand.NewPCG(p.Seed+uint64(b), 0x67656e6572617465))
+		seen[b] = slices.Clone(prompts[b])
+		outs[b] = &Generation{Finish: "length"}
+	}
+	next := make([]int32, B)
 	for step := range p.MaxTokens {
-		tok, lp, top := choose(logits, seen, p, r)
-		out.Tokens, out.LogProbs = append(out.Tokens, tok), append(out.LogProbs, lp)
-		if p.TopLogProbs > 0 {
-			out.Top = append(out.Top, top)
+		left := 0
+		for b := range B {
+			if done[b] {
+				continue // finished rows run along but their output is kept
+			}
+			tok, lp, top := choose(logits[b*V:(b+1)*V], seen[b], p, rngs[b])
+			o := outs[b]
+			o.Tokens, o.LogProbs = append(o.Tokens, tok), append(o.LogProbs, lp)
+			if p.TopLogProbs > 0 {
+				o.Top = append(o.Top, top)
+			}
+			seen[b] = append(seen[b], tok)
+			next[b] = tok
+			if slices.Contains(p.StopTokens, tok) || (p.Stop != nil && p.Stop(o.Tokens)) {
+				o.Finish, done[b] = "stop", true
+				continue
+			}
+			left++
 		}
-		seen = append(seen, tok)
-		if slices.Contains(p.StopTokens, tok) || (p.Stop != nil && p.Stop(out.Tokens)) {
-			out.Finish = "stop"
+		if left == 0 || step+1 == p.MaxTokens {
 			break
 		}
-		if step+1 == p.MaxTokens {
-			break
-		}
-		if logits, err = g.step(tok, len(seen)-1); err != nil {
+		if logits, err = g.step(next, P+step); err != nil {
 			return nil, err
 		}
 	}
-	return out, nil
+	return outs, nil
 }
 
 // choose applies the sampling transforms to logits and draws a token; it
@@ -193,23 +231,25 @@ func choose(logits []float32, seen []int32, p GenerateParams, r *rand.Rand) (int
 	return int32(pick), float32(raw[pick] - lse), top
 }
 
-// generator holds the key/value cache and one position's buffers.
+// generator holds the key/value caches of B rows and one position's buffers.
 type generator struct {
 	m                *Model
-	kc, vc           []*kdrt.Tensor // per layer [Tmax, NKV·HD]
-	x, h, tmp, normF *kdrt.Tensor   // [1, C]
-	mean, rstd       *kdrt.Tensor   // [1]
+	B, Tmax          int
+	pad              []int          // left padding of each row
+	kc, vc           []*kdrt.Tensor // per layer [B·Tmax, NKV·HD]
+	x, h, tmp, normF *kdrt.Tensor   // [B, C]
+	mean, rstd       *kdrt.Tensor   // [B]
 	q, k, v, att     *kdrt.Tensor
-	gate, up, act    *kdrt.Tensor // [1, F]
-	logits           *kdrt.Tensor // [1, V]
-	id, pos          *kdrt.Tensor // I32 [1]
+	gate, up, act    *kdrt.Tensor // [B, F]
+	logits           *kdrt.Tensor // [B, V]
+	id, pos          *kdrt.Tensor // I32 [B]
 	host             []float32
 	all              []*kdrt.Tensor
 }
 
-func (m *Model) newGenerator(Tmax int) (*generator, error) {
+func (m *Model) newGenerator(B, Tmax int) (*generator, error) {
 	c := m.Config
-	g := &generator{m: m, host: make([]float32, c.Vocab)}
+	g := &generator{m: m, B: B, Tmax: Tmax, host: make([]float32, B*c.Vocab)}
 	var err error
 	alloc := func(name string, dt kdrt.DType, shape ...int) *kdrt.Tensor {
 		if err != nil {
@@ -222,16 +262,16 @@ func (m *Model) newGenerator(Tmax int) (*generator, error) {
 	}
 	kv := c.KVHeads * c.HeadDim
 	for range c.Layers {
-		g.kc = append(g.kc, alloc("kv.k", kdrt.F32, Tmax, kv))
-		g.vc = append(g.vc, alloc("kv.v", kdrt.F32, Tmax, kv))
+		g.kc = append(g.kc, alloc("kv.k", kdrt.F32, B*Tmax, kv))
+		g.vc = append(g.vc, alloc("kv.v", kdrt.F32, B*Tmax, kv))
 	}
 	C, F := c.Hidden, c.Intermediate
-	g.x, g.h, g.tmp, g.normF = alloc("x", kdrt.F32, 1, C), alloc("h", kdrt.F32, 1, C), alloc("tmp", kdrt.F32, 1, C), alloc("normF", kdrt.F32, 1, C)
-	g.mean, g.rstd = alloc("mean", kdrt.F32, 1), alloc("rstd", kdrt.F32, 1)
-	g.q, g.k, g.v, g.att = alloc("q", kdrt.F32, 1, c.Heads*c.HeadDim), alloc("k", kdrt.F32, 1, kv), alloc("v", kdrt.F32, 1, kv), alloc("att", kdrt.F32, 1, c.Heads*c.HeadDim)
-	g.gate, g.up, g.act = alloc("gate", kdrt.F32, 1, F), alloc("up", kdrt.F32, 1, F), alloc("act", kdrt.F32, 1, F)
-	g.logits = alloc("logits", kdrt.F32, 1, c.Vocab)
-	g.id, g.pos = alloc("id", kdrt.I32, 1), alloc("pos", kdrt.I32, 1)
+	g.x, g.h, g.tmp, g.normF = alloc("x", kdrt.F32, B, C), alloc("h", kdrt.F32, B, C), alloc("tmp", kdrt.F32, B, C), alloc("normF", kdrt.F32, B, C)
+	g.mean, g.rstd = alloc("mean", kdrt.F32, B), alloc("rstd", kdrt.F32, B)
+	g.q, g.k, g.v, g.att = alloc("q", kdrt.F32, B, c.Heads*c.HeadDim), alloc("k", kdrt.F32, B, kv), alloc("v", kdrt.F32, B, kv), alloc("att", kdrt.F32, B, c.Heads*c.HeadDim)
+	g.gate, g.up, g.act = alloc("gate", kdrt.F32, B, F), alloc("up", kdrt.F32, B, F), alloc("act", kdrt.F32, B, F)
+	g.logits = alloc("logits", kdrt.F32, B, c.Vocab)
+	g.id, g.pos = alloc("id", kdrt.I32, B), alloc("pos", kdrt.I32, B)
 	if err != nil {
 		g.free()
 		return nil, err
@@ -247,30 +287,54 @@ func (g *generator) free() {
 	}
 }
 
-// prefill runs the prompt through the model, fills the cache with its keys
-// and values, and returns the last position's logits.
-func (g *generator) prefill(prompt []int32) ([]float32, error) {
+// prefill runs the left-padded prompts through the model, fills the caches
+// with their keys and values, and returns each row's last-position logits
+// [B·V].
+func (g *generator) prefill(prompts [][]int32, P int) ([]float32, error) {
 	m, be := g.m, g.m.be
-	P := len(prompt)
-	h, err := m.ForwardHidden(Batch{B: 1, T: P, IDs: prompt})
+	B := g.B
+	batch := Batch{B: B, T: P, IDs: make([]int32, B*P), Positions: make([]int32, B*P)}
+	g.pad = make([]int, B)
+	for b, pr := range prompts {
+		pad := P - len(pr)
+		g.pad[b] = pad
+		copy(batch.IDs[b*P+pad:(b+1)*P], pr)
+		for t := pad; t < P; t++ {
+			batch.Positions[b*P+t] = int32(t - pad)
+		}
+	}
+	if P > 0 && slices.ContainsFunc(g.pad, func(x int) bool { return x > 0 }) {
+		batch.KeyStart = g.pad
+	}
+	h, err := m.ForwardHidden(batch)
 	if err != nil {
 		return nil, err
 	}
 	for i := range m.layers {
-		be.Copy(be.Slice(g.kc[i], 0, P), m.acts.layers[i].k)
-		be.Copy(be.Slice(g.vc[i], 0, P), m.acts.layers[i].v)
+		for b := range B {
+			be.Copy(be.Slice(g.kc[i], b*g.Tmax, b*g.Tmax+P), be.Slice(m.acts.layers[i].k, b*P, (b+1)*P))
+			be.Copy(be.Slice(g.vc[i], b*g.Tmax, b*g.Tmax+P), be.Slice(m.acts.layers[i].v, b*P, (b+1)*P))
+		}
 	}
-	return g.head(be.Slice(h, P-1, P))
+	for b := range B {
+		be.Copy(be.Slice(g.normF, b, b+1), be.Slice(h, b*P+P-1, b*P+P))
+	}
+	return g.head()
 }
 
-// step runs one token at position pos through the model, adding its keys
-// and values to the cache, and returns the logits for the next position.
-func (g *generator) step(tok int32, pos int) ([]float32, error) {
+// step runs one token per row at index pos (the row's position is pos minus
+// its padding) through the model, adding its keys and values to the caches,
+// and returns the logits for the next position [B·V].
+func (g *generator) step(toks []int32, pos int) ([]float32, error) {
 	m, be, c := g.m, g.m.be, g.m.Config
-	if err := be.UploadInt32(g.id, []int32{tok}); err != nil {
+	positions := make([]int32, g.B)
+	for b := range g.B {
+		positions[b] = int32(pos - g.pad[b])
+	}
+	if err := be.UploadInt32(g.id, toks); err != nil {
 		return nil, err
 	}
-	if err := be.UploadInt32(g.pos, []int32{int32(pos)}); err != nil {
+	if err := be.UploadInt32(g.pos, positions); err != nil {
 		return nil, err
 	}
 	be.Embedding(g.x, g.id, m.embed.W)
@@ -279,26 +343,32 @@ func (g *generator) step(tok int32, pos int) ([]float32, error) {
 		be.Add(g.x, g.x, g.tmp)
 	}
 	eps := float32(c.NormEps)
+	var keyStart []int
+	if slices.ContainsFunc(g.pad, func(x int) bool { return x > 0 }) {
+		keyStart = g.pad
+	}
 	for i := range m.layers {
 		l := &m.layers[i]
 		b := blockBufs{in: g.x, norm1: g.h, norm1Mean: g.mean, norm1Rstd: g.rstd, q: g.q, k: g.k, v: g.v, att: g.att,
 			mid: g.x, norm2: g.h, norm2Mean: g.mean, norm2Rstd: g.rstd, gate: g.gate, up: g.up, act: g.act, tmp: g.tmp,
 			out: g.x, pos: g.pos}
 		m.block(l, b, eps, func() {
-			be.Copy(be.Slice(g.kc[i], pos, pos+1), g.k)
-			be.Copy(be.Slice(g.vc[i], pos, pos+1), g.v)
-			p := kdrt.AttentionParams{B: 1, T: 1, NH: c.Heads, NKV: c.KVHeads, HD: c.HeadDim,
-				Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: l.window}
+			for r := range g.B {
+				be.Copy(be.Slice(g.kc[i], r*g.Tmax+pos, r*g.Tmax+pos+1), be.Slice(g.k, r, r+1))
+				be.Copy(be.Slice(g.vc[i], r*g.Tmax+pos, r*g.Tmax+pos+1), be.Slice(g.v, r, r+1))
+			}
+			p := kdrt.AttentionParams{B: g.B, T: 1, NH: c.Heads, NKV: c.KVHeads, HD: c.HeadDim,
+				Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: l.window, KeyStart: keyStart}
 			be.AttentionDecode(g.att, g.q, g.kc[i], g.vc[i], p, pos)
 		})
 	}
 	m.norm(g.normF, g.mean, g.rstd, g.x, m.normFW, m.normFB, eps)
-	return g.head(g.normF)
+	return g.head()
 }
 
-// head computes one row's logits and downloads them.
-func (g *generator) head(h *kdrt.Tensor) ([]float32, error) {
-	g.m.be.MatMul(g.logits, h, g.m.head.W, false, true, 1, 0)
+// head computes every row's logits from g.normF and downloads them.
+func (g *generator) head() ([]float32, error) {
+	g.m.be.MatMul(g.logits, g.normF, g.m.head.W, false, true, 1, 0)
 	if err := g.m.be.Download(g.logits, g.host); err != nil {
 		return nil, err
 	}

@@ -73,6 +73,9 @@ type Batch struct {
 	Targets []int32
 	// Positions [B·T] are the position ids; nil means 0…T−1 in every row.
 	Positions []int32
+	// KeyStart [B], when not nil, is each row's count of left-padding
+	// positions, which attention then ignores (batched generation).
+	KeyStart []int
 }
 
 func (m *Model) validate(b Batch) error {
@@ -91,6 +94,14 @@ func (m *Model) validate(b Batch) error {
 	}
 	if b.Positions == nil && b.T > cfg.MaxPositions {
 		return fmt.Errorf("model: sequence of %d tokens is longer than the model allows (%d positions)", b.T, cfg.MaxPositions)
+	}
+	if b.KeyStart != nil && len(b.KeyStart) != b.B {
+		return fmt.Errorf("model: batch of %d rows has %d key starts", b.B, len(b.KeyStart))
+	}
+	for i, k := range b.KeyStart {
+		if k < 0 || k >= b.T {
+			return fmt.Errorf("model: row %d has %d padding positions of %d", i, k, b.T)
+		}
 	}
 	for i, p := range b.Positions {
 		if p < 0 || int(p) >= cfg.MaxPositions {
@@ -121,6 +132,7 @@ func (m *Model) ForwardHidden(b Batch) (*kdrt.Tensor, error) {
 		return nil, err
 	}
 	a, be, cfg := m.acts, m.be, m.Config
+	a.keyStart = b.KeyStart
 	pos := b.Positions
 	if pos == nil {
 		pos = make([]int32, b.B*b.T)
@@ -345,7 +357,7 @@ func (m *Model) ensureGrads() error {
 func (m *Model) attnParams(l *layer) kdrt.AttentionParams {
 	c := m.Config
 	return kdrt.AttentionParams{B: m.acts.B, T: m.acts.T, NH: c.Heads, NKV: c.KVHeads, HD: c.HeadDim,
-		Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: l.window}
+		Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: l.window, KeyStart: m.acts.keyStart}
 }
 
 // linear computes y = x·Wᵀ (+ b).

@@ -141,6 +141,11 @@ type AttentionParams struct {
 	// Window, when > 0, is a sliding-window limit: query t sees keys s with
 	// t − s < Window (Mistral's sliding_window).
 	Window int
+	// KeyStart, when not nil, holds per sequence the number of left-padding
+	// positions: sequence b's queries see only keys s ≥ KeyStart[b], and its
+	// padding queries (t < KeyStart[b]) give zeros. Batched generation
+	// left-pads prompts of different lengths this way.
+	KeyStart []int
 }
 
 // AdamWParams are the hyperparameters of one AdamW update.

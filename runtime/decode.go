@@ -4,10 +4,11 @@ package runtime
 // attends to the keys and values of every position before it, kept from
 // earlier steps.
 type DecodeOps interface {
-	// AttentionDecode computes attention for one query position pos of one
-	// sequence: q, out are [1, NH·HD]; kCache, vCache are [Tmax, NKV·HD]
-	// holding the (rotated) keys and values of positions 0…pos. The query
-	// sees keys s ≤ pos, and when p.Window > 0 only those with pos − s <
-	// Window. p.B and p.T are ignored.
+	// AttentionDecode computes attention for query position pos of each of
+	// p.B sequences: q, out are [B, NH·HD]; kCache, vCache are
+	// [B·Tmax, NKV·HD], sequence b's keys and values (rotated) at rows
+	// b·Tmax + s for positions s = 0…pos. The query sees keys s ≤ pos, when
+	// p.Window > 0 only those with pos − s < Window, and when p.KeyStart is
+	// set only s ≥ KeyStart[b]. p.T is ignored.
 	AttentionDecode(out, q, kCache, vCache *Tensor, p AttentionParams, pos int)
 }

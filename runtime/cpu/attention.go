@@ -24,6 +24,13 @@ func attentionForward[F Float](out, probs, q, k, v []F, p kdrt.AttentionParams) 
 			for t := range T {
 				row := P[t*T : (t+1)*T]
 				first := visibleFrom(t, p.Window)
+				if p.KeyStart != nil {
+					first = max(first, p.KeyStart[b])
+				}
+				if first > t { // a padding query: it sees nothing
+					clear(row)
+					continue
+				}
 				mx := F(math.Inf(-1))
 				for s := first; s <= t; s++ {
 					mx = max(mx, row[s])

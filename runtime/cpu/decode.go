@@ -7,21 +7,32 @@ import (
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
-// attentionDecode: one query at position pos against cached keys/values.
-func attentionDecode[F Float](out, q, kc, vc []F, p kdrt.AttentionParams, pos int) {
-	NH, NKV, HD := p.NH, p.NKV, p.HD
+// attentionDecode: query position pos of each sequence against its cached
+// keys/values (sequence b's at rows b·Tmax + s).
+func attentionDecode[F Float](out, q, kc, vc []F, p kdrt.AttentionParams, pos, Tmax int) {
+	B, NH, NKV, HD := max(p.B, 1), p.NH, p.NKV, p.HD
 	group := NH / NKV
-	lo := visibleFrom(pos, p.Window)
 	ks := NKV * HD
-	parallelFor(NH, 4*(pos+1)*HD, func(h0, h1 int) {
+	parallelFor(B*NH, 4*(pos+1)*HD, func(i0, i1 int) {
 		w := make([]F, pos+1)
-		for h := h0; h < h1; h++ {
+		for bh := i0; bh < i1; bh++ {
+			b, h := bh/NH, bh%NH
+			lo := visibleFrom(pos, p.Window)
+			if p.KeyStart != nil {
+				lo = max(lo, p.KeyStart[b])
+			}
 			kh := h / group
-			qh := q[h*HD : (h+1)*HD]
+			qh := q[(b*NH+h)*HD : (b*NH+h+1)*HD]
+			o := out[(b*NH+h)*HD : (b*NH+h+1)*HD]
+			clear(o)
+			if lo > pos {
+				continue
+			}
+			base := b * Tmax * ks
 			mx := F(math.Inf(-1))
 			for s := lo; s <= pos; s++ {
 				var d F
-				k := kc[s*ks+kh*HD : s*ks+(kh+1)*HD]
+				k := kc[base+s*ks+kh*HD : base+s*ks+(kh+1)*HD]
 				for i := range qh {
 					d += qh[i] * k[i]
 				}
@@ -33,10 +44,8 @@ func attentionDecode[F Float](out, q, kc, vc []F, p kdrt.AttentionParams, pos in
 				w[s] = exp(w[s] - mx)
 				sum += w[s]
 			}
-			o := out[h*HD : (h+1)*HD]
-			clear(o)
 			for s := lo; s <= pos; s++ {
-				v := vc[s*ks+kh*HD : s*ks+(kh+1)*HD]
+				v := vc[base+s*ks+kh*HD : base+s*ks+(kh+1)*HD]
 				a := w[s] / sum
 				for i := range o {
 					o[i] += a * v[i]
@@ -48,9 +57,12 @@ func attentionDecode[F Float](out, q, kc, vc []F, p kdrt.AttentionParams, pos in
 
 // AttentionDecode implements runtime.Backend.
 func (*Backend) AttentionDecode(out, q, kCache, vCache *kdrt.Tensor, p kdrt.AttentionParams, pos int) {
-	if p.NKV <= 0 || p.NH%p.NKV != 0 || q.Numel() != p.NH*p.HD || out.Numel() != q.Numel() ||
-		kCache.Cols() != p.NKV*p.HD || vCache.Numel() != kCache.Numel() || pos < 0 || pos >= kCache.Rows() {
+	B := max(p.B, 1)
+	Tmax := kCache.Rows() / B
+	if p.NKV <= 0 || p.NH%p.NKV != 0 || q.Numel() != B*p.NH*p.HD || out.Numel() != q.Numel() || kCache.Rows()%B != 0 ||
+		kCache.Cols() != p.NKV*p.HD || vCache.Numel() != kCache.Numel() || pos < 0 || pos >= Tmax ||
+		(p.KeyStart != nil && len(p.KeyStart) != B) {
 		panic(fmt.Sprintf("cpu: attention decode %+v at %d: shapes of %v %v %v %v do not agree", p, pos, out, q, kCache, vCache))
 	}
-	attentionDecode(Float32s(out), Float32s(q), Float32s(kCache), Float32s(vCache), p, pos)
+	attentionDecode(Float32s(out), Float32s(q), Float32s(kCache), Float32s(vCache), p, pos, Tmax)
 }

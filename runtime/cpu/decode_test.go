@@ -23,7 +23,7 @@ func TestAttentionDecodeMatchesFull(t *testing.T) {
 		attentionForward(full, probs, q, k, v, p)
 		for pos := range p.T {
 			out := make([]float64, p.NH*p.HD)
-			attentionDecode(out, q[pos*p.NH*p.HD:(pos+1)*p.NH*p.HD], k, v, p, pos)
+			attentionDecode(out, q[pos*p.NH*p.HD:(pos+1)*p.NH*p.HD], k, v, p, pos, p.T)
 			assertClose(t, "decode row", out, full[pos*p.NH*p.HD:(pos+1)*p.NH*p.HD], 1e-12)
 		}
 	}
