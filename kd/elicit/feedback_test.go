@@ -64,7 +64,7 @@ not json
 	if err != nil {
 		t.Fatal(err)
 	}
-	if train, _, rep, err := data.LoadPairs(out, tokAdapter{tok}, data.Options{Template: "chatml", MaxLen: 512}); err != nil || len(train) != 3 {
+	if train, _, rep, err := data.LoadPairs(out, tok, data.Options{Template: "chatml", MaxLen: 512}); err != nil || len(train) != 3 {
 		t.Fatalf("LoadPairs: %d %+v %v", len(train), rep, err)
 	}
 	// A second run asks only about the unjudged prompt.

@@ -152,10 +152,6 @@ func wantAll(t *testing.T, recs map[string]map[string]any, prompts, n int) {
 	}
 }
 
-type tokAdapter struct{ *tokenizer.Tokenizer }
-
-func (a tokAdapter) EOSToken() string { return a.Special().EOSToken }
-
 func temp(v float64) *float64 { return &v }
 
 func TestLabelEndToEnd(t *testing.T) {
@@ -203,7 +199,7 @@ func TestLabelEndToEnd(t *testing.T) {
 		t.Fatalf("ids decode to %q, response %q", got, r["response"])
 	}
 	// kdnative train reads it.
-	train, val, rep, err := data.LoadSFT(out, tokAdapter{tok}, data.Options{Template: "chatml", MaxLen: 512})
+	train, val, rep, err := data.LoadSFT(out, tok, data.Options{Template: "chatml", MaxLen: 512})
 	if err != nil || len(train)+len(val) != 12 {
 		t.Fatalf("LoadSFT: %d+%d %+v %v", len(train), len(val), rep, err)
 	}

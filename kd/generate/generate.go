@@ -81,7 +81,7 @@ func Run(ctx context.Context, be kdrt.Backend, c Config, log io.Writer) ([]Recor
 	if len(prompts) == 0 {
 		return nil, errors.New("generate: no prompts (give --prompt or --prompts FILE)")
 	}
-	tmpl, err := data.NewTemplate(tokAdapter{tok}, data.Options{Template: c.Template, SystemPrompt: c.SystemPrompt, MaxLen: m.Config.MaxPositions})
+	tmpl, err := data.NewTemplate(tok, data.Options{Template: c.Template, SystemPrompt: c.SystemPrompt, MaxLen: m.Config.MaxPositions})
 	if err != nil {
 		return nil, err
 	}
@@ -167,10 +167,6 @@ func Run(ctx context.Context, be kdrt.Backend, c Config, log io.Writer) ([]Recor
 	}
 	return recs, nil
 }
-
-type tokAdapter struct{ *tokenizer.Tokenizer }
-
-func (a tokAdapter) EOSToken() string { return a.Special().EOSToken }
 
 func isIMEnd(tok *tokenizer.Tokenizer, id int32) bool {
 	t, ok := tok.TokenID("<|im_end|>")

@@ -121,7 +121,7 @@ func New(be kdrt.Backend, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, m: m, tok: tok, created: time.Now().Unix(),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	tmpl, err := data.NewTemplate(tokAdapter{tok}, data.Options{Template: cfg.Template, MaxLen: m.Config.MaxPositions})
+	tmpl, err := data.NewTemplate(tok, data.Options{Template: cfg.Template, MaxLen: m.Config.MaxPositions})
 	switch {
 	case err != nil:
 		if cfg.Template != data.TemplateAuto {
@@ -136,10 +136,6 @@ func New(be kdrt.Backend, cfg Config) (*Server, error) {
 	go s.worker()
 	return s, nil
 }
-
-type tokAdapter struct{ *tokenizer.Tokenizer }
-
-func (a tokAdapter) EOSToken() string { return a.Special().EOSToken }
 
 // Close stops the worker once the running job ends; queued jobs are dropped.
 func (s *Server) Close() {

@@ -12,6 +12,7 @@ import (
 	"github.com/kdnative/kdnative/kd/data"
 	"github.com/kdnative/kdnative/kd/loss"
 	"github.com/kdnative/kdnative/model"
+	"github.com/kdnative/kdnative/model/tokenizer"
 	"github.com/kdnative/kdnative/runtime/cpu"
 )
 
@@ -50,7 +51,7 @@ func BenchmarkTeacherCache(b *testing.B) {
 	valData := "../demo/assets/data/val.jsonl.gz"
 	teacher, _ := model.LoadDir(teacherDir, be)
 	student, _ := model.LoadDir(studentDir, be)
-	tok, _ := tokenizerLoad(teacherDir)
+	tok, _ := tokenizer.LoadDir(teacherDir)
 	rows, _, _, err := data.LoadSFT(valData, tok, cacheDataOptions(128, "none", "stop", 259))
 	if err != nil {
 		b.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/kdnative/kdnative/kd/data"
 	"github.com/kdnative/kdnative/kd/loss"
 	"github.com/kdnative/kdnative/model"
+	"github.com/kdnative/kdnative/model/tokenizer"
 	"github.com/kdnative/kdnative/runtime/cpu"
 )
 
@@ -67,7 +68,10 @@ func TestTrainFromTeacherCache(t *testing.T) {
 
 	be := cpu.New()
 	tm, _ := model.LoadDir(teacher, be)
-	tok, _ := tokAdapterFor(t, teacher)
+	tok, err := tokenizer.LoadDir(teacher)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rows, _, _, err := data.LoadSFT(w.sft, tok, data.Options{MaxLen: 64, Template: "none"})
 	if err != nil {
 		t.Fatal(err)
@@ -121,13 +125,4 @@ func TestTrainFromTeacherCache(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(w.dir, "big-k")); err == nil {
 		t.Errorf("a refused cache-teacher run left a folder behind")
 	}
-}
-
-func tokAdapterFor(t *testing.T, dir string) (data.Tokenizer, error) {
-	t.Helper()
-	tk, err := tokenizerLoad(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tk, nil
 }

@@ -70,7 +70,7 @@ func CacheTeacher(ctx context.Context, be kdrt.Backend, c CacheConfig, log io.Wr
 	if maxLen <= 0 || maxLen > teacher.Config.MaxPositions {
 		maxLen = teacher.Config.MaxPositions
 	}
-	rows, _, rep, err := data.LoadSFT(c.Data, tokAdapter{tok}, cacheDataOptions(maxLen, c.Template, c.OnBadLine, V))
+	rows, _, rep, err := data.LoadSFT(c.Data, tok, cacheDataOptions(maxLen, c.Template, c.OnBadLine, V))
 	if err != nil {
 		return err
 	}
@@ -271,15 +271,6 @@ func InspectCache(dir string, example, position int, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "  top-%d mass %.4f, tail %.4f (stored)\n", K, mass, math.Exp(float64(e.Tail[position])))
 	return nil
-}
-
-// tokenizerLoad loads a folder's tokenizer as kd/data wants it.
-func tokenizerLoad(dir string) (data.Tokenizer, error) {
-	t, err := tokenizer.LoadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	return tokAdapter{t}, nil
 }
 
 // describeStats is a cache's size in one line.

@@ -86,7 +86,7 @@ func RunEval(be kdrt.Backend, c EvalConfig, log io.Writer) (*EvalResult, error) 
 		}
 		opts.BeforeSplit = attachCache(r)
 	}
-	rows, _, rep, err := data.LoadSFT(c.Data, tokAdapter{tok}, opts)
+	rows, _, rep, err := data.LoadSFT(c.Data, tok, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -236,13 +236,12 @@ func (t *trainer) loadData() error {
 	if sp.PAD < 0 && sp.EOS >= 0 {
 		t.pad = sp.EOS
 	}
-	tk := tokAdapter{t.tok}
 	lc := data.LoaderConfig{Seed: r.Seed, PadID: t.pad}
 	var rep data.Report
 	var err error
 	if r.Objectives.DPO != nil {
 		var train []data.Pair
-		if train, t.valP, rep, err = data.LoadPairs(r.Data.Train, tk, opts); err != nil {
+		if train, t.valP, rep, err = data.LoadPairs(r.Data.Train, t.tok, opts); err != nil {
 			return err
 		}
 		if len(train) == 0 {
@@ -253,7 +252,7 @@ func (t *trainer) loadData() error {
 		}
 	} else {
 		var train []data.Example
-		if train, t.val, rep, err = data.LoadSFT(r.Data.Train, tk, opts); err != nil {
+		if train, t.val, rep, err = data.LoadSFT(r.Data.Train, t.tok, opts); err != nil {
 			return err
 		}
 		if len(train) == 0 {
@@ -267,11 +266,6 @@ func (t *trainer) loadData() error {
 	t.logf("%s", rep.String())
 	return nil
 }
-
-// tokAdapter gives kd/data the tokenizer's EOS token.
-type tokAdapter struct{ *tokenizer.Tokenizer }
-
-func (a tokAdapter) EOSToken() string { return a.Special().EOSToken }
 
 func (t *trainer) rows() int {
 	if t.pairs != nil {

@@ -204,6 +204,10 @@ func (t *Tokenizer) VocabSize() int { return len(t.idToken) }
 // Special returns the BOS, EOS and PAD tokens.
 func (t *Tokenizer) Special() Special { return t.special }
 
+// EOSToken is the end-of-sequence token's text ("" when there is none), so
+// that a Tokenizer serves kd/data as it is (data.EOSTokenizer).
+func (t *Tokenizer) EOSToken() string { return t.special.EOSToken }
+
 // ChatTemplate returns the Jinja chat template of tokenizer_config.json (or
 // chat_template.jinja), or "" when there is none.
 func (t *Tokenizer) ChatTemplate() string { return t.template }
