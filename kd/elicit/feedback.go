@@ -84,13 +84,10 @@ func readCandidates(path string, strict bool, log io.Writer) ([]candidates, int,
 			err = errors.New(`"responses" needs two or more candidates`)
 		}
 		if err != nil {
-			if strict {
-				return nil, bad, fmt.Errorf("%s line %d: %v", path, n, err)
+			if err := skipLine(log, path, n, err, strict); err != nil {
+				return nil, bad, err
 			}
 			bad++
-			if log != nil {
-				fmt.Fprintf(log, "%s line %d skipped: %v\n", path, n, err)
-			}
 			continue
 		}
 		if rec.Responses != nil {

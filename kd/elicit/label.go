@@ -85,13 +85,10 @@ func readPrompts(path string, strict bool, log io.Writer, key string) ([]promptL
 		}
 		p, err := parsePrompt(text, key)
 		if err != nil {
-			if strict {
-				return nil, bad, fmt.Errorf("%s line %d: %v", path, n, err)
+			if err := skipLine(log, path, n, err, strict); err != nil {
+				return nil, bad, err
 			}
 			bad++
-			if log != nil {
-				fmt.Fprintf(log, "%s line %d skipped: %v\n", path, n, err)
-			}
 			continue
 		}
 		p.line = n
@@ -431,4 +428,16 @@ func mapID(tok *tokenizer.Tokenizer, t *TopLogprob) int {
 		return 1
 	}
 	return 0
+}
+
+// skipLine handles a bad input line: under strict it is the run's error;
+// otherwise it is named on the log and skipped (the caller counts it).
+func skipLine(log io.Writer, path string, n int, err error, strict bool) error {
+	if strict {
+		return fmt.Errorf("%s line %d: %v", path, n, err)
+	}
+	if log != nil {
+		fmt.Fprintf(log, "%s line %d skipped: %v\n", path, n, err)
+	}
+	return nil
 }
