@@ -1,0 +1,171 @@
+package cuda
+
+import (
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kdnative/kdnative/kernels"
+)
+
+// requireNVRTC is set by CI (.ci/run): there the compile check must fail,
+// not skip, when NVRTC cannot be loaded.
+func requireNVRTC() bool { return os.Getenv("KDNATIVE_REQUIRE_NVRTC") == "1" }
+
+// TestKernelsCompile compiles every kernel program through our own NVRTC
+// binding for the architectures kdnative supports in practice (A100: sm_80,
+// H100/H200: sm_90), without a GPU. A kernel that does not compile, or that
+// warns, fails here.
+func TestKernelsCompile(t *testing.T) {
+	n, err := LoadNVRTC(0)
+	if err != nil {
+		if requireNVRTC() {
+			t.Fatalf("NVRTC is required here (KDNATIVE_REQUIRE_NVRTC=1) but did not load: %v", err)
+		}
+		t.Skipf("NVRTC not installed, so the kernels cannot be compiled here (pip install nvidia-cuda-nvrtc): %v", err)
+	}
+	t.Logf("NVRTC %s from %s", n.Version(), n.Path())
+	progs := kernels.Programs()
+	if len(progs) == 0 {
+		t.Fatal("no kernel programs embedded")
+	}
+	for _, arch := range []string{"sm_80", "sm_90"} {
+		for _, p := range progs {
+			t.Run(arch+"/"+p.Name, func(t *testing.T) {
+				cubin, log, err := n.Compile(p.Name, p.Source, arch, compileOptions)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(log, "warning") {
+					t.Errorf("%s for %s compiles with warnings:\n%s", p.Name, arch, log)
+				}
+				// An ELF cubin, and every kernel the source declares is in it
+				// under its extern "C" name.
+				if len(cubin) < 4 || string(cubin[:4]) != "\x7fELF" {
+					t.Fatalf("%s: NVRTC returned %d bytes that are not an ELF cubin", p.Name, len(cubin))
+				}
+				for _, k := range p.Kernels {
+					if !strings.Contains(string(cubin), "\x00"+k+"\x00") {
+						t.Errorf("%s: kernel %s is not in the cubin's symbols", p.Name, k)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestCompileErrorShowsLog: a kernel that does not compile gives an error
+// carrying NVRTC's log with the file and line.
+func TestCompileErrorShowsLog(t *testing.T) {
+	n, err := LoadNVRTC(0)
+	if err != nil {
+		if requireNVRTC() {
+			t.Fatalf("NVRTC is required here but did not load: %v", err)
+		}
+		t.Skipf("NVRTC not installed: %v", err)
+	}
+	src := kernels.Common() + "\n#line 1 \"broken.cu\"\nextern \"C\" __global__ void broken(float* x) {\n  x[0] = undeclared_thing;\n}\n"
+	_, _, err = n.Compile("broken.cu", src, "sm_90", compileOptions)
+	ce, ok := err.(*CompileError)
+	if !ok {
+		t.Fatalf("compiling a broken kernel: got %v, want a *CompileError", err)
+	}
+	if !strings.Contains(ce.Log, "broken.cu(2)") || !strings.Contains(ce.Log, "undeclared_thing") {
+		t.Errorf("the log does not point at broken.cu line 2:\n%s", ce.Log)
+	}
+	if !strings.Contains(err.Error(), "broken.cu") || !strings.Contains(err.Error(), "sm_90") {
+		t.Errorf("error %q does not name the program and architecture", err)
+	}
+}
+
+// TestCompileCacheKey: the disk cache's key changes with the source, the
+// architecture and the NVRTC version, and CompileProgram's second call is
+// served from the cache.
+func TestCompileCache(t *testing.T) {
+	n, err := LoadNVRTC(0)
+	if err != nil {
+		if requireNVRTC() {
+			t.Fatalf("NVRTC is required here but did not load: %v", err)
+		}
+		t.Skipf("NVRTC not installed: %v", err)
+	}
+	dir := t.TempDir()
+	t.Setenv("KDNATIVE_KERNEL_CACHE", dir)
+	p := kernels.Programs()[0]
+	k80, k90 := cacheKey(p, n, "sm_80"), cacheKey(p, n, "sm_90")
+	q := p
+	q.Source += "\n// edited\n"
+	if k80 == k90 || cacheKey(q, n, "sm_80") == k80 {
+		t.Fatalf("cache keys do not separate architectures or sources: %s %s", k80, k90)
+	}
+	m := *n
+	m.Minor++
+	if cacheKey(p, &m, "sm_80") == k80 {
+		t.Fatal("cache key ignores the NVRTC version")
+	}
+	first, err := CompileProgram(n, p, "sm_80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := dir + "/" + k80
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("no cache file after compiling: %v", err)
+	}
+	// Plant a marker in the cache file: the second call must return it.
+	marked := append(slices.Clone(first), "cached"...)
+	if err := os.WriteFile(path, marked, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	second, err := CompileProgram(n, p, "sm_80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(second), "cached") {
+		t.Error("the second CompileProgram did not read the disk cache")
+	}
+}
+
+// TestLaunchedKernelsExist: every kernel name the Go code launches (a string
+// literal passed to launch or kernelFor) is defined by some program, so a
+// typo is caught without a GPU.
+func TestLaunchedKernelsExist(t *testing.T) {
+	defined := map[string]bool{}
+	for _, p := range kernels.Programs() {
+		for _, k := range p.Kernels {
+			defined[k] = true
+		}
+	}
+	launchRe := regexp.MustCompile(`\.launch\(\s*[^,]+,\s*"([A-Za-z0-9_]+)"`)
+	forRe := regexp.MustCompile(`kernelFor\(\s*"([A-Za-z0-9_]+)"`)
+	files, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, f := range files {
+		if !strings.HasSuffix(f.Name(), ".go") || strings.HasSuffix(f.Name(), "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range launchRe.FindAllStringSubmatch(string(src), -1) {
+			seen++
+			if !defined[m[1]] {
+				t.Errorf("%s launches kernel %s, which no kernels/*.cu defines", f.Name(), m[1])
+			}
+		}
+		for _, m := range forRe.FindAllStringSubmatch(string(src), -1) {
+			seen++
+			if !defined[m[1]+"_f32"] || !defined[m[1]+"_bf16"] {
+				t.Errorf("%s uses kernelFor(%q), but kernels/*.cu lacks %s_f32 or %s_bf16", f.Name(), m[1], m[1], m[1])
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("found no kernel launch sites: the patterns no longer match the code")
+	}
+}

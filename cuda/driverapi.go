@@ -1,0 +1,89 @@
+package cuda
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// ctxAPI is the driver API the backend uses beyond the probe: contexts,
+// memory, modules, launches and events. Handles (CUcontext, CUmodule,
+// CUfunction, CUstream, CUevent) are opaque pointers, held as uintptr;
+// device addresses (CUdeviceptr) are uint64.
+type ctxAPI struct {
+	*driverAPI
+
+	cuDevicePrimaryCtxRetain  func(ctx *uintptr, dev int32) cuResult
+	cuDevicePrimaryCtxRelease func(dev int32) cuResult
+	cuCtxSetCurrent           func(ctx uintptr) cuResult
+	cuCtxSynchronize          func() cuResult
+	cuMemAlloc                func(dptr *uint64, bytes uint64) cuResult
+	cuMemFree                 func(dptr uint64) cuResult
+	cuMemGetInfo              func(free, total *uint64) cuResult
+	cuMemcpyHtoD              func(dst uint64, src unsafe.Pointer, bytes uint64) cuResult
+	cuMemcpyDtoH              func(dst unsafe.Pointer, src uint64, bytes uint64) cuResult
+	cuMemcpyDtoDAsync         func(dst, src uint64, bytes uint64, stream uintptr) cuResult
+	cuMemsetD8Async           func(dst uint64, v uint8, n uint64, stream uintptr) cuResult
+	cuModuleLoadData          func(mod *uintptr, image unsafe.Pointer) cuResult
+	cuModuleGetFunction       func(fn *uintptr, mod uintptr, name *byte) cuResult
+	cuLaunchKernel            func(fn uintptr, gx, gy, gz, bx, by, bz, shmem uint32, stream uintptr, params *unsafe.Pointer, extra *unsafe.Pointer) cuResult
+	cuFuncSetAttribute        func(fn uintptr, attr int32, value int32) cuResult
+	cuEventCreate             func(ev *uintptr, flags uint32) cuResult
+	cuEventRecord             func(ev uintptr, stream uintptr) cuResult
+	cuEventSynchronize        func(ev uintptr) cuResult
+	cuEventElapsedTime        func(ms *float32, start, end uintptr) cuResult
+	cuEventDestroy            func(ev uintptr) cuResult
+}
+
+// More CUdevice_attribute values.
+const (
+	attrMaxSharedMemoryPerBlock      = 8
+	attrMultiprocessorCount          = 16
+	attrMaxSharedMemoryPerBlockOptin = 97
+)
+
+// cuFuncAttributeMaxDynamicSharedMemorySize is CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
+const cuFuncAttributeMaxDynamicSharedMemorySize = 8
+
+// bindContextAPI binds the backend's driver calls. A driver that lacks one is
+// too old for kdnative: the error names the call.
+func bindContextAPI(d *driverAPI) (*ctxAPI, error) {
+	a := &ctxAPI{driverAPI: d}
+	binds := []struct {
+		fptr any
+		sym  string
+	}{
+		{&a.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain"},
+		{&a.cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2"},
+		{&a.cuCtxSetCurrent, "cuCtxSetCurrent"},
+		{&a.cuCtxSynchronize, "cuCtxSynchronize"},
+		{&a.cuMemAlloc, "cuMemAlloc_v2"},
+		{&a.cuMemFree, "cuMemFree_v2"},
+		{&a.cuMemGetInfo, "cuMemGetInfo_v2"},
+		{&a.cuMemcpyHtoD, "cuMemcpyHtoD_v2"},
+		{&a.cuMemcpyDtoH, "cuMemcpyDtoH_v2"},
+		{&a.cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2"},
+		{&a.cuMemsetD8Async, "cuMemsetD8Async"},
+		{&a.cuModuleLoadData, "cuModuleLoadData"},
+		{&a.cuModuleGetFunction, "cuModuleGetFunction"},
+		{&a.cuLaunchKernel, "cuLaunchKernel"},
+		{&a.cuFuncSetAttribute, "cuFuncSetAttribute"},
+		{&a.cuEventCreate, "cuEventCreate"},
+		{&a.cuEventRecord, "cuEventRecord"},
+		{&a.cuEventSynchronize, "cuEventSynchronize"},
+		{&a.cuEventElapsedTime, "cuEventElapsedTime"},
+		{&a.cuEventDestroy, "cuEventDestroy_v2"},
+	}
+	for _, b := range binds {
+		if err := d.lib.Bind(b.fptr, b.sym); err != nil {
+			return nil, fmt.Errorf("%v: the NVIDIA driver is too old for kdnative", err)
+		}
+	}
+	return a, nil
+}
+
+// cStr returns a NUL-terminated copy of s for a C call.
+func cStr(s string) *byte {
+	b := make([]byte, len(s)+1)
+	copy(b, s)
+	return &b[0]
+}

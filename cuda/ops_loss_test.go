@@ -1,0 +1,732 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	kdrt "github.com/kdnative/kdnative/runtime"
+	"github.com/kdnative/kdnative/runtime/cpu"
+)
+
+// The loss ops are checked twice: against the CPU backend on the same inputs,
+// and against a float64 evaluation of the CPU's own algorithm (the functions
+// below are runtime/cpu's divergence.go and loss.go written out in float64).
+// The second check is the tight one: the CPU sums a vocabulary row
+// sequentially in float32, and over 50,000 columns that sum is itself off by
+// up to ~1e-3 relative (measured against the same code in float64), while the
+// GPU's blocked sums stay within ~2e-6 of it (measured on a float32 emulation
+// of kernels/loss.cu). The CPU comparison therefore allows lossCPUTol, which
+// grows with the row width.
+//
+// The students here are not confident (no logit far above the rest): with
+// one, ∂D/∂s at the peak is q·(g − Σ q·g) with Σ q·g ≈ g there, a
+// cancellation that leaves float32 (CPU and GPU alike) with 1e-4 to 1e-1
+// relative error on reverse divergences, so neither could check the other.
+// Confident teachers are tested (row 2 of every teacher).
+
+// lossCPUTol is the relative error allowed between the GPU and the CPU for
+// rows of V columns.
+func lossCPUTol(V int) float64 {
+	if V <= 2048 {
+		return 5e-5
+	}
+	return 5e-3
+}
+
+// sparseTol is the relative error allowed between the GPU and the float64
+// reference of SparseDivergence. A confident teacher (row 2) makes the reverse
+// divergences' g ≈ log q − log p ≈ 40 on every bin, so q·(g − Σ q·g) cancels
+// and float32 keeps ~6e-6 of it under Renormalize; under TailBucket the
+// tail's g_tail − Σ q·g cancels against a student tail near 1, ~4e-5. (The
+// CPU loses as much: both are float32 evaluations of one formula.)
+func sparseTol(mode kdrt.TailMode) float64 {
+	if mode == kdrt.TailBucket {
+		return 1e-4
+	}
+	return 2e-5
+}
+
+// check64 compares the GPU tensor g with float64 reference values.
+func (p *pair) check64(what string, want []float64, g *kdrt.Tensor, tol float64) {
+	p.t.Helper()
+	vals := make([]float32, len(want))
+	for i, v := range want {
+		vals[i] = float32(v)
+	}
+	c, err := p.cpu.Alloc(what, kdrt.F32, len(vals))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if err := p.cpu.Upload(c, vals); err != nil {
+		p.t.Fatal(err)
+	}
+	p.check(what+" (float64 reference)", c, g, tol)
+}
+
+// host returns a CPU tensor's values as float64.
+func (p *pair) host(c *kdrt.Tensor) []float64 {
+	p.t.Helper()
+	v := values(p.t, p.cpu, c)
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
+
+// clone copies a CPU/GPU tensor pair's current values into a new pair (the
+// reference needs the inputs an op accumulates into).
+func (p *pair) clone(name string, c *kdrt.Tensor) (cc, gc *kdrt.Tensor) {
+	p.t.Helper()
+	return p.from(name, kdrt.F32, values(p.t, p.cpu, c), c.Shape...)
+}
+
+// logits makes N rows of V logits uniform in [-scale, scale), with row
+// peaked (if in range) given one id raised by 25: a confident model.
+func (p *pair) logits(name string, N, V int, scale float32, peaked int) (c, g *kdrt.Tensor) {
+	vals := make([]float32, N*V)
+	for i := range vals {
+		vals[i] = scale * (2*p.rng.Float32() - 1)
+	}
+	if peaked >= 0 && peaked < N {
+		vals[peaked*V+p.rng.IntN(V)] += 25
+	}
+	return p.from(name, kdrt.F32, vals, N, V)
+}
+
+// rowWeights are N row weights in [0.25, 1.25) with row 1 (if any) masked.
+func (p *pair) rowWeights(N int) []float32 {
+	w := make([]float32, N)
+	for i := range w {
+		w[i] = 0.25 + p.rng.Float32()
+	}
+	if N > 1 {
+		w[1] = 0
+	}
+	return w
+}
+
+// ---- float64 references: runtime/cpu's algorithms in float64 ----
+
+func ref64LogSoftmax(ls, x []float64, invT float64) {
+	mx := math.Inf(-1)
+	for _, v := range x {
+		mx = math.Max(mx, v*invT)
+	}
+	if math.IsInf(mx, -1) {
+		for i := range ls {
+			ls[i] = mx
+		}
+		return
+	}
+	var s float64
+	for _, v := range x {
+		s += math.Exp(v*invT - mx)
+	}
+	ls1 := math.Log(s)
+	for i, v := range x {
+		ls[i] = (v*invT - mx) - ls1
+	}
+}
+
+func ref64LogSumExp(x []float64) float64 {
+	mx := math.Inf(-1)
+	for _, v := range x {
+		mx = math.Max(mx, v)
+	}
+	if math.IsInf(mx, -1) {
+		return mx
+	}
+	var s float64
+	for _, v := range x {
+		s += math.Exp(v - mx)
+	}
+	return mx + math.Log(s)
+}
+
+func ref64LogAddExp(a, b float64) float64 {
+	if math.IsInf(a, -1) {
+		return b
+	}
+	if math.IsInf(b, -1) {
+		return a
+	}
+	if a < b {
+		a, b = b, a
+	}
+	return a + math.Log1p(math.Exp(b-a))
+}
+
+// ref64Bins is binDivergence: D over bins, and q·∂D/∂q per bin in qg.
+func ref64Bins(qg, lp, lq []float64, kind kdrt.DivergenceKind, beta, alpha float64) float64 {
+	var d float64
+	switch kind {
+	case kdrt.ForwardKL:
+		for i := range lp {
+			p := math.Exp(lp[i])
+			if p > 0 {
+				d += p * (lp[i] - lq[i])
+			}
+			qg[i] = -p
+		}
+	case kdrt.ReverseKL:
+		for i := range lq {
+			q := math.Exp(lq[i])
+			qg[i] = 0
+			if q > 0 {
+				d += q * (lq[i] - lp[i])
+				qg[i] = q * (lq[i] - lp[i])
+			}
+		}
+	case kdrt.JSD:
+		if beta == 0 {
+			return ref64Bins(qg, lp, lq, kdrt.ForwardKL, 0, 0)
+		}
+		if beta == 1 {
+			return ref64Bins(qg, lp, lq, kdrt.ReverseKL, 0, 0)
+		}
+		lb, l1b := math.Log(beta), math.Log(1-beta)
+		for i := range lp {
+			lm := ref64LogAddExp(lb+lp[i], l1b+lq[i])
+			p, q := math.Exp(lp[i]), math.Exp(lq[i])
+			qg[i] = 0
+			if p > 0 {
+				d += beta * p * (lp[i] - lm)
+			}
+			if q > 0 {
+				d += (1 - beta) * q * (lq[i] - lm)
+				qg[i] = (1 - beta) * q * (lq[i] - lm)
+			}
+		}
+	case kdrt.TVD:
+		for i := range lp {
+			p, q := math.Exp(lp[i]), math.Exp(lq[i])
+			d += 0.5 * math.Abs(p-q)
+			switch {
+			case q > p:
+				qg[i] = 0.5 * q
+			case q < p:
+				qg[i] = -0.5 * q
+			default:
+				qg[i] = 0
+			}
+		}
+	case kdrt.SkewKL:
+		la, l1a := math.Log(alpha), math.Log(1-alpha)
+		for i := range lp {
+			p := math.Exp(lp[i])
+			qg[i] = 0
+			if p > 0 {
+				lm := ref64LogAddExp(la+lp[i], l1a+lq[i])
+				d += p * (lp[i] - lm)
+				qg[i] = -(1 - alpha) * p * math.Exp(lq[i]-lm)
+			}
+		}
+	case kdrt.SkewReverseKL:
+		la, l1a := math.Log(alpha), math.Log(1-alpha)
+		for i := range lp {
+			q := math.Exp(lq[i])
+			qg[i] = 0
+			if q > 0 {
+				lm := ref64LogAddExp(l1a+lp[i], la+lq[i])
+				d += q * (lq[i] - lm)
+				qg[i] = q * (lq[i] - lm - alpha*math.Exp(lq[i]-lm))
+			}
+		}
+	}
+	return d
+}
+
+// ref64Dense is divergenceRows: losses are overwritten, ds (nil or [N, Vs])
+// accumulated.
+func ref64Dense(losses, ds, student, teacher, weights []float64, N, Vs, Vt int, p kdrt.DivergenceParams) {
+	V := p.Vocab
+	if V == 0 {
+		V = Vs
+	}
+	invT := float64(1 / p.Temperature)
+	lp, lq, qg := make([]float64, V), make([]float64, V), make([]float64, V)
+	for n := range N {
+		w := weights[n]
+		if w == 0 {
+			losses[n] = 0
+			continue
+		}
+		ref64LogSoftmax(lp, teacher[n*Vt:n*Vt+V], invT)
+		ref64LogSoftmax(lq, student[n*Vs:n*Vs+V], invT)
+		losses[n] = w * ref64Bins(qg, lp, lq, p.Kind, float64(p.Beta), float64(p.Alpha))
+		if ds == nil {
+			continue
+		}
+		var s float64
+		for _, v := range qg {
+			s += v
+		}
+		for j := range qg {
+			ds[n*Vs+j] += w * invT * (qg[j] - math.Exp(lq[j])*s)
+		}
+	}
+}
+
+// ref64Sparse is sparseDivergenceRows.
+func ref64Sparse(losses, ds, student []float64, ids []int32, logprobs, tails, weights []float64, N, V, K int, p kdrt.DivergenceParams) {
+	invT := float64(1 / p.Temperature)
+	bins := K
+	if p.Tail == kdrt.TailBucket {
+		bins = K + 1
+	}
+	ls := make([]float64, V)
+	lp, lq, qg := make([]float64, bins), make([]float64, bins), make([]float64, bins)
+	renorm := func(l []float64) {
+		lse := ref64LogSumExp(l)
+		for i := range l {
+			l[i] -= lse
+		}
+	}
+	for n := range N {
+		w := weights[n]
+		if w == 0 {
+			losses[n] = 0
+			continue
+		}
+		rowIDs, rowLP := ids[n*K:(n+1)*K], logprobs[n*K:(n+1)*K]
+		ref64LogSoftmax(ls, student[n*V:(n+1)*V], invT)
+		inTop := make([]bool, V)
+		for k, id := range rowIDs {
+			lp[k], lq[k] = rowLP[k], ls[id]
+			inTop[id] = true
+		}
+		if p.Tail == kdrt.Renormalize {
+			renorm(lp[:K])
+			renorm(lq[:K])
+		} else {
+			if tails != nil {
+				lp[K] = tails[n]
+				if K == V {
+					lp[K] = math.Inf(-1)
+				}
+				renorm(lp)
+			} else {
+				var pt float64
+				for _, v := range lp[:K] {
+					pt += math.Exp(v)
+				}
+				if K < V {
+					lp[K] = math.Log(math.Max(1e-10, 1-pt))
+				} else {
+					lp[K] = math.Inf(-1)
+				}
+			}
+			mx := math.Inf(-1)
+			for j, v := range ls {
+				if !inTop[j] {
+					mx = math.Max(mx, v)
+				}
+			}
+			var sum float64
+			if !math.IsInf(mx, -1) {
+				for j, v := range ls {
+					if !inTop[j] {
+						sum += math.Exp(v - mx)
+					}
+				}
+			}
+			lq[K] = mx + math.Log(sum)
+		}
+		losses[n] = w * ref64Bins(qg, lp, lq, p.Kind, float64(p.Beta), float64(p.Alpha))
+		if ds == nil {
+			continue
+		}
+		var s float64
+		for _, v := range qg {
+			s += v
+		}
+		if p.Tail == kdrt.TailBucket {
+			gTail := 0.0
+			if qt := math.Exp(lq[K]); qt > 0 {
+				gTail = qg[K] / qt
+			}
+			for j, v := range ls {
+				if !inTop[j] {
+					ds[n*V+j] += w * invT * math.Exp(v) * (gTail - s)
+				}
+			}
+		}
+		for k, id := range rowIDs {
+			ds[n*V+int(id)] += w * invT * (qg[k] - math.Exp(lq[k])*s)
+		}
+	}
+}
+
+// ---- cross-entropy ----
+
+func TestCrossEntropy(t *testing.T) {
+	p := newPair(t)
+	for _, sh := range []struct{ N, V int }{{7, 11}, {5, 1000}, {4, 50000}, {2, 151936}} {
+		for _, scale := range []float32{3, 30} {
+			name := fmt.Sprintf("%dx%d/scale=%g", sh.N, sh.V, scale)
+			lc, lg := p.logits("logits", sh.N, sh.V, scale, 2)
+			tv := make([]int32, sh.N)
+			for i := range tv {
+				tv[i] = int32(p.rng.IntN(sh.V))
+			}
+			tv[1] = kdrt.IgnoreIndex
+			tc, tg := p.ints("targets", tv, sh.N)
+			oc, og := p.rand("losses", kdrt.F32, 1, sh.N) // overwritten
+			p.cpu.CrossEntropy(oc, lc, tc)
+			p.gpu.CrossEntropy(og, lg, tg)
+			p.check(name+" losses", oc, og, lossCPUTol(sh.V))
+
+			x := p.host(lc)
+			want := make([]float64, sh.N)
+			for n, tt := range tv {
+				if tt != kdrt.IgnoreIndex {
+					row := x[n*sh.V : (n+1)*sh.V]
+					want[n] = ref64LogSumExp(row) - row[tt]
+				}
+			}
+			p.check64(name+" losses", want, og, tolFor(kdrt.F32))
+		}
+	}
+}
+
+func TestCrossEntropyBackward(t *testing.T) {
+	p := newPair(t)
+	for _, sh := range []struct{ N, V int }{{7, 11}, {5, 1000}, {4, 50000}, {3, 151936}} {
+		for _, weighted := range []bool{false, true} {
+			name := fmt.Sprintf("%dx%d/weighted=%v", sh.N, sh.V, weighted)
+			lc, lg := p.logits("logits", sh.N, sh.V, 6, 0)
+			tv := make([]int32, sh.N)
+			for i := range tv {
+				tv[i] = int32(p.rng.IntN(sh.V))
+			}
+			tv[sh.N-1] = kdrt.IgnoreIndex
+			tc, tg := p.ints("targets", tv, sh.N)
+			var wc, wg *kdrt.Tensor
+			w := make([]float32, sh.N)
+			for i := range w {
+				w[i] = 1
+			}
+			if weighted {
+				w = p.rowWeights(sh.N) // row 1 has weight 0
+				wc, wg = p.from("weights", kdrt.F32, w, sh.N)
+			}
+			const scale = 0.375
+			dc, dg := p.rand("dlogits", kdrt.F32, 1/float32(sh.V), sh.N, sh.V) // accumulated into
+			want := p.host(dc)
+			p.cpu.CrossEntropyBackward(dc, lc, tc, wc, scale)
+			p.gpu.CrossEntropyBackward(dg, lg, tg, wg, scale)
+			p.check(name+" dlogits", dc, dg, lossCPUTol(sh.V))
+
+			x := p.host(lc)
+			for n, tt := range tv {
+				s := scale * float64(w[n])
+				if tt == kdrt.IgnoreIndex || s == 0 {
+					continue
+				}
+				row := x[n*sh.V : (n+1)*sh.V]
+				lse := ref64LogSumExp(row)
+				for j, v := range row {
+					want[n*sh.V+j] += s * math.Exp(v-lse)
+				}
+				want[n*sh.V+int(tt)] -= s
+			}
+			p.check64(name+" dlogits", want, dg, tolFor(kdrt.F32))
+		}
+	}
+}
+
+// ---- divergences ----
+
+// divConfigs are every divergence kind, JSD also at β = 0 and 1 (exactly
+// forward and reverse KL).
+var divConfigs = []kdrt.DivergenceParams{
+	{Kind: kdrt.ForwardKL},
+	{Kind: kdrt.ReverseKL},
+	{Kind: kdrt.JSD, Beta: 0.375},
+	{Kind: kdrt.JSD, Beta: 0},
+	{Kind: kdrt.JSD, Beta: 1},
+	{Kind: kdrt.TVD},
+	{Kind: kdrt.SkewKL, Alpha: 0.125},
+	{Kind: kdrt.SkewReverseKL, Alpha: 0.25},
+}
+
+func divName(d kdrt.DivergenceParams) string {
+	switch d.Kind {
+	case kdrt.JSD:
+		return fmt.Sprintf("jsd(β=%g)", d.Beta)
+	case kdrt.SkewKL, kdrt.SkewReverseKL:
+		return fmt.Sprintf("%v(α=%g)", d.Kind, d.Alpha)
+	}
+	return d.Kind.String()
+}
+
+func TestDivergence(t *testing.T) {
+	p := newPair(t)
+	shapes := []struct {
+		N, Vs, Vt, Vocab int
+		T                float32
+	}{
+		{6, 97, 97, 0, 2},
+		{5, 1000, 1013, 997, 0.75},
+		{3, 50000, 50000, 0, 1.5},
+		{3, 50011, 50003, 49999, 2.5},
+	}
+	for _, sh := range shapes {
+		for _, cfg := range divConfigs {
+			for _, grad := range []bool{false, true} {
+				dp := cfg
+				dp.Temperature, dp.Vocab = sh.T, sh.Vocab
+				name := fmt.Sprintf("%s/%dx%d-vs-%d/vocab=%d/T=%g/grad=%v", divName(cfg), sh.N, sh.Vs, sh.Vt, sh.Vocab, sh.T, grad)
+				V := sh.Vs
+				if sh.Vocab > 0 {
+					V = sh.Vocab
+				}
+				sc, sg := p.logits("student", sh.N, sh.Vs, 4, -1)
+				tc, tg := p.logits("teacher", sh.N, sh.Vt, 4, 2) // row 2: a confident teacher
+				w := p.rowWeights(sh.N)                          // row 1: weight 0
+				wc, wg := p.from("weights", kdrt.F32, w, sh.N)   //
+				oc, og := p.rand("losses", kdrt.F32, 1, sh.N)    // overwritten
+				var dc, dg *kdrt.Tensor
+				var want []float64
+				if grad {
+					dc, dg = p.rand("dstudent", kdrt.F32, 1/float32(V), sh.N, sh.Vs) // accumulated into
+					want = p.host(dc)
+				}
+				p.cpu.Divergence(oc, dc, sc, tc, wc, dp)
+				p.gpu.Divergence(og, dg, sg, tg, wg, dp)
+				p.check(name+" losses", oc, og, lossCPUTol(V))
+				if grad {
+					p.check(name+" dstudent", dc, dg, lossCPUTol(V))
+				}
+
+				losses := make([]float64, sh.N)
+				w64 := make([]float64, sh.N)
+				for i, v := range w {
+					w64[i] = float64(v)
+				}
+				ref64Dense(losses, want, p.host(sc), p.host(tc), w64, sh.N, sh.Vs, sh.Vt, dp)
+				p.check64(name+" losses", losses, og, tolFor(kdrt.F32))
+				if grad {
+					p.check64(name+" dstudent", want, dg, tolFor(kdrt.F32))
+				}
+			}
+		}
+	}
+}
+
+// sparseTeacher is a real top-k of a random teacher distribution per row:
+// ids sorted by decreasing probability, their log-probabilities, and the log
+// of the mass outside them (summed directly in float64). Row 2 (if any) is a
+// confident teacher (one logit raised by 40: its tail is ~1e-15, below
+// float32's resolution of 1 − Σ top-k); with unused, the last slot of row 3
+// (if any) is an unused slot (−Inf).
+func (p *pair) sparseTeacher(N, V, K int, unused bool) (ids []int32, lps, tails []float32) {
+	ids, lps, tails = make([]int32, N*K), make([]float32, N*K), make([]float32, N)
+	x := make([]float64, V)
+	ls := make([]float64, V)
+	order := make([]int32, V)
+	for n := range N {
+		for j := range x {
+			x[j] = 2 * p.rng.NormFloat64()
+		}
+		if n == 2 {
+			x[p.rng.IntN(V)] += 40
+		}
+		ref64LogSoftmax(ls, x, 1)
+		for j := range order {
+			order[j] = int32(j)
+		}
+		slices.SortFunc(order, func(a, b int32) int {
+			switch {
+			case ls[a] > ls[b]:
+				return -1
+			case ls[a] < ls[b]:
+				return 1
+			}
+			return int(a - b)
+		})
+		var tail float64
+		for _, j := range order[K:] {
+			tail += math.Exp(ls[j])
+		}
+		tails[n] = float32(math.Log(tail))
+		for k := range K {
+			ids[n*K+k] = order[k]
+			lps[n*K+k] = float32(ls[order[k]])
+		}
+		if unused && n == 3 {
+			lps[n*K+K-1] = float32(math.Inf(-1))
+		}
+	}
+	return ids, lps, tails
+}
+
+func TestSparseDivergence(t *testing.T) {
+	p := newPair(t)
+	shapes := []struct {
+		N, V, K int
+		T       float32
+	}{
+		{5, 1000, 20, 1.5},
+		{4, 50000, 64, 0.75},
+		{4, 151936, 100, 2},
+		{3, 8, 8, 1.25}, // every id in the top-k: the tail bin is empty
+	}
+	type tailCase struct {
+		mode     kdrt.TailMode
+		withTail bool
+	}
+	tailCases := []tailCase{{kdrt.Renormalize, false}, {kdrt.TailBucket, false}, {kdrt.TailBucket, true}}
+	for _, sh := range shapes {
+		for _, cfg := range divConfigs {
+			if cfg.Kind == kdrt.JSD && (cfg.Beta == 0 || cfg.Beta == 1) && sh.V > 1000 {
+				continue // the same kernels as forward and reverse KL: once is enough
+			}
+			// An unused (−Inf) teacher slot makes reverse KL infinite under
+			// Renormalize; give it to the other kinds.
+			unused := cfg.Kind != kdrt.ReverseKL && !(cfg.Kind == kdrt.JSD && cfg.Beta == 1) && sh.K < sh.V
+			ids, lps, tails := p.sparseTeacher(sh.N, sh.V, sh.K, unused)
+			for _, tcase := range tailCases {
+				for _, grad := range []bool{false, true} {
+					dp := cfg
+					dp.Temperature, dp.Tail = sh.T, tcase.mode
+					name := fmt.Sprintf("%s/%dx%d/top-%d/T=%g/tail=%d,given=%v/grad=%v", divName(cfg), sh.N, sh.V, sh.K, sh.T, tcase.mode, tcase.withTail, grad)
+					ic, ig := p.ints("ids", ids, sh.N, sh.K)
+					lc, lg := p.from("logprobs", kdrt.F32, lps, sh.N, sh.K)
+					var tlc, tlg *kdrt.Tensor
+					var tails64 []float64
+					if tcase.withTail {
+						tlc, tlg = p.from("tail", kdrt.F32, tails, sh.N)
+						tails64 = p.host(tlc)
+					}
+					sc, sg := p.logits("student", sh.N, sh.V, 4, -1)
+					w := p.rowWeights(sh.N) // row 1: weight 0
+					wc, wg := p.from("weights", kdrt.F32, w, sh.N)
+					oc, og := p.rand("losses", kdrt.F32, 1, sh.N) // overwritten
+					var dc, dg *kdrt.Tensor
+					var want []float64
+					if grad {
+						dc, dg = p.rand("dstudent", kdrt.F32, 1/float32(sh.V), sh.N, sh.V) // accumulated into
+						want = p.host(dc)
+					}
+					p.cpu.SparseDivergence(oc, dc, sc, ic, lc, tlc, wc, dp)
+					p.gpu.SparseDivergence(og, dg, sg, ig, lg, tlg, wg, dp)
+					p.check(name+" losses", oc, og, lossCPUTol(sh.V))
+					if grad {
+						p.check(name+" dstudent", dc, dg, lossCPUTol(sh.V))
+					}
+
+					losses := make([]float64, sh.N)
+					w64 := make([]float64, sh.N)
+					for i, v := range w {
+						w64[i] = float64(v)
+					}
+					ref64Sparse(losses, want, p.host(sc), ids, p.host(lc), tails64, w64, sh.N, sh.V, sh.K, dp)
+					p.check64(name+" losses", losses, og, sparseTol(tcase.mode))
+					if grad {
+						p.check64(name+" dstudent", want, dg, sparseTol(tcase.mode))
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestLossReferences checks the float64 references above against the CPU
+// backend on small rows, without a GPU: a reference that drifted from
+// runtime/cpu would otherwise only show on the GPU machine.
+func TestLossReferences(t *testing.T) {
+	c := cpu.New()
+	r := rand.New(rand.NewPCG(rand.Uint64(), 2))
+	tensor := func(vals []float32, shape ...int) *kdrt.Tensor {
+		x, err := c.Alloc("x", kdrt.F32, shape...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Upload(x, vals); err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	f64 := func(v []float32) []float64 {
+		out := make([]float64, len(v))
+		for i, x := range v {
+			out[i] = float64(x)
+		}
+		return out
+	}
+	near := func(what string, got []float32, want []float64) {
+		t.Helper()
+		w := make([]float32, len(want))
+		for i, v := range want {
+			w[i] = float32(v)
+		}
+		if e, i := relErr(got, w); e > 1e-5 {
+			t.Errorf("%s: CPU and float64 reference differ by %.3g; worst element %d: %v vs %v", what, e, i, got[i], w[i])
+		}
+	}
+	randv := func(n int, scale float32) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = scale * (2*r.Float32() - 1)
+		}
+		return v
+	}
+	const N, Vs, Vt, V, K = 4, 97, 101, 95, 9
+	w := []float32{1, 0, 0.5, 1.25}
+	for _, cfg := range divConfigs {
+		dp := cfg
+		dp.Temperature, dp.Vocab = 1.75, V
+		s, te, pre := randv(N*Vs, 4), randv(N*Vt, 4), randv(N*Vs, 0.01)
+		lt, dt := tensor(make([]float32, N), N), tensor(pre, N, Vs)
+		c.Divergence(lt, dt, tensor(s, N, Vs), tensor(te, N, Vt), tensor(w, N), dp)
+		losses, ds := make([]float64, N), f64(pre)
+		ref64Dense(losses, ds, f64(s), f64(te), f64(w), N, Vs, Vt, dp)
+		near(divName(cfg)+" dense losses", cpu.Float32s(lt), losses)
+		near(divName(cfg)+" dense dstudent", cpu.Float32s(dt), ds)
+
+		for _, mode := range []kdrt.TailMode{kdrt.Renormalize, kdrt.TailBucket} {
+			for _, given := range []bool{false, true} {
+				dp := cfg
+				dp.Temperature, dp.Tail = 0.8, mode
+				ids := make([]int32, N*K)
+				lps := make([]float32, N*K)
+				tails := make([]float32, N)
+				for n := range N {
+					perm := r.Perm(Vs)
+					var mass float64
+					for k := range K {
+						ids[n*K+k] = int32(perm[k])
+						lps[n*K+k] = float32(math.Log(0.9 / K * (0.5 + r.Float64())))
+						mass += math.Exp(float64(lps[n*K+k]))
+					}
+					tails[n] = float32(math.Log(math.Max(1-mass, 1e-3)))
+				}
+				it, err := c.Alloc("ids", kdrt.I32, N, K)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.UploadInt32(it, ids); err != nil {
+					t.Fatal(err)
+				}
+				var tl *kdrt.Tensor
+				var tails64 []float64
+				if given {
+					tl, tails64 = tensor(tails, N), f64(tails)
+				}
+				s, pre := randv(N*Vs, 4), randv(N*Vs, 0.01)
+				lt, dt := tensor(make([]float32, N), N), tensor(pre, N, Vs)
+				c.SparseDivergence(lt, dt, tensor(s, N, Vs), it, tensor(lps, N, K), tl, tensor(w, N), dp)
+				losses, ds := make([]float64, N), f64(pre)
+				ref64Sparse(losses, ds, f64(s), ids, f64(lps), tails64, f64(w), N, Vs, K, dp)
+				name := fmt.Sprintf("%s sparse tail=%d given=%v", divName(cfg), mode, given)
+				near(name+" losses", cpu.Float32s(lt), losses)
+				near(name+" dstudent", cpu.Float32s(dt), ds)
+			}
+		}
+	}
+}

@@ -1,0 +1,90 @@
+// Package kernels holds kdnative's CUDA C sources, embedded into the binary.
+// The CUDA backend (package cuda) compiles them with NVRTC at first use, for
+// the GPU's own architecture, and caches the result on disk.
+//
+// Each *.cu file is one program: common.cuh followed by the file. Sources
+// include no CUDA headers (common.cuh carries the bf16 helpers), so that
+// compilation needs nothing but NVRTC. Kernels are declared either as
+// `extern "C" __global__ void name(` or with KD_EXPORT(name, ...), which
+// exports name_f32 and name_bf16; Program.Kernels finds them by those forms.
+package kernels
+
+import (
+	"embed"
+	"io/fs"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+//go:embed common.cuh *.cu
+var files embed.FS
+
+// Common is the shared header prepended to every program.
+const commonName = "common.cuh"
+
+// Program is one compilation unit.
+type Program struct {
+	// Name is the source file's name, e.g. "attention.cu"; NVRTC reports
+	// errors against it.
+	Name string
+	// Source is common.cuh followed by the file, with a #line directive so
+	// that NVRTC's messages give the file's own line numbers.
+	Source string
+	// Kernels lists the extern "C" kernel names the program defines.
+	Kernels []string
+}
+
+var (
+	externRe = regexp.MustCompile(`extern\s+"C"\s+__global__\s+void\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(`)
+	exportRe = regexp.MustCompile(`(?m)^\s*KD_EXPORT\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,`)
+)
+
+// Programs returns every kernel program, sorted by name.
+func Programs() []Program {
+	common, err := files.ReadFile(commonName)
+	if err != nil {
+		panic("kernels: " + err.Error()) // embedded: cannot happen
+	}
+	names, err := fs.Glob(files, "*.cu")
+	if err != nil {
+		panic("kernels: " + err.Error())
+	}
+	slices.Sort(names)
+	var out []Program
+	for _, n := range names {
+		src, err := files.ReadFile(n)
+		if err != nil {
+			panic("kernels: " + err.Error())
+		}
+		out = append(out, Program{
+			Name:    n,
+			Source:  string(common) + "\n#line 1 \"" + n + "\"\n" + string(src),
+			Kernels: kernelNames(string(src)),
+		})
+	}
+	return out
+}
+
+// kernelNames finds the kernels a source defines, skipping comments' text
+// only in the sense that the patterns are specific enough not to match prose.
+func kernelNames(src string) []string {
+	var out []string
+	for _, m := range externRe.FindAllStringSubmatch(src, -1) {
+		out = append(out, m[1])
+	}
+	for _, m := range exportRe.FindAllStringSubmatch(src, -1) {
+		out = append(out, m[1]+"_f32", m[1]+"_bf16")
+	}
+	// KD_EXPORT's own definition in common.cuh is not in src; a kernel written
+	// as a macro argument elsewhere would be missed, which the compile test
+	// catches by comparing with the launch sites.
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Common returns the shared header's text.
+func Common() string {
+	b, _ := files.ReadFile(commonName)
+	return strings.Clone(string(b))
+}
