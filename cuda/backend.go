@@ -59,7 +59,7 @@ func Open() (*Backend, error) {
 	return openBackend, openErr
 }
 
-func open1() (*Backend, error) {
+func open1() (_ *Backend, err error) {
 	version, devs, err := Probe()
 	if err != nil {
 		return nil, err
@@ -83,6 +83,11 @@ func open1() (*Backend, error) {
 	if err := api.check("cuDevicePrimaryCtxRetain", api.cuDevicePrimaryCtxRetain(&b.ctx, dev)); err != nil {
 		return nil, fmt.Errorf("%s: %w", b.dev, err)
 	}
+	defer func() {
+		if err != nil {
+			api.cuDevicePrimaryCtxRelease(dev)
+		}
+	}()
 	var sms int32
 	if err := api.check("cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)", api.cuDeviceGetAttribute(&sms, attrMultiprocessorCount, dev)); err != nil {
 		return nil, err
@@ -176,6 +181,10 @@ func (b *Backend) Alloc(name string, dt kdrt.DType, shape ...int) (*kdrt.Tensor,
 	blk, err := b.allocBlock(t.String(), uint64(t.Bytes()))
 	if err != nil {
 		return nil, err
+	}
+	if t.Bytes() == 0 {
+		t.Storage = &devMem{b: b, ptr: blk.ptr, block: blk}
+		return t, nil
 	}
 	if err := b.api.check("cuMemsetD8Async", b.api.cuMemsetD8Async(blk.ptr, 0, uint64(t.Bytes()), b.stream)); err != nil {
 		b.freeBlock(blk)

@@ -37,6 +37,14 @@ func (b *Backend) timeIt(reps int, f func()) (float64, error) {
 	}
 	var start, end uintptr
 	release := b.enter()
+	destroy := func() {
+		if start != 0 {
+			b.api.cuEventDestroy(start)
+		}
+		if end != 0 {
+			b.api.cuEventDestroy(end)
+		}
+	}
 	err := b.api.check("cuEventCreate", b.api.cuEventCreate(&start, 0))
 	if err == nil {
 		err = b.api.check("cuEventCreate", b.api.cuEventCreate(&end, 0))
@@ -44,17 +52,18 @@ func (b *Backend) timeIt(reps int, f func()) (float64, error) {
 	if err == nil {
 		err = b.api.check("cuEventRecord", b.api.cuEventRecord(start, b.stream))
 	}
-	release()
 	if err != nil {
+		destroy()
+		release()
 		return 0, err
 	}
+	release()
 	for range reps {
 		f()
 	}
 	release = b.enter()
 	defer release()
-	defer b.api.cuEventDestroy(start)
-	defer b.api.cuEventDestroy(end)
+	defer destroy()
 	if err := b.api.check("cuEventRecord", b.api.cuEventRecord(end, b.stream)); err != nil {
 		return 0, err
 	}

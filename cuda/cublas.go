@@ -87,8 +87,8 @@ func newCublas(driverVersion int) (*cublas, error) {
 	if err := c.check("cublasGetVersion_v2", c.cublasGetVersion(c.handle, &v)); err != nil {
 		return nil, err
 	}
-	// CUBLAS_VERSION is major*10000 + minor*100 + patch since 12.0 (major*1000
-	// + minor*100 + patch before).
+	// CUBLAS_VERSION is major*10000 + minor*100 + patch (cublas_api.h; 11.6
+	// and older used major*1000).
 	if v >= 100000 {
 		c.version = fmt.Sprintf("%d.%d.%d", v/10000, v/100%100, v%100)
 	} else {
@@ -142,8 +142,8 @@ func (b *Backend) MatMul(c, a, bm *kdrt.Tensor, transA, transB bool, alpha, beta
 	}
 	ta, tb := cudaType("matmul", a), cudaType("matmul", bm)
 	tc := cudaType("matmul", c)
-	if K == 0 { // C = β·C
-		b.Scale(c, beta)
+	if K == 0 { // C = β·C, and C = 0 when β = 0 even where C held NaN
+		scaleOrZero(b, c, beta)
 		return
 	}
 	opB, opA := int32(cublasOpN), int32(cublasOpN)
@@ -167,6 +167,18 @@ func (b *Backend) MatMul(c, a, bm *kdrt.Tensor, transA, transB bool, alpha, beta
 	}
 }
 
+// scaleOrZero sets c = β·c, with BLAS's convention that β = 0 means
+// overwrite: the old values (NaN included) are not read.
+func scaleOrZero(b *Backend, c *kdrt.Tensor, beta float32) {
+	switch beta {
+	case 0:
+		b.Zero(c)
+	case 1:
+	default:
+		b.Scale(c, beta)
+	}
+}
+
 // BatchedMatMul computes count independent products C_i = α·op(A_i)·op(B_i) +
 // β·C_i where the i-th matrices start strideA, strideB, strideC elements
 // apart and have the row-major shapes [M, K]-by-[K, N] after op (lda, ldb:
@@ -180,6 +192,9 @@ func (b *Backend) BatchedMatMul(c, a, bm *kdrt.Tensor, transA, transB bool, M, N
 	}
 	if transB {
 		ldb = K
+	}
+	if count == 0 || M == 0 || N == 0 {
+		return
 	}
 	need := func(t *kdrt.Tensor, stride, size int) {
 		if (count-1)*stride+size > t.Numel() {
@@ -196,10 +211,17 @@ func (b *Backend) BatchedMatMul(c, a, bm *kdrt.Tensor, transA, transB bool, M, N
 	if transA {
 		opA = cublasOpT
 	}
+	if K == 0 {
+		flat := &kdrt.Tensor{Shape: []int{c.Numel()}, DType: c.DType, Storage: c.Storage, Name: c.Name}
+		for i := range count {
+			scaleOrZero(b, b.Slice(flat, i*strideC, i*strideC+M*N), beta)
+		}
+		return
+	}
 	pa, pb, pc := b.dptr(a), b.dptr(bm), b.dptr(c)
 	al, be := alpha, beta
 	defer b.enter()()
-	if b.err != nil || count == 0 {
+	if b.err != nil {
 		return
 	}
 	s := b.blas.cublasGemmStridedBatchedEx(b.blas.handle, opB, opA, int32(N), int32(M), int32(K),

@@ -74,6 +74,13 @@ func bindContextAPI(d *driverAPI) (*ctxAPI, error) {
 		{&a.cuEventDestroy, "cuEventDestroy_v2"},
 	}
 	for _, b := range binds {
+		if b.sym == "cuEventElapsedTime" {
+			// CUDA 12.8 added cuEventElapsedTime_v2, which cuda.h maps the
+			// name to from 13.0; older drivers have only the first version.
+			if d.lib.Bind(b.fptr, "cuEventElapsedTime_v2") == nil {
+				continue
+			}
+		}
 		if err := d.lib.Bind(b.fptr, b.sym); err != nil {
 			return nil, fmt.Errorf("%v: the NVIDIA driver is too old for kdnative", err)
 		}

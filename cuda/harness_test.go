@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	kdrt "github.com/kdnative/kdnative/runtime"
@@ -11,15 +12,26 @@ import (
 	"github.com/kdnative/kdnative/runtime/half"
 )
 
-// gpuOrSkip opens the CUDA backend, or skips the test saying why there is
-// none: on a machine without an NVIDIA GPU these tests cannot run.
+// gpuOrSkip returns the CUDA backend on a machine with a GPU. Without one it
+// returns the kernel emulator (emu_test.go: the real kernels compiled by g++
+// for the CPU behind an emulated driver), and skips only when neither is
+// possible, saying why; under KDNATIVE_REQUIRE_EMULATOR=1 (CI) that is a
+// failure instead.
 func gpuOrSkip(t testing.TB) *Backend {
 	t.Helper()
 	b, err := Open()
-	if err != nil {
-		t.Skipf("no NVIDIA GPU: the CUDA backend did not open: %v", err)
+	if err == nil {
+		return b
 	}
-	return b
+	e, eerr := emulatedBackend()
+	if eerr == nil {
+		return e
+	}
+	if os.Getenv("KDNATIVE_REQUIRE_EMULATOR") == "1" {
+		t.Fatalf("no NVIDIA GPU (%v), and the kernel emulator is required here but failed: %v", err, eerr)
+	}
+	t.Skipf("no NVIDIA GPU (the CUDA backend did not open: %v) and no kernel emulator (%v)", err, eerr)
+	return nil
 }
 
 // pair runs one op on the CPU reference and on the GPU with the same inputs.

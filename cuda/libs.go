@@ -31,11 +31,11 @@ var (
 	LibCUDA = Lib{Base: "libcuda", Majors: []int{1},
 		Hint: "install the NVIDIA driver"}
 	LibCUBLAS = Lib{Base: "libcublas", Majors: []int{13, 12}, Toolkit: true,
-		Hint: "install the CUDA toolkit, or pip install nvidia-cublas-cu12"}
+		Hint: "install the CUDA toolkit, or pip install nvidia-cublas (CUDA 13) or nvidia-cublas-cu12"}
 	LibCUBLASLt = Lib{Base: "libcublasLt", Majors: []int{13, 12}, Toolkit: true,
-		Hint: "install the CUDA toolkit, or pip install nvidia-cublas-cu12"}
+		Hint: "install the CUDA toolkit, or pip install nvidia-cublas (CUDA 13) or nvidia-cublas-cu12"}
 	LibNVRTC = Lib{Base: "libnvrtc", Majors: []int{13, 12}, Toolkit: true,
-		Hint: "install the CUDA toolkit, or pip install nvidia-cuda-nvrtc-cu12"}
+		Hint: "install the CUDA toolkit, or pip install nvidia-cuda-nvrtc (CUDA 13) or nvidia-cuda-nvrtc-cu12"}
 )
 
 // Sonames lists the file names tried, in order (libcublas.so.13, libcublas.so.12).

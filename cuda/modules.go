@@ -77,6 +77,15 @@ func writeCache(path string, b []byte) {
 	}
 }
 
+// evictCached removes p's cached cubin, reporting whether there was one.
+func evictCached(n *NVRTC, p kernels.Program, arch string) bool {
+	dir := KernelCacheDir()
+	if dir == "" {
+		return false
+	}
+	return os.Remove(filepath.Join(dir, cacheKey(p, n, arch))) == nil
+}
+
 // kernelIndex maps each kernel name to the program that defines it.
 func kernelIndex() map[string]kernels.Program {
 	idx := map[string]kernels.Program{}
@@ -116,7 +125,20 @@ func (b *Backend) function(name string) (uintptr, error) {
 		if err != nil {
 			return 0, err
 		}
-		if err := b.api.check("cuModuleLoadData("+p.Name+")", b.api.cuModuleLoadData(&mod, unsafe.Pointer(&cubin[0]))); err != nil {
+		err = b.api.check("cuModuleLoadData("+p.Name+")", b.api.cuModuleLoadData(&mod, unsafe.Pointer(&cubin[0])))
+		if err != nil && evictCached(b.nvrtc, p, b.dev.Arch()) {
+			// A cached cubin the driver refuses (damaged, or made by an NVRTC
+			// build the driver cannot load): compile afresh once.
+			if cubin, err = CompileProgram(b.nvrtc, p, b.dev.Arch()); err != nil {
+				return 0, err
+			}
+			err = b.api.check("cuModuleLoadData("+p.Name+")", b.api.cuModuleLoadData(&mod, unsafe.Pointer(&cubin[0])))
+			evictCached(b.nvrtc, p, b.dev.Arch()) // it failed or loaded: either way, only a good one stays
+			if err == nil {
+				writeCache(filepath.Join(KernelCacheDir(), cacheKey(p, b.nvrtc, b.dev.Arch())), cubin)
+			}
+		}
+		if err != nil {
 			var de *DriverError
 			if errors.As(err, &de) {
 				switch cuResult(de.Code) {
