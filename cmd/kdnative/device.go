@@ -55,6 +55,10 @@ func openBackendNamed(c *cli.Context, dev string) (runtime.Backend, error) {
 	}
 	for _, n := range notes {
 		name, why, _ := strings.Cut(n, ": ")
+		if first, _, multi := strings.Cut(why, "\n"); multi {
+			// A compile log or the like: one line here, all of it in doctor.
+			why = first + " … (kdnative doctor shows all of it)"
+		}
 		fmt.Fprintf(c.App.ErrWriter, "kdnative: %s unavailable (%s), using %s\n", name, why, b.Name())
 	}
 	return b, nil

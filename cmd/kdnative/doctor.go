@@ -110,4 +110,10 @@ func writeCUDA(w io.Writer) {
 		}
 		fmt.Fprintf(w, "%s\t%s (%s, from %s)\n", l.name, lib.Soname, lib.Path, lib.From)
 	}
+	if n, err := cuda.LoadNVRTC(version); err == nil {
+		fmt.Fprintf(w, "NVRTC version\t%s\n", n.Version())
+	}
+	if dir := cuda.KernelCacheDir(); dir != "" {
+		fmt.Fprintf(w, "kernel cache\t%s (KDNATIVE_KERNEL_CACHE)\n", dir)
+	}
 }

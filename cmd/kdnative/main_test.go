@@ -9,6 +9,8 @@ import (
 	goruntime "runtime"
 	"strings"
 	"testing"
+
+	"github.com/kdnative/kdnative/cuda"
 )
 
 // TestBinary builds kdnative with CGO_ENABLED=0, as users will, and runs it.
@@ -109,6 +111,22 @@ func TestBinary(t *testing.T) {
 		_, errOut, code = run(t, []string{"KDNATIVE_DEVICE=cpu"}, "forward", "--model", "/nonexistent/model")
 		if code != 1 || !strings.Contains(errOut, "/nonexistent/model") {
 			t.Errorf("missing folder: exit %d, stderr %q", code, errOut)
+		}
+	})
+
+	t.Run("auto falls back to the cpu", func(t *testing.T) {
+		if _, err := cuda.Open(); err == nil {
+			t.Skip("a GPU is here: auto uses it")
+		}
+		out, errOut, code := run(t, nil, "forward")
+		lines := strings.Split(strings.TrimRight(errOut, "\n"), "\n")
+		if code != 0 || !strings.Contains(out, "loss") || len(lines) != 1 ||
+			!strings.HasPrefix(lines[0], "kdnative: cuda unavailable (") || !strings.HasSuffix(lines[0], "), using cpu") {
+			t.Errorf("forward under auto without a GPU: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		_, errOut, code = run(t, []string{"KDNATIVE_DEVICE=cpu"}, "bench", "--kernels")
+		if code != 2 || !strings.Contains(errOut, "bench --kernels measures GPU kernels") {
+			t.Errorf("bench --kernels on the cpu: exit %d, stderr %q", code, errOut)
 		}
 	})
 
