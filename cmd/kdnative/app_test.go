@@ -23,7 +23,9 @@ func init() {
 	// Above CUDA and the CPU, so that auto picks fake on any machine, GPU or
 	// not; "broken" ranks first and always fails, with a two-line error.
 	runtime.Register("fake", 15, func() (runtime.Backend, error) { return fakeBackend{}, nil })
-	runtime.Register("broken", 20, func() (runtime.Backend, error) { return nil, errors.New("broken on purpose\nsecond line of a compile log") })
+	runtime.Register("broken", 20, func() (runtime.Backend, error) {
+		return nil, errors.New("broken on purpose\nsecond line of a compile log")
+	})
 }
 
 // runApp runs the app in process with an extra command that opens the
