@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"github.com/kdnative/kdnative/kernels"
 	kdrt "github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/half"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 )
 
 // The kernel emulator: on a machine without a GPU the tests that need one
@@ -274,51 +275,67 @@ func (d *emuDevice) checkGuards() cuResult {
 	return cudaSuccess
 }
 
-// cublas emulates the two GEMMs with cuBLAS's column-major semantics,
-// accumulating in float64.
+// cublas emulates the two GEMMs with cuBLAS's column-major semantics, on
+// gonum's BLAS (not the CPU backend's own GEMM, so the mapping is checked
+// against an independent implementation). A column-major X with leading
+// dimension ld is the row-major Xᵀ with stride ld, and C = op(A)·op(B)
+// column-major is Cᵀ = op(B)ᵀ·op(A)ᵀ row-major.
 func (d *emuDevice) cublas() *cublas {
 	c := &cublas{version: "emulated"}
 	c.cublasGetStatusStr = func(cublasStatus) *byte { return d.cstr("CUBLAS_STATUS_INVALID_VALUE") }
+	// matrix is the row-major view of a column-major operand: rows × cols of
+	// the transpose, converted to float32 when it is BF16.
+	matrix := func(ptr uint64, t int32, rows, cols, ld int) (blas32.General, func()) {
+		n := (rows-1)*ld + cols
+		buf := d.region(ptr)
+		g := blas32.General{Rows: rows, Cols: cols, Stride: ld}
+		if t == cudaR16BF {
+			g.Data = make([]float32, n)
+			for i := range g.Data {
+				g.Data[i] = half.BF16ToF32(binary.LittleEndian.Uint16(buf[2*i:]))
+			}
+			return g, func() {
+				for i, v := range g.Data {
+					binary.LittleEndian.PutUint16(buf[2*i:], half.F32ToBF16(v))
+				}
+			}
+		}
+		g.Data = unsafe.Slice((*float32)(unsafe.Pointer(&buf[0])), len(buf)/4)[:n]
+		return g, func() {}
+	}
+	trans := func(op int32) blas.Transpose {
+		if op == cublasOpT {
+			return blas.Trans
+		}
+		return blas.NoTrans
+	}
 	gemm := func(transa, transb int32, m, n, k int32, alpha unsafe.Pointer, a uint64, at int32, lda int32,
 		b uint64, bt int32, ldb int32, beta unsafe.Pointer, cc uint64, ct int32, ldc int32) cublasStatus {
 		if (transa == cublasOpN && lda < max(1, m)) || (transa == cublasOpT && lda < max(1, k)) ||
 			(transb == cublasOpN && ldb < max(1, k)) || (transb == cublasOpT && ldb < max(1, n)) || ldc < max(1, m) {
 			return 7 // CUBLAS_STATUS_INVALID_VALUE
 		}
-		al, be := float64(*(*float32)(alpha)), float64(*(*float32)(beta))
-		A, B, C := d.region(a), d.region(b), d.region(cc)
-		ld := func(buf []byte, t int32, i int) float64 {
-			if t == cudaR16BF {
-				return float64(half.BF16ToF32(binary.LittleEndian.Uint16(buf[2*i:])))
-			}
-			return float64(math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:])))
+		al, be := *(*float32)(alpha), *(*float32)(beta)
+		// op(A) is m×k: A column-major is m×k (N) or k×m (T); its row-major
+		// view swaps those. Likewise op(B) is k×n.
+		ar, ac := int(k), int(m)
+		if transa == cublasOpT {
+			ar, ac = ac, ar
 		}
-		for j := range int(n) {
-			for i := range int(m) {
-				var s float64
-				for l := range int(k) {
-					ai := i + l*int(lda)
-					if transa == cublasOpT {
-						ai = l + i*int(lda)
-					}
-					bi := l + j*int(ldb)
-					if transb == cublasOpT {
-						bi = j + l*int(ldb)
-					}
-					s += ld(A, at, ai) * ld(B, bt, bi)
-				}
-				ci := i + j*int(ldc)
-				v := al * s
-				if be != 0 {
-					v += be * ld(C, ct, ci)
-				}
-				if ct == cudaR16BF {
-					binary.LittleEndian.PutUint16(C[2*ci:], half.F32ToBF16(float32(v)))
-				} else {
-					binary.LittleEndian.PutUint32(C[4*ci:], math.Float32bits(float32(v)))
-				}
+		br, bc := int(n), int(k)
+		if transb == cublasOpT {
+			br, bc = bc, br
+		}
+		A, _ := matrix(a, at, ar, ac, int(lda))
+		B, _ := matrix(b, bt, br, bc, int(ldb))
+		C, store := matrix(cc, ct, int(n), int(m), int(ldc))
+		if be == 0 {
+			for i := range C.Rows {
+				clear(C.Data[i*C.Stride : i*C.Stride+C.Cols])
 			}
 		}
+		blas32.Gemm(trans(transb), trans(transa), al, B, A, be, C)
+		store()
 		return 0
 	}
 	c.cublasGemmEx = func(_ uintptr, transa, transb int32, m, n, k int32, alpha unsafe.Pointer, a uint64, at int32, lda int32,
