@@ -14,11 +14,9 @@ import (
 // not skip, when NVRTC cannot be loaded.
 func requireNVRTC() bool { return os.Getenv("KDNATIVE_REQUIRE_NVRTC") == "1" }
 
-// TestKernelsCompile compiles every kernel program through our own NVRTC
-// binding for the architectures kdnative supports in practice (A100: sm_80,
-// H100/H200: sm_90), without a GPU. A kernel that does not compile, or that
-// warns, fails here.
-func TestKernelsCompile(t *testing.T) {
+// nvrtcOrSkip loads NVRTC, or skips the test saying why (fails it in CI).
+func nvrtcOrSkip(t *testing.T) *NVRTC {
+	t.Helper()
 	n, err := LoadNVRTC(0)
 	if err != nil {
 		if requireNVRTC() {
@@ -26,6 +24,15 @@ func TestKernelsCompile(t *testing.T) {
 		}
 		t.Skipf("NVRTC not installed, so the kernels cannot be compiled here (pip install nvidia-cuda-nvrtc): %v", err)
 	}
+	return n
+}
+
+// TestKernelsCompile compiles every kernel program through our own NVRTC
+// binding for the architectures kdnative supports in practice (A100: sm_80,
+// H100/H200: sm_90), without a GPU. A kernel that does not compile, or that
+// warns, fails here.
+func TestKernelsCompile(t *testing.T) {
+	n := nvrtcOrSkip(t)
 	t.Logf("NVRTC %s from %s", n.Version(), n.Path())
 	progs := kernels.Programs()
 	if len(progs) == 0 {
@@ -59,15 +66,9 @@ func TestKernelsCompile(t *testing.T) {
 // TestCompileErrorShowsLog: a kernel that does not compile gives an error
 // carrying NVRTC's log with the file and line.
 func TestCompileErrorShowsLog(t *testing.T) {
-	n, err := LoadNVRTC(0)
-	if err != nil {
-		if requireNVRTC() {
-			t.Fatalf("NVRTC is required here but did not load: %v", err)
-		}
-		t.Skipf("NVRTC not installed: %v", err)
-	}
+	n := nvrtcOrSkip(t)
 	src := kernels.Common() + "\n#line 1 \"broken.cu\"\nextern \"C\" __global__ void broken(float* x) {\n  x[0] = undeclared_thing;\n}\n"
-	_, _, err = n.Compile("broken.cu", src, "sm_90", compileOptions)
+	_, _, err := n.Compile("broken.cu", src, "sm_90", compileOptions)
 	ce, ok := err.(*CompileError)
 	if !ok {
 		t.Fatalf("compiling a broken kernel: got %v, want a *CompileError", err)
@@ -84,13 +85,7 @@ func TestCompileErrorShowsLog(t *testing.T) {
 // architecture and the NVRTC version, and CompileProgram's second call is
 // served from the cache.
 func TestCompileCache(t *testing.T) {
-	n, err := LoadNVRTC(0)
-	if err != nil {
-		if requireNVRTC() {
-			t.Fatalf("NVRTC is required here but did not load: %v", err)
-		}
-		t.Skipf("NVRTC not installed: %v", err)
-	}
+	n := nvrtcOrSkip(t)
 	dir := t.TempDir()
 	t.Setenv("KDNATIVE_KERNEL_CACHE", dir)
 	p := kernels.Programs()[0]

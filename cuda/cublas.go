@@ -55,10 +55,7 @@ func newCublas(driverVersion int) (*cublas, error) {
 		return nil, err
 	}
 	c := &cublas{lib: lib}
-	binds := []struct {
-		fptr any
-		sym  string
-	}{
+	binds := []Binding{
 		{&c.cublasCreate, "cublasCreate_v2"},
 		{&c.cublasSetStream, "cublasSetStream_v2"},
 		{&c.cublasGetVersion, "cublasGetVersion_v2"},
@@ -67,10 +64,8 @@ func newCublas(driverVersion int) (*cublas, error) {
 		{&c.cublasGemmEx, "cublasGemmEx"},
 		{&c.cublasGemmStridedBatchedEx, "cublasGemmStridedBatchedEx"},
 	}
-	for _, b := range binds {
-		if err := lib.Bind(b.fptr, b.sym); err != nil {
-			return nil, err
-		}
+	if err := lib.BindAll(binds); err != nil {
+		return nil, err
 	}
 	if err := c.check("cublasCreate_v2", c.cublasCreate(&c.handle)); err != nil {
 		return nil, err

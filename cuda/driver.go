@@ -68,10 +68,7 @@ func bindDriver() (*driverAPI, error) {
 		return nil, err
 	}
 	d := &driverAPI{lib: lib}
-	binds := []struct {
-		fptr any
-		sym  string
-	}{
+	binds := []Binding{
 		{&d.cuInit, "cuInit"},
 		{&d.cuDriverGetVersion, "cuDriverGetVersion"},
 		{&d.cuDeviceGetCount, "cuDeviceGetCount"},
@@ -82,10 +79,8 @@ func bindDriver() (*driverAPI, error) {
 		{&d.cuGetErrorName, "cuGetErrorName"},
 		{&d.cuGetErrorString, "cuGetErrorString"},
 	}
-	for _, b := range binds {
-		if err := lib.Bind(b.fptr, b.sym); err != nil {
-			return nil, fmt.Errorf("%v: the NVIDIA driver is too old or not a real driver", err)
-		}
+	if err := lib.BindAll(binds); err != nil {
+		return nil, fmt.Errorf("%v: the NVIDIA driver is too old or not a real driver", err)
 	}
 	return d, nil
 }

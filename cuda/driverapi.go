@@ -48,10 +48,7 @@ const cuFuncAttributeMaxDynamicSharedMemorySize = 8
 // too old for kdnative: the error names the call.
 func bindContextAPI(d *driverAPI) (*ctxAPI, error) {
 	a := &ctxAPI{driverAPI: d}
-	binds := []struct {
-		fptr any
-		sym  string
-	}{
+	binds := []Binding{
 		{&a.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain"},
 		{&a.cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2"},
 		{&a.cuCtxSetCurrent, "cuCtxSetCurrent"},
@@ -70,20 +67,15 @@ func bindContextAPI(d *driverAPI) (*ctxAPI, error) {
 		{&a.cuEventCreate, "cuEventCreate"},
 		{&a.cuEventRecord, "cuEventRecord"},
 		{&a.cuEventSynchronize, "cuEventSynchronize"},
-		{&a.cuEventElapsedTime, "cuEventElapsedTime"},
 		{&a.cuEventDestroy, "cuEventDestroy_v2"},
 	}
-	for _, b := range binds {
-		if b.sym == "cuEventElapsedTime" {
-			// CUDA 12.8 added cuEventElapsedTime_v2, which cuda.h maps the
-			// name to from 13.0; older drivers have only the first version.
-			if d.lib.Bind(b.fptr, "cuEventElapsedTime_v2") == nil {
-				continue
-			}
-		}
-		if err := d.lib.Bind(b.fptr, b.sym); err != nil {
-			return nil, fmt.Errorf("%v: the NVIDIA driver is too old for kdnative", err)
-		}
+	// CUDA 12.8 added cuEventElapsedTime_v2, which cuda.h maps the name to
+	// from 13.0; older drivers have only the first version.
+	if d.lib.Bind(&a.cuEventElapsedTime, "cuEventElapsedTime_v2") != nil {
+		binds = append(binds, Binding{&a.cuEventElapsedTime, "cuEventElapsedTime"})
+	}
+	if err := d.lib.BindAll(binds); err != nil {
+		return nil, fmt.Errorf("%v: the NVIDIA driver is too old for kdnative", err)
 	}
 	return a, nil
 }

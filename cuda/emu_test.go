@@ -469,14 +469,9 @@ func buildEmulator() ([]*emuLib, error) {
 			}
 			lib := &Library{Lib: Lib{Base: p.Name}, Soname: so, Path: so, handle: h2}
 			l := &emuLib{name: p.Name}
-			for _, bnd := range []struct {
-				f   any
-				sym string
-			}{{&l.find, "kd_emu_find"}, {&l.launch, "kd_emu_launch"}, {&l.nparam, "kd_emu_nparams"}} {
-				if err := lib.Bind(bnd.f, bnd.sym); err != nil {
-					errs[i] = err
-					return
-				}
+			if err := lib.BindAll([]Binding{{&l.find, "kd_emu_find"}, {&l.launch, "kd_emu_launch"}, {&l.nparam, "kd_emu_nparams"}}); err != nil {
+				errs[i] = err
+				return
 			}
 			libs[i] = l
 		}()

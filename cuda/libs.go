@@ -91,6 +91,22 @@ func (l *Library) Bind(fptr any, symbol string) error {
 	return nil
 }
 
+// Binding names a C function and the Go func variable to point at it.
+type Binding struct {
+	Fptr   any    // a pointer to a func variable, as for Bind
+	Symbol string // the C symbol, e.g. "cuMemAlloc_v2"
+}
+
+// BindAll binds each of bs in order and stops at the first symbol missing.
+func (l *Library) BindAll(bs []Binding) error {
+	for _, b := range bs {
+		if err := l.Bind(b.Fptr, b.Symbol); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 type loadResult struct {
 	lib *Library
 	err error

@@ -62,10 +62,7 @@ func loadNVRTC(l Lib) (*NVRTC, error) {
 		return nil, err
 	}
 	n := &NVRTC{lib: lib}
-	binds := []struct {
-		fptr any
-		sym  string
-	}{
+	binds := []Binding{
 		{&n.nvrtcVersion, "nvrtcVersion"},
 		{&n.nvrtcGetErrorString, "nvrtcGetErrorString"},
 		{&n.nvrtcCreateProgram, "nvrtcCreateProgram"},
@@ -76,10 +73,8 @@ func loadNVRTC(l Lib) (*NVRTC, error) {
 		{&n.nvrtcGetCUBINSize, "nvrtcGetCUBINSize"},
 		{&n.nvrtcGetCUBIN, "nvrtcGetCUBIN"},
 	}
-	for _, b := range binds {
-		if err := lib.Bind(b.fptr, b.sym); err != nil {
-			return nil, err
-		}
+	if err := lib.BindAll(binds); err != nil {
+		return nil, err
 	}
 	var major, minor int32
 	if r := n.nvrtcVersion(&major, &minor); r != 0 {
