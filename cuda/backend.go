@@ -27,7 +27,6 @@ type Backend struct {
 	api           *ctxAPI
 	blas          *cublas
 	nvrtc         *NVRTC
-	nvrtcErr      error
 	driverVersion int
 	dev           DeviceInfo
 	devOrdinal    int32

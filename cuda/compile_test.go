@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/kdnative/kdnative/kernels"
 )
@@ -162,5 +163,45 @@ func TestLaunchedKernelsExist(t *testing.T) {
 	}
 	if seen == 0 {
 		t.Error("found no kernel launch sites: the patterns no longer match the code")
+	}
+}
+
+// TestDriverTooOldForKernels: when the driver refuses the cubins NVRTC made
+// (CUDA_ERROR_UNSUPPORTED_PTX_VERSION, as a driver older than NVRTC gives),
+// the error says so and what to do, and no refused cubin stays in the disk
+// cache; a refused cubin from the cache is compiled afresh once before
+// giving up.
+func TestDriverTooOldForKernels(t *testing.T) {
+	n := nvrtcOrSkip(t)
+	dir := t.TempDir()
+	t.Setenv("KDNATIVE_KERNEL_CACHE", dir)
+	loads := 0
+	api := &ctxAPI{driverAPI: &driverAPI{
+		cuGetErrorName: func(r cuResult, s **byte) cuResult { *s = cStr("CUDA_ERROR_UNSUPPORTED_PTX_VERSION"); return 0 },
+		cuGetErrorString: func(r cuResult, s **byte) cuResult {
+			*s = cStr("the provided PTX was compiled with an unsupported toolchain")
+			return 0
+		},
+	}}
+	api.cuModuleLoadData = func(mod *uintptr, image unsafe.Pointer) cuResult { loads++; return errUnsupportedPTX }
+	b := &Backend{api: api, nvrtc: n, driverVersion: 12020, dev: DeviceInfo{Major: 9}, index: kernelIndex(),
+		modules: map[string]uintptr{}, funcs: map[string]uintptr{}}
+	for _, cached := range []bool{false, true} {
+		loads = 0
+		if cached {
+			if _, err := CompileProgram(n, b.index["ew_scale_f32"], "sm_90"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := b.function("ew_scale_f32")
+		if err == nil || !strings.Contains(err.Error(), "update the NVIDIA driver") || !strings.Contains(err.Error(), "driver 12.2") {
+			t.Fatalf("a driver refusing the kernels: got %v, want advice to update the driver", err)
+		}
+		if want := map[bool]int{false: 1, true: 2}[cached]; loads != want {
+			t.Errorf("cached %v: the driver was asked to load %d times, want %d", cached, loads, want)
+		}
+		if left, _ := os.ReadDir(dir); len(left) != 0 {
+			t.Errorf("cached %v: a cubin the driver refused is in the cache: %v", cached, left)
+		}
 	}
 }

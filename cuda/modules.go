@@ -44,22 +44,35 @@ func cacheKey(p kernels.Program, n *NVRTC, arch string) string {
 // temporary file renamed into place, so that concurrent runs never read half
 // a cubin). A cache that cannot be written is not an error.
 func CompileProgram(n *NVRTC, p kernels.Program, arch string) ([]byte, error) {
-	dir := KernelCacheDir()
-	var path string
-	if dir != "" {
-		path = filepath.Join(dir, cacheKey(p, n, arch))
-		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
-			return b, nil
-		}
+	if b := cachedCubin(n, p, arch); b != nil {
+		return b, nil
 	}
 	cubin, _, err := n.Compile(p.Name, p.Source, arch, compileOptions)
 	if err != nil {
 		return nil, err
 	}
-	if path != "" {
-		writeCache(path, cubin)
-	}
+	storeCubin(n, p, arch, cubin)
 	return cubin, nil
+}
+
+// cachedCubin is p's cubin from the disk cache, or nil.
+func cachedCubin(n *NVRTC, p kernels.Program, arch string) []byte {
+	dir := KernelCacheDir()
+	if dir == "" {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(dir, cacheKey(p, n, arch)))
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// storeCubin writes p's cubin to the disk cache, if there is one.
+func storeCubin(n *NVRTC, p kernels.Program, arch string, cubin []byte) {
+	if dir := KernelCacheDir(); dir != "" {
+		writeCache(filepath.Join(dir, cacheKey(p, n, arch)), cubin)
+	}
 }
 
 func writeCache(path string, b []byte) {
@@ -99,6 +112,7 @@ func kernelIndex() map[string]kernels.Program {
 
 // CUresults that mean the driver cannot run what NVRTC made.
 const (
+	errInvalidPTX             cuResult = 218
 	errNoBinaryForGPU         cuResult = 209
 	errUnsupportedPTX         cuResult = 222
 	errJITCompilerNotFound    cuResult = 221
@@ -118,31 +132,40 @@ func (b *Backend) function(name string) (uintptr, error) {
 	}
 	mod, ok := b.modules[p.Name]
 	if !ok {
-		if b.nvrtcErr != nil {
-			return 0, b.nvrtcErr
-		}
-		cubin, err := CompileProgram(b.nvrtc, p, b.dev.Arch())
-		if err != nil {
-			return 0, err
-		}
-		err = b.api.check("cuModuleLoadData("+p.Name+")", b.api.cuModuleLoadData(&mod, unsafe.Pointer(&cubin[0])))
-		if err != nil && evictCached(b.nvrtc, p, b.dev.Arch()) {
-			// A cached cubin the driver refuses (damaged, or made by an NVRTC
-			// build the driver cannot load): compile afresh once.
-			if cubin, err = CompileProgram(b.nvrtc, p, b.dev.Arch()); err != nil {
-				return 0, err
+		// From the cache when it is there; a fresh compile goes into the cache
+		// only once the driver has loaded it. A cached cubin the driver
+		// refuses (damaged, or made by an NVRTC build this driver cannot
+		// load) is dropped and compiled afresh once.
+		arch := b.dev.Arch()
+		cubin := cachedCubin(b.nvrtc, p, arch)
+		fromCache := cubin != nil
+		var err error
+		for {
+			if cubin == nil {
+				c, _, err := b.nvrtc.Compile(p.Name, p.Source, arch, compileOptions)
+				if err != nil {
+					return 0, err
+				}
+				cubin = c
 			}
 			err = b.api.check("cuModuleLoadData("+p.Name+")", b.api.cuModuleLoadData(&mod, unsafe.Pointer(&cubin[0])))
-			evictCached(b.nvrtc, p, b.dev.Arch()) // it failed or loaded: either way, only a good one stays
 			if err == nil {
-				writeCache(filepath.Join(KernelCacheDir(), cacheKey(p, b.nvrtc, b.dev.Arch())), cubin)
+				if !fromCache {
+					storeCubin(b.nvrtc, p, arch, cubin)
+				}
+				break
 			}
+			if !fromCache {
+				break
+			}
+			evictCached(b.nvrtc, p, arch)
+			cubin, fromCache = nil, false
 		}
 		if err != nil {
 			var de *DriverError
 			if errors.As(err, &de) {
 				switch cuResult(de.Code) {
-				case errNoBinaryForGPU, errUnsupportedPTX, errInvalidImage, errJITCompilerNotFound, errUnsupportedDevSideSync:
+				case errNoBinaryForGPU, errUnsupportedPTX, errInvalidPTX, errInvalidImage, errJITCompilerNotFound, errUnsupportedDevSideSync:
 					return 0, fmt.Errorf("%w: the kernels were compiled by NVRTC %s for %s and driver %s cannot load them; update the NVIDIA driver, or use an NVRTC no newer than the driver",
 						err, b.nvrtc.Version(), b.dev.Arch(), VersionString(b.driverVersion))
 				}
