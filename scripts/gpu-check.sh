@@ -7,8 +7,8 @@
 #
 # The folder holds the cuda package's test binary (every op against the CPU
 # reference, a tiny model's logits/loss/gradients, a short training run, the
-# kernel compile check), the kdnative binary, the model fixtures the tests
-# read, and a Qwen2.5-0.5B-shaped config for the training-step benchmark.
+# kernel compile check), the kdnative binary, the model fixtures and demo
+# data the tests read, and a Qwen2.5-0.5B-shaped config for the training-step benchmark.
 # run.sh prints a short table last: per kernel, time, GB/s or TFLOP/s and the
 # fraction of the machine's measured ceiling; and tokens/s of a training step.
 # CUDA libraries (cuBLAS, NVRTC) are found the usual way: LD_LIBRARY_PATH,
@@ -17,11 +17,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpucheck}
 rm -rf "$out"
-mkdir -p "$out/cuda" "$out/model/testdata"
+mkdir -p "$out/cuda" "$out/model/testdata" "$out/kd/demo/assets/data"
 export CGO_ENABLED=0
 go test -c -o "$out/cuda/cuda.test" ./cuda
 go build -o "$out/kdnative" ./cmd/kdnative
 cp -r model/testdata/fixtures "$out/model/testdata/"
+cp kd/demo/assets/data/val.jsonl.gz "$out/kd/demo/assets/data/"
 cp scripts/gpu/qwen2.5-0.5b.json "$out/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -36,7 +37,9 @@ echo "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 "$here/kdnative" doctor || status=1
 echo "== GPU tests (every op against the CPU, model, training)"
-(cd cuda && ./cuda.test -test.v -test.count=1 2>&1) > tests.log
+# The static checks that read the Go sources ran in CI; the sources are not here.
+(cd cuda && ./cuda.test -test.v -test.count=1 -test.timeout=30m \
+  -test.skip='^(TestLaunchedKernelsExist|TestLaunchArgsMatchKernels|TestEmulatorCatchesBugs)$' 2>&1) > tests.log
 rc=$?
 grep -E '^(=== RUN|--- (FAIL|SKIP)|FAIL|ok|PASS)|seed|loss' tests.log | grep -v '^=== RUN' | tail -n 80
 [ $rc -eq 0 ] || { echo "GPU TESTS FAILED (rc $rc): see $here/tests.log"; status=1; }
