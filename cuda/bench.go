@@ -323,8 +323,8 @@ func (b *Backend) BenchKernels(sh BenchShape, ceil Ceilings) ([]KernelBench, err
 
 // WriteKernelTable prints the benchmark as a table.
 func WriteKernelTable(w io.Writer, dev DeviceInfo, ceil Ceilings, rows []KernelBench) error {
+	fmt.Fprintf(w, "%s: copy ceiling %.0f GB/s, bf16 GEMM ceiling %.1f TFLOP/s\n", dev, ceil.CopyGBs, ceil.BF16TFLOPs)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "%s: copy ceiling %.0f GB/s, bf16 GEMM ceiling %.1f TFLOP/s\t\n", dev, ceil.CopyGBs, ceil.BF16TFLOPs)
 	fmt.Fprintf(tw, "op\tshape\ttime\trate\tof ceiling\t\n")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%.3f ms\t%.1f %s\t%.0f%%\t\n", r.Op, r.Shape, r.Seconds*1e3, r.Rate, r.Unit, 100*r.Fraction)
