@@ -12,7 +12,9 @@
 // divergent code: the launch fails with an error instead of hanging.
 // Atomics are plain read-modify-writes: one OS thread runs everything.
 // Static __shared__ variables are shared by a block's fibers because blocks
-// never overlap in time.
+// never overlap in time. Every other launch runs blocks and threads in
+// reverse order, so that a missing barrier, or a block that depends on
+// another having run first, shows as a wrong result in one of the orders.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -119,6 +121,7 @@ struct Block {
     void (*entry)(void*);
     void* arg;
     const char* error;
+    bool reverse;
 };
 
 static Block blk;
@@ -184,7 +187,11 @@ static const char* runBlock(uint3 bidx) {
     }
     while (blk.live > 0) {
         bool ran = false;
-        for (int i = 0; i < blk.n; i++) {
+        for (int j = 0; j < blk.n; j++) {
+            // Every other launch runs the threads in reverse order, so that a
+            // thread reading what another wrote without a barrier between
+            // sees stale data in one of the two orders.
+            int i = blk.reverse ? blk.n - 1 - j : j;
             Fiber* f = &blk.fibers[i];
             if (f->state != READY) continue;
             blk.cur = f;
@@ -319,9 +326,14 @@ int run(F fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, u
         smemCap = shmem;
     }
     blk.dynSmem = smem;
-    for (unsigned z = 0; z < gz; z++)
-        for (unsigned y = 0; y < gy; y++)
-            for (unsigned x = 0; x < gx; x++) {
+    static unsigned launches;
+    blk.reverse = (launches++ & 1) != 0;
+    for (unsigned zz = 0; zz < gz; zz++)
+        for (unsigned yy = 0; yy < gy; yy++)
+            for (unsigned xx = 0; xx < gx; xx++) {
+                // Blocks run in reverse order too on those launches.
+                unsigned x = blk.reverse ? gx - 1 - xx : xx, y = blk.reverse ? gy - 1 - yy : yy,
+                         z = blk.reverse ? gz - 1 - zz : zz;
                 if (shmem) memset(smem, 0xcd, shmem); // uninitialized shared memory is garbage
                 if (const char* e = runBlock({x, y, z})) {
                     snprintf(err, errLen, "block (%u, %u, %u): %s", x, y, z, e);
