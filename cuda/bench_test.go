@@ -2,8 +2,13 @@ package cuda
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/kdnative/kdnative/kd/loss"
+	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
 // TestBenchKernelsRuns runs the kernel benchmark at a tiny shape, so that
@@ -33,4 +38,52 @@ func TestBenchKernelsRuns(t *testing.T) {
 		}
 	}
 	t.Logf("\n%s", buf.String())
+}
+
+// BenchmarkKDFusedVsPlainGPU is kd/loss's BenchmarkKDFusedVsPlain on the GPU:
+// the forward-KL KD loss and its backward (to the hidden states and the
+// lm_head) against an online teacher at Qwen2.5-0.5B's width and vocabulary,
+// fused and chunked under the default memory budget versus plain (every
+// [N × V] logit in memory at once), with the peak GPU memory the call added
+// (the allocator's counter) and tokens/s. It needs a real GPU (the emulator
+// would take hours); scripts/gpu-check.sh runs it:
+//
+//	./cuda.test -test.run '^$' -test.bench KDFusedVsPlainGPU -test.benchtime 3x
+func BenchmarkKDFusedVsPlainGPU(b *testing.B) {
+	g, err := Open()
+	if err != nil {
+		b.Skipf("needs an NVIDIA GPU: %v", err)
+	}
+	const N, C, V = 4096, 896, 151936
+	for _, variant := range []struct {
+		name string
+		opt  loss.Options
+	}{{"fused", loss.Options{}}, {"plain", loss.Options{ChunkRows: N}}} {
+		b.Run(fmt.Sprintf("%s/N=%d,C=%d,V=%d", variant.name, N, C, V), func(b *testing.B) {
+			s := &benchSet{b: g, r: rand.New(rand.NewPCG(1, 1))}
+			defer s.free()
+			hidden, th := s.rand("h", kdrt.F32, 1, N, C), s.rand("th", kdrt.F32, 1, N, C)
+			head := loss.Head{W: s.rand("w", kdrt.F32, 0.05, V, C), G: s.rand("gw", kdrt.F32, 0, V, C)}
+			teacher := loss.TeacherHidden{Hidden: th, Head: s.rand("tw", kdrt.F32, 0.05, V, C)}
+			dHidden := s.rand("dh", kdrt.F32, 0, N, C)
+			if s.err != nil {
+				b.Fatal(s.err)
+			}
+			cfg := loss.KDConfig{Divergence: kdrt.ForwardKL, Temperature: 1}
+			var peak uint64
+			for b.Loop() {
+				g.ResetPeak()
+				base := g.Memory().InUse
+				if _, err := loss.KD(g, hidden, head, dHidden, teacher, nil, cfg, 1, variant.opt); err != nil {
+					b.Fatal(err)
+				}
+				if err := g.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				peak = max(peak, g.Memory().PeakInUse-base)
+			}
+			b.ReportMetric(float64(peak)/1e6, "peak-MB")
+			b.ReportMetric(float64(N)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
 }

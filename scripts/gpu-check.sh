@@ -10,7 +10,10 @@
 # kernel compile check), the kdnative binary, the model fixtures and demo
 # data the tests read, and a Qwen2.5-0.5B-shaped config for the training-step benchmark.
 # run.sh prints a short table last: per kernel, time, GB/s or TFLOP/s and the
-# fraction of the machine's measured ceiling; and tokens/s of a training step.
+# fraction of the machine's measured ceiling; tokens/s of a training step; the
+# fused KD loss's time and peak memory against the plain one; and, where
+# python3 has torch and transformers, the same training step and the plain KD
+# loss in PyTorch on the same GPU (torch_bench.py).
 # CUDA libraries (cuBLAS, NVRTC) are found the usual way: LD_LIBRARY_PATH,
 # CUDA_HOME, /usr/local/cuda, the system path or the nvidia-* Python wheels.
 set -euo pipefail
@@ -23,7 +26,7 @@ go test -c -o "$out/cuda/cuda.test" ./cuda
 go build -o "$out/kdnative" ./cmd/kdnative
 cp -r model/testdata/fixtures "$out/model/testdata/"
 cp kd/demo/assets/data/val.jsonl.gz "$out/kd/demo/assets/data/"
-cp scripts/gpu/qwen2.5-0.5b.json "$out/"
+cp scripts/gpu/qwen2.5-0.5b.json scripts/gpu/torch_bench.py "$out/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs the GPU check; see scripts/gpu-check.sh in the kdnative repository.
@@ -47,11 +50,21 @@ echo "== kernels"
 "$here/kdnative" --device cuda bench --kernels > kernels.txt 2>&1 || { status=1; }
 echo "== training step (Qwen2.5-0.5B shape, random weights, sequence 1024)"
 "$here/kdnative" --device cuda bench --config qwen2.5-0.5b.json --batch "${BATCH:-8}" --seq 1024 --steps 3 > step.txt 2>&1 || { status=1; }
+echo "== fused KD loss (vocabulary 151,936) on the GPU"
+(cd cuda && ./cuda.test -test.run '^$' -test.bench KDFusedVsPlainGPU -test.benchtime 3x 2>&1) > kd.txt || status=1
+echo "== PyTorch on the same GPU (when python3 has torch and transformers)"
+if python3 -c 'import torch, transformers' 2>/dev/null; then
+  python3 torch_bench.py --config qwen2.5-0.5b.json --batch "${BATCH:-8}" --seq 1024 > torch.txt 2>&1 || status=1
+else
+  echo "no torch here" > torch.txt
+fi
 echo "== summary"
 grep -cE '^--- PASS' tests.log | sed 's/^/tests passed: /'
 grep -cE '^--- FAIL' tests.log | sed 's/^/tests failed: /'
 cat kernels.txt
 tail -n 5 step.txt
+grep -E '^Benchmark' kd.txt
+grep '^{' torch.txt
 exit $status
 RUN
 chmod +x "$out/run.sh"
