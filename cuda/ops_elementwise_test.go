@@ -180,7 +180,14 @@ func TestEmbeddingBackward(t *testing.T) {
 				tc, tg := p.rand("dtable", dt, 1, c.V, c.C)
 				p.cpu.EmbeddingBackward(tc, dc, ic)
 				p.gpu.EmbeddingBackward(tg, dg, ig)
-				p.check("dtable", tc, tg, tolFor(dt))
+				tol := tolFor(dt)
+				if dt == kdrt.BF16 {
+					// Each of the k ≈ N/V additions into a BF16 row rounds to
+					// 8 bits (unit roundoff 2⁻⁹): the error grows as √k·2⁻⁹,
+					// 1.6% at k = 67, on any GPU. Allow twice that.
+					tol = max(tol, 2*math.Sqrt(float64(c.N)/float64(c.V))*math.Exp2(-9))
+				}
+				p.check("dtable", tc, tg, tol)
 			})
 		}
 	}
