@@ -1,7 +1,6 @@
 package cuda
 
 import (
-	"errors"
 	"fmt"
 	goruntime "runtime"
 	"sync"
@@ -443,7 +442,3 @@ func (b *Backend) launch(op, kernel string, grid, block dim3, shmem int, args ..
 		b.recordLocked(op, err)
 	}
 }
-
-// errNoGPU wraps the probe's reason for tests and callers that want to tell
-// "no GPU here" from a real failure.
-var errNoGPU = errors.New("no usable NVIDIA GPU")

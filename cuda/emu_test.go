@@ -230,13 +230,11 @@ func (d *emuDevice) bindDriver(a *ctxAPI) {
 // bytes is the host view of n device bytes at addr, which must lie inside
 // one allocation (a Slice view points into the middle of one).
 func (d *emuDevice) bytes(addr, n uint64) []byte {
-	for base, buf := range d.mem {
-		if addr >= base && addr+n <= base+d.size[base] {
-			off := addr - base
-			return buf[off : off+n]
-		}
+	r := d.region(addr)
+	if n > uint64(len(r)) {
+		panic(fmt.Sprintf("emulator: %d bytes at %#x run past the end of their allocation", n, addr))
 	}
-	panic(fmt.Sprintf("emulator: %d bytes at %#x are not inside one allocation", n, addr))
+	return r[:n]
 }
 
 // region is the host view of the device memory from addr to the end of its

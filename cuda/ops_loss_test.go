@@ -3,7 +3,6 @@ package cuda
 import (
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -12,8 +11,9 @@ import (
 )
 
 // The loss ops are checked twice: against the CPU backend on the same inputs,
-// and against a float64 evaluation of the CPU's own algorithm (the functions
-// below are runtime/cpu's divergence.go and loss.go written out in float64).
+// and against a float64 evaluation of the CPU's own algorithm (runtime/cpu's
+// generic code instantiated in float64: cpu.DivergenceRows64 and
+// cpu.SparseDivergenceRows64).
 // The second check is the tight one: the CPU sums a vocabulary row
 // sequentially in float32, and over 50,000 columns that sum is itself off by
 // up to ~1e-3 relative (measured against the same code in float64), while the
@@ -109,7 +109,8 @@ func (p *pair) rowWeights(N int) []float32 {
 	return w
 }
 
-// ---- float64 references: runtime/cpu's algorithms in float64 ----
+// ---- float64 helpers (the divergences' float64 reference is runtime/cpu's
+// own generic code: cpu.DivergenceRows64, cpu.SparseDivergenceRows64) ----
 
 func ref64LogSoftmax(ls, x []float64, invT float64) {
 	mx := math.Inf(-1)
@@ -145,220 +146,6 @@ func ref64LogSumExp(x []float64) float64 {
 		s += math.Exp(v - mx)
 	}
 	return mx + math.Log(s)
-}
-
-func ref64LogAddExp(a, b float64) float64 {
-	if math.IsInf(a, -1) {
-		return b
-	}
-	if math.IsInf(b, -1) {
-		return a
-	}
-	if a < b {
-		a, b = b, a
-	}
-	return a + math.Log1p(math.Exp(b-a))
-}
-
-// ref64Bins is binDivergence: D over bins, and q·∂D/∂q per bin in qg.
-func ref64Bins(qg, lp, lq []float64, kind kdrt.DivergenceKind, beta, alpha float64) float64 {
-	var d float64
-	switch kind {
-	case kdrt.ForwardKL:
-		for i := range lp {
-			p := math.Exp(lp[i])
-			if p > 0 {
-				d += p * (lp[i] - lq[i])
-			}
-			qg[i] = -p
-		}
-	case kdrt.ReverseKL:
-		for i := range lq {
-			q := math.Exp(lq[i])
-			qg[i] = 0
-			if q > 0 {
-				d += q * (lq[i] - lp[i])
-				qg[i] = q * (lq[i] - lp[i])
-			}
-		}
-	case kdrt.JSD:
-		if beta == 0 {
-			return ref64Bins(qg, lp, lq, kdrt.ForwardKL, 0, 0)
-		}
-		if beta == 1 {
-			return ref64Bins(qg, lp, lq, kdrt.ReverseKL, 0, 0)
-		}
-		lb, l1b := math.Log(beta), math.Log(1-beta)
-		for i := range lp {
-			lm := ref64LogAddExp(lb+lp[i], l1b+lq[i])
-			p, q := math.Exp(lp[i]), math.Exp(lq[i])
-			qg[i] = 0
-			if p > 0 {
-				d += beta * p * (lp[i] - lm)
-			}
-			if q > 0 {
-				d += (1 - beta) * q * (lq[i] - lm)
-				qg[i] = (1 - beta) * q * (lq[i] - lm)
-			}
-		}
-	case kdrt.TVD:
-		for i := range lp {
-			p, q := math.Exp(lp[i]), math.Exp(lq[i])
-			d += 0.5 * math.Abs(p-q)
-			switch {
-			case q > p:
-				qg[i] = 0.5 * q
-			case q < p:
-				qg[i] = -0.5 * q
-			default:
-				qg[i] = 0
-			}
-		}
-	case kdrt.SkewKL:
-		la, l1a := math.Log(alpha), math.Log(1-alpha)
-		for i := range lp {
-			p := math.Exp(lp[i])
-			qg[i] = 0
-			if p > 0 {
-				lm := ref64LogAddExp(la+lp[i], l1a+lq[i])
-				d += p * (lp[i] - lm)
-				qg[i] = -(1 - alpha) * p * math.Exp(lq[i]-lm)
-			}
-		}
-	case kdrt.SkewReverseKL:
-		la, l1a := math.Log(alpha), math.Log(1-alpha)
-		for i := range lp {
-			q := math.Exp(lq[i])
-			qg[i] = 0
-			if q > 0 {
-				lm := ref64LogAddExp(l1a+lp[i], la+lq[i])
-				d += q * (lq[i] - lm)
-				qg[i] = q * (lq[i] - lm - alpha*math.Exp(lq[i]-lm))
-			}
-		}
-	}
-	return d
-}
-
-// ref64Dense is divergenceRows: losses are overwritten, ds (nil or [N, Vs])
-// accumulated.
-func ref64Dense(losses, ds, student, teacher, weights []float64, N, Vs, Vt int, p kdrt.DivergenceParams) {
-	V := p.Vocab
-	if V == 0 {
-		V = Vs
-	}
-	invT := float64(1 / p.Temperature)
-	lp, lq, qg := make([]float64, V), make([]float64, V), make([]float64, V)
-	for n := range N {
-		w := weights[n]
-		if w == 0 {
-			losses[n] = 0
-			continue
-		}
-		ref64LogSoftmax(lp, teacher[n*Vt:n*Vt+V], invT)
-		ref64LogSoftmax(lq, student[n*Vs:n*Vs+V], invT)
-		losses[n] = w * ref64Bins(qg, lp, lq, p.Kind, float64(p.Beta), float64(p.Alpha))
-		if ds == nil {
-			continue
-		}
-		var s float64
-		for _, v := range qg {
-			s += v
-		}
-		for j := range qg {
-			ds[n*Vs+j] += w * invT * (qg[j] - math.Exp(lq[j])*s)
-		}
-	}
-}
-
-// ref64Sparse is sparseDivergenceRows.
-func ref64Sparse(losses, ds, student []float64, ids []int32, logprobs, tails, weights []float64, N, V, K int, p kdrt.DivergenceParams) {
-	invT := float64(1 / p.Temperature)
-	bins := K
-	if p.Tail == kdrt.TailBucket {
-		bins = K + 1
-	}
-	ls := make([]float64, V)
-	lp, lq, qg := make([]float64, bins), make([]float64, bins), make([]float64, bins)
-	renorm := func(l []float64) {
-		lse := ref64LogSumExp(l)
-		for i := range l {
-			l[i] -= lse
-		}
-	}
-	for n := range N {
-		w := weights[n]
-		if w == 0 {
-			losses[n] = 0
-			continue
-		}
-		rowIDs, rowLP := ids[n*K:(n+1)*K], logprobs[n*K:(n+1)*K]
-		ref64LogSoftmax(ls, student[n*V:(n+1)*V], invT)
-		inTop := make([]bool, V)
-		for k, id := range rowIDs {
-			lp[k], lq[k] = rowLP[k], ls[id]
-			inTop[id] = true
-		}
-		if p.Tail == kdrt.Renormalize {
-			renorm(lp[:K])
-			renorm(lq[:K])
-		} else {
-			if tails != nil {
-				lp[K] = tails[n]
-				if K == V {
-					lp[K] = math.Inf(-1)
-				}
-				renorm(lp)
-			} else {
-				var pt float64
-				for _, v := range lp[:K] {
-					pt += math.Exp(v)
-				}
-				if K < V {
-					lp[K] = math.Log(math.Max(1e-10, 1-pt))
-				} else {
-					lp[K] = math.Inf(-1)
-				}
-			}
-			mx := math.Inf(-1)
-			for j, v := range ls {
-				if !inTop[j] {
-					mx = math.Max(mx, v)
-				}
-			}
-			var sum float64
-			if !math.IsInf(mx, -1) {
-				for j, v := range ls {
-					if !inTop[j] {
-						sum += math.Exp(v - mx)
-					}
-				}
-			}
-			lq[K] = mx + math.Log(sum)
-		}
-		losses[n] = w * ref64Bins(qg, lp, lq, p.Kind, float64(p.Beta), float64(p.Alpha))
-		if ds == nil {
-			continue
-		}
-		var s float64
-		for _, v := range qg {
-			s += v
-		}
-		if p.Tail == kdrt.TailBucket {
-			gTail := 0.0
-			if qt := math.Exp(lq[K]); qt > 0 {
-				gTail = qg[K] / qt
-			}
-			for j, v := range ls {
-				if !inTop[j] {
-					ds[n*V+j] += w * invT * math.Exp(v) * (gTail - s)
-				}
-			}
-		}
-		for k, id := range rowIDs {
-			ds[n*V+int(id)] += w * invT * (qg[k] - math.Exp(lq[k])*s)
-		}
-	}
 }
 
 // ---- cross-entropy ----
@@ -508,7 +295,7 @@ func TestDivergence(t *testing.T) {
 				for i, v := range w {
 					w64[i] = float64(v)
 				}
-				ref64Dense(losses, want, p.host(sc), p.host(tc), w64, sh.N, sh.Vs, sh.Vt, dp)
+				cpu.DivergenceRows64(losses, want, p.host(sc), p.host(tc), w64, sh.N, sh.Vs, sh.Vt, dp)
 				p.check64(name+" losses", losses, og, tolFor(kdrt.F32))
 				if grad {
 					p.check64(name+" dstudent", want, dg, tolFor(kdrt.F32))
@@ -625,107 +412,12 @@ func TestSparseDivergence(t *testing.T) {
 					for i, v := range w {
 						w64[i] = float64(v)
 					}
-					ref64Sparse(losses, want, p.host(sc), ids, p.host(lc), tails64, w64, sh.N, sh.V, sh.K, dp)
+					cpu.SparseDivergenceRows64(losses, want, p.host(sc), ids, p.host(lc), tails64, w64, sh.N, sh.V, sh.K, dp)
 					p.check64(name+" losses", losses, og, sparseTol(tcase.mode))
 					if grad {
 						p.check64(name+" dstudent", want, dg, sparseTol(tcase.mode))
 					}
 				}
-			}
-		}
-	}
-}
-
-// TestLossReferences checks the float64 references above against the CPU
-// backend on small rows, without a GPU: a reference that drifted from
-// runtime/cpu would otherwise only show on the GPU machine.
-func TestLossReferences(t *testing.T) {
-	c := cpu.New()
-	r := rand.New(rand.NewPCG(rand.Uint64(), 2))
-	tensor := func(vals []float32, shape ...int) *kdrt.Tensor {
-		x, err := c.Alloc("x", kdrt.F32, shape...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Upload(x, vals); err != nil {
-			t.Fatal(err)
-		}
-		return x
-	}
-	f64 := func(v []float32) []float64 {
-		out := make([]float64, len(v))
-		for i, x := range v {
-			out[i] = float64(x)
-		}
-		return out
-	}
-	near := func(what string, got []float32, want []float64) {
-		t.Helper()
-		w := make([]float32, len(want))
-		for i, v := range want {
-			w[i] = float32(v)
-		}
-		if e, i := relErr(got, w); e > 1e-5 {
-			t.Errorf("%s: CPU and float64 reference differ by %.3g; worst element %d: %v vs %v", what, e, i, got[i], w[i])
-		}
-	}
-	randv := func(n int, scale float32) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = scale * (2*r.Float32() - 1)
-		}
-		return v
-	}
-	const N, Vs, Vt, V, K = 4, 97, 101, 95, 9
-	w := []float32{1, 0, 0.5, 1.25}
-	for _, cfg := range divConfigs {
-		dp := cfg
-		dp.Temperature, dp.Vocab = 1.75, V
-		s, te, pre := randv(N*Vs, 4), randv(N*Vt, 4), randv(N*Vs, 0.01)
-		lt, dt := tensor(make([]float32, N), N), tensor(pre, N, Vs)
-		c.Divergence(lt, dt, tensor(s, N, Vs), tensor(te, N, Vt), tensor(w, N), dp)
-		losses, ds := make([]float64, N), f64(pre)
-		ref64Dense(losses, ds, f64(s), f64(te), f64(w), N, Vs, Vt, dp)
-		near(divName(cfg)+" dense losses", cpu.Float32s(lt), losses)
-		near(divName(cfg)+" dense dstudent", cpu.Float32s(dt), ds)
-
-		for _, mode := range []kdrt.TailMode{kdrt.Renormalize, kdrt.TailBucket} {
-			for _, given := range []bool{false, true} {
-				dp := cfg
-				dp.Temperature, dp.Tail = 0.8, mode
-				ids := make([]int32, N*K)
-				lps := make([]float32, N*K)
-				tails := make([]float32, N)
-				for n := range N {
-					perm := r.Perm(Vs)
-					var mass float64
-					for k := range K {
-						ids[n*K+k] = int32(perm[k])
-						lps[n*K+k] = float32(math.Log(0.9 / K * (0.5 + r.Float64())))
-						mass += math.Exp(float64(lps[n*K+k]))
-					}
-					tails[n] = float32(math.Log(math.Max(1-mass, 1e-3)))
-				}
-				it, err := c.Alloc("ids", kdrt.I32, N, K)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := c.UploadInt32(it, ids); err != nil {
-					t.Fatal(err)
-				}
-				var tl *kdrt.Tensor
-				var tails64 []float64
-				if given {
-					tl, tails64 = tensor(tails, N), f64(tails)
-				}
-				s, pre := randv(N*Vs, 4), randv(N*Vs, 0.01)
-				lt, dt := tensor(make([]float32, N), N), tensor(pre, N, Vs)
-				c.SparseDivergence(lt, dt, tensor(s, N, Vs), it, tensor(lps, N, K), tl, tensor(w, N), dp)
-				losses, ds := make([]float64, N), f64(pre)
-				ref64Sparse(losses, ds, f64(s), ids, f64(lps), tails64, f64(w), N, Vs, K, dp)
-				name := fmt.Sprintf("%s sparse tail=%d given=%v", divName(cfg), mode, given)
-				near(name+" losses", cpu.Float32s(lt), losses)
-				near(name+" dstudent", cpu.Float32s(dt), ds)
 			}
 		}
 	}

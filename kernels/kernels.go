@@ -14,13 +14,12 @@ import (
 	"io/fs"
 	"regexp"
 	"slices"
-	"strings"
 )
 
 //go:embed common.cuh *.cu
 var files embed.FS
 
-// Common is the shared header prepended to every program.
+// commonName is the shared header prepended to every program.
 const commonName = "common.cuh"
 
 // Program is one compilation unit.
@@ -66,8 +65,8 @@ func Programs() []Program {
 	return out
 }
 
-// kernelNames finds the kernels a source defines, skipping comments' text
-// only in the sense that the patterns are specific enough not to match prose.
+// kernelNames finds the kernels a source defines by their two declaration
+// forms (the patterns are specific enough not to match prose in comments).
 func kernelNames(src string) []string {
 	var out []string
 	for _, m := range externRe.FindAllStringSubmatch(src, -1) {
@@ -76,9 +75,9 @@ func kernelNames(src string) []string {
 	for _, m := range exportRe.FindAllStringSubmatch(src, -1) {
 		out = append(out, m[1]+"_f32", m[1]+"_bf16")
 	}
-	// KD_EXPORT's own definition in common.cuh is not in src; a kernel written
-	// as a macro argument elsewhere would be missed, which the compile test
-	// catches by comparing with the launch sites.
+	// KD_EXPORT's own definition is in common.cuh, not in src. A kernel
+	// declared any other way would be missed; TestLaunchedKernelsExist
+	// catches its launch site.
 	slices.Sort(out)
 	return slices.Compact(out)
 }
@@ -86,5 +85,5 @@ func kernelNames(src string) []string {
 // Common returns the shared header's text.
 func Common() string {
 	b, _ := files.ReadFile(commonName)
-	return strings.Clone(string(b))
+	return string(b)
 }

@@ -307,3 +307,18 @@ func renormalizeLog[F Float](l []F) {
 		l[i] -= lse
 	}
 }
+
+// DivergenceRows64 and SparseDivergenceRows64 are the float64 instances of
+// the algorithms behind Divergence and SparseDivergence (the same generic
+// code), on plain slices. They exist for tests that need the CPU's own
+// computation without float32 rounding: over a 150k-wide vocabulary row the
+// float32 sums drift by ~1e-3, more than a GPU kernel may differ (the CUDA
+// conformance tests compare with these).
+func DivergenceRows64(losses, dstudent, student, teacher, weights []float64, N, Vs, Vt int, p kdrt.DivergenceParams) {
+	divergenceRows(losses, dstudent, student, teacher, weights, N, Vs, Vt, p)
+}
+
+// SparseDivergenceRows64: see DivergenceRows64. tails may be nil.
+func SparseDivergenceRows64(losses, dstudent, student []float64, ids []int32, logprobs, tails, weights []float64, N, V, K int, p kdrt.DivergenceParams) {
+	sparseDivergenceRows(losses, dstudent, student, ids, logprobs, tails, weights, N, V, K, p)
+}
