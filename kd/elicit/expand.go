@@ -204,7 +204,7 @@ func Expand(ctx context.Context, cfg ExpandConfig) (Summary, error) {
 		}
 	}
 	defer func() { cfg.Client.OnRetry = prev }()
-	bar := newProgress(cfg.Progress, cfg.Count, len(made))
+	bar := newProgress(cfg.Progress, "instructions", cfg.Count, len(made))
 	defer bar.end()
 	stop := func(err error) {
 		if stopErr == nil {
@@ -244,6 +244,7 @@ func Expand(ctx context.Context, cfg ExpandConfig) (Summary, error) {
 					stop(err)
 				case err != nil:
 					sum.Failures++
+					bar.add(unitFailed)
 					lastErr = err
 					failsInARow++
 					if failsInARow >= cfg.MaxFailures {
@@ -270,7 +271,7 @@ func Expand(ctx context.Context, cfg ExpandConfig) (Summary, error) {
 						made = append(made, ins)
 						sum.Records++
 						kept++
-						bar.add(true)
+						bar.add(unitWritten)
 					}
 					if kept == 0 {
 						sum.Unparsed++
