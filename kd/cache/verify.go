@@ -44,9 +44,11 @@ func survey(dir string, h Header, verify bool) ([]shardState, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A cache of n examples has at most n shards: a file numbered beyond
+	// (a stray) is no part of it, and is not looked at.
 	top := -1
 	for _, p := range names {
-		if n, ok := shardNumber(filepath.Base(p)); ok && n > top {
+		if n, ok := shardNumber(filepath.Base(p)); ok && n > top && n < h.Examples {
 			top = n
 		}
 	}
@@ -242,6 +244,10 @@ type VerifyReport struct {
 	// Temporary lists *.kdc.tmp files: shards a crash interrupted (never
 	// read; the next cache-teacher run removes them).
 	Temporary []string
+	// Stray lists shard files numbered beyond any shard a cache of this
+	// many examples can have (never read; removed when a run completes the
+	// cache).
+	Stray []string
 }
 
 // OK reports whether every shard is intact and the cache holds every
@@ -276,6 +282,9 @@ func (r VerifyReport) String() string {
 	}
 	for _, t := range r.Temporary {
 		fmt.Fprintf(&b, "  %s  (a shard a crash interrupted: never read, removed by the next cache-teacher run)\n", t)
+	}
+	for _, t := range r.Stray {
+		fmt.Fprintf(&b, "  %s  (numbered beyond any shard of this cache: never read)\n", t)
 	}
 	for _, m := range r.Missing {
 		fmt.Fprintf(&b, "  %s: in no intact shard\n", m)
@@ -328,6 +337,13 @@ func VerifyDir(dir string) (VerifyReport, error) {
 	}
 	for _, g := range l.gaps {
 		rep.Missing = append(rep.Missing, g.Range)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "cache-*.kdc"))
+	sort.Strings(names)
+	for _, p := range names {
+		if n, ok := shardNumber(filepath.Base(p)); ok && n >= len(states) && n >= h.Examples {
+			rep.Stray = append(rep.Stray, filepath.Base(p))
+		}
 	}
 	tmps, _ := filepath.Glob(filepath.Join(dir, "cache-*.kdc.tmp"))
 	sort.Strings(tmps)

@@ -360,6 +360,9 @@ func attachCache(r *cache.Reader) func([]data.Example) error {
 		}
 		for i := range rows {
 			e, err := r.Get(i)
+			if errors.Is(err, cache.ErrCorrupt) {
+				return fmt.Errorf("%w; run cache-teacher again with the same arguments: it writes that shard again (kdnative cache-teacher --verify %s checks every shard)", err, r.Dir())
+			}
 			if err != nil {
 				return err
 			}
@@ -411,10 +414,10 @@ func InspectCache(dir string, example, position int, w io.Writer) error {
 		mass += math.Exp(float64(e.TopK.LogProbs[position*K+k]))
 	}
 	tail := math.Exp(float64(e.Tail[position]))
-	// Each log-probability is stored on its own to within half a grid step
-	// (1/64 nat near the top), the tail too, so the stored k+1 bins may sum
-	// a little above or below 1; training renormalizes them (tail: tail),
-	// and p here is what training sees.
+	// Each log-probability is stored on its own, rounded to the grid (1/32
+	// nat near the top), the tail too, so the stored k+1 bins may sum a
+	// little above or below 1; training renormalizes them (tail: tail), and
+	// p here is what training sees.
 	norm := mass + tail
 	for k := range K {
 		id, lp := e.TopK.IDs[position*K+k], e.TopK.LogProbs[position*K+k]
@@ -425,12 +428,12 @@ func InspectCache(dir string, example, position int, w io.Writer) error {
 		fmt.Fprintf(w, "  %6d %-12s p=%.4f  logp=%.4f (stored)\n", id, text, math.Exp(float64(lp))/norm, lp)
 	}
 	fmt.Fprintf(w, "  top-%d mass %.4f, tail %.4f (renormalized, as training reads them)\n", K, mass/norm, tail/norm)
-	within := "half a grid step"
+	grid := "a grid"
 	if q := r.Stats().Quantization.Step; q > 0 {
-		within = fmt.Sprintf("%.4g nats", q/2)
+		grid = fmt.Sprintf("a grid of %.4g nats", q)
 	}
-	fmt.Fprintf(w, "  stored: top-%d %.4f + tail %.4f = %.4f (each log-probability is stored to within %s, so the stored bins need not sum to 1 exactly)\n",
-		K, mass, tail, norm, within)
+	fmt.Fprintf(w, "  stored: top-%d %.4f + tail %.4f = %.4f (each log-probability is stored on its own, rounded to %s, so the stored bins need not sum to 1)\n",
+		K, mass, tail, norm, grid)
 	return nil
 }
 
