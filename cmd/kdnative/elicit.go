@@ -22,15 +22,15 @@ func elicitCommand() *cli.Command {
 			Name:  "curate",
 			Usage: "filter generated JSONL by length and script and remove exact and near duplicates",
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "input", Required: true},
-				&cli.StringFlag{Name: "output", Required: true},
-				&cli.StringFlag{Name: "dropped", Usage: "also write the dropped records, each with its reason"},
-				&cli.StringSliceFlag{Name: "field", Usage: "record fields judged (default prompt and response, or messages)"},
-				&cli.IntFlag{Name: "min-chars"},
-				&cli.IntFlag{Name: "max-chars"},
+				&cli.StringFlag{Name: "input", Required: true, Usage: "JSONL records to filter (elicit label's, expand's, or any with the --field fields)"},
+				&cli.StringFlag{Name: "output", Required: true, Usage: "JSONL of the records kept, in their order (written whole, then renamed into place)"},
+				&cli.StringFlag{Name: "dropped", Usage: "also write the dropped records here, each with its \"reason\""},
+				&cli.StringSliceFlag{Name: "field", DefaultText: "prompt and response, or the messages' contents", Usage: "a record field whose text is judged (repeat for several)"},
+				&cli.IntFlag{Name: "min-chars", DefaultText: "no minimum", Usage: "drop records whose judged text has fewer characters"},
+				&cli.IntFlag{Name: "max-chars", DefaultText: "no maximum", Usage: "drop records whose judged text has more characters"},
 				&cli.StringFlag{Name: "script", Usage: "keep records written in this Unicode script (latin, han, cyrillic, …)"},
 				&cli.Float64Flag{Name: "script-fraction", Value: 0.8, Usage: "the share of letters that must be in --script"},
-				&cli.Float64Flag{Name: "near-dup", Value: 0.8, Usage: "Jaccard similarity (word 5-grams, MinHash) at which a record is a near duplicate; 0 for exact duplicates only"},
+				nearDupFlag(0.8, "a record"),
 			},
 			Action: func(c *cli.Context) error {
 				rep, err := elicit.Curate(elicit.CurateConfig{Input: c.String("input"), Output: c.String("output"),
@@ -47,20 +47,28 @@ func elicitCommand() *cli.Command {
 	}
 }
 
+// nearDupFlag is --near-dup, one meaning in expand and curate: the
+// estimated similarity at which what (a record, an instruction) is a near
+// duplicate of an earlier one, 0 for exact duplicates only.
+func nearDupFlag(value float64, what string) cli.Flag {
+	return &cli.Float64Flag{Name: "near-dup", Value: value,
+		Usage: "drop " + what + " whose word 5-gram Jaccard similarity (MinHash estimate) to an earlier one reaches this, in (0, 1]; 0: exact duplicates only (case and spacing ignored)"}
+}
+
 // teacherFlags say where the teacher is: an OpenAI-compatible endpoint, or a
 // local model folder.
 func teacherFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "endpoint", Usage: "OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp's server, kdnative serve, a hosted API)"},
-		&cli.StringFlag{Name: "model", Usage: "the model name the endpoint serves (with --local: default the folder's name)"},
+		&cli.StringFlag{Name: "model", Usage: "the model name the endpoint serves (required with --endpoint; with --local, the folder's name by default)"},
 		&cli.StringFlag{Name: "api-key-env", Usage: "environment variable holding the API key (sent as a bearer token; never printed or written)"},
 		&cli.StringFlag{Name: "local", Usage: "a local Hugging Face model folder to use instead of --endpoint (served in-process on loopback, as kdnative serve)"},
-		&cli.StringFlag{Name: "template", Value: "auto", Usage: "with --local: chat format auto, chatml or qwen3"},
+		&cli.StringFlag{Name: "template", Value: "auto", Usage: "with --local: the chat format, auto, chatml or qwen3"},
 		&cli.IntFlag{Name: "concurrency", Value: 4, Usage: "requests in flight"},
-		&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries per request on 429, 5xx, timeouts and connection errors (exponential backoff)"},
+		&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries per request on 429, 5xx, timeouts and connection errors (exponential backoff; 0: none)"},
 		&cli.DurationFlag{Name: "timeout", Value: 120 * time.Second, Usage: "time limit per attempt"},
 		&cli.IntFlag{Name: "max-failures", Value: 10, Usage: "stop after this many requests in a row fail after their retries"},
-		&cli.BoolFlag{Name: "quiet", Usage: "no progress bar"},
+		&cli.BoolFlag{Name: "quiet", Usage: "no progress line (it goes to stderr: redrawn on a terminal, a plain line every 15 s otherwise)"},
 	}
 }
 
@@ -122,10 +130,11 @@ func elicitLabelCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Required: true, Usage: "JSONL written; an existing one is continued (records already there are kept and not redone)"},
 			&cli.IntFlag{Name: "n", Value: 1, Usage: "answers per prompt"},
 			&cli.StringFlag{Name: "system", Usage: "system prompt sent before each prompt"},
-			&cli.Float64Flag{Name: "temperature", Value: -1, Usage: "sampling temperature (default: the endpoint's)"},
-			&cli.IntFlag{Name: "max-tokens", Usage: "answer length limit in tokens (default: the endpoint's)"},
-			&cli.IntFlag{Name: "top-logprobs", Usage: "keep each token's top-k alternatives (0 to 20; 0: none)"},
-			&cli.StringFlag{Name: "missing-logprobs", Value: "error", Usage: "an answer without the logprobs asked for: error (stop), skip (count, no record) or keep (record without them)"},
+			&cli.Float64Flag{Name: "temperature", Value: -1, DefaultText: "the endpoint's", Usage: "sampling temperature"},
+			&cli.IntFlag{Name: "max-tokens", DefaultText: "the endpoint's", Usage: "answer length limit in tokens (an answer cut there has finish_reason \"length\")"},
+			&cli.Int64Flag{Name: "seed", DefaultText: "none: the endpoint samples anew", Usage: "random seed: each request gets one made from it and the record's id, so an endpoint that honours seeds (vLLM, kdnative serve) answers alike in every run"},
+			&cli.IntFlag{Name: "top-logprobs", DefaultText: "0: none", Usage: "keep each token's top-k alternatives (0 to 20)"},
+			&cli.StringFlag{Name: "missing-logprobs", Value: "error", Usage: "an answer without the logprobs asked for: error (stop), skip (count, no record; a later run asks again) or keep (record without them)"},
 			&cli.StringFlag{Name: "student-tokenizer", Usage: "tokenizer folder to map the top tokens to ids (when teacher and student share a tokenizer)"},
 			&cli.BoolFlag{Name: "strict", Usage: "stop at a bad prompt line instead of counting and skipping it"},
 		),
@@ -141,6 +150,10 @@ func elicitLabelCommand() *cli.Command {
 				StrictInput: c.Bool("strict"), Concurrency: c.Int("concurrency"), MaxFailures: c.Int("max-failures"), Log: c.App.ErrWriter}
 			if t := c.Float64("temperature"); t >= 0 {
 				cfg.Temperature = &t
+			}
+			if c.IsSet("seed") {
+				seed := c.Int64("seed")
+				cfg.Seed = &seed
 			}
 			if !c.Bool("quiet") {
 				cfg.Progress = c.App.ErrWriter
@@ -162,12 +175,13 @@ func elicitExpandCommand() *cli.Command {
 			&cli.IntFlag{Name: "count", Required: true, Usage: "how many new instructions the output should hold"},
 			&cli.IntFlag{Name: "shown", Value: 4, Usage: "examples shown per request"},
 			&cli.IntFlag{Name: "per-request", Value: 8, Usage: "instructions asked for per request"},
-			&cli.Float64Flag{Name: "temperature", Value: 1},
-			&cli.IntFlag{Name: "max-tokens", Value: 512},
-			&cli.Float64Flag{Name: "near-dup", Value: 0.7, Usage: "Jaccard similarity (word 5-grams, MinHash) at which an instruction is a near duplicate; negative: exact duplicates only"},
-			&cli.IntFlag{Name: "min-words", Value: 3},
+			&cli.Float64Flag{Name: "temperature", Value: 1, Usage: "sampling temperature (high: more varied instructions)"},
+			&cli.IntFlag{Name: "max-tokens", Value: 512, Usage: "answer length limit in tokens, per request"},
+			nearDupFlag(0.7, "an instruction"),
+			&cli.IntFlag{Name: "min-words", Value: 3, Usage: "drop instructions of fewer words"},
+			&cli.IntFlag{Name: "max-chars", Value: 1000, Usage: "drop instructions of more characters"},
 			&cli.StringFlag{Name: "prompt", Usage: "request text replacing the built-in one; {examples} and {n} are filled in"},
-			&cli.Uint64Flag{Name: "seed", Usage: "random seed for the choice of examples"},
+			&cli.Uint64Flag{Name: "seed", Usage: "random seed for the choice of examples shown (the same seed chooses alike in every run)"},
 		),
 		Action: func(c *cli.Context) error {
 			client, done, err := teacherClient(c)
@@ -178,7 +192,7 @@ func elicitExpandCommand() *cli.Command {
 			t := c.Float64("temperature")
 			cfg := elicit.ExpandConfig{Client: client, Seeds: c.String("seeds"), Output: c.String("output"), Count: c.Int("count"),
 				Shown: c.Int("shown"), PerRequest: c.Int("per-request"), Temperature: &t, MaxTokens: c.Int("max-tokens"),
-				NearDup: c.Float64("near-dup"), MinWords: c.Int("min-words"), Prompt: c.String("prompt"), RandSeed: c.Uint64("seed"),
+				NearDup: c.Float64("near-dup"), MinWords: c.Int("min-words"), MaxChars: c.Int("max-chars"), Prompt: c.String("prompt"), RandSeed: c.Uint64("seed"),
 				Concurrency: c.Int("concurrency"), MaxFailures: c.Int("max-failures"), Log: c.App.ErrWriter}
 			if !c.Bool("quiet") {
 				cfg.Progress = c.App.ErrWriter
@@ -197,10 +211,10 @@ func elicitFeedbackCommand() *cli.Command {
 		Flags: append(teacherFlags(),
 			&cli.StringFlag{Name: "input", Required: true, Usage: `JSONL of {"prompt", "responses": [...]} lines, or {"prompt", "response"} lines (kdnative generate's) grouped by prompt`},
 			&cli.StringFlag{Name: "output", Required: true, Usage: "JSONL written; an existing one is continued"},
-			&cli.StringFlag{Name: "criteria", Usage: "what the judge looks for (default helpfulness, correctness and clarity)"},
+			&cli.StringFlag{Name: "criteria", DefaultText: "helpfulness, correctness and clarity", Usage: "what the judge looks for"},
 			&cli.StringFlag{Name: "prompt", Usage: "judging prompt replacing the built-in one; {criteria}, {prompt}, {responses} and {k} are filled in"},
 			&cli.IntFlag{Name: "max-tokens", Value: 16, Usage: "judgement length limit"},
-			&cli.Uint64Flag{Name: "seed", Usage: "random seed for the order candidates are shown in"},
+			&cli.Uint64Flag{Name: "seed", Usage: "random seed for the order candidates are shown in (the same seed shows them alike in every run)"},
 			&cli.BoolFlag{Name: "strict", Usage: "stop at a bad input line instead of counting and skipping it"},
 		),
 		Action: func(c *cli.Context) error {

@@ -126,8 +126,9 @@ func checkDamage(t *testing.T, dir, file string, block int, es []Entry) string {
 }
 
 // TestTruncatedShard cuts a shard short at several lengths: the reader
-// serves the shards before it and names it; Create resumes from there and
-// the finished cache equals one never damaged.
+// serves the shards before it and names it; Create keeps the intact shards
+// on both sides, names the cut one, asks for its examples only, and the
+// finished cache equals one never damaged.
 func TestTruncatedShard(t *testing.T) {
 	ref, h, es := smallCache(t)
 	size := func(p string) int64 { st, _ := os.Stat(p); return st.Size() }
@@ -163,10 +164,13 @@ func TestTruncatedShard(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if w.Done() != 3 {
-				t.Fatalf("Done %d, want 3", w.Done())
+			if w.Done() != 6 || fmt.Sprint(w.Todo()) != "[examples 3–5]" {
+				t.Fatalf("Done %d, Todo %v; want 6 and examples 3–5", w.Done(), w.Todo())
 			}
-			for i := 3; i < len(es); i++ {
+			if left := fmt.Sprint(w.LeftOut()); !strings.Contains(left, "cache-00001.kdc") || !strings.Contains(left, "truncated") {
+				t.Fatalf("LeftOut %s", left)
+			}
+			for i := 3; i < 6; i++ {
 				if err := w.Add(i, es[i]); err != nil {
 					t.Fatal(err)
 				}

@@ -16,16 +16,20 @@
 // Writing:
 //
 //	w, err := cache.Create(dir, h, cache.WriterOptions{})   // resumes a cache with the same header
-//	for i := w.Done(); i < h.Examples; i++ {
-//		err = w.Add(i, cache.Entry{TopK: topk, Tail: tail})   // Tail may be nil
+//	for _, r := range w.Todo() {                              // all examples, or those still missing
+//		for i := r.First; i < r.End; i++ {
+//			err = w.Add(i, cache.Entry{TopK: topk, Tail: tail})   // Tail may be nil
+//		}
 //	}
 //	err = w.Close()
 //
 // A shard is written to a temporary file, synced and renamed into place when
 // full, so a crash (or a full disk: the error names the file) loses at most
-// the shard being written; Done tells a new writer where to go on. Create
-// refuses a folder holding another header's cache and a header whose k
-// exceeds its vocabulary.
+// the shard being written. Create checks every block of the shards already
+// there, keeps the intact ones, and Todo tells a new writer what is left:
+// the examples of damaged or missing shards (LeftOut names them) and those
+// never written. Create refuses a folder holding another header's cache and
+// a header whose k exceeds its vocabulary.
 //
 // Reading:
 //
@@ -33,6 +37,9 @@
 //	err = r.Header().Compatible(want)   // nil, or what differs
 //	err = r.Incomplete()                // nil, or which shard is missing or damaged
 //	e, err := r.Get(i)                  // random access, safe for concurrent use
+//
+// VerifyDir(dir) checks a whole folder, every block, and says per shard
+// what is intact, damaged (which part, why) or missing.
 //
 // Log-probabilities are stored on a grid (Quantization): by default within
 // 1/64 nat for log p ≥ −6 and within 1/16 below, which costs about 2 bits

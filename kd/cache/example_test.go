@@ -46,9 +46,11 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	for i := w.Done(); i < len(tokens); i++ { // Done: where a crashed run stopped
-		if err := w.Add(i, teacher(i)); err != nil {
-			log.Fatal(err)
+	for _, r := range w.Todo() { // all of it; after a crash or damage, what is missing
+		for i := r.First; i < r.End; i++ {
+			if err := w.Add(i, teacher(i)); err != nil {
+				log.Fatal(err)
+			}
 		}
 	}
 	if err := w.Close(); err != nil {

@@ -105,13 +105,21 @@ func writeCache(t testing.TB, dir string, h Header, opt WriterOptions, es []Entr
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := w.Done(); i < len(es); i++ {
-		if err := w.Add(i, es[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fill(t, w, es)
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fill adds what the writer's Todo asks for.
+func fill(t testing.TB, w *Writer, es []Entry) {
+	t.Helper()
+	for _, r := range w.Todo() {
+		for i := r.First; i < r.End; i++ {
+			if err := w.Add(i, es[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 

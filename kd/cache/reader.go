@@ -128,7 +128,7 @@ func (r *Reader) block(si, bi, example int) (*decoded, error) {
 		return nil, blockError(sh, bi, example, fmt.Sprintf("checksum mismatch (stored %08x, computed %08x)", b.CRC, got))
 	}
 	d := &decoded{shard: si, block: bi}
-	if err := r.decompress(buf, b, &d.streams); err != nil {
+	if err := decompress(r.dec, buf, b, &d.streams); err != nil {
 		return nil, blockError(sh, bi, example, err.Error())
 	}
 	r.mu.Lock()
@@ -138,7 +138,7 @@ func (r *Reader) block(si, bi, example int) (*decoded, error) {
 }
 
 // decompress splits a block into its streams' frames and decompresses them.
-func (r *Reader) decompress(buf []byte, b blockInfo, streams *[nStreams][]byte) error {
+func decompress(dec *zstd.Decoder, buf []byte, b blockInfo, streams *[nStreams][]byte) error {
 	br := &byteReader{b: buf}
 	ns, err := br.uvarint()
 	if err != nil {
@@ -177,7 +177,7 @@ func (r *Reader) decompress(buf []byte, b blockInfo, streams *[nStreams][]byte) 
 		if err := zh.Decode(frame); err != nil || (zh.HasFCS && zh.FrameContentSize != rlen[i]) {
 			return fmt.Errorf("%w: stream %d is not a zstd frame of %d bytes", errBlock, i, rlen[i])
 		}
-		out, err := r.dec.DecodeAll(frame, nil)
+		out, err := dec.DecodeAll(frame, nil)
 		if err != nil {
 			return fmt.Errorf("%w: stream %d: %v", errBlock, i, err)
 		}

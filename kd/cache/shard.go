@@ -137,8 +137,9 @@ func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
 
 // readShard opens a shard file and checks everything but its blocks: the
 // preamble and its checksum, that it belongs to the cache h (want), is shard
-// number num and starts at example first, the trailer, the index and their
-// checksums, and that blocks, index and trailer tile the file exactly.
+// number num and starts at example first (first < 0: wherever its header
+// says), the trailer, the index and their checksums, and that blocks, index
+// and trailer tile the file exactly.
 func readShard(path string, num, first int, want Header) (*shardInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -193,6 +194,9 @@ func parseShard(f io.ReaderAt, size int64, path string, num, first int, want Hea
 			return nil, fmt.Errorf("teacher cache: %s belongs to another cache: %w", path, err)
 		}
 		return nil, fmt.Errorf("teacher cache: %s belongs to another cache: %w: header %+v, not %+v", path, ErrMismatch, sh.Cache, want)
+	}
+	if first < 0 && sh.First >= 0 {
+		first = sh.First
 	}
 	if sh.Shard != num || sh.First != first {
 		return nil, fmt.Errorf("teacher cache: %s is shard %d from example %d, not shard %d from example %d (left from an earlier layout?)", path, sh.Shard, sh.First, num, first)

@@ -49,11 +49,11 @@ type cacheFile struct {
 	Header
 }
 
-// Writer fills a cache folder with shards. Examples arrive in index order
-// from Done(); each full shard is written to a temporary file, synced and
-// renamed into place, so the folder only ever holds complete shards (and at
-// most one temporary file, which Create removes). A Writer is not safe for
-// concurrent use.
+// Writer fills a cache folder with shards. Examples arrive in index order,
+// the ranges of Todo() one after another; each full shard is written to a
+// temporary file, synced and renamed into place, so the folder only ever
+// holds complete shards (and at most one temporary file, which Create
+// removes). A Writer is not safe for concurrent use.
 type Writer struct {
 	dir string
 	h   Header
@@ -62,9 +62,13 @@ type Writer struct {
 	zw  *zstd.Encoder
 	e   encoder
 
-	done  int // examples in complete shards
-	next  int // the index Add expects
-	shard int // number of the shard being built
+	done     int   // examples in complete shards
+	next     int   // the index Add expects
+	shard    int   // number of the shard being built
+	target   int   // the examples it will hold
+	gaps     []gap // what is left to write; gaps[0] is being written
+	endShard int   // the number after the last complete shard
+	left     []error
 
 	// the shard being built
 	f          wfile
@@ -84,12 +88,16 @@ type Writer struct {
 }
 
 // Create opens the cache folder dir for writing, making it if needed. A
-// folder that already holds a cache with the same header is resumed: Done()
-// tells how many examples its complete shards hold, and the caller goes on
-// from there. A folder holding a cache with another header (teacher,
-// tokenizer, data, k, temperature, vocabulary) is refused with an error that
-// names the differences, and nothing in it is touched. A header whose k
-// exceeds its vocabulary is refused.
+// folder that already holds a cache with the same header is resumed: every
+// shard is checked through (header, index, trailer and every block, as
+// VerifyDir does), the intact ones are kept, and Todo() gives the examples
+// still to add: those of the shards missing or damaged (LeftOut says which
+// and why; each is written again under its own number, holding the same
+// examples) and those an unfinished run never wrote. A folder holding a
+// cache with another header (teacher, tokenizer, data, k, temperature,
+// vocabulary) is refused with an error that names the differences, and
+// nothing in it is touched. A header whose k exceeds its vocabulary is
+// refused.
 func Create(dir string, h Header, opt WriterOptions) (*Writer, error) {
 	return create(dir, h, opt, osFS{})
 }
@@ -159,20 +167,53 @@ func create(dir string, h Header, opt WriterOptions, fsy fsys) (*Writer, error) 
 			return nil, fmt.Errorf("teacher cache: removing the unfinished %s: %w", t, err)
 		}
 	}
-	shards, done, _, err := scan(dir, h)
+	states, err := survey(dir, h, true)
 	if err != nil {
 		return nil, err
 	}
-	w.done, w.next, w.shard = done, done, len(shards)
+	l := plan(states, h)
+	w.done, w.gaps, w.endShard = l.done, l.gaps, l.endShard
+	for _, ls := range l.left {
+		w.left = append(w.left, ls.err)
+	}
+	w.enterGap()
 	return w, nil
 }
 
+// enterGap points the writer at the first gap left (or past the end).
+func (w *Writer) enterGap() {
+	if len(w.gaps) == 0 {
+		w.next, w.shard = w.h.Examples, w.endShard
+		return
+	}
+	w.next, w.shard = w.gaps[0].First, w.gaps[0].num
+}
+
 // Done is the number of examples in complete shards: after a crash, what
-// survived. Add expects example Done() next.
+// survived.
 func (w *Writer) Done() int { return w.done }
 
-// Add appends example index, which must be the next one (Done() plus those
-// added since). A bad entry (wrong shape, an id outside the vocabulary or
+// Todo is the examples still to add, in the order Add wants them: after a
+// crash or on a fresh cache one range from Done() to the end; where a
+// damaged or missing shard was found between intact ones, its examples
+// first.
+func (w *Writer) Todo() []Range {
+	var out []Range
+	for i, g := range w.gaps {
+		if i == 0 {
+			g.First = w.next
+		}
+		out = append(out, g.Range)
+	}
+	return out
+}
+
+// LeftOut lists the shard files that Create found damaged, missing between
+// intact shards, or not fitting the layout, each an error naming the file
+// and why; their examples are in Todo().
+func (w *Writer) LeftOut() []error { return w.left }
+
+// Add appends example index, which must be the next one of Todo(). A bad entry (wrong shape, an id outside the vocabulary or
 // repeated, a log-probability above 0 or NaN) is refused and the writer goes
 // on; an I/O error (a full disk) names the file, ends the writer, and leaves
 // the complete shards as they were.
@@ -183,11 +224,14 @@ func (w *Writer) Add(index int, e Entry) error {
 	if w.closed {
 		return fmt.Errorf("teacher cache: Add after Close")
 	}
-	if index != w.next {
-		return fmt.Errorf("teacher cache: example %d arrives, expected %d (examples come in order from Done() = %d)", index, w.next, w.done)
-	}
 	if index >= w.h.Examples {
 		return fmt.Errorf("teacher cache: example %d is beyond the %d examples of the header", index, w.h.Examples)
+	}
+	if len(w.gaps) == 0 {
+		return fmt.Errorf("teacher cache: example %d arrives, but the cache is complete", index)
+	}
+	if index != w.next {
+		return fmt.Errorf("teacher cache: example %d arrives, expected %d (examples come in the order of Todo(): %v)", index, w.next, w.Todo())
 	}
 	if w.f == nil {
 		if err := w.startShard(); err != nil {
@@ -231,7 +275,7 @@ func (w *Writer) Add(index int, e Entry) error {
 			return w.fail(err)
 		}
 	}
-	if w.shardN == w.opt.ExamplesPerShard || w.next == w.h.Examples {
+	if w.shardN == w.target || w.next == w.gaps[0].End {
 		if err := w.finishShard(); err != nil {
 			return w.fail(err)
 		}
@@ -240,9 +284,12 @@ func (w *Writer) Add(index int, e Entry) error {
 }
 
 // Close writes the examples added since the last complete shard as a
-// (smaller) shard, atomically. When the cache is complete it also removes
-// shard files beyond the last one (left by an earlier layout). After an I/O
-// error Close removes the unfinished file and returns that error.
+// (smaller) shard, atomically — except in a gap between intact shards,
+// where a shard must hold exactly the examples its number stands for: there
+// the unfinished shard is dropped, and a later run writes it whole. When
+// the cache is complete Close also removes shard files beyond the last one
+// (left by an earlier layout). After an I/O error Close removes the
+// unfinished file and returns that error.
 func (w *Writer) Close() error {
 	if w.closed {
 		return w.err
@@ -252,11 +299,11 @@ func (w *Writer) Close() error {
 	if w.err != nil {
 		return w.err
 	}
-	if w.shardN > 0 {
+	if w.shardN > 0 && w.gaps[0].shards < 0 {
 		if err := w.finishShard(); err != nil {
 			return w.fail(err)
 		}
-	} else if w.f != nil { // started, but every example was refused
+	} else if w.f != nil { // a gap's shard unfinished, or every example was refused
 		w.f.Close()
 		w.f = nil
 		if err := w.fs.Remove(w.tmp); err != nil {
@@ -267,7 +314,7 @@ func (w *Writer) Close() error {
 		all, _ := filepath.Glob(filepath.Join(w.dir, "cache-*.kdc"))
 		for _, p := range all {
 			n, ok := shardNumber(filepath.Base(p))
-			if ok && n >= w.shard {
+			if ok && n >= w.endShard {
 				if err := w.fs.Remove(p); err != nil {
 					return fmt.Errorf("teacher cache: removing the stale %s: %w", p, err)
 				}
@@ -297,6 +344,15 @@ func (w *Writer) startShard() error {
 	}
 	w.f = f
 	w.shardFirst, w.shardN, w.shardPos, w.blocks, w.off = w.next, 0, 0, w.blocks[:0], 0
+	// A gap between intact shards is shared evenly by its shard numbers
+	// (one shard holding exactly a damaged one's examples, as a rule); the
+	// end gets shards of ExamplesPerShard.
+	if g := w.gaps[0]; g.shards > 0 {
+		n := g.End - w.next
+		w.target = (n + g.shards - 1) / g.shards
+	} else {
+		w.target = w.opt.ExamplesPerShard
+	}
 	pre, err := preamble(shardHeader{Cache: w.h, Shard: w.shard, First: w.next, Quantization: w.e.q.Quantization, Floor: Floor})
 	if err != nil {
 		return err
@@ -373,7 +429,15 @@ func (w *Writer) finishShard() error {
 	}
 	w.done += w.shardN
 	w.shard++
+	w.endShard = max(w.endShard, w.shard)
 	w.shardN, w.shardPos = 0, 0
+	if g := &w.gaps[0]; g.shards > 0 {
+		g.shards--
+	}
+	if w.next == w.gaps[0].End {
+		w.gaps = w.gaps[1:]
+		w.enterGap()
+	}
 	return nil
 }
 

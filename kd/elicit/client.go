@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -136,9 +137,68 @@ func detail(msg string) string {
 	return ": " + msg
 }
 
+// RedirectError is a redirect that was not followed: to another origin
+// (scheme, host and port) while an API key is set, since the key must never
+// reach a server it was not given for.
+type RedirectError struct {
+	From, To string // origins
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("the endpoint redirected from %s to another origin, %s; kdnative does not send the API key there (if you trust it, give that URL as --endpoint)", e.From, e.To)
+}
+
+// origin is a URL's scheme://host:port, the port made explicit.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		switch u.Scheme {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// httpClient is c.HTTP (or a plain client) with a redirect policy that
+// keeps the API key at home: Go's own policy forwards Authorization to
+// another port or scheme of the same host, so a redirect to another
+// origin is refused while a key is set (and, should a caller's policy let
+// one through, the key is taken off it).
+func (c *Client) httpClient() *http.Client {
+	hc := http.Client{}
+	if c.HTTP != nil {
+		hc = *c.HTTP
+	}
+	if c.APIKey == "" {
+		return &hc
+	}
+	inner := hc.CheckRedirect
+	hc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if from, to := origin(via[0].URL), origin(req.URL); from != to {
+			req.Header.Del("Authorization")
+			return &RedirectError{From: from, To: to}
+		}
+		if inner != nil {
+			return inner(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &hc
+}
+
 // Fatal reports whether err means no later request can succeed either (a
-// refused key, a wrong URL or model), so a run should stop.
+// refused key, a wrong URL or model, a redirect to another origin), so a
+// run should stop.
 func Fatal(err error) bool {
+	if errors.As(err, new(*RedirectError)) {
+		return true
+	}
 	var se *StatusError
 	if errors.As(err, &se) {
 		switch se.Status {
@@ -150,6 +210,9 @@ func Fatal(err error) bool {
 }
 
 func retryable(err error) bool {
+	if errors.As(err, new(*RedirectError)) {
+		return false
+	}
 	var se *StatusError
 	if errors.As(err, &se) {
 		return se.Status == http.StatusTooManyRequests || se.Status == http.StatusRequestTimeout || se.Status >= 500
@@ -256,14 +319,14 @@ func (c *Client) once(ctx context.Context, body []byte) (ChatResponse, error) {
 	if c.APIKey != "" {
 		hreq.Header.Set("Authorization", "Bearer "+c.APIKey)
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	hresp, err := hc.Do(hreq)
+	hresp, err := c.httpClient().Do(hreq)
 	if err != nil {
 		if actx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
 			return ChatResponse{}, fmt.Errorf("no answer within %v", timeout)
+		}
+		var re *RedirectError
+		if errors.As(err, &re) {
+			return ChatResponse{}, re
 		}
 		var op *net.OpError
 		if errors.As(err, &op) {

@@ -44,12 +44,22 @@ type CurateReport struct {
 }
 
 func (r CurateReport) String() string {
-	var reasons []string
-	for k, v := range r.Dropped {
-		reasons = append(reasons, fmt.Sprintf("%s %d", k, v))
+	s := fmt.Sprintf("%d records read, %d kept", r.Read, r.Kept)
+	if len(r.Dropped) == 0 {
+		return s + ", none dropped"
 	}
-	sort.Strings(reasons)
-	return fmt.Sprintf("%d records read, %d kept, dropped: %s", r.Read, r.Kept, strings.Join(reasons, ", "))
+	keys := make([]string, 0, len(r.Dropped))
+	n := 0
+	for k, v := range r.Dropped {
+		keys = append(keys, k)
+		n += v
+	}
+	sort.Strings(keys)
+	reasons := make([]string, len(keys))
+	for i, k := range keys {
+		reasons[i] = fmt.Sprintf("%d %s", r.Dropped[k], k)
+	}
+	return fmt.Sprintf("%s, %d dropped (%s)", s, n, strings.Join(reasons, ", "))
 }
 
 // Curate filters cfg.Input into cfg.Output (written to a temporary name and
@@ -57,8 +67,8 @@ func (r CurateReport) String() string {
 // order.
 func Curate(cfg CurateConfig) (CurateReport, error) {
 	rep := CurateReport{Dropped: map[string]int{}}
-	if cfg.NearDup < 0 || cfg.NearDup > 1 {
-		return rep, fmt.Errorf("curate: near-duplicate threshold %g must be in [0, 1]", cfg.NearDup)
+	if !(cfg.NearDup >= 0 && cfg.NearDup <= 1) {
+		return rep, fmt.Errorf("curate: near-duplicate threshold %g must be in [0, 1] (0: exact duplicates only)", cfg.NearDup)
 	}
 	if cfg.ScriptFraction == 0 {
 		cfg.ScriptFraction = 0.8

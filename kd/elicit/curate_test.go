@@ -113,3 +113,14 @@ func TestCurateBadInput(t *testing.T) {
 		t.Fatalf("unknown script: %v", err)
 	}
 }
+
+// TestCurateReportWords: the report says what was dropped, per reason, and
+// says so when nothing was (no empty "dropped: ").
+func TestCurateReportWords(t *testing.T) {
+	if got := (CurateReport{Read: 5, Kept: 5, Dropped: map[string]int{}}).String(); got != "5 records read, 5 kept, none dropped" {
+		t.Fatalf("%q", got)
+	}
+	if got := (CurateReport{Read: 9, Kept: 5, Dropped: map[string]int{"too short": 1, "exact duplicate": 3}}).String(); got != "9 records read, 5 kept, 4 dropped (3 exact duplicate, 1 too short)" {
+		t.Fatalf("%q", got)
+	}
+}

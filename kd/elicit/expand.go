@@ -32,10 +32,11 @@ type ExpandConfig struct {
 	// (default 512).
 	Temperature *float64
 	MaxTokens   int
-	// NearDup > 0 also drops instructions whose word 5-gram Jaccard
+	// NearDup in (0, 1] also drops instructions whose word 5-gram Jaccard
 	// similarity to a seed or earlier instruction is estimated at NearDup or
-	// more (MinHash, as Curate); 0 drops exact duplicates (case and spacing
-	// and punctuation ignored) only. Default 0.7; negative: exact only.
+	// more (MinHash, as Curate, with the same meaning); 0 drops exact
+	// duplicates (case, spacing and punctuation ignored) only. kdnative
+	// elicit expand's default is 0.7.
 	NearDup float64
 	// MinWords and MaxChars bound an instruction (default 3 and 1000).
 	MinWords, MaxChars int
@@ -122,11 +123,8 @@ func Expand(ctx context.Context, cfg ExpandConfig) (Summary, error) {
 		t := 1.0
 		cfg.Temperature = &t
 	}
-	if cfg.NearDup == 0 {
-		cfg.NearDup = 0.7
-	}
-	if cfg.NearDup > 1 {
-		return sum, fmt.Errorf("expand: near-dup %g: want 0 to 1", cfg.NearDup)
+	if !(cfg.NearDup >= 0 && cfg.NearDup <= 1) {
+		return sum, fmt.Errorf("expand: near-duplicate threshold %g must be in [0, 1] (0: exact duplicates only)", cfg.NearDup)
 	}
 	if cfg.MinWords <= 0 {
 		cfg.MinWords = 3
@@ -204,7 +202,7 @@ func Expand(ctx context.Context, cfg ExpandConfig) (Summary, error) {
 		}
 	}
 	defer func() { cfg.Client.OnRetry = prev }()
-	bar := newProgress(cfg.Progress, cfg.Count, len(made))
+	bar := newProgress(cfg.Progress, "instructions", cfg.Count, len(made))
 	defer bar.end()
 	stop := func(err error) {
 		if stopErr == nil {
@@ -244,6 +242,7 @@ func Expand(ctx context.Context, cfg ExpandConfig) (Summary, error) {
 					stop(err)
 				case err != nil:
 					sum.Failures++
+					bar.add(unitFailed)
 					lastErr = err
 					failsInARow++
 					if failsInARow >= cfg.MaxFailures {
@@ -270,7 +269,7 @@ func Expand(ctx context.Context, cfg ExpandConfig) (Summary, error) {
 						made = append(made, ins)
 						sum.Records++
 						kept++
-						bar.add(true)
+						bar.add(unitWritten)
 					}
 					if kept == 0 {
 						sum.Unparsed++

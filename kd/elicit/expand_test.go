@@ -123,3 +123,28 @@ func TestExpandAgainstServe(t *testing.T) {
 	}
 	t.Log(sum)
 }
+
+// TestExpandNearDupMeaning: --near-dup means what it means in curate: 0
+// keeps near copies (exact duplicates only), a threshold drops them, and a
+// negative one is refused.
+func TestExpandNearDupMeaning(t *testing.T) {
+	ts, _ := scripted(t, func(i int64, _ string) string {
+		return fmt.Sprintf("1. Write a long and careful essay about the history of the printing press in Europe, version %d.", i)
+	})
+	run := func(nearDup float64) (Summary, error) {
+		return Expand(context.Background(), ExpandConfig{Client: client(ts.URL), Seeds: writeSeeds(t), Output: filepath.Join(t.TempDir(), "o"),
+			Count: 3, NearDup: nearDup, Concurrency: 1, MaxFailures: 1})
+	}
+	if sum, err := run(0); err != nil || sum.Records != 3 {
+		t.Fatalf("near-dup 0 (exact duplicates only): %+v %v", sum, err)
+	}
+	if sum, err := run(0.5); err == nil || sum.Records != 1 {
+		t.Fatalf("near-dup 0.5: %+v %v; want one kept, the near copies dropped", sum, err)
+	}
+	if _, err := run(-1); err == nil || !strings.Contains(err.Error(), "must be in [0, 1] (0: exact duplicates only)") {
+		t.Fatalf("near-dup -1: %v", err)
+	}
+	if _, err := Curate(CurateConfig{Input: writeSeeds(t), Output: filepath.Join(t.TempDir(), "o"), NearDup: -1}); err == nil || !strings.Contains(err.Error(), "must be in [0, 1] (0: exact duplicates only)") {
+		t.Fatalf("curate near-dup -1: %v", err)
+	}
+}

@@ -224,7 +224,7 @@ func Feedback(ctx context.Context, cfg FeedbackConfig) (Summary, error) {
 			return g, resp.Usage, nil
 		}})
 	}
-	err = runTasks(ctx, tasks, out, cfg.Concurrency, cfg.MaxFailures, cfg.Progress, &mu, &sum, cfg.Client)
+	err = runTasks(ctx, tasks, out, cfg.Concurrency, cfg.MaxFailures, cfg.Progress, "prompts", &mu, &sum, cfg.Client)
 	if cerr := out.close(); err == nil {
 		err = cerr
 	}

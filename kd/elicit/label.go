@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"strings"
@@ -31,6 +32,11 @@ type LabelConfig struct {
 	// Temperature is sent when not nil; MaxTokens when > 0.
 	Temperature *float64
 	MaxTokens   int
+	// Seed, when not nil, makes each request carry its own seed, derived
+	// from Seed and the record's id: an endpoint that honours seeds (vLLM,
+	// kdnative serve) then answers the same way in every run, resumed or
+	// not, whatever the concurrency.
+	Seed *int64
 	// TopLogprobs > 0 asks for each token's top alternatives (logprobs,
 	// top_logprobs), kept in the records as "teacher_tokens" and
 	// "teacher_top_logprobs".
@@ -163,9 +169,9 @@ func (e *stopError) Error() string { return e.err.Error() }
 func (e *stopError) Unwrap() error { return e.err }
 
 // runTasks runs the tasks not yet in out, up to conc at a time, writing each
-// record as it comes. It stops at a fatal error (refused key, …), a write
+// record as it comes, and shows their progress on prog, counted in unit. It stops at a fatal error (refused key, …), a write
 // error, ctx's end, or maxFail failures in a row.
-func runTasks(ctx context.Context, tasks []task, out *resumable, conc, maxFail int, prog io.Writer, mu *sync.Mutex, sum *Summary, client *Client) error {
+func runTasks(ctx context.Context, tasks []task, out *resumable, conc, maxFail int, prog io.Writer, unit string, mu *sync.Mutex, sum *Summary, client *Client) error {
 	if conc <= 0 {
 		conc = 4
 	}
@@ -196,7 +202,8 @@ func runTasks(ctx context.Context, tasks []task, out *resumable, conc, maxFail i
 		}
 		defer func() { client.OnRetry = prev }()
 	}
-	bar := newProgress(prog, len(tasks), sum.Resumed)
+	bar := newProgress(prog, unit, len(tasks), sum.Resumed)
+	bar.perRequest = true
 	defer bar.end()
 	ch := make(chan task)
 	var wg sync.WaitGroup
@@ -206,6 +213,7 @@ func runTasks(ctx context.Context, tasks []task, out *resumable, conc, maxFail i
 			defer wg.Done()
 			for t := range ch {
 				rec, u, err := t.do(ctx)
+				mu.Lock()
 				if err == nil {
 					var wrote bool
 					if g, ok := rec.(group); ok {
@@ -213,31 +221,36 @@ func runTasks(ctx context.Context, tasks []task, out *resumable, conc, maxFail i
 					} else {
 						wrote, err = out.write(t.id, rec)
 					}
-					mu.Lock()
-					if err != nil {
-						stopErr = fmt.Errorf("writing the output: %w", err)
+					switch {
+					case err != nil:
+						if stopErr == nil {
+							stopErr = fmt.Errorf("writing the output: %w", err)
+						}
 						cancel()
-					} else if wrote {
+					case wrote:
 						if g, ok := rec.(group); ok {
 							sum.Records += len(g.recs)
 						} else {
 							sum.Records++
+							if t, ok := rec.(tallier); ok {
+								t.tally(sum)
+							}
 						}
 						sum.PromptTokens += u.PromptTokens
 						sum.CompletionTokens += u.CompletionTokens
+						bar.add(unitWritten)
 					}
 					inARow = 0
 					mu.Unlock()
-					bar.add(err == nil)
 					continue
 				}
-				mu.Lock()
 				var skip *skipError
 				switch {
 				case ctx.Err() != nil:
 				case errors.As(err, &skip):
 					*skip.count++
 					inARow = 0
+					bar.add(unitSkipped)
 				case Fatal(err) || errors.As(err, new(*stopError)):
 					if stopErr == nil {
 						stopErr = err
@@ -245,6 +258,7 @@ func runTasks(ctx context.Context, tasks []task, out *resumable, conc, maxFail i
 					cancel()
 				default:
 					sum.Failures++
+					bar.add(unitFailed)
 					lastErr = fmt.Errorf("%s: %w", t.id, err)
 					inARow++
 					if inARow >= maxFail && stopErr == nil {
@@ -253,7 +267,6 @@ func runTasks(ctx context.Context, tasks []task, out *resumable, conc, maxFail i
 					}
 				}
 				mu.Unlock()
-				bar.add(false)
 			}
 		}()
 	}
@@ -279,14 +292,42 @@ feed:
 	return nil
 }
 
+// labelRecord is one teacher answer. Every record carries the endpoint's
+// finish_reason ("stop": the answer ended; "length": cut at max_tokens;
+// null when the endpoint gave none), as the OpenAI API spells it, so that
+// training can tell a finished answer from a cut one. An empty answer is
+// written like any other (it is what the teacher said) and counted in the
+// Summary; kdnative train skips it.
 type labelRecord struct {
 	ID                 string         `json:"id"`
 	Prompt             string         `json:"prompt"`
 	Response           string         `json:"response"`
 	Messages           []Message      `json:"messages,omitempty"`
-	Finish             string         `json:"finish_reason,omitempty"`
+	Finish             *string        `json:"finish_reason"`
 	TeacherTokens      []TopLogprob   `json:"teacher_tokens,omitempty"`
 	TeacherTopLogprobs [][]TopLogprob `json:"teacher_top_logprobs,omitempty"`
+}
+
+// tally counts the record's kind once it is written.
+func (r labelRecord) tally(s *Summary) {
+	if strings.TrimSpace(r.Response) == "" {
+		s.EmptyAnswers++
+	}
+	if r.Finish != nil && *r.Finish == "length" {
+		s.LengthLimited++
+	}
+}
+
+// tallier is a record that counts itself in the Summary when written.
+type tallier interface{ tally(*Summary) }
+
+// requestSeed is the seed of record id's request: a hash of the run's seed
+// and the id, so it does not depend on the order requests are made in. It
+// is non-negative (some endpoints refuse negative seeds).
+func requestSeed(seed int64, id string) int64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%s", seed, id)
+	return int64(h.Sum64() >> 1)
 }
 
 // Label has the teacher answer every prompt N times, writing one
@@ -347,6 +388,10 @@ func Label(ctx context.Context, cfg LabelConfig) (Summary, error) {
 			id := fmt.Sprintf("p%d.s%d", p.line, s)
 			tasks = append(tasks, task{id: id, do: func(ctx context.Context) (any, Usage, error) {
 				req := ChatRequest{Messages: msgs, MaxTokens: cfg.MaxTokens, Temperature: cfg.Temperature}
+				if cfg.Seed != nil {
+					s := requestSeed(*cfg.Seed, id)
+					req.Seed = &s
+				}
 				if cfg.TopLogprobs > 0 {
 					k := cfg.TopLogprobs
 					req.Logprobs, req.TopLogprobs = true, &k
@@ -356,12 +401,16 @@ func Label(ctx context.Context, cfg LabelConfig) (Summary, error) {
 					return nil, Usage{}, err
 				}
 				ch := resp.Choices[0]
-				rec := labelRecord{ID: id, Prompt: p.prompt, Response: ch.Message.Content, Finish: ch.FinishReason}
+				rec := labelRecord{ID: id, Prompt: p.prompt, Response: ch.Message.Content}
+				if ch.FinishReason != "" {
+					rec.Finish = &ch.FinishReason
+				}
 				if p.messages != nil || cfg.System != "" {
 					rec.Messages = append(append([]Message(nil), msgs...), Message{Role: "assistant", Content: ch.Message.Content})
 				}
 				if cfg.TopLogprobs > 0 {
-					if ch.Logprobs == nil || len(ch.Logprobs.Content) == 0 && ch.Message.Content != "" {
+					// An empty answer has no tokens to have logprobs for.
+					if ch.Message.Content != "" && (ch.Logprobs == nil || len(ch.Logprobs.Content) == 0) {
 						e := fmt.Errorf("%s: the endpoint's answer has no logprobs though top_logprobs %d was asked for (does the endpoint support logprobs?)", id, cfg.TopLogprobs)
 						switch cfg.MissingLogprobs {
 						case "error":
@@ -372,7 +421,7 @@ func Label(ctx context.Context, cfg LabelConfig) (Summary, error) {
 						mu.Lock()
 						sum.MissingLogprobs++
 						mu.Unlock()
-					} else {
+					} else if ch.Logprobs != nil {
 						rec.TeacherTokens = make([]TopLogprob, len(ch.Logprobs.Content))
 						rec.TeacherTopLogprobs = make([][]TopLogprob, len(ch.Logprobs.Content))
 						unmapped := 0
@@ -397,7 +446,7 @@ func Label(ctx context.Context, cfg LabelConfig) (Summary, error) {
 			}})
 		}
 	}
-	err = runTasks(ctx, tasks, out, cfg.Concurrency, cfg.MaxFailures, cfg.Progress, &mu, &sum, cfg.Client)
+	err = runTasks(ctx, tasks, out, cfg.Concurrency, cfg.MaxFailures, cfg.Progress, "answers", &mu, &sum, cfg.Client)
 	if cerr := out.close(); err == nil {
 		err = cerr
 	}

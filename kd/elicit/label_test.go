@@ -154,17 +154,23 @@ func wantAll(t *testing.T, recs map[string]map[string]any, prompts, n int) {
 
 func temp(v float64) *float64 { return &v }
 
+// TestLabelEndToEnd labels prompts with the demo teacher, sampled. Its
+// checks hold for whatever the teacher samples (an empty answer included:
+// the demo teacher ends about one answer in 20 at once); the seed makes
+// every run sample the same answers, and seed 10 happens to give one empty
+// answer today, so the path is taken.
 func TestLabelEndToEnd(t *testing.T) {
 	ts := teacher(t)
 	prompts := writePrompts(t, 6, `not json`, `{"text":"no prompt"}`, `{"messages":[{"role":"assistant","content":"x"}]}`)
 	out := filepath.Join(t.TempDir(), "out.jsonl")
 	var log strings.Builder
+	seed := int64(10)
 	sum, err := Label(context.Background(), LabelConfig{Client: client(ts.URL), Prompts: prompts, Output: out, N: 2,
-		System: "You are terse.", Temperature: temp(0.7), MaxTokens: 6, TopLogprobs: 3, StudentTokenizer: demoModel(t), Log: &log})
+		System: "You are terse.", Temperature: temp(0.7), MaxTokens: 6, TopLogprobs: 3, StudentTokenizer: demoModel(t), Seed: &seed, Log: &log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Records != 12 || sum.BadLines != 3 || sum.Failures != 0 || sum.CompletionTokens == 0 || sum.PromptTokens == 0 {
+	if sum.Records != 12 || sum.BadLines != 3 || sum.Failures != 0 || sum.PromptTokens == 0 {
 		t.Fatalf("summary %+v", sum)
 	}
 	if strings.Count(log.String(), "skipped") != 3 || !strings.Contains(log.String(), "line 7") {
@@ -173,35 +179,159 @@ func TestLabelEndToEnd(t *testing.T) {
 	t.Log(sum)
 	recs := readOutput(t, out)
 	wantAll(t, recs, 6, 2)
-	r := recs["p1.s0"]
-	msgs := r["messages"].([]any)
-	if r["prompt"] != "Call me Ishmael, number 0. " || len(msgs) != 3 || msgs[0].(map[string]any)["role"] != "system" || msgs[2].(map[string]any)["content"] != r["response"] {
+	if r := recs["p1.s0"]; r["prompt"] != "Call me Ishmael, number 0. " {
 		t.Fatalf("record %v", r)
-	}
-	toks, tops := r["teacher_tokens"].([]any), r["teacher_top_logprobs"].([]any)
-	if len(toks) == 0 || len(toks) != len(tops) || len(tops[0].([]any)) != 3 {
-		t.Fatalf("logprobs %v %v", toks, tops)
-	}
-	// Same tokenizer: every token maps to an id, and the tokens' ids spell
-	// the response.
-	if sum.Unmapped != 0 {
-		t.Fatalf("%d unmapped", sum.Unmapped)
 	}
 	tok, err := tokenizer.LoadDir(demoModel(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []int32
-	for _, x := range toks {
-		ids = append(ids, int32(x.(map[string]any)["id"].(float64)))
+	empty, length := 0, 0
+	for id, r := range recs {
+		resp, _ := r["response"].(string)
+		finish, _ := r["finish_reason"].(string)
+		if finish != "stop" && finish != "length" {
+			t.Fatalf("%s: finish_reason %v", id, r["finish_reason"])
+		}
+		if finish == "length" {
+			length++
+		}
+		msgs, _ := r["messages"].([]any)
+		if len(msgs) != 3 || msgs[0].(map[string]any)["role"] != "system" || msgs[2].(map[string]any)["role"] != "assistant" || msgs[2].(map[string]any)["content"] != resp {
+			t.Fatalf("%s: messages %v", id, r["messages"])
+		}
+		if strings.TrimSpace(resp) == "" {
+			empty++
+		}
+		if resp == "" {
+			continue
+		}
+		toks, _ := r["teacher_tokens"].([]any)
+		tops, _ := r["teacher_top_logprobs"].([]any)
+		if len(toks) == 0 || len(toks) != len(tops) {
+			t.Fatalf("%s: logprobs %v %v", id, toks, tops)
+		}
+		for _, top := range tops {
+			if l, _ := top.([]any); len(l) != 3 {
+				t.Fatalf("%s: top logprobs %v, want 3 each", id, top)
+			}
+		}
+		// Same tokenizer: every token maps to an id, and the tokens' ids
+		// spell the response.
+		var ids []int32
+		for _, x := range toks {
+			ids = append(ids, int32(x.(map[string]any)["id"].(float64)))
+		}
+		if got := tok.Decode(ids); !strings.HasPrefix(got, resp) {
+			t.Fatalf("%s: ids decode to %q, response %q", id, got, resp)
+		}
 	}
-	if got := tok.Decode(ids); !strings.HasPrefix(got, r["response"].(string)) {
-		t.Fatalf("ids decode to %q, response %q", got, r["response"])
+	if sum.Unmapped != 0 {
+		t.Fatalf("%d unmapped", sum.Unmapped)
 	}
-	// kdnative train reads it.
-	train, val, rep, err := data.LoadSFT(out, tok, data.Options{Template: "chatml", MaxLen: 512})
-	if err != nil || len(train)+len(val) != 12 {
-		t.Fatalf("LoadSFT: %d+%d %+v %v", len(train), len(val), rep, err)
+	if sum.EmptyAnswers != empty || sum.LengthLimited != length {
+		t.Fatalf("summary counts %d empty and %d cut, the output %d and %d", sum.EmptyAnswers, sum.LengthLimited, empty, length)
+	}
+	// kdnative train reads every non-empty answer (an empty one is not
+	// something to learn).
+	train, val, rep, err := data.LoadSFT(out, tok, data.Options{Template: "chatml", MaxLen: 512, OnBadLine: "skip"})
+	if err != nil || len(train)+len(val) != 12-empty {
+		t.Fatalf("LoadSFT: %d+%d of %d non-empty: %v %v", len(train), len(val), 12-empty, rep, err)
+	}
+}
+
+// TestLabelEmptyAnswer: an endpoint that answers nothing (at once, or cut
+// at the length limit before any text) gives records with an empty
+// response and their finish_reason, counted in the summary; logprobs asked
+// for are not missing from an answer without tokens.
+func TestLabelEmptyAnswer(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req ChatRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		last := req.Messages[len(req.Messages)-1].Content
+		content, finish, logprobs := "", "stop", `null`
+		switch {
+		case strings.Contains(last, "number 1."):
+			finish = "length" // a reasoning model that spent max_tokens before answering
+		case strings.Contains(last, "number 2."):
+			logprobs = `{"content":[]}`
+		case strings.Contains(last, "number 3."):
+			content = "Whales."
+			logprobs = `{"content":[{"token":"Whales.","logprob":-0.1,"top_logprobs":[{"token":"Whales.","logprob":-0.1}]}]}`
+		}
+		fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":%q,"logprobs":%s}],"usage":{"prompt_tokens":5,"completion_tokens":0,"total_tokens":5}}`,
+			content, finish, logprobs)
+	}))
+	defer ts.Close()
+	var b strings.Builder
+	for i := range 4 {
+		fmt.Fprintf(&b, `{"prompt":"Call me Ishmael, number %d."}`+"\n", i)
+	}
+	prompts := filepath.Join(t.TempDir(), "prompts.jsonl")
+	os.WriteFile(prompts, []byte(b.String()), 0o644)
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	sum, err := Label(context.Background(), LabelConfig{Client: client(ts.URL), Prompts: prompts, Output: out, TopLogprobs: 1, Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Records != 4 || sum.EmptyAnswers != 3 || sum.LengthLimited != 1 || sum.MissingLogprobs != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if s := sum.String(); !strings.Contains(s, "3 empty answers") || !strings.Contains(s, "1 answer cut at the length limit") {
+		t.Fatalf("summary line %q", s)
+	}
+	recs := readOutput(t, out)
+	for id, want := range map[string][2]string{"p1.s0": {"", "stop"}, "p2.s0": {"", "length"}, "p3.s0": {"", "stop"}, "p4.s0": {"Whales.", "stop"}} {
+		r := recs[id]
+		if r == nil || r["response"] != want[0] || r["finish_reason"] != want[1] {
+			t.Fatalf("%s: %v, want response %q and finish_reason %q", id, r, want[0], want[1])
+		}
+	}
+	if recs["p4.s0"]["teacher_tokens"] == nil {
+		t.Fatalf("p4.s0 lost its logprobs: %v", recs["p4.s0"])
+	}
+}
+
+// TestLabelSeed: with a seed, each request carries a seed of its own that
+// depends on the record, not on the order or the run.
+func TestLabelSeed(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int64{}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req ChatRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		if req.Seed == nil {
+			w.WriteHeader(400)
+			return
+		}
+		mu.Lock()
+		seen[req.Messages[len(req.Messages)-1].Content] = *req.Seed
+		mu.Unlock()
+		fmt.Fprintf(w, `{"choices":[{"message":{"role":"assistant","content":"%d"},"finish_reason":"stop"}]}`, *req.Seed)
+	}))
+	defer ts.Close()
+	prompts := writePrompts(t, 6)
+	run := func(seed int64, conc int) map[string]map[string]any {
+		out := filepath.Join(t.TempDir(), "out.jsonl")
+		_, err := Label(context.Background(), LabelConfig{Client: client(ts.URL), Prompts: prompts, Output: out, N: 2, Seed: &seed, Concurrency: conc, MaxFailures: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return readOutput(t, out)
+	}
+	a, b, c := run(1, 1), run(1, 4), run(2, 4)
+	distinct := map[any]bool{}
+	for id := range a {
+		if a[id]["response"] != b[id]["response"] {
+			t.Fatalf("%s: seed %v with one request at a time, %v with four", id, a[id]["response"], b[id]["response"])
+		}
+		if a[id]["response"] == c[id]["response"] {
+			t.Fatalf("%s: seeds 1 and 2 give the same request seed", id)
+		}
+		distinct[a[id]["response"]] = true
+	}
+	if len(distinct) != len(a) {
+		t.Fatalf("%d distinct request seeds for %d records", len(distinct), len(a))
 	}
 }
 
@@ -383,5 +513,66 @@ func TestLabelStrictInput(t *testing.T) {
 	_, err := Label(context.Background(), LabelConfig{Client: client("http://127.0.0.1:1"), Prompts: prompts, Output: filepath.Join(t.TempDir(), "o"), StrictInput: true})
 	if err == nil || !strings.Contains(err.Error(), "line 3") {
 		t.Fatal(err)
+	}
+}
+
+// TestRedirectKeepsKey: an endpoint that redirects to another origin (here
+// another port of the same host, which Go's own redirect policy trusts with
+// the Authorization header) gets a clear error, not a retry, and the other
+// server never sees the key; a redirect within the origin is followed with
+// the key.
+func TestRedirectKeepsKey(t *testing.T) {
+	const key = "sk-secret-redirect"
+	var otherHits, otherKeys atomic.Int64
+	answer := func(w http.ResponseWriter) {
+		fmt.Fprint(w, `{"choices":[{"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
+	}
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		otherHits.Add(1)
+		if r.Header.Get("Authorization") != "" {
+			otherKeys.Add(1)
+		}
+		answer(w)
+	}))
+	defer other.Close()
+	var homeKeyed atomic.Int64
+	home := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/away/v1/chat/completions":
+			http.Redirect(w, r, other.URL+"/v1/chat/completions", http.StatusTemporaryRedirect)
+		case "/moved/v1/chat/completions":
+			http.Redirect(w, r, "/v1/chat/completions", http.StatusPermanentRedirect)
+		case "/v1/chat/completions":
+			if r.Header.Get("Authorization") == "Bearer "+key {
+				homeKeyed.Add(1)
+			}
+			answer(w)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer home.Close()
+
+	c := client(home.URL + "/moved")
+	c.APIKey = key
+	if _, err := c.Chat(context.Background(), ChatRequest{Messages: []Message{{Role: "user", Content: "hi"}}}); err != nil || homeKeyed.Load() != 1 {
+		t.Fatalf("redirect within the origin: %v, %d keyed requests", err, homeKeyed.Load())
+	}
+
+	c = client(home.URL + "/away")
+	c.APIKey = key
+	var retries int
+	c.OnRetry = func(error) { retries++ }
+	_, err := c.Chat(context.Background(), ChatRequest{Messages: []Message{{Role: "user", Content: "hi"}}})
+	if err == nil || !strings.Contains(err.Error(), "another origin") || !strings.Contains(err.Error(), other.Listener.Addr().String()) || !Fatal(err) || retries != 0 {
+		t.Fatalf("redirect to another origin: %v (fatal %v, %d retries)", err, Fatal(err), retries)
+	}
+	if otherKeys.Load() != 0 || otherHits.Load() != 0 {
+		t.Fatalf("the other origin got %d requests, %d with the key", otherHits.Load(), otherKeys.Load())
+	}
+	// Without a key there is nothing to leak: the redirect is followed.
+	c = client(home.URL + "/away")
+	if _, err := c.Chat(context.Background(), ChatRequest{Messages: []Message{{Role: "user", Content: "hi"}}}); err != nil || otherHits.Load() != 1 {
+		t.Fatalf("keyless redirect: %v, %d requests", err, otherHits.Load())
 	}
 }

@@ -161,68 +161,45 @@ type Summary struct {
 	MissingLogprobs int
 	// Unmapped counts top-logprob tokens without a single student id.
 	Unmapped int
-	Elapsed  time.Duration
+	// EmptyAnswers counts records written with an empty (or blank) answer:
+	// kept as the teacher's data, skipped by kdnative train.
+	EmptyAnswers int
+	// LengthLimited counts records whose answer the endpoint cut at the
+	// length limit (finish_reason "length").
+	LengthLimited int
+	// Elapsed is the run's wall time.
+	Elapsed time.Duration
 }
 
 func (s Summary) String() string {
-	parts := []string{fmt.Sprintf("%d records written", s.Records)}
+	parts := []string{count(s.Records, "record", "records") + " written"}
 	if s.Resumed > 0 {
 		parts = append(parts, fmt.Sprintf("%d already there", s.Resumed))
 	}
 	parts = append(parts, fmt.Sprintf("%d prompt + %d completion tokens", s.PromptTokens, s.CompletionTokens),
-		fmt.Sprintf("%d failures", s.Failures), fmt.Sprintf("%d retries", s.Retries))
+		count(s.Failures, "failure", "failures"), count(s.Retries, "retry", "retries"))
 	for _, c := range []struct {
-		n    int
-		what string
-	}{{s.BadLines, "bad input lines skipped"}, {s.Unparsed, "unusable answers"}, {s.MissingLogprobs, "answers without logprobs"}, {s.Unmapped, "unmapped top tokens"}} {
+		n         int
+		one, many string
+	}{
+		{s.BadLines, "bad input line skipped", "bad input lines skipped"},
+		{s.Unparsed, "unusable answer", "unusable answers"},
+		{s.MissingLogprobs, "answer without logprobs", "answers without logprobs"},
+		{s.Unmapped, "unmapped top token", "unmapped top tokens"},
+		{s.EmptyAnswers, "empty answer (written; kdnative train skips it)", "empty answers (written; kdnative train skips them)"},
+		{s.LengthLimited, `answer cut at the length limit (finish_reason "length")`, `answers cut at the length limit (finish_reason "length")`},
+	} {
 		if c.n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
+			parts = append(parts, count(c.n, c.one, c.many))
 		}
 	}
 	return strings.Join(parts, ", ") + fmt.Sprintf(" in %v", s.Elapsed.Round(time.Millisecond))
 }
 
-// progress draws a one-line bar on w (nil: silent).
-type progress struct {
-	mu    sync.Mutex
-	w     io.Writer
-	total int
-	done  int
-	fail  int
-	start time.Time
-	last  time.Time
-}
-
-func newProgress(w io.Writer, total, done int) *progress {
-	return &progress{w: w, total: total, done: done, start: time.Now()}
-}
-
-func (p *progress) add(ok bool) {
-	if p == nil {
-		return
+// count is "1 thing" or "n things".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if ok {
-		p.done++
-	} else {
-		p.fail++
-	}
-	if p.w == nil || (time.Since(p.last) < 200*time.Millisecond && p.done+p.fail < p.total) {
-		return
-	}
-	p.last = time.Now()
-	const width = 30
-	fill := 0
-	if p.total > 0 {
-		fill = min(width, width*p.done/p.total)
-	}
-	fmt.Fprintf(p.w, "\r[%s%s] %d/%d  %d failed  %v ", strings.Repeat("#", fill), strings.Repeat(".", width-fill),
-		p.done, p.total, p.fail, time.Since(p.start).Round(time.Second))
-}
-
-func (p *progress) end() {
-	if p != nil && p.w != nil {
-		fmt.Fprintln(p.w)
-	}
+	return fmt.Sprintf("%d %s", n, many)
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/kdnative/kdnative/kd/cache"
@@ -25,12 +26,19 @@ type CacheConfig struct {
 	Output      string
 	K           int
 	Temperature float64
-	MaxLen      int
-	Template    string
-	OnBadLine   string
-	BatchSize   int
+	// MaxLen is the longest sequence in tokens (0: the teacher's
+	// max_position_embeddings).
+	MaxLen    int
+	Template  string
+	OnBadLine string
+	// BatchSize is how many examples go through the teacher at once (0: 8).
+	BatchSize int
 	// ExamplesPerShard bounds a shard (0: the cache package's default).
 	ExamplesPerShard int
+	// Progress, when set, receives a progress line with the rate and the
+	// time left: redrawn in place on a terminal, a plain line every 15 s
+	// otherwise. Nil: none.
+	Progress io.Writer
 }
 
 // dataOptions are the data options a cache and the runs that read it must
@@ -42,16 +50,28 @@ func cacheDataOptions(maxLen int, template, onBadLine string, vocab int) data.Op
 // CacheTeacher writes a teacher cache: for every token of every example of
 // the data file (entry i: the teacher's distribution that predicted token i),
 // the K most likely tokens and their log-probabilities at the temperature,
-// and the remaining mass. An interrupted run resumes where its last complete
-// shard ended.
+// and the remaining mass. Run again over an existing cache it resumes: every
+// shard already written is checked through (every block), the intact ones
+// are kept, and only the examples of missing or damaged shards and those
+// never written are computed (log says which shards are written again and
+// why).
 func CacheTeacher(ctx context.Context, be kdrt.Backend, c CacheConfig, log io.Writer) error {
 	if c.K <= 0 {
 		return fmt.Errorf("cache-teacher: k %d must be positive", c.K)
 	}
-	if !(c.Temperature > 0) {
-		return fmt.Errorf("cache-teacher: temperature %g must be positive", c.Temperature)
+	if !(c.Temperature > 0) || math.IsInf(c.Temperature, 0) {
+		return fmt.Errorf("cache-teacher: temperature %g must be positive and finite", c.Temperature)
 	}
-	if c.BatchSize <= 0 {
+	if c.BatchSize < 0 {
+		return fmt.Errorf("cache-teacher: batch size %d must be at least 1 (examples run through the teacher at once; 0: the default, 8)", c.BatchSize)
+	}
+	if c.MaxLen < 0 {
+		return fmt.Errorf("cache-teacher: max-len %d must be at least 1 (tokens per example; 0: the teacher's max_position_embeddings)", c.MaxLen)
+	}
+	if c.ExamplesPerShard < 0 {
+		return fmt.Errorf("cache-teacher: examples per shard %d must be at least 1 (0: the default)", c.ExamplesPerShard)
+	}
+	if c.BatchSize == 0 {
 		c.BatchSize = 8
 	}
 	teacher, err := model.LoadDir(c.Teacher, be)
@@ -74,47 +94,171 @@ func CacheTeacher(ctx context.Context, be kdrt.Backend, c CacheConfig, log io.Wr
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(log, rep.String())
+	fmt.Fprintln(log, describeData(rep, maxLen))
 	w, err := cache.Create(c.Output, cache.Header{Teacher: c.Teacher, TokenizerHash: tok.Hash(), DataHash: dataHash(rows),
 		K: c.K, Temperature: c.Temperature, Vocab: V, Examples: len(rows)}, cache.WriterOptions{ExamplesPerShard: c.ExamplesPerShard})
 	if err != nil {
 		return err
 	}
-	start, done := time.Now(), w.Done()
-	if done > 0 {
-		fmt.Fprintf(log, "resuming: %d of %d examples already cached\n", done, len(rows))
+	for _, e := range w.LeftOut() {
+		fmt.Fprintf(log, "cache-teacher: %v; its examples are cached again\n", e)
 	}
+	todo := w.Todo()
+	if done := w.Done(); done > 0 {
+		fmt.Fprintf(log, "resuming: %d of %d examples already cached (every block checked); %d to go\n", done, len(rows), len(rows)-done)
+	}
+	total, tokens := 0, 0
+	for _, r := range todo {
+		total += r.End - r.First
+		for _, row := range rows[r.First:r.End] {
+			tokens += len(row.Tokens)
+		}
+	}
+	bar := newCacheProgress(c.Progress, total, tokens)
 	sp := tok.Special()
 	pad := max(sp.PAD, sp.EOS, 0)
-	for i := done; i < len(rows); i += c.BatchSize {
-		if ctx.Err() != nil {
-			if err := w.Close(); err != nil {
+	for _, r := range todo {
+		for i := r.First; i < r.End; i += c.BatchSize {
+			if ctx.Err() != nil {
+				bar.end()
+				if err := w.Close(); err != nil {
+					return err
+				}
+				return fmt.Errorf("cache-teacher: %w with %d of %d examples cached; run it again to resume", ErrInterrupted, w.Done(), len(rows))
+			}
+			chunk := rows[i:min(i+c.BatchSize, r.End)]
+			entries, err := teacherTopK(teacher, chunk, pad, c.K, c.Temperature)
+			if err != nil {
 				return err
 			}
-			return fmt.Errorf("cache-teacher: %w at example %d; run it again to resume", ErrInterrupted, w.Done())
-		}
-		chunk := rows[i:min(i+c.BatchSize, len(rows))]
-		entries, err := teacherTopK(teacher, chunk, pad, c.K, c.Temperature)
-		if err != nil {
-			return err
-		}
-		for j, e := range entries {
-			if err := w.Add(i+j, e); err != nil {
-				return err
+			n := 0
+			for j, e := range entries {
+				if err := w.Add(i+j, e); err != nil {
+					return err
+				}
+				n += len(chunk[j].Tokens)
 			}
+			bar.add(len(chunk), n)
 		}
 	}
+	bar.end()
 	if err := w.Close(); err != nil {
 		return err
 	}
-	r, err := cache.Open(c.Output)
+	rd, err := cache.Open(c.Output)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	st := r.Stats()
-	fmt.Fprintf(log, "cached %d examples in %s: %s\n", r.Len(), time.Since(start).Round(time.Millisecond), describeStats(st))
+	defer rd.Close()
+	if err := rd.Incomplete(); err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "cached %d examples (%d computed in this run) in %s: %s\n", rd.Len(), total, bar.elapsed().Round(time.Millisecond), describeStats(rd.Stats()))
 	return nil
+}
+
+// describeData is what cache-teacher read, in words: every example is
+// cached (a training run splits off its validation examples later, from the
+// same cache).
+func describeData(rep data.Report, maxLen int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d examples to cache (all of them: a training run takes its validation split from the same cache), %d tokens, at most %d each",
+		strings.Join(rep.Files, ", "), rep.Examples, rep.Tokens, maxLen)
+	if rep.Template != "" {
+		fmt.Fprintf(&b, ", template %s", rep.Template)
+	}
+	if rep.Truncated > 0 {
+		fmt.Fprintf(&b, ", %d truncated", rep.Truncated)
+	}
+	if rep.Dropped > 0 {
+		fmt.Fprintf(&b, ", %d dropped", rep.Dropped)
+	}
+	if rep.Skipped > 0 {
+		fmt.Fprintf(&b, ", %d bad lines skipped", rep.Skipped)
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintf(&b, "\n  %s", p.Error())
+	}
+	if n := rep.Skipped + rep.Dropped - len(rep.Problems); n > 0 {
+		fmt.Fprintf(&b, "\n  … and %d more", n)
+	}
+	return b.String()
+}
+
+// cacheProgress shows cache-teacher's progress: examples and tokens done
+// of those this run computes, the rate and the time left. On a terminal
+// the line is redrawn (at most twice a second); elsewhere a plain line is
+// printed every 15 s, so a log holds no carriage returns.
+type cacheProgress struct {
+	w               io.Writer
+	term            bool
+	total, tokens   int
+	doneEx, doneTok int
+	start, last     time.Time
+	now             func() time.Time
+}
+
+func newCacheProgress(w io.Writer, total, tokens int) *cacheProgress {
+	p := &cacheProgress{w: w, term: isTerminal(w), total: total, tokens: tokens, now: time.Now}
+	p.start = p.now()
+	p.last = p.start
+	return p
+}
+
+func (p *cacheProgress) elapsed() time.Duration { return p.now().Sub(p.start) }
+
+func (p *cacheProgress) add(examples, tokens int) {
+	p.doneEx += examples
+	p.doneTok += tokens
+	if p.w == nil {
+		return
+	}
+	now := p.now()
+	every := 15 * time.Second
+	if p.term {
+		every = 500 * time.Millisecond
+	}
+	if now.Sub(p.last) < every {
+		return
+	}
+	p.last = now
+	if p.term {
+		fmt.Fprintf(p.w, "\r%s   ", p.line(now))
+	} else {
+		fmt.Fprintln(p.w, p.line(now))
+	}
+}
+
+// line is the progress in words. The time left is the tokens left at this
+// run's token rate (examples differ in length; the teacher's cost follows
+// tokens).
+func (p *cacheProgress) line(now time.Time) string {
+	el := now.Sub(p.start)
+	s := fmt.Sprintf("cache-teacher: %d/%d examples, %d/%d tokens", p.doneEx, p.total, p.doneTok, p.tokens)
+	if p.doneTok == 0 || el <= 0 {
+		return s + ", ? tokens/s, ? left"
+	}
+	rate := float64(p.doneTok) / el.Seconds()
+	left := time.Duration(float64(p.tokens-p.doneTok) / rate * float64(time.Second))
+	return s + fmt.Sprintf(", %.4g tokens/s, %v elapsed, %v left", rate, el.Round(time.Second), left.Round(time.Second))
+}
+
+// end finishes a redrawn line.
+func (p *cacheProgress) end() {
+	if p.w != nil && p.term && p.doneEx > 0 {
+		fmt.Fprintf(p.w, "\r%s   \n", p.line(p.now()))
+	}
+}
+
+// isTerminal reports whether w is a character device (a terminal), where a
+// line can be redrawn.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // dataHash fingerprints the examples' tokens.
@@ -207,11 +351,18 @@ func attachCache(r *cache.Reader) func([]data.Example) error {
 		if h.DataHash != dataHash(rows) {
 			return errors.New("the teacher cache was made for other data (or other data options: max_len, template): its data fingerprint differs; run cache-teacher on this data")
 		}
+		if err := r.Incomplete(); err != nil {
+			// Which shard is missing or damaged, and why.
+			return fmt.Errorf("%w; run cache-teacher again with the same arguments: it keeps the intact shards and writes the others (kdnative cache-teacher --verify %s checks every shard)", err, r.Dir())
+		}
 		if r.Len() != len(rows) {
-			return fmt.Errorf("the teacher cache holds %d of the %d examples (an unfinished cache-teacher run? run it again to resume)", r.Len(), len(rows))
+			return fmt.Errorf("the teacher cache %s holds %d examples, the data %d", r.Dir(), r.Len(), len(rows))
 		}
 		for i := range rows {
 			e, err := r.Get(i)
+			if errors.Is(err, cache.ErrCorrupt) {
+				return fmt.Errorf("%w; run cache-teacher again with the same arguments: it writes that shard again (kdnative cache-teacher --verify %s checks every shard)", err, r.Dir())
+			}
 			if err != nil {
 				return err
 			}
@@ -260,16 +411,29 @@ func InspectCache(dir string, example, position int, w io.Writer) error {
 	K := e.TopK.K
 	var mass float64
 	for k := range K {
+		mass += math.Exp(float64(e.TopK.LogProbs[position*K+k]))
+	}
+	tail := math.Exp(float64(e.Tail[position]))
+	// Each log-probability is stored on its own, rounded to the grid (1/32
+	// nat near the top), the tail too, so the stored k+1 bins may sum a
+	// little above or below 1; training renormalizes them (tail: tail), and
+	// p here is what training sees.
+	norm := mass + tail
+	for k := range K {
 		id, lp := e.TopK.IDs[position*K+k], e.TopK.LogProbs[position*K+k]
-		p := math.Exp(float64(lp))
-		mass += p
 		text := ""
 		if tok != nil {
 			text = fmt.Sprintf("%q", tok.Decode([]int32{id}))
 		}
-		fmt.Fprintf(w, "  %6d %-12s p=%.4f  logp=%.4f\n", id, text, p, lp)
+		fmt.Fprintf(w, "  %6d %-12s p=%.4f  logp=%.4f (stored)\n", id, text, math.Exp(float64(lp))/norm, lp)
 	}
-	fmt.Fprintf(w, "  top-%d mass %.4f, tail %.4f (stored)\n", K, mass, math.Exp(float64(e.Tail[position])))
+	fmt.Fprintf(w, "  top-%d mass %.4f, tail %.4f (renormalized, as training reads them)\n", K, mass/norm, tail/norm)
+	grid := "a grid"
+	if q := r.Stats().Quantization.Step; q > 0 {
+		grid = fmt.Sprintf("a grid of %.4g nats", q)
+	}
+	fmt.Fprintf(w, "  stored: top-%d %.4f + tail %.4f = %.4f (each log-probability is stored on its own, rounded to %s, so the stored bins need not sum to 1)\n",
+		K, mass, tail, norm, grid)
 	return nil
 }
 
