@@ -109,9 +109,11 @@ func NewTemplate(tok Tokenizer, opt Options) (*Template, error) {
 	return t, nil
 }
 
-// autoKind is what template "auto" resolves to for a tokenizer's chat
+// AutoTemplate is what template "auto" resolves to for a tokenizer's chat
 // template: "none" without one, "chatml" or "qwen3", and "" for a template
 // kdnative does not render (Llama 3, Mistral, Gemma, …).
+func AutoTemplate(chat string) string { return autoKind(chat) }
+
 func autoKind(chat string) string {
 	switch {
 	case chat == "":
