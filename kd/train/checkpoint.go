@@ -78,16 +78,21 @@ func (t *trainer) checkpoint() (dir string, err error) {
 	if err := t.writeRecipe(filepath.Join(tmp, recipeFile)); err != nil {
 		return "", err
 	}
-	// Replace an older checkpoint of the same step only once the new one is whole.
+	// Replace an older checkpoint of the same step only once the new one is
+	// whole (a kill in between leaves checkpoint-N.old, which the next
+	// resume puts back).
 	if _, err := os.Stat(dir); err == nil {
 		old := dir + ".old"
 		os.RemoveAll(old)
 		if err := os.Rename(dir, old); err != nil {
 			return "", err
 		}
-		defer os.RemoveAll(old)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
+		if err := os.Rename(tmp, dir); err != nil {
+			os.Rename(old, dir)
+			return "", err
+		}
+		os.RemoveAll(old)
+	} else if err := os.Rename(tmp, dir); err != nil {
 		return "", err
 	}
 	syncDir(t.r.Output)
@@ -99,17 +104,16 @@ func (t *trainer) writeModel(dir string) error {
 	if err := t.student.SaveDir(dir, 0); err != nil {
 		return err
 	}
-	src := t.r.Tokenizer
-	if src == "" {
-		src = t.r.Student
-	}
-	return CopyTokenizer(src, dir)
+	return CopyTokenizer(t.tokDir(), dir)
 }
 
 func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
 
 func (t *trainer) saveFinal() error {
 	if err := t.writeModel(t.r.Output); err != nil {
+		// Each file is written through a temporary one; none may stay to
+		// hold the space (a full disk is the likely cause).
+		removeMatching(t.r.Output, isTemp)
 		return fmt.Errorf("saving the final student: %w", err)
 	}
 	return nil
