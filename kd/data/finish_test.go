@@ -142,7 +142,7 @@ func TestTemplateNote(t *testing.T) {
 	for _, c := range []struct {
 		name, chat, asked, want string
 	}{
-		{"auto, no template", "", "auto", "the tokenizer has no chat template (neither chat_template.jinja nor tokenizer_config.json's chat_template): text is rendered plain"},
+		{"auto, no template", "", "auto", "the tokenizer has no chat template — no chat_template.jinja, no chat_template in tokenizer_config.json — so the text is rendered plain"},
 		{"auto, chatml", plainChatML, "auto", ""},
 		{"chatml asked, none there", "", TemplateChatML, "template chatml as asked, but the tokenizer has no chat template"},
 		{"none asked, chatml there", plainChatML, TemplateNone, "template none as asked, but the tokenizer's own chat template is chatml"},

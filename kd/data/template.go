@@ -135,11 +135,11 @@ func (t *Template) Note() string {
 	own := autoKind(t.tok.ChatTemplate())
 	switch {
 	case !t.asked && own == TemplateNone:
-		return "the tokenizer has no chat template (neither chat_template.jinja nor tokenizer_config.json's chat_template): text is rendered plain, prompt + response + EOS"
+		return "the tokenizer has no chat template — no chat_template.jinja, no chat_template in tokenizer_config.json — so the text is rendered plain"
 	case !t.asked || own == t.kind:
 		return ""
 	case own == TemplateNone:
-		return fmt.Sprintf("template %s as asked, but the tokenizer has no chat template (neither chat_template.jinja nor tokenizer_config.json's chat_template): the model will not see this format when its folder is used alone", t.kind)
+		return fmt.Sprintf("template %s as asked, but the tokenizer has no chat template — no chat_template.jinja, no chat_template in tokenizer_config.json — so the model's folder alone will not render this format", t.kind)
 	case own == "":
 		return fmt.Sprintf("template %s as asked, but the tokenizer's chat template is not one kdnative renders: check that the model was trained on %s", t.kind, t.kind)
 	}
