@@ -1,13 +1,11 @@
 package main
 
 import (
-	"errors"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/kdnative/kdnative/kd/demo"
-	"github.com/kdnative/kdnative/kd/train"
 )
 
 // runDemo is `kdnative train` with no recipe: the built-in distillation demo.
@@ -18,9 +16,6 @@ func runDemo(c *cli.Context, tf trainFlags) error {
 	}
 	fi, _ := os.Stdout.Stat()
 	term := fi != nil && fi.Mode()&os.ModeCharDevice != 0
-	err = demo.Run(c.Context, be, demo.Options{Output: tf.output, Sets: tf.sets, Resume: tf.resume, Log: c.App.Writer, Terminal: term})
-	if errors.Is(err, train.ErrInterrupted) {
-		return cli.Exit("demo interrupted; resume with kdnative train --resume", 130)
-	}
-	return err
+	// An interrupted demo (train.ErrInterrupted) gets its exit in train.go.
+	return demo.Run(c.Context, be, demo.Options{Output: tf.output, Sets: tf.sets, Resume: tf.resume, Overwrite: tf.overwrite, Log: c.App.Writer, Terminal: term})
 }

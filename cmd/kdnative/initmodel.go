@@ -17,6 +17,7 @@ func initModelCommand() *cli.Command {
 			&cli.StringFlag{Name: "config", Required: true, Usage: "a Hugging Face config.json (llama, qwen2, mistral, gpt2)"},
 			&cli.StringFlag{Name: "tokenizer", Required: true, Usage: "folder holding tokenizer.json (and tokenizer_config.json)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the random weights"},
+			&cli.BoolFlag{Name: "overwrite", Usage: "replace the model and tokenizer files in a folder that is not empty"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -26,7 +27,7 @@ func initModelCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := train.InitModel(be, c.String("config"), c.String("tokenizer"), c.Uint64("seed"), c.Args().First()); err != nil {
+			if err := train.InitModel(be, c.String("config"), c.String("tokenizer"), c.Uint64("seed"), c.Args().First(), c.Bool("overwrite")); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "wrote %s\n", c.Args().First())

@@ -66,10 +66,13 @@
 //   - "auto" (the default): "qwen3" when the tokenizer's chat_template uses
 //     <|im_start|> and reasoning_content (and the tokenizer has <|im_start|>
 //     and <|im_end|>), "chatml" when it uses <|im_start|>, "none" when the
-//     tokenizer has no chat template (a base model). Any other template
-//     (Llama 3, Mistral, Gemma, …) is refused with a message: it is not
-//     reproduced here, and guessing would train the student on a format it
-//     will never see at inference.
+//     tokenizer has no chat template (a base model; Report.TemplateNote then
+//     says so, as it does when a template named in Options differs from the
+//     tokenizer's own). The tokenizer's template is chat_template.jinja
+//     (where transformers 5 keeps it) or tokenizer_config.json's
+//     chat_template. Any other template (Llama 3, Mistral, Gemma, …) is
+//     refused with a message: it is not reproduced here, and guessing would
+//     train the student on a format it will never see at inference.
 //
 // Tool calls, tool messages and multimodal content are not rendered; such
 // lines are bad lines. Templates that use <|im_start|> with extra structure
@@ -89,6 +92,13 @@
 // Role headers ("<|im_start|>assistant\n"), system and user messages are
 // masked. Under "none" the loss covers the response and the EOS token; under
 // "text" every token.
+//
+// A line whose "finish_reason" is "length" (as `kdnative elicit label` and the
+// OpenAI API write it) holds a response that stopped at the length limit, not
+// where the teacher ended it: its last answer is left open — no <|im_end|>
+// and "\n", no EOS (under qwen3, cut inside its reasoning, no </think>
+// either) — so the model does not learn to stop there. Report.Open counts
+// them.
 //
 // # Tokenization and safety
 //
@@ -121,7 +131,8 @@
 // only the last row may be shorter (the Loader pads it). Attention is not
 // masked across the documents in a row and positions run on through the row,
 // as in TRL's ConstantLengthDataset: each document ends with its EOS or
-// end-of-turn token, which is what separates them.
+// end-of-turn token, which is what separates them (a response cut at the
+// length limit runs straight into the next document).
 //
 // The validation set is a seeded random ValFraction of the examples (at least
 // one), or a separate ValFile. Train and validation sets are split before
@@ -129,9 +140,13 @@
 //
 // # Bad lines
 //
+// An SFT line whose assistant answer is empty (a teacher that said nothing)
+// is data, not a mistake: it is skipped and counted in Report.Empty under
+// either OnBadLine. A preference pair with an empty side is a bad line.
+//
 // A line that is not JSON, lacks its fields, has a field of the wrong type,
-// an empty response, an unknown role, ids out of range, or is longer than
-// Options.MaxLineBytes is a bad line. Options.OnBadLine "stop" (the default)
+// an unknown role, ids out of range, or is longer than Options.MaxLineBytes
+// is a bad line. Options.OnBadLine "stop" (the default)
 // stops at the first with a *LineError ("file:line: reason"); "skip" counts
 // it, keeps the first 20 in Report.Problems and goes on. Configuration errors
 // found on a line (chat data without a chat template, overflow "error")

@@ -133,7 +133,7 @@ func loadFile[T any](l *loader, path string, parse func(line []byte, at string) 
 	l.rep.Files = append(l.rep.Files, path)
 	lr := newLineReader(r, l.opt.MaxLineBytes)
 	var out []T
-	lines, bad, drop, blank := 0, 0, 0, 0
+	lines, bad, drop, empty, blank := 0, 0, 0, 0, 0
 	var first *LineError
 	for {
 		line, tooLong, err := lr.next()
@@ -167,9 +167,13 @@ func loadFile[T any](l *loader, path string, parse func(line []byte, at string) 
 		}
 		var d *dropped
 		var ft *fatal
+		var ea *emptyAnswer
 		switch {
 		case errors.As(err, &ft):
 			return nil, le
+		case errors.As(err, &ea):
+			empty++
+			l.rep.Empty++
 		case errors.As(err, &d):
 			drop++
 			l.rep.Dropped++
@@ -183,7 +187,7 @@ func loadFile[T any](l *loader, path string, parse func(line []byte, at string) 
 		}
 	}
 	if len(out) == 0 {
-		msg := fmt.Sprintf("data: %s has no usable example (%d lines: %d bad, %d dropped for length; %d blank)", path, lines, bad, drop, blank)
+		msg := fmt.Sprintf("data: %s has no usable example (%d lines: %d bad, %d dropped for length, %d with an empty answer; %d blank)", path, lines, bad, drop, empty, blank)
 		if first != nil {
 			msg += "; first: " + first.Error()
 		}
@@ -199,6 +203,7 @@ func (l *loader) template() (*Template, error) {
 		l.tpl, l.tplErr = NewTemplate(l.tok, l.opt)
 		if l.tpl != nil {
 			l.rep.Template, l.rep.SystemPrompt, l.rep.EOS = l.tpl.Name(), l.tpl.SystemPrompt(), l.tpl.EOS()
+			l.rep.TemplateNote = l.tpl.Note()
 		}
 	}
 	if l.tplErr != nil {
@@ -257,20 +262,33 @@ func (l *loader) sftLine(line []byte, at string) (Example, error) {
 		if err != nil {
 			return Example{}, err
 		}
+		var msgs []Message
 		switch rec.shape {
 		case shapeChat:
-			ex, err = t.Conversation(rec.messages)
+			msgs = rec.messages
 		case shapeText:
-			ex, err = t.Text(rec.text)
+			ex, err = t.text(rec.text, rec.open)
 		case shapePromptResponse:
 			if !rec.prompt.isMsgs && !rec.response.isMsgs {
-				ex, err = t.PromptResponse(rec.prompt.text, rec.response.text)
+				ex, err = t.promptResponse(rec.prompt.text, rec.response.text, rec.open)
 			} else {
-				ex, err = t.Conversation(append(rec.prompt.messages("user"), rec.response.messages("assistant")...))
+				msgs = append(rec.prompt.messages("user"), rec.response.messages("assistant")...)
 			}
+		}
+		// Only a final assistant turn can have been cut.
+		open := rec.open && (msgs == nil || msgs[len(msgs)-1].Role == "assistant")
+		if msgs != nil {
+			ex, err = t.conversation(msgs, open)
 		}
 		if err != nil {
 			return Example{}, configErr(err)
+		}
+		if open {
+			ex, err := l.fit(ex)
+			if err == nil {
+				l.rep.Open++
+			}
+			return ex, err
 		}
 	}
 	return l.fit(ex)

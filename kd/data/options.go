@@ -207,7 +207,7 @@ type LineError struct {
 func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason) }
 
 // Report says what loading did. Every line read is accounted for: Lines =
-// Examples + Skipped + Dropped (+ Blank lines, counted apart).
+// Examples + Skipped + Dropped + Empty (+ Blank lines, counted apart).
 type Report struct {
 	Files []string
 	// Lines counts the non-blank lines read; Blank the blank ones.
@@ -223,12 +223,23 @@ type Report struct {
 	// for their length (overflow "drop", or nothing left to learn after
 	// truncation).
 	Truncated, Dropped int
+	// Empty counts the SFT lines skipped because an assistant answer is
+	// empty (a teacher that said nothing, as `elicit label` records it).
+	// They are skipped under either OnBadLine and not listed in Problems.
+	Empty int
+	// Open counts the examples whose response stopped at the length limit
+	// (the line's finish_reason is "length"): their last answer has no
+	// end-of-turn or EOS target, so the model does not learn to stop there.
+	Open int
 	// Tokens and LossTokens count the tokens of the examples and those with
 	// a label (for pairs: the response tokens of both sides).
 	Tokens, LossTokens int64
 	// Template is the template used ("chatml", "qwen3", "none"); empty when
 	// every line was pre-tokenized.
 	Template string
+	// TemplateNote says when the template is not the tokenizer's own (see
+	// Template.Note); "" otherwise.
+	TemplateNote string
 	// SystemPrompt is the system message inserted into conversations
 	// without one ("" for none).
 	SystemPrompt string
@@ -251,6 +262,9 @@ func (r Report) String() string {
 	fmt.Fprintf(&b, "%s: %d lines, %d examples (%d train, %d validation)", strings.Join(r.Files, ", "), r.Lines, r.Examples, r.Train, r.Val)
 	if r.Template != "" {
 		fmt.Fprintf(&b, ", template %s", r.Template)
+		if r.TemplateNote != "" {
+			fmt.Fprintf(&b, " (%s)", r.TemplateNote)
+		}
 	}
 	fmt.Fprintf(&b, ", %d tokens (%d with loss)", r.Tokens, r.LossTokens)
 	if r.Truncated > 0 {
@@ -258,6 +272,12 @@ func (r Report) String() string {
 	}
 	if r.Dropped > 0 {
 		fmt.Fprintf(&b, ", %d dropped", r.Dropped)
+	}
+	if r.Empty > 0 {
+		fmt.Fprintf(&b, ", %d with an empty answer skipped", r.Empty)
+	}
+	if r.Open > 0 {
+		fmt.Fprintf(&b, ", %d cut at the length limit (finish_reason \"length\": no end-of-turn target)", r.Open)
 	}
 	if r.Skipped > 0 {
 		fmt.Fprintf(&b, ", %d bad lines skipped", r.Skipped)

@@ -53,7 +53,17 @@ type record struct {
 	promptIDs        []int32 // shapePairTokens
 	chosenIDs        []int32
 	rejectedIDs      []int32
+	// open: the response stopped at the length limit (finish_reason
+	// "length"), so it is rendered without its end-of-turn or EOS token.
+	open bool
 }
+
+// emptyAnswer is an SFT line whose assistant answer is empty (a teacher that
+// said nothing, or stopped before its first token): data, not a mistake, so
+// the loader skips it and counts it in Report.Empty whatever OnBadLine says.
+type emptyAnswer struct{ reason string }
+
+func (e *emptyAnswer) Error() string { return e.reason }
 
 // parseLine decodes one JSONL line. pairs selects the preference shapes
 // (LoadPairs) instead of the SFT ones. vocab > 0 bounds pre-tokenized ids.
@@ -74,9 +84,25 @@ func parseLine(line []byte, pairs bool, vocab int) (record, error) {
 	if pairs {
 		return parsePair(obj, has, vocab)
 	}
-	switch {
-	case has("input_ids"):
+	if has("input_ids") {
 		return parseTokens(obj, vocab)
+	}
+	r, err := parseText(obj, has)
+	if err != nil {
+		return record{}, err
+	}
+	finish, err := finishReason(obj)
+	if err != nil {
+		return record{}, err
+	}
+	r.open = finish == "length"
+	return r, nil
+}
+
+// parseText reads the text shapes of an SFT line: messages, prompt/response,
+// text.
+func parseText(obj map[string]json.RawMessage, has func(string) bool) (record, error) {
+	switch {
 	case has("messages") || has("conversations"):
 		key := "messages"
 		if !has(key) {
@@ -89,6 +115,9 @@ func parseLine(line []byte, pairs bool, vocab int) (record, error) {
 		if len(msgs) == 0 {
 			return record{}, fmt.Errorf("%q is empty", key)
 		}
+		if err := answered(msgs, key); err != nil {
+			return record{}, err
+		}
 		return record{shape: shapeChat, messages: msgs}, nil
 	case has("prompt") && (has("response") || has("completion")):
 		r := record{shape: shapePromptResponse}
@@ -100,13 +129,18 @@ func parseLine(line []byte, pairs bool, vocab int) (record, error) {
 		if !has(rk) {
 			rk = "completion"
 		}
-		if r.response, err = textOrMessages(obj, rk, true); err != nil {
+		if r.response, err = textOrMessages(obj, rk, false); err != nil {
 			return record{}, err
 		}
 		if r.response.isMsgs {
 			if err := assistantOnly(r.response.msgs, rk); err != nil {
 				return record{}, err
 			}
+			if err := answered(r.response.msgs, rk); err != nil {
+				return record{}, err
+			}
+		} else if strings.TrimSpace(r.response.text) == "" {
+			return record{}, &emptyAnswer{fmt.Sprintf("%q is empty", rk)}
 		}
 		return r, nil
 	case has("chosen") || has("rejected") || has("chosen_input_ids"):
@@ -126,6 +160,27 @@ func parseLine(line []byte, pairs bool, vocab int) (record, error) {
 		return record{shape: shapeText, text: s}, nil
 	}
 	return record{}, fmt.Errorf("no known fields (found %s): want prompt/response, messages, text or input_ids/labels", keyList(obj))
+}
+
+// answered checks that no assistant message of msgs is empty (no content and
+// no reasoning).
+func answered(msgs []Message, key string) error {
+	for i, m := range msgs {
+		if m.Role == "assistant" && strings.TrimSpace(m.Content) == "" && strings.TrimSpace(m.Reasoning) == "" {
+			return &emptyAnswer{fmt.Sprintf("%s[%d] (assistant) is empty", key, i)}
+		}
+	}
+	return nil
+}
+
+// finishReason reads a line's optional "finish_reason" (as elicit label and
+// the OpenAI API write it: "stop", "length", …); "" when absent or null.
+func finishReason(obj map[string]json.RawMessage) (string, error) {
+	raw, ok := obj["finish_reason"]
+	if !ok || isNull(raw) {
+		return "", nil
+	}
+	return stringValue(raw, "finish_reason")
 }
 
 func parsePair(obj map[string]json.RawMessage, has func(string) bool, vocab int) (record, error) {

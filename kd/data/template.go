@@ -20,6 +20,7 @@ var errNoEOS = errors.New("text lines end with an EOS token, and the tokenizer n
 // documentation for the formats and the loss mask).
 type Template struct {
 	kind   string // TemplateChatML, TemplateQwen3 or TemplateNone
+	asked  bool   // kind was named in Options, not resolved by auto
 	tok    Tokenizer
 	system string // inserted when a conversation has no system message first
 
@@ -45,19 +46,11 @@ func NewTemplate(tok Tokenizer, opt Options) (*Template, error) {
 	t := &Template{tok: tok, imStart: start, imEnd: end}
 	switch opt.Template {
 	case "", TemplateAuto:
-		switch {
-		case chat == "":
-			t.kind = TemplateNone
-		case strings.Contains(chat, "<|im_start|>"):
-			t.kind = TemplateChatML
-			if strings.Contains(chat, "reasoning_content") && strings.Contains(chat, "</think>") {
-				t.kind = TemplateQwen3
-			}
-		default:
+		if t.kind = autoKind(chat); t.kind == "" {
 			return nil, errors.New("data: the tokenizer's chat template is not one kdnative renders (ChatML as Qwen2/2.5/3 and SmolLM/SmolLM2 use it); set template chatml if the model uses ChatML, or none to train on plain prompt + response text")
 		}
 	case TemplateChatML, TemplateQwen3, TemplateNone:
-		t.kind = opt.Template
+		t.kind, t.asked = opt.Template, true
 	default:
 		return nil, fmt.Errorf("data: template %q: want auto, chatml, qwen3 or none", opt.Template)
 	}
@@ -114,6 +107,43 @@ func NewTemplate(tok Tokenizer, opt Options) (*Template, error) {
 		return nil, errors.New("data: template none appends an EOS token after each response, and the tokenizer names none: set the EOS token")
 	}
 	return t, nil
+}
+
+// AutoTemplate is what template "auto" resolves to for a tokenizer's chat
+// template: "none" without one, "chatml" or "qwen3", and "" for a template
+// kdnative does not render (Llama 3, Mistral, Gemma, …).
+func AutoTemplate(chat string) string { return autoKind(chat) }
+
+func autoKind(chat string) string {
+	switch {
+	case chat == "":
+		return TemplateNone
+	case strings.Contains(chat, "<|im_start|>"):
+		if strings.Contains(chat, "reasoning_content") && strings.Contains(chat, "</think>") {
+			return TemplateQwen3
+		}
+		return TemplateChatML
+	}
+	return ""
+}
+
+// Note says where the rendering may surprise: a template asked for that is
+// not the tokenizer's own, or plain text because the tokenizer has no chat
+// template at all (a model folder that lost its chat_template.jinja looks
+// like a base model). "" when the template is the tokenizer's own.
+func (t *Template) Note() string {
+	own := autoKind(t.tok.ChatTemplate())
+	switch {
+	case !t.asked && own == TemplateNone:
+		return "the tokenizer has no chat template — no chat_template.jinja, no chat_template in tokenizer_config.json — so the text is rendered plain"
+	case !t.asked || own == t.kind:
+		return ""
+	case own == TemplateNone:
+		return fmt.Sprintf("template %s as asked, but the tokenizer has no chat template — no chat_template.jinja, no chat_template in tokenizer_config.json — so the model's folder alone will not render this format", t.kind)
+	case own == "":
+		return fmt.Sprintf("template %s as asked, but the tokenizer's chat template is not one kdnative renders: check that the model was trained on %s", t.kind, t.kind)
+	}
+	return fmt.Sprintf("template %s as asked, but the tokenizer's own chat template is %s", t.kind, own)
 }
 
 // Name is the resolved template: "chatml", "qwen3" or "none".
@@ -193,6 +223,13 @@ func (t *Template) begin() *builder {
 // assistant turns. It needs a chat template and at least one assistant turn,
 // and no assistant turn may be empty.
 func (t *Template) Conversation(msgs []Message) (Example, error) {
+	return t.conversation(msgs, false)
+}
+
+// conversation is Conversation; open leaves a final assistant turn without
+// its <|im_end|> and "\n": the answer stopped at the length limit, and the
+// model must not learn that it ends there.
+func (t *Template) conversation(msgs []Message, open bool) (Example, error) {
 	seen := false
 	for i, m := range msgs {
 		if m.Role == "assistant" {
@@ -205,7 +242,7 @@ func (t *Template) Conversation(msgs []Message) (Example, error) {
 	if !seen {
 		return Example{}, errors.New("no assistant message: nothing to learn")
 	}
-	b, _, err := t.render(msgs, false)
+	b, _, err := t.render(msgs, false, open)
 	if err != nil {
 		return Example{}, err
 	}
@@ -226,7 +263,7 @@ func (t *Template) GenerationPrompt(msgs []Message) ([]int32, error) {
 		b.add(t.tok.EncodeOrdinary(s.String()), false)
 		return b.ex.Tokens, nil
 	}
-	b, _, err := t.render(msgs, true)
+	b, _, err := t.render(msgs, true, false)
 	if err != nil {
 		return nil, err
 	}
@@ -237,29 +274,42 @@ func (t *Template) GenerationPrompt(msgs []Message) ([]int32, error) {
 // the conversation [system (default), user: prompt, assistant: response];
 // under none prompt + response + EOS with the loss on response and EOS.
 func (t *Template) PromptResponse(prompt, response string) (Example, error) {
+	return t.promptResponse(prompt, response, false)
+}
+
+// promptResponse is PromptResponse; open leaves out the end-of-turn or EOS
+// token after the response (it stopped at the length limit).
+func (t *Template) promptResponse(prompt, response string, open bool) (Example, error) {
 	if strings.TrimSpace(response) == "" {
 		return Example{}, errors.New(`"response" is empty`)
 	}
 	if t.kind != TemplateNone {
-		return t.Conversation([]Message{{Role: "user", Content: prompt}, {Role: "assistant", Content: response}})
+		return t.conversation([]Message{{Role: "user", Content: prompt}, {Role: "assistant", Content: response}}, open)
 	}
 	b := t.begin()
 	p, r := t.join(prompt, response)
 	b.add(p, false)
 	b.add(r, true)
-	b.one(t.eos, true)
+	if !open {
+		b.one(t.eos, true)
+	}
 	return b.ex, nil
 }
 
 // Text renders a plain text, special tokens in it recognized, followed by
 // EOS, with the loss on every token.
-func (t *Template) Text(s string) (Example, error) {
+func (t *Template) Text(s string) (Example, error) { return t.text(s, false) }
+
+// text is Text; open leaves out the EOS (the text stopped at a length limit).
+func (t *Template) text(s string, open bool) (Example, error) {
 	if !t.hasEOS {
 		return Example{}, errNoEOS
 	}
 	b := t.begin()
 	b.add(t.tok.Encode(s), true)
-	b.one(t.eos, true)
+	if !open {
+		b.one(t.eos, true)
+	}
 	return b.ex, nil
 }
 
@@ -316,7 +366,7 @@ func (t *Template) completion(prompt, resp []Message) (p, r []int32, err error) 
 		return nil, nil, errors.New("no response")
 	}
 	all := append(append([]Message{}, prompt...), resp...)
-	b, starts, err := t.render(all, false)
+	b, starts, err := t.render(all, false, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -326,8 +376,9 @@ func (t *Template) completion(prompt, resp []Message) (p, r []int32, err error) 
 
 // render writes a conversation in the chat template. For an assistant
 // message, starts[i] is the token offset where its generated part begins
-// (after "<|im_start|>assistant\n"); for others, where its turn begins.
-func (t *Template) render(msgs []Message, genPrompt bool) (*builder, []int, error) {
+// (after "<|im_start|>assistant\n"); for others, where its turn begins. open
+// leaves a final assistant turn unclosed (see conversation).
+func (t *Template) render(msgs []Message, genPrompt, open bool) (*builder, []int, error) {
 	if t.kind == TemplateNone {
 		return nil, nil, fmt.Errorf("%w (template is none)", errNeedsTemplate)
 	}
@@ -350,7 +401,8 @@ func (t *Template) render(msgs []Message, genPrompt bool) (*builder, []int, erro
 			starts[i] = b.len()
 			t.plainTurn(b, m.Role, m.Content)
 		case "assistant":
-			if err := t.assistantTurn(b, m, i, lastQuery, i == len(msgs)-1, &starts[i]); err != nil {
+			last := i == len(msgs)-1
+			if err := t.assistantTurn(b, m, i, lastQuery, last, open && last, &starts[i]); err != nil {
 				return nil, nil, fmt.Errorf("message %d: %w", i, err)
 			}
 		default:
@@ -373,8 +425,9 @@ func (t *Template) plainTurn(b *builder, role, content string) {
 }
 
 // assistantTurn writes an assistant turn with the loss on everything after
-// its header.
-func (t *Template) assistantTurn(b *builder, m Message, i, lastQuery int, last bool, start *int) error {
+// its header; an open turn ends where the answer was cut, without
+// <|im_end|> and "\n" (and, cut inside its reasoning, without </think>).
+func (t *Template) assistantTurn(b *builder, m Message, i, lastQuery int, last, open bool, start *int) error {
 	content, reasoning := m.Content, m.Reasoning
 	b.one(t.imStart, false)
 	if t.kind == TemplateQwen3 {
@@ -391,11 +444,17 @@ func (t *Template) assistantTurn(b *builder, m Message, i, lastQuery int, last b
 			b.add(t.tok.EncodeOrdinary("assistant\n"), false)
 			*start = b.len()
 			b.add(t.thinkOpen, true)
+			if open && strings.TrimSpace(content) == "" { // cut while reasoning
+				b.add(t.tok.EncodeOrdinary("\n"+strings.TrimLeft(reasoning, "\n")), true)
+				return nil
+			}
 			b.add(t.tok.EncodeOrdinary("\n"+strings.Trim(reasoning, "\n")+"\n"), true)
 			b.add(t.thinkClose, true)
 			b.add(t.tok.EncodeOrdinary("\n\n"+strings.TrimLeft(content, "\n")), true)
-			b.one(t.imEnd, true)
-			b.add(t.tok.EncodeOrdinary("\n"), true)
+			if !open {
+				b.one(t.imEnd, true)
+				b.add(t.tok.EncodeOrdinary("\n"), true)
+			}
 			return nil
 		}
 		// Earlier turns lose their reasoning, as in Qwen3's template.
@@ -406,7 +465,9 @@ func (t *Template) assistantTurn(b *builder, m Message, i, lastQuery int, last b
 	b.add(h, false)
 	*start = b.len()
 	b.add(body, true)
-	b.one(t.imEnd, true)
-	b.add(t.tok.EncodeOrdinary("\n"), true)
+	if !open {
+		b.one(t.imEnd, true)
+		b.add(t.tok.EncodeOrdinary("\n"), true)
+	}
 	return nil
 }

@@ -17,8 +17,8 @@ type Tokenizer interface {
 	// TokenID returns the id of a token given as its string (special tokens
 	// like "<|im_end|>" included), and whether the vocabulary has it.
 	TokenID(tok string) (int32, bool)
-	// ChatTemplate returns tokenizer_config.json's chat_template, "" when
-	// there is none.
+	// ChatTemplate returns the model's chat template — chat_template.jinja,
+	// else tokenizer_config.json's chat_template — "" when there is none.
 	ChatTemplate() string
 }
 

@@ -37,7 +37,9 @@ type Options struct {
 	// Sets are recipe overrides (key=value), as for any recipe.
 	Sets   []string
 	Resume bool
-	Log    io.Writer
+	// Overwrite replaces an earlier run in Output (see train.Options).
+	Overwrite bool
+	Log       io.Writer
 	// Terminal makes progress a redrawn line.
 	Terminal bool
 }
@@ -65,7 +67,7 @@ func Run(ctx context.Context, be kdrt.Backend, opt Options) error {
 	}
 	a := filepath.Join(dir, "assets")
 	student := filepath.Join(dir, "student-init")
-	if err := train.InitModel(be, filepath.Join(a, "student-config.json"), filepath.Join(a, "tokenizer"), 1, student); err != nil {
+	if err := train.InitModel(be, filepath.Join(a, "student-config.json"), filepath.Join(a, "tokenizer"), 1, student, false); err != nil {
 		return err
 	}
 	teacher := filepath.Join(dir, "teacher")
@@ -99,7 +101,7 @@ func Run(ctx context.Context, be kdrt.Backend, opt Options) error {
 	fmt.Fprintf(opt.Log, "by %s, for %d steps on %s. The student and the run's files go to %s/.\n\n",
 		r.Objectives.KD.Divergence, r.MaxSteps, be.Describe(), opt.Output)
 
-	sum, err := train.Run(ctx, be, r, train.Options{Resume: opt.Resume, Log: opt.Log, Terminal: opt.Terminal})
+	sum, err := train.Run(ctx, be, r, train.Options{Resume: opt.Resume, Overwrite: opt.Overwrite, Log: opt.Log, Terminal: opt.Terminal})
 	if err != nil {
 		return err
 	}

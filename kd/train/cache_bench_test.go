@@ -45,7 +45,7 @@ func BenchmarkTeacherCache(b *testing.B) {
 	}
 	studentDir := filepath.Join(dir, "student")
 	be := cpu.New()
-	if err := InitModel(be, "../demo/assets/student-config.json", "../demo/assets/tokenizer", 1, studentDir); err != nil {
+	if err := InitModel(be, "../demo/assets/student-config.json", "../demo/assets/tokenizer", 1, studentDir, false); err != nil {
 		b.Fatal(err)
 	}
 	valData := "../demo/assets/data/val.jsonl.gz"

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/kdnative/kdnative/kd/data"
+	"github.com/kdnative/kdnative/model"
 	"github.com/kdnative/kdnative/model/safetensors"
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
@@ -23,7 +24,11 @@ import (
 // written under a temporary name and renamed into place, so a crash leaves
 // either no checkpoint or a whole one.
 
-const stateFile = "training_state.safetensors"
+const (
+	stateFile  = "training_state.safetensors"
+	stateKey   = "kdnative_training_state" // the state file's metadata key
+	recipeFile = "recipe.yaml"
+)
 
 // trainingState is the JSON kept in the state file's metadata.
 type trainingState struct {
@@ -34,33 +39,61 @@ type trainingState struct {
 	Total     int              `json:"total_steps"`
 }
 
-// tokenizerFiles are copied beside each saved model so it loads on its own.
+// tokenizerFiles are the tokenizer-side files transformers writes beside a
+// model (save_pretrained of the tokenizer, plus generation_config.json); the
+// ones a source folder has are copied beside each saved model, so that it
+// loads, renders chat and stops generating on its own. chat_template.jinja is
+// where transformers 5 keeps the chat template; a folder without it reads as
+// a base model and its data as plain text.
 var tokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-	"generation_config.json", "vocab.json", "merges.txt"}
+	"added_tokens.json", "chat_template.jinja", "chat_template.json", "generation_config.json",
+	"vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model"}
 
-func (t *trainer) checkpoint() (string, error) {
-	dir := filepath.Join(t.r.Output, fmt.Sprintf("checkpoint-%d", t.step))
+// tokenizerDirs are folders of tokenizer files copied the same way:
+// transformers keeps named chat templates other than the default in
+// additional_chat_templates/<name>.jinja.
+var tokenizerDirs = []string{"additional_chat_templates"}
+
+// checkpoint writes <output>/checkpoint-<step>. A failure (a full disk)
+// removes the partial folder, so that it does not hold the space.
+func (t *trainer) checkpoint() (dir string, err error) {
+	dir = filepath.Join(t.r.Output, fmt.Sprintf("checkpoint-%d", t.step))
 	tmp := filepath.Join(t.r.Output, fmt.Sprintf(".checkpoint-%d.tmp", t.step))
 	if err := os.RemoveAll(tmp); err != nil {
 		return "", err
 	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+			err = fmt.Errorf("checkpoint at step %d: %w", t.step, err)
+		}
+	}()
 	if err := t.writeModel(tmp); err != nil {
 		return "", err
 	}
 	if err := t.writeState(filepath.Join(tmp, stateFile)); err != nil {
 		return "", err
 	}
-	// Replace an older checkpoint of the same step only once the new one is whole.
+	// The recipe the checkpoint was made with, which --resume compares.
+	if err := t.writeRecipe(filepath.Join(tmp, recipeFile)); err != nil {
+		return "", err
+	}
+	// Replace an older checkpoint of the same step only once the new one is
+	// whole (a kill in between leaves checkpoint-N.old, which the next
+	// resume puts back).
 	if _, err := os.Stat(dir); err == nil {
 		old := dir + ".old"
 		os.RemoveAll(old)
 		if err := os.Rename(dir, old); err != nil {
 			return "", err
 		}
-		defer os.RemoveAll(old)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return "", fmt.Errorf("checkpoint: %w", err)
+		if err := os.Rename(tmp, dir); err != nil {
+			os.Rename(old, dir)
+			return "", err
+		}
+		os.RemoveAll(old)
+	} else if err := os.Rename(tmp, dir); err != nil {
+		return "", err
 	}
 	syncDir(t.r.Output)
 	return dir, nil
@@ -71,17 +104,16 @@ func (t *trainer) writeModel(dir string) error {
 	if err := t.student.SaveDir(dir, 0); err != nil {
 		return err
 	}
-	src := t.r.Tokenizer
-	if src == "" {
-		src = t.r.Student
-	}
-	return CopyTokenizer(src, dir)
+	return CopyTokenizer(t.tokDir(), dir)
 }
 
 func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
 
 func (t *trainer) saveFinal() error {
 	if err := t.writeModel(t.r.Output); err != nil {
+		// Each file is written through a temporary one; none may stay to
+		// hold the space (a full disk is the likely cause).
+		removeMatching(t.r.Output, isTemp)
 		return fmt.Errorf("saving the final student: %w", err)
 	}
 	return nil
@@ -120,7 +152,7 @@ func (t *trainer) writeState(path string) error {
 			tensors = append(tensors, safetensors.Tensor{Name: mv.prefix + sl.Name, DType: kdrt.F32, Shape: sl.W.Shape, F32: vals})
 		}
 	}
-	return safetensors.Write(path, tensors, map[string]string{"kdnative_training_state": string(js)})
+	return safetensors.Write(path, tensors, map[string]string{stateKey: string(js)})
 }
 
 // restore reads a checkpoint's training state (the weights were loaded from
@@ -133,7 +165,7 @@ func (t *trainer) restore(dir string) error {
 	}
 	defer f.Close()
 	var st trainingState
-	if err := json.Unmarshal([]byte(f.Metadata()["kdnative_training_state"]), &st); err != nil {
+	if err := json.Unmarshal([]byte(f.Metadata()[stateKey]), &st); err != nil {
 		return fmt.Errorf("resume: %s: training state metadata: %v", path, err)
 	}
 	m, v := t.opt.Moments()
@@ -168,18 +200,19 @@ func (t *trainer) restore(dir string) error {
 		return fmt.Errorf("resume from %s: %w (was the data or the seed changed?)", dir, err)
 	}
 	if st.Total != t.total {
-		return fmt.Errorf("resume from %s: the run had %d steps, this recipe gives %d (change max_steps/epochs back, or start a new output folder)", dir, st.Total, t.total)
+		t.logf("resume: the run now has %d steps (it had %d); the learning-rate schedule follows the new length", t.total, st.Total)
 	}
 	t.opt.SetStepCount(st.AdamWStep)
 	t.step, t.startStep, t.tokens = st.Step, st.Step, st.Tokens
 	return nil
 }
 
-// latestCheckpoint is the checkpoint folder with the highest step in out.
-func latestCheckpoint(out string) (string, error) {
+// checkpointDirs lists the checkpoint folders in out, newest (highest step)
+// first.
+func checkpointDirs(out string) ([]string, error) {
 	entries, err := os.ReadDir(out)
 	if err != nil {
-		return "", fmt.Errorf("resume: %w", err)
+		return nil, fmt.Errorf("resume: %w", err)
 	}
 	var steps []int
 	for _, e := range entries {
@@ -189,41 +222,137 @@ func latestCheckpoint(out string) (string, error) {
 			}
 		}
 	}
-	if len(steps) == 0 {
+	sort.Sort(sort.Reverse(sort.IntSlice(steps)))
+	dirs := make([]string, len(steps))
+	for i, s := range steps {
+		dirs[i] = filepath.Join(out, fmt.Sprintf("checkpoint-%d", s))
+	}
+	return dirs, nil
+}
+
+// latestCheckpoint is the checkpoint folder with the highest step in out.
+func latestCheckpoint(out string) (string, error) {
+	dirs, err := checkpointDirs(out)
+	if err != nil {
+		return "", err
+	}
+	if len(dirs) == 0 {
 		return "", fmt.Errorf("resume: no checkpoint in %s", out)
 	}
-	sort.Ints(steps)
-	return filepath.Join(out, fmt.Sprintf("checkpoint-%d", steps[len(steps)-1])), nil
+	return dirs[0], nil
+}
+
+// resumePoint is the newest intact checkpoint in out. A damaged newer one
+// (a truncated or missing file: a disk error, or a copy cut short) is
+// reported on log and passed over.
+func resumePoint(out string, log func(format string, a ...any)) (string, error) {
+	dirs, err := checkpointDirs(out)
+	if err != nil {
+		return "", err
+	}
+	if len(dirs) == 0 {
+		return "", fmt.Errorf("resume: no checkpoint in %s", out)
+	}
+	var damaged []string
+	for _, dir := range dirs {
+		err := checkIntact(dir)
+		if err == nil {
+			if len(damaged) > 0 {
+				log("resume: %s is damaged; resuming from %s, the newest intact checkpoint", strings.Join(damaged, "; "), filepath.Base(dir))
+			}
+			return dir, nil
+		}
+		damaged = append(damaged, fmt.Sprintf("%s (%v)", filepath.Base(dir), err))
+	}
+	return "", fmt.Errorf("resume: no intact checkpoint in %s: %s", out, strings.Join(damaged, "; "))
+}
+
+// checkIntact checks that a checkpoint's files are whole: config.json parses,
+// every weight file's header and size agree, the training state opens and
+// its metadata parses. (Whether the shapes fit is the load's to say.)
+func checkIntact(dir string) error {
+	if _, err := model.LoadConfig(filepath.Join(dir, "config.json")); err != nil {
+		return err
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	set.Close()
+	f, err := safetensors.Open(filepath.Join(dir, stateFile))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var st trainingState
+	if err := json.Unmarshal([]byte(f.Metadata()[stateKey]), &st); err != nil {
+		return fmt.Errorf("%s: training state metadata: %v", stateFile, err)
+	}
+	return nil
 }
 
 // saveRecipe writes the run's effective recipe beside its outputs.
 func (t *trainer) saveRecipe() error {
+	return t.writeRecipe(filepath.Join(t.r.Output, recipeFile))
+}
+
+func (t *trainer) writeRecipe(path string) error {
 	data, err := t.r.Marshal()
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(t.r.Output, "recipe.yaml"), data, 0o644)
+	return writeFileAtomic(path, data)
 }
 
+// copyFile copies src to dst through a temporary file beside dst, so that a
+// crash leaves dst whole (old or new) and only a hidden temporary file,
+// which the next run in that folder removes.
 func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.Create(dst)
+	return writeAtomic(dst, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
+}
+
+// writeFileAtomic writes data to path through a temporary file beside it.
+func writeFileAtomic(path string, data []byte) error {
+	return writeAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// writeAtomic writes path through fill into ".<name>.tmp-*" beside it, syncs
+// and renames it into place; on failure the temporary file is removed.
+func writeAtomic(path string, fill func(io.Writer) error) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := fill(f); err != nil {
 		return err
 	}
-	if err := out.Sync(); err != nil {
-		out.Close()
+	if err := f.Chmod(0o644); err != nil {
 		return err
 	}
-	return out.Close()
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // syncDir makes a rename in dir durable.

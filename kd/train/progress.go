@@ -67,7 +67,7 @@ type metricsLog struct {
 }
 
 func openMetrics(path string, fromStep int) (*metricsLog, error) {
-	var keep []string
+	var keep strings.Builder
 	if fromStep > 0 {
 		if data, err := os.ReadFile(path); err == nil {
 			for _, line := range strings.Split(string(data), "\n") {
@@ -77,19 +77,20 @@ func openMetrics(path string, fromStep int) (*metricsLog, error) {
 				if line == "" || json.Unmarshal([]byte(line), &rec) != nil || rec.Step > fromStep {
 					continue
 				}
-				keep = append(keep, line)
+				keep.WriteString(line + "\n")
 			}
 		}
 	}
-	f, err := os.Create(path)
+	// The kept records replace the file in one rename: a crash while
+	// resuming leaves the old file or the new one, never a truncated one.
+	if err := writeFileAtomic(path, []byte(keep.String())); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	m := &metricsLog{f: f, w: bufio.NewWriter(f)}
-	for _, line := range keep {
-		m.w.WriteString(line + "\n")
-	}
-	return m, m.w.Flush()
+	return &metricsLog{f: f, w: bufio.NewWriter(f)}, nil
 }
 
 func (m *metricsLog) write(rec map[string]any) {

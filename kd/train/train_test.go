@@ -169,13 +169,16 @@ func TestRunEval(t *testing.T) {
 }
 
 // TestRunBadInput: each mistake gives a clear error before anything is
-// trained, and leaves what the output folder held untouched.
+// trained, and leaves what the output folder held untouched, even under
+// --overwrite (an earlier run's recipe.yaml stays until the new run starts).
 func TestRunBadInput(t *testing.T) {
 	w := newWorld(t)
 	out := filepath.Join(w.dir, "out")
 	os.MkdirAll(out, 0o755)
 	keep := filepath.Join(out, "keep.txt")
 	os.WriteFile(keep, []byte("mine"), 0o644)
+	earlier := filepath.Join(out, "recipe.yaml")
+	os.WriteFile(earlier, []byte("mine"), 0o644)
 	other := filepath.Join(w.dir, "other-tokenizer")
 	writeModel(t, other, 48, 2, 5)
 	// Another tokenizer: the same alphabet with two ids swapped.
@@ -206,12 +209,14 @@ func TestRunBadInput(t *testing.T) {
 		r := w.recipe(out)
 		r.Objectives.SFT = &SFTTerm{Weight: 1}
 		c.edit(&r)
-		_, err := Run(context.Background(), cpu.New(), r, Options{})
+		_, err := Run(context.Background(), cpu.New(), r, Options{Overwrite: true})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want it to mention %q", c.name, err, c.want)
 		}
-		if data, _ := os.ReadFile(keep); string(data) != "mine" {
-			t.Fatalf("%s: the output folder's files were touched", c.name)
+		for _, f := range []string{keep, earlier} {
+			if data, _ := os.ReadFile(f); string(data) != "mine" {
+				t.Fatalf("%s: the output folder's %s was touched", c.name, filepath.Base(f))
+			}
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -21,8 +20,13 @@ import (
 
 // Options are how a run is driven, beyond its recipe.
 type Options struct {
-	// Resume continues from the newest checkpoint in the output folder.
+	// Resume continues from the newest intact checkpoint in the output
+	// folder, with a recipe that may differ from the checkpoint's only in
+	// ResumableKeys.
 	Resume bool
+	// Overwrite replaces the earlier run in the output folder. Without it
+	// (or Resume) a folder that holds anything is refused.
+	Overwrite bool
 	// Log receives progress and summaries; Terminal makes progress a
 	// redrawn line rather than one line per log step.
 	Log      io.Writer
@@ -92,8 +96,11 @@ func Run(ctx context.Context, be kdrt.Backend, r Recipe, opt Options) (*Summary,
 	if opt.Log == nil {
 		opt.Log = io.Discard
 	}
+	if err := checkOutput(&r, opt); err != nil {
+		return nil, err
+	}
 	t := &trainer{r: r, be: be, log: opt.Log, term: opt.Terminal, start: time.Now()}
-	if err := t.setup(opt.Resume); err != nil {
+	if err := t.setup(opt); err != nil {
 		return nil, err
 	}
 	return t.run(ctx)
@@ -101,21 +108,23 @@ func Run(ctx context.Context, be kdrt.Backend, r Recipe, opt Options) (*Summary,
 
 func (t *trainer) logf(format string, a ...any) { fmt.Fprintf(t.log, format+"\n", a...) }
 
-func (t *trainer) setup(resume bool) error {
+func (t *trainer) setup(opt Options) error {
 	r := &t.r
-	tokDir := r.Tokenizer
-	if tokDir == "" {
-		tokDir = r.Student
-	}
+	tokDir := t.tokDir()
 	tok, err := tokenizer.LoadDir(tokDir)
 	if err != nil {
 		return err
 	}
 	t.tok = tok
 	var ckpt string
-	if resume {
-		ckpt, err = latestCheckpoint(r.Output)
-		if err != nil {
+	if opt.Resume {
+		if err := t.cleanOutput(); err != nil {
+			return err
+		}
+		if ckpt, err = resumePoint(r.Output, t.logf); err != nil {
+			return err
+		}
+		if err := t.checkResumeRecipe(ckpt); err != nil {
 			return err
 		}
 	}
@@ -190,7 +199,7 @@ func (t *trainer) setup(resume bool) error {
 		return err
 	}
 	t.total = t.totalSteps()
-	if err := os.MkdirAll(r.Output, 0o755); err != nil {
+	if err := t.prepareOutput(opt.Overwrite); err != nil {
 		return err
 	}
 	if ckpt != "" {
@@ -198,7 +207,8 @@ func (t *trainer) setup(resume bool) error {
 			return err
 		}
 		t.logf("resumed from %s at step %d of %d", ckpt, t.step, t.total)
-	} else if err := t.saveRecipe(); err != nil {
+	}
+	if err := t.saveRecipe(); err != nil {
 		return err
 	}
 	t.metrics, err = openMetrics(filepath.Join(r.Output, "metrics.jsonl"), t.step)
@@ -217,6 +227,7 @@ func (t *trainer) loadTeacher(tok *tokenizer.Tokenizer) error {
 	if ttok.Hash() != tok.Hash() {
 		return fmt.Errorf("the teacher's tokenizer (%s) differs from the student's: token ids would not mean the same thing; distill between models of one tokenizer family", t.r.Teacher)
 	}
+	t.noteTemplates("the teacher", t.r.Teacher, ttok)
 	return nil
 }
 
@@ -567,6 +578,12 @@ func (t *trainer) openCache() error {
 	if h.TokenizerHash != t.tok.Hash() {
 		r.Close()
 		return fmt.Errorf("the teacher cache %s was made with another tokenizer (teacher %s): token ids would not mean the same thing", k.Cache, h.Teacher)
+	}
+	// The cache holds the teacher's view of the data as its template
+	// rendered it; a student folder with another template renders other
+	// tokens, and the cache is refused as made for other data.
+	if ttok, err := tokenizer.LoadDir(h.Teacher); err == nil {
+		t.noteTemplates("the teacher cache's teacher", h.Teacher, ttok)
 	}
 	temp := k.Temperature
 	if temp == 0 {
