@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 
 	"github.com/kdnative/kdnative/model"
+	"github.com/kdnative/kdnative/model/gguf"
+	"github.com/kdnative/kdnative/model/tokenizer"
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
@@ -29,8 +31,12 @@ func InitModel(be kdrt.Backend, configPath, tokenizerDir string, seed uint64, ou
 	return CopyTokenizer(tokenizerDir, out)
 }
 
-// CopyTokenizer copies the tokenizer files that exist in src into dst.
+// CopyTokenizer copies the tokenizer files that exist in src into dst. A
+// GGUF file as src gets the tokenizer files its metadata describes.
 func CopyTokenizer(src, dst string) error {
+	if gguf.IsGGUFPath(src) {
+		return tokenizer.WriteGGUFFiles(src, dst)
+	}
 	n := 0
 	for _, name := range tokenizerFiles {
 		err := copyFile(filepath.Join(src, name), filepath.Join(dst, name))
