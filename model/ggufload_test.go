@@ -55,6 +55,33 @@ func TestGGUFTinyMatchesPyTorch(t *testing.T) {
 	}
 }
 
+// The llama3 RoPE scaling llama.cpp stores as a rope_freqs.weight tensor
+// is recovered as config parameters that give transformers' logits for the
+// model with that rope_scaling (make_gguf_fixtures.py's llama_rope3 case).
+func TestGGUFLlama3RopeScaling(t *testing.T) {
+	m, err := model.LoadDir(filepath.Join("gguf", "testdata", "tiny_llama_rope3.gguf"), cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs := m.Config.RopeScaling; rs == nil || rs.Type != "llama3" || rs.Factor != 4 {
+		t.Fatalf("rope scaling %+v, want llama3 with factor 4", rs)
+	}
+	ref, err := safetensors.Open(filepath.Join("testdata", "gguf", "tiny_llama_rope3.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	ids, _ := ref.Int32("input_ids")
+	want, _ := ref.Float32("logits")
+	info, _ := ref.Info("input_ids")
+	if _, err := m.Forward(model.Batch{B: info.Shape[0], T: info.Shape[1], IDs: ids}); err != nil {
+		t.Fatal(err)
+	}
+	if e := relErr(download(t, m.Logits()), want); e > 1e-5 {
+		t.Errorf("logits: relative error %.2g to transformers with llama3 rope_scaling", e)
+	}
+}
+
 func equalAny(a, b any) bool {
 	if x, ok := a.([]int); ok {
 		y := b.([]int)

@@ -105,9 +105,19 @@ func (f *File) HF() (*HFModel, error) {
 			} else if ai.permuted && sm[2] == "attn_k" {
 				ht.unpermute = kvHeads
 			}
-		} else if t.Name == "rope_freqs.weight" {
-			return nil, fmt.Errorf("%w: %s: the file has per-frequency RoPE factors (rope_freqs.weight, written for Llama 3.1-style rope scaling), which kdnative does not apply",
-				ErrUnsupported, f.path)
+		} else if t.Name == "rope_freqs.weight" && arch == "llama" {
+			rf, err := f.Float32(t.Name)
+			if err != nil {
+				return nil, err
+			}
+			rs, err := ropeScalingFromFactors(rf, cfg["rope_theta"].(float64), cfg["head_dim"].(int))
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: rope_freqs.weight (per-frequency RoPE divisors): %v", ErrUnsupported, f.path, err)
+			}
+			if rs != nil {
+				cfg["rope_scaling"] = rs
+			}
+			continue // not a weight: it became config.json's rope_scaling
 		} else {
 			return nil, fmt.Errorf("%w: %s: tensor %s has no counterpart in a %s model", ErrUnsupported, f.path, printable(t.Name), arch)
 		}
