@@ -32,6 +32,7 @@ var valueTypeNames = [...]string{"uint8", "int8", "uint16", "int16", "uint32", "
 // length prefix (the minimum it takes), an array's its element type and count.
 var valueSize = [...]uint64{1, 1, 2, 2, 4, 4, 4, 1, 8, 12, 8, 8, 8}
 
+// String is the type's name ("uint32", "array").
 func (t ValueType) String() string {
 	if int(t) < len(valueTypeNames) {
 		return valueTypeNames[t]

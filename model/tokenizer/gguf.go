@@ -267,6 +267,7 @@ func inByteAlphabet(s string) bool {
 // tokenizers does, so that the file reads like one it wrote.
 type orderedVocab map[string]int
 
+// MarshalJSON writes the entries in id order.
 func (v orderedVocab) MarshalJSON() ([]byte, error) {
 	type entry struct {
 		tok string
