@@ -89,6 +89,12 @@ func (f *File) HF() (*HFModel, error) {
 		return nil, fmt.Errorf("%w: %s: architecture %q is not supported (kdnative reads %s)",
 			ErrUnsupported, f.path, arch, SupportedArchitectures)
 	}
+	if md.Has("split.count") {
+		if n, err := md.Int("split.count"); err != nil || n > 1 {
+			return nil, fmt.Errorf("%w: %s: one part of a split GGUF (split.count %d): merge the parts first (llama-gguf-split --merge)",
+				ErrUnsupported, f.path, n)
+		}
+	}
 	cfg, heads, kvHeads, err := f.hfConfig(arch, ai)
 	if err != nil {
 		return nil, err

@@ -132,6 +132,7 @@ func TestHFRejects(t *testing.T) {
 		{"partial rotary", setKV("llama.rope.dimension_count", Uint32Value(1)), ErrUnsupported, "rope.dimension_count"},
 		{"rope_freqs", addTensor("rope_freqs.weight"), ErrUnsupported, "rope_freqs.weight"},
 		{"unknown tensor", addTensor("blk.0.attn_q_norm.weight"), ErrUnsupported, "blk.0.attn_q_norm.weight"},
+		{"split", setKV("split.count", Value{Type: TypeUint16, v: int64(3)}), ErrUnsupported, "split GGUF"},
 		{"bad bos", setKV("tokenizer.ggml.bos_token_id", Uint32Value(7)), ErrMetadata, "bos_token_id"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
