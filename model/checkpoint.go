@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kdnative/kdnative/model/gguf"
 	"github.com/kdnative/kdnative/model/safetensors"
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
@@ -131,8 +132,12 @@ func (e *ckptEntry) joinFrom(src [][]float32) []float32 {
 }
 
 // LoadDir reads a Hugging Face model folder (config.json and model.safetensors
-// or a sharded index) into a new model on be.
+// or a sharded index) into a new model on be. A path ending in .gguf is read
+// as a GGUF file instead (see loadGGUF).
 func LoadDir(dir string, be kdrt.Backend) (*Model, error) {
+	if gguf.IsGGUFPath(dir) {
+		return loadGGUF(dir, be)
+	}
 	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err

@@ -29,6 +29,7 @@ func newApp() *cli.App {
 			forwardCommand(),
 			trainCommand(),
 			initModelCommand(),
+			convertCommand(),
 			evalCommand(),
 			cacheTeacherCommand(),
 			generateCommand(),

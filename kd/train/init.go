@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 
 	"github.com/kdnative/kdnative/model"
+	"github.com/kdnative/kdnative/model/gguf"
+	"github.com/kdnative/kdnative/model/tokenizer"
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
@@ -47,8 +49,12 @@ func InitModel(be kdrt.Backend, configPath, tokenizerDir string, seed uint64, ou
 }
 
 // CopyTokenizer copies the tokenizer files and folders (tokenizerFiles,
-// tokenizerDirs) that exist in src into dst, each file atomically.
+// tokenizerDirs) that exist in src into dst, each file atomically. A GGUF file
+// as src gets the tokenizer files its metadata describes.
 func CopyTokenizer(src, dst string) error {
+	if gguf.IsGGUFPath(src) {
+		return tokenizer.WriteGGUFFiles(src, dst)
+	}
 	if n := countTokenizerFiles(src); n == 0 {
 		return fmt.Errorf("no tokenizer files (tokenizer.json, …) in %s", src)
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/kdnative/kdnative/model/gguf"
 )
 
 // maxID bounds token ids, so that a corrupt file cannot make us allocate
@@ -48,8 +50,11 @@ func Load(path string) (*Tokenizer, error) {
 // tokenizer_config.json when present (bos_token, eos_token, pad_token,
 // add_bos_token, add_eos_token, chat_template) and chat_template.jinja when
 // present (it takes precedence over the config's chat_template, as in
-// transformers).
+// transformers). A path ending in .gguf is read as a GGUF file (FromGGUF).
 func LoadDir(dir string) (*Tokenizer, error) {
+	if gguf.IsGGUFPath(dir) {
+		return FromGGUF(dir)
+	}
 	var b *builder
 	tj := filepath.Join(dir, "tokenizer.json")
 	data, err := readFile(tj)
