@@ -144,8 +144,11 @@ func (m *addedMatcher) find(s string, skipSpecial bool, dst []addedSpan) []added
 	return dst
 }
 
+// isWordRune is \w of the Rust regex crate, which HF tokenizers tests around
+// single_word tokens: Alphabetic, marks, Nd, Pc and Join_Control of Unicode
+// 16.0 (regexWord, generated).
 func isWordRune(r rune) bool {
-	return unicode.IsLetter(r) || unicode.IsNumber(r) || r == '_'
+	return unicode.Is(regexWord, r)
 }
 
 func endsWithWord(s string) bool {

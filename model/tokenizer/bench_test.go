@@ -118,3 +118,22 @@ func BenchmarkDecode(b *testing.B) {
 		tok.Decode(ids)
 	}
 }
+
+// BenchmarkNormalize reports NFC throughput (MB/s of input) on the prose text
+// (mostly already NFC: the quick check), on its NFD form (every accent
+// composed again), and on 64 KB of alternating marks of two classes (one run
+// of non-starters: the canonical-ordering sort).
+func BenchmarkNormalize(b *testing.B) {
+	prose := benchTexts(b)["prose"]
+	marks := "x" + strings.Repeat("\u0301\u0316", 1<<14)
+	for _, c := range []struct{ name, s string }{
+		{"prose", prose}, {"prose-nfd", formNFD.String(prose)}, {"marks", marks},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.s)))
+			for b.Loop() {
+				formNFC.String(c.s)
+			}
+		})
+	}
+}

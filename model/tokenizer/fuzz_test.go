@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // fuzzSeeds are the corpus texts plus edge cases of the scanners.
@@ -49,7 +47,7 @@ func FuzzEncode(f *testing.F) {
 					t.Fatalf("%s: Decode gave invalid UTF-8 %q", name, got)
 				}
 				want := string(appendLossy(nil, []byte(s)))
-				if name == "qwen3" && !(utf8.ValidString(s) && norm.NFC.IsNormalString(s)) {
+				if name == "qwen3" && !(utf8.ValidString(s) && formNFC.String(s) == s) {
 					continue // normalized between added tokens: no simple expectation
 				}
 				if got != want {
@@ -113,5 +111,38 @@ func FuzzLoad(f *testing.F) {
 		ids := tok.Encode("ab <s> a\u0301b")
 		_ = tok.Decode(ids)
 		_ = tok.Hash()
+	})
+}
+
+// FuzzNormalize: the forms never panic, keep bytes that are not UTF-8, and
+// satisfy the identities of UAX #15: each form is idempotent, NFC(s) =
+// NFC(NFD(s)) = NFD(s) composed, NFKC(s) = NFC(NFKD(s)), NFKD(s) = NFD(NFKD(s)).
+func FuzzNormalize(f *testing.F) {
+	for _, fx := range append(fixtures(f, "normalize"), fixtures(f, "encode")[:200]...) {
+		f.Add(fx.Text)
+	}
+	f.Add("e\xff\u0301\u0316\uac00\u11a8")
+	f.Fuzz(func(t *testing.T, s string) {
+		nfc, nfd, nfkc, nfkd := formNFC.String(s), formNFD.String(s), formNFKC.String(s), formNFKD.String(s)
+		for _, c := range []struct {
+			name      string
+			got, want string
+		}{
+			{"NFC(NFC)", formNFC.String(nfc), nfc},
+			{"NFD(NFD)", formNFD.String(nfd), nfd},
+			{"NFKC(NFKC)", formNFKC.String(nfkc), nfkc},
+			{"NFKD(NFKD)", formNFKD.String(nfkd), nfkd},
+			{"NFC(NFD)", formNFC.String(nfd), nfc},
+			{"NFD(NFC)", formNFD.String(nfc), nfd},
+			{"NFC(NFKD)", formNFC.String(nfkd), nfkc},
+			{"NFKD(NFKC)", formNFKD.String(nfkc), nfkd},
+		} {
+			if c.got != c.want {
+				t.Fatalf("%s(%+q) = %+q, want %+q", c.name, s, c.got, c.want)
+			}
+		}
+		if utf8.ValidString(s) != utf8.ValidString(nfc) || utf8.ValidString(s) != utf8.ValidString(nfkd) {
+			t.Fatalf("validity of %+q changed: NFC %+q, NFKD %+q", s, nfc, nfkd)
+		}
 	})
 }

@@ -35,6 +35,7 @@ var cached = struct {
 //	gpt2-json     the same as a tokenizer.json (ByteLevel with use_regex)
 //	gpt2-digits   GPT-2 vocabulary, SmolLM's pre-tokenizer (Digits, ByteLevel)
 //	gpt2-prefix   GPT-2 with ByteLevel add_prefix_space
+//	gpt2-word     GPT-2 plus an added token "<w>" with single_word
 //	qwen3         Qwen3's tokenizer.json
 //	qwen3-llama3  Qwen3's vocabulary with Llama 3's pattern, no normalizer,
 //	              ignore_merges
@@ -72,6 +73,9 @@ func loadNamed(t testing.TB, name string) (*Tokenizer, error) {
 			map[string]any{"type": "Digits", "individual_digits": true}, byteLevel(false, true)}})
 	case "gpt2-prefix":
 		return gpt2JSON(t, byteLevel(true, true))
+	case "gpt2-word":
+		return gpt2JSON(t, byteLevel(false, true), map[string]any{"id": 50257, "content": "<w>", "single_word": true,
+			"lstrip": false, "rstrip": false, "normalized": false, "special": false})
 	case "qwen3":
 		return Load(qwen3JSON)
 	case "qwen3-llama3":
@@ -92,8 +96,8 @@ func loadNamed(t testing.TB, name string) (*Tokenizer, error) {
 }
 
 // gpt2JSON writes GPT-2's vocabulary and merges as a tokenizer.json with the
-// given pre-tokenizer and loads it.
-func gpt2JSON(t testing.TB, pre map[string]any) (*Tokenizer, error) {
+// given pre-tokenizer and added tokens besides <|endoftext|>, and loads it.
+func gpt2JSON(t testing.TB, pre map[string]any, added ...map[string]any) (*Tokenizer, error) {
 	b, err := parseGPT2Files(gpt2Vocab, gpt2Merges)
 	if err != nil {
 		return nil, err
@@ -102,10 +106,14 @@ func gpt2JSON(t testing.TB, pre map[string]any) (*Tokenizer, error) {
 	for i, m := range b.merges {
 		merges[i] = m[0] + " " + m[1]
 	}
+	addedTokens := []any{map[string]any{"id": 50256, "content": "<|endoftext|>", "single_word": false,
+		"lstrip": false, "rstrip": false, "normalized": false, "special": true}}
+	for _, a := range added {
+		addedTokens = append(addedTokens, a)
+	}
 	doc := map[string]any{
-		"version": "1.0",
-		"added_tokens": []any{map[string]any{"id": 50256, "content": "<|endoftext|>", "single_word": false,
-			"lstrip": false, "rstrip": false, "normalized": false, "special": true}},
+		"version":        "1.0",
+		"added_tokens":   addedTokens,
 		"normalizer":     nil,
 		"pre_tokenizer":  pre,
 		"post_processor": map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
@@ -144,14 +152,20 @@ func writeJSONDoc(t testing.TB, doc any) string {
 
 // fixture is one line of testdata/hf_fixtures.jsonl.zst.
 type fixture struct {
-	Kind     string   `json:"kind"`
-	Tok      string   `json:"tok"`
-	Pattern  string   `json:"pattern"`
-	Text     string   `json:"text"`
-	IDs      []int32  `json:"ids"`
-	Ordinary []int32  `json:"ordinary"`
-	Decoded  *string  `json:"decoded"`
-	Pieces   []string `json:"pieces"`
+	Kind     string    `json:"kind"`
+	Tok      string    `json:"tok"`
+	Pattern  string    `json:"pattern"`
+	Text     string    `json:"text"`
+	IDs      []int32   `json:"ids"`
+	Ordinary []int32   `json:"ordinary"`
+	Decoded  *string   `json:"decoded"`
+	Pieces   []string  `json:"pieces"`
+	Form     string    `json:"form"`   // normalize, normchar: NFC, NFD, NFKC or NFKD
+	Out      string    `json:"out"`    // normalize
+	Name     string    `json:"name"`   // charclass
+	Ranges   [][]int32 `json:"ranges"` // charclass: [lo, hi]; ccc: [lo, hi, class]
+	Chars    []rune    `json:"chars"`  // normchar: the characters the form changes
+	Outs     []string  `json:"outs"`   // normchar: what it makes of each
 }
 
 // fixturesOnce reads the fixtures, from $KDNATIVE_TOKENIZER_FIXTURES when set

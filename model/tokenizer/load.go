@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +13,6 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/text/unicode/norm"
 
 	"github.com/kdnative/kdnative/model/gguf"
 )
@@ -129,11 +129,14 @@ func readFile(path string) ([]byte, error) {
 
 // builder collects what a file says before the tables are built.
 type builder struct {
-	source       string
+	source       string // the file of the vocabulary (tokenizer.json or vocab.json), named in errors
+	vocabName    string // what the vocabulary is called in that file
+	mergesSource string // the file of the merges
+	mergeLines   []int  // line of each merge in mergesSource (merges.txt); nil for tokenizer.json
 	vocab        map[string]int32
 	merges       [][2]string
 	ignoreMerges bool
-	normalizer   []norm.Form
+	normalizer   []normForm
 	normSpecs    []string
 	stages       []stage
 	added        []*addedToken
@@ -141,11 +144,27 @@ type builder struct {
 	bosTok       *string // from the post-processor or config; nil: none
 	eosTok       *string
 	padTok       *string
+	specialFrom  [3]string // the file that named bosTok, eosTok, padTok
 	template     string
 }
 
 func (b *builder) errorf(format string, args ...any) error {
 	return fmt.Errorf("tokenizer: %s: %s", b.source, fmt.Sprintf(format, args...))
+}
+
+// vocabTitle is what errors call the vocabulary.
+func (b *builder) vocabTitle() string {
+	return cmp.Or(b.vocabName, "the vocabulary")
+}
+
+// mergeErrorf is errorf for the merge of the given rank: it names the file
+// of the merges, and its line for merges.txt.
+func (b *builder) mergeErrorf(rank int, format string, args ...any) error {
+	where := cmp.Or(b.mergesSource, b.source)
+	if rank < len(b.mergeLines) {
+		where = fmt.Sprintf("%s:%d", where, b.mergeLines[rank])
+	}
+	return fmt.Errorf("tokenizer: %s: %s", where, fmt.Sprintf(format, args...))
 }
 
 type tokenizerJSON struct {
@@ -208,7 +227,7 @@ func isNull(raw json.RawMessage) bool {
 }
 
 func parseTokenizerJSON(path string, data []byte) (*builder, error) {
-	b := &builder{source: path}
+	b := &builder{source: path, vocabName: "model.vocab", mergesSource: path}
 	var f tokenizerJSON
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, b.errorf("not a tokenizer.json: %v", err)
@@ -318,7 +337,7 @@ func (b *builder) parseNormalizer(raw json.RawMessage) error {
 		}
 		return nil
 	case "NFC", "NFD", "NFKC", "NFKD":
-		f := map[string]norm.Form{"NFC": norm.NFC, "NFD": norm.NFD, "NFKC": norm.NFKC, "NFKD": norm.NFKD}[c.Type]
+		f := map[string]normForm{"NFC": formNFC, "NFD": formNFD, "NFKC": formNFKC, "NFKD": formNFKD}[c.Type]
 		b.normalizer = append(b.normalizer, f)
 		b.normSpecs = append(b.normSpecs, c.Type)
 		return nil
@@ -436,9 +455,9 @@ func (b *builder) parsePostProcessor(raw json.RawMessage) error {
 			if st, ok := item["SpecialToken"]; ok {
 				tok := st.ID
 				if !seen {
-					b.bosTok, b.special.AddBOS = &tok, true
+					b.bosTok, b.special.AddBOS, b.specialFrom[0] = &tok, true, b.source
 				} else {
-					b.eosTok, b.special.AddEOS = &tok, true
+					b.eosTok, b.special.AddEOS, b.specialFrom[1] = &tok, true, b.source
 				}
 			}
 		}
@@ -448,7 +467,7 @@ func (b *builder) parsePostProcessor(raw json.RawMessage) error {
 
 // parseGPT2Files reads GPT-2's vocab.json and merges.txt.
 func parseGPT2Files(vocabJSON, mergesTXT string) (*builder, error) {
-	b := &builder{source: vocabJSON}
+	b := &builder{source: vocabJSON, vocabName: "vocab.json", mergesSource: mergesTXT}
 	data, err := readFile(vocabJSON)
 	if err != nil {
 		return nil, err
@@ -472,6 +491,7 @@ func parseGPT2Files(vocabJSON, mergesTXT string) (*builder, error) {
 			return nil, fmt.Errorf("tokenizer: %s:%d: merge %q is not two tokens separated by one space", mergesTXT, n, line)
 		}
 		b.merges = append(b.merges, [2]string{a, c})
+		b.mergeLines = append(b.mergeLines, n)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("tokenizer: %s: %w", mergesTXT, err)
@@ -485,6 +505,7 @@ func parseGPT2Files(vocabJSON, mergesTXT string) (*builder, error) {
 		b.added = []*addedToken{{ID: id, Content: eot, Special: true}}
 		tok := eot
 		b.bosTok, b.eosTok = &tok, &tok
+		b.specialFrom[0], b.specialFrom[1] = vocabJSON, vocabJSON
 	}
 	return b, nil
 }
@@ -504,7 +525,7 @@ func (b *builder) applyConfig(path string, data []byte) error {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return fmt.Errorf("tokenizer: %s: %v", path, err)
 	}
-	for _, f := range []struct {
+	for i, f := range []struct {
 		name string
 		raw  json.RawMessage
 		dst  **string
@@ -512,6 +533,7 @@ func (b *builder) applyConfig(path string, data []byte) error {
 		if f.raw == nil {
 			continue // not given: keep what tokenizer.json implies
 		}
+		b.specialFrom[i] = path
 		if isNull(f.raw) {
 			*f.dst = nil
 			continue
@@ -553,7 +575,6 @@ func (b *builder) applyConfig(path string, data []byte) error {
 		}
 		b.template = s
 	}
-	b.source = path
 	return nil
 }
 
@@ -566,6 +587,9 @@ func (b *builder) build() (*Tokenizer, error) {
 		added:      b.added,
 		vocab:      b.vocab,
 		template:   b.template,
+	}
+	if len(b.vocab) == 0 {
+		return nil, b.errorf("%s is empty: a byte-level BPE needs its tokens (at least the 256 byte tokens)", b.vocabTitle())
 	}
 	size := 0
 	for tok, id := range b.vocab {
@@ -611,11 +635,11 @@ func (b *builder) build() (*Tokenizer, error) {
 		l, okl := b.vocab[p[0]]
 		r, okr := b.vocab[p[1]]
 		if !okl || !okr {
-			return nil, b.errorf("merge %d (%q %q) uses a token that is not in the vocabulary", rank, p[0], p[1])
+			return nil, b.mergeErrorf(rank, "merge %d (%q %q) uses a token that is not in %s", rank, p[0], p[1], b.vocabTitle())
 		}
 		id, ok := b.vocab[p[0]+p[1]]
 		if !ok {
-			return nil, b.errorf("merge %d (%q %q) makes %q, which is not in the vocabulary", rank, p[0], p[1], p[0]+p[1])
+			return nil, b.mergeErrorf(rank, "merge %d (%q %q) makes %q, which is not in %s", rank, p[0], p[1], p[0]+p[1], b.vocabTitle())
 		}
 		m.merges.put(pairKey(l, r), uint64(rank)<<32|uint64(uint32(id)))
 		t.merges[rank] = [2]int32{l, r}
@@ -636,7 +660,7 @@ func (b *builder) build() (*Tokenizer, error) {
 	t.normAdded = newAddedMatcher(normed, func(a *addedToken) string { return t.normalize(a.Content) })
 
 	t.special = Special{BOS: -1, EOS: -1, PAD: -1, AddBOS: b.special.AddBOS, AddEOS: b.special.AddEOS}
-	for _, f := range []struct {
+	for i, f := range []struct {
 		name string
 		tok  *string
 		id   *int32
@@ -651,7 +675,8 @@ func (b *builder) build() (*Tokenizer, error) {
 		}
 		id, ok := t.TokenID(*f.tok)
 		if !ok {
-			return nil, b.errorf("%s %q is not in the vocabulary", f.name, *f.tok)
+			from := cmp.Or(b.specialFrom[i], b.source)
+			return nil, fmt.Errorf("tokenizer: %s: %s %q is not in the vocabulary of %s", from, f.name, *f.tok, b.source)
 		}
 		*f.id, *f.str = id, *f.tok
 	}

@@ -27,7 +27,9 @@ const (
 )
 
 // Character classes of the patterns: \p{L}, \p{N}, \s and everything else.
-// \s is Unicode White_Space, which is what unicode.IsSpace tests.
+// \p{L} and \p{N} are those of Oniguruma, Unicode 16.0 (regexLetter and
+// regexNumber, generated: Go's unicode package is older); \s is Unicode
+// White_Space, which is what unicode.IsSpace tests.
 const (
 	clsOther uint8 = iota
 	clsLetter
@@ -45,9 +47,9 @@ func init() {
 
 func classOf(r rune) uint8 {
 	switch {
-	case unicode.IsLetter(r):
+	case unicode.Is(regexLetter, r):
 		return clsLetter
-	case unicode.IsNumber(r):
+	case unicode.Is(regexNumber, r):
 		return clsNumber
 	case unicode.IsSpace(r):
 		return clsSpace
@@ -246,13 +248,28 @@ func llamaMatch(s string, i int, maxDigits int) int {
 	return spaceMatch(s, i)
 }
 
-// splitDigits is the Digits pre-tokenizer: runs of \p{N} (or each \p{N} when
-// individual) become pieces of their own.
+// numericAt reports whether the rune at s[i] is numeric for the Digits
+// pre-tokenizer (Rust's char::is_numeric: general category N of Unicode 17.0,
+// rustNumeric), and its length in bytes.
+func numericAt(s string, i int) (bool, int) {
+	c := s[i]
+	if c < utf8.RuneSelf {
+		return c >= '0' && c <= '9', 1
+	}
+	r, n := utf8.DecodeRuneInString(s[i:])
+	if r == utf8.RuneError && n == 1 {
+		return false, 1
+	}
+	return unicode.Is(rustNumeric, r), n
+}
+
+// splitDigits is the Digits pre-tokenizer: runs of numeric characters (or
+// each one when individual) become pieces of their own.
 func splitDigits(s string, individual bool, dst []string) []string {
 	start := 0
 	for i := 0; i < len(s); {
-		cls, n := classAt(s, i)
-		if cls != clsNumber {
+		num, n := numericAt(s, i)
+		if !num {
 			i += n
 			continue
 		}
@@ -260,8 +277,12 @@ func splitDigits(s string, individual bool, dst []string) []string {
 			dst = append(dst, s[start:i])
 		}
 		j := i + n
-		if !individual {
-			j = runEnd(s, j, clsNumber)
+		for !individual && j < len(s) {
+			num, n := numericAt(s, j)
+			if !num {
+				break
+			}
+			j += n
 		}
 		dst = append(dst, s[i:j])
 		start, i = j, j

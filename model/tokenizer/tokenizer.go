@@ -3,8 +3,6 @@ package tokenizer
 import (
 	"sync"
 	"unicode/utf8"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // Tokenizer is a byte-level BPE tokenizer loaded from a Hugging Face
@@ -12,8 +10,8 @@ import (
 // loading and safe for concurrent use.
 type Tokenizer struct {
 	model      bpe
-	normalizer []norm.Form // applied in order; none when empty
-	stages     []stage     // pre-tokenizer steps before the byte-level mapping
+	normalizer []normForm // applied in order; none when empty
+	stages     []stage    // pre-tokenizer steps before the byte-level mapping
 
 	added     []*addedToken
 	rawAdded  *addedMatcher // added tokens with normalized=false, found in the raw text

@@ -4,11 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // TestHFFixtures matches, id for id, what Hugging Face tokenizers gives for
@@ -153,7 +152,7 @@ func TestRoundTrip(t *testing.T) {
 		for _, s := range roundTripCorpus(t) {
 			want := s
 			if name == "qwen3" {
-				if !norm.NFC.IsNormalString(s) {
+				if formNFC.String(s) != s {
 					continue // the normalizer runs between added tokens; NFC(s) may differ there
 				}
 			}
@@ -166,17 +165,24 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// TestQwen3NFC: decomposed input encodes like its composed form.
+// TestQwen3NFC: a text encodes like its NFC form (as HF's NFC normalizer
+// makes it), and decodes to that form.
 func TestQwen3NFC(t *testing.T) {
 	tok := named(t, "qwen3")
-	for _, s := range []string{"cafe\u0301", "A\u030angstro\u0308m", "\u1100\u1161\u11a8"} {
-		if a, b := tok.Encode(s), tok.Encode(norm.NFC.String(s)); !equalIDs(a, b) {
-			t.Errorf("Encode(%q) = %v, Encode(NFC) = %v", s, a, b)
+	n := 0
+	for _, f := range fixtures(t, "normalize") {
+		if f.Form != "NFC" {
+			continue
 		}
-		if got := tok.Decode(tok.Encode(s)); got != norm.NFC.String(s) {
-			t.Errorf("Decode(Encode(%q)) = %q", s, got)
+		if a, b := tok.Encode(f.Text), tok.Encode(f.Out); !equalIDs(a, b) {
+			t.Errorf("Encode(%q) = %v, Encode of its NFC %q = %v", f.Text, a, f.Out, b)
 		}
+		if got := tok.Decode(tok.Encode(f.Text)); got != f.Out {
+			t.Errorf("Decode(Encode(%q)) = %q, want %q", f.Text, got, f.Out)
+		}
+		n++
 	}
+	t.Logf("%d texts", n)
 }
 
 // TestSpecialTokens: literal special tokens are recognized by Encode and not
@@ -396,7 +402,7 @@ func TestLoadErrors(t *testing.T) {
 		{"malformed", `{"model": {"type": "BPE", "vocab": {`, "not a tokenizer.json"},
 		{"no merges", good(`{"type":"BPE","vocab":{"a":0}}`, bl, bl), "model.merges is missing"},
 		{"no vocab", good(`{"type":"BPE","merges":[]}`, bl, bl), "model.vocab is missing"},
-		{"bad merge", good(`{"type":"BPE","vocab":{"a":0,"b":1},"merges":["a b"]}`, bl, bl), `makes "ab", which is not in the vocabulary`},
+		{"bad merge", good(`{"type":"BPE","vocab":{"a":0,"b":1},"merges":["a b"]}`, bl, bl), `makes "ab", which is not in model.vocab`},
 		{"merge form", good(`{"type":"BPE","vocab":{"a":0},"merges":["a b c"]}`, bl, bl), "not two tokens"},
 		{"byte fallback", good(`{"type":"BPE","byte_fallback":true,"vocab":{},"merges":[]}`, bl, bl), "byte_fallback"},
 		{"metaspace", good(bpe, `{"type":"Metaspace","replacement":"▁"}`, bl), `pre_tokenizer "Metaspace" is not supported`},
@@ -407,6 +413,9 @@ func TestLoadErrors(t *testing.T) {
 		{"no decoder", good(bpe, bl, `null`), "no decoder"},
 		{"normalizer", `{"normalizer":{"type":"Lowercase"},"pre_tokenizer":` + bl + `,"decoder":` + bl + `,"model":` + bpe + `}`, `normalizer "Lowercase" is not supported`},
 		{"bad id", good(`{"type":"BPE","vocab":{"a":-3},"merges":[]}`, bl, bl), "outside"},
+		{"empty vocab", good(`{"type":"BPE","vocab":{},"merges":[]}`, bl, bl), "model.vocab is empty"},
+		{"only added tokens", `{"added_tokens":[{"id":0,"content":"<s>","special":true}],"normalizer":null,"pre_tokenizer":` + bl +
+			`,"decoder":` + bl + `,"model":{"type":"BPE","vocab":{},"merges":[]}}`, "model.vocab is empty"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -508,4 +517,61 @@ func TestLoadDirGPT2(t *testing.T) {
 	if _, err := LoadDir(dir); err == nil || !strings.Contains(err.Error(), `eos_token "<nope>" is not in the vocabulary`) {
 		t.Errorf("unknown eos_token: %v", err)
 	}
+}
+
+// TestLoadDirErrorsNameFile: in a model folder, a problem is reported with
+// the file it is in: a bad merge in tokenizer.json names tokenizer.json (not
+// tokenizer_config.json, read after it), an unknown eos_token in
+// tokenizer_config.json names that file, and a bad line of merges.txt or an
+// empty vocab.json names those.
+func TestLoadDirErrorsNameFile(t *testing.T) {
+	bl := `{"type":"ByteLevel","add_prefix_space":false,"use_regex":true}`
+	write := func(t *testing.T, dir, name, data string) string {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	wantErr := func(t *testing.T, err error, file string, not string, what string) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("loaded; want an error naming %s", file)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, file+": ") || !strings.Contains(msg, what) || (not != "" && strings.Contains(msg, not)) {
+			t.Errorf("error %q: want it to name %s (not %q) and say %q", msg, file, not, what)
+		}
+	}
+	t.Run("merge in tokenizer.json", func(t *testing.T) {
+		dir := t.TempDir()
+		tj := write(t, dir, "tokenizer.json", `{"pre_tokenizer":`+bl+`,"decoder":`+bl+
+			`,"model":{"type":"BPE","vocab":{"a":0,"b":1},"merges":["a b"]}}`)
+		write(t, dir, "tokenizer_config.json", `{"eos_token":"a"}`)
+		_, err := LoadDir(dir)
+		wantErr(t, err, tj, "tokenizer_config.json", `makes "ab", which is not in model.vocab`)
+	})
+	t.Run("eos_token in tokenizer_config.json", func(t *testing.T) {
+		dir := t.TempDir()
+		tj := write(t, dir, "tokenizer.json", `{"pre_tokenizer":`+bl+`,"decoder":`+bl+
+			`,"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]}}`)
+		cfg := write(t, dir, "tokenizer_config.json", `{"eos_token":"<nope>"}`)
+		_, err := LoadDir(dir)
+		wantErr(t, err, cfg, "", `eos_token "<nope>" is not in the vocabulary of `+tj)
+	})
+	t.Run("merges.txt line", func(t *testing.T) {
+		dir := t.TempDir()
+		write(t, dir, "vocab.json", `{"a":0,"b":1,"ab":2,"c":3}`)
+		mt := write(t, dir, "merges.txt", "#version: 0.2\na b\nab c\n")
+		_, err := LoadDir(dir)
+		wantErr(t, err, mt+":3", "", `merge 1 ("ab" "c") makes "abc", which is not in vocab.json`)
+	})
+	t.Run("empty vocab.json", func(t *testing.T) {
+		dir := t.TempDir()
+		vj := write(t, dir, "vocab.json", `{}`)
+		write(t, dir, "merges.txt", "#version: 0.2\na b\n")
+		_, err := LoadDir(dir)
+		wantErr(t, err, vj, "", "vocab.json is empty")
+	})
 }

@@ -23,18 +23,35 @@ line:
      "decoded": S2}     # only when decode(ids) != S
     {"kind": "decode", "tok": NAME, "ids": [...], "text": S}
     {"kind": "split", "pattern": NAME, "text": S, "pieces": [...]}
+    {"kind": "normalize", "form": F, "text": S, "out": S2}
+    {"kind": "charclass", "name": C, "ranges": [[lo, hi], ...]}
+    {"kind": "ccc", "ranges": [[lo, hi, class], ...]}
+    {"kind": "normchar", "form": F, "chars": [cp, ...], "outs": [S, ...]}
+
+The last three describe every code point as HF tokenizers sees it, found by
+probing its regular expressions and normalizers (see unicode_records): which
+characters are letters, numbers and white space for the Split/ByteLevel
+regex (Oniguruma), numeric for the Digits pre-tokenizer (Rust's
+char::is_numeric), word characters for single_word added tokens (the Rust
+regex crate's \w); the canonical combining class of each character that the
+normalizers leave alone; and what NFC, NFD, NFKC, NFKD make of each single
+character (those they change, Hangul syllables left out). The Go tables of
+model/tokenizer (made by gen_unicode.py from the Unicode Character Database)
+are checked against these.
 
 NAME is one of
     gpt2          GPT-2 (vocab.json + merges.txt, ByteLevel with its regex)
     gpt2-digits   GPT-2 vocabulary with SmolLM's pre-tokenizer
                   (Digits(individual) then ByteLevel)
     gpt2-prefix   GPT-2 with ByteLevel(add_prefix_space=True)
+    gpt2-word     GPT-2 plus an added token "<w>" with single_word=True
     qwen3         Qwen3's tokenizer.json as shipped
     qwen3-llama3  Qwen3's vocabulary with Llama 3's pre-tokenizer pattern, no
                   normalizer and ignore_merges=True (Llama 3's settings)
 encode: tokenizer.encode(text, add_special_tokens=False); decode:
 tokenizer.decode(ids, skip_special_tokens=False); split:
-pre_tokenizers.Split(Regex(pattern), "isolated").pre_tokenize_str(text).
+pre_tokenizers.Split(Regex(pattern), "isolated").pre_tokenize_str(text);
+normalize: normalizers.F().normalize_str(text).
 """
 
 import json
@@ -43,8 +60,10 @@ import random
 import subprocess
 import sys
 
+import unicodedata
+
 import tokenizers
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TP = os.path.join(ROOT, "third_party")
@@ -70,6 +89,15 @@ def gpt2(pre):
     return tok
 
 
+def gpt2_word(pre):
+    tok = gpt2(pre)
+    tok.add_tokens([AddedToken(WORD_TOKEN, single_word=True, normalized=False)])
+    return tok
+
+
+WORD_TOKEN = "<w>"
+
+
 def qwen3_json():
     return json.loads(unzstd(os.path.join(TP, "tokenizer-qwen3", "tokenizer.json.zst")))
 
@@ -85,6 +113,7 @@ def tokenizers_by_name():
         "gpt2": gpt2(bl()),
         "gpt2-digits": gpt2(pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), bl()])),
         "gpt2-prefix": gpt2(pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)),
+        "gpt2-word": gpt2_word(bl()),
         "qwen3": Tokenizer.from_str(json.dumps(q)),
         "qwen3-llama3": Tokenizer.from_str(json.dumps(l3)),
     }
@@ -185,6 +214,170 @@ HANDWRITTEN = [
     "ab" * 150 + " " + "的" * 200,
 ]
 
+# Where HF's Unicode data differs from Go's standard library (Unicode 15.0):
+# the regex engine knows Unicode 16.0 letters and digits, Rust's
+# char::is_numeric (the Digits pre-tokenizer) Unicode 17.0, the normalizers
+# Unicode 9.0 (no canonical class for marks encoded later) and never insert
+# U+034F (the stream-safe rule of golang.org/x/text).
+UNICODE_CASES = [
+    "\U00010D4A.b",  # Garay letter (16.0): ".b" merges after it
+    "Garay \U00010D4A\U00010D4B\U00010D4C.b \U00010D40\U00010D41\U00010D42 x\U00010D4A1",
+    "\U0002EBF0\U0002EBF1 CJK extension I (15.1)",
+    "Todhri \U000105C0\U000105C1, Tulu-Tigalari \U00011380\U00011381.",
+    # Digits of 17.0: numeric for the Digits pre-tokenizer, not for the regex.
+    "x\U00011DE0\U00011DE1y 7\U00016FF4 \U00011DE0.5 .\U00011DE1 (\U00016FF5) x \U00011DE2",
+    "\u24b6<w> a\u0301<w> <w>\u0301 x\u200d<w> _<w> \u216b<w> \u00bd<w> \U0001F130<w> \U00010D4A<w> \u0345<w>",
+    "<w> <w>x <w>.<w> x<w> 1<w> \u0661<w>",
+    "x" + "\u0301" * 31,
+    "x" + "\u0301" * 100 + "y",
+    "\u0301" * 40,
+    "a" + "\u0316\u0301" * 20,
+    "e" + "\u0344" * 20,
+    "a\u0898\u0316 a\u0316\u0898 e\U00010D69\u0316",  # marks of 14.0 and 16.0: starters in 9.0
+    "a\u0316\u0301 a\u0301\u0316 a\u0301\u0301 o\u0328\u0304 o\u0304\u0328",
+    "\u0958 \u2126 \u0344 \u0F73 \U0001D15E \u212B \uFB1D \u2ADC",
+    "\uAC00\u11A7 \uAC00\u11A8 \u1100\u1161\u11A8 \uAC01\u11A8 \u1100\u1100\u1161 \u1161\u11A8 \u11A8",
+    "\u1E9B\u0323 \u1E0A\u0323 D\u0307\u0323 \u0FB2\u0F80\u0F71",
+    "\ufb01 \u00b2 \u338f \U0001D400 \u2460 \uff21 \u1e9b",
+]
+
+# Pieces for random strings that exercise canonical ordering and composition:
+# starters that compose, marks of many classes (and ones encoded after 9.0),
+# characters that decompose canonically or only by compatibility, Hangul.
+NORM_ATOMS = [
+    "a", "e", "o", "u", "A", "O", "U", "s", "S", "x", "\u03b1", "\u03c9", "\u0391", "\u0438", "\u05d0",
+    "\u0627", "\u0915", "\u0b47", "\u0dd9", "\u1025", "\u3046", "\u30cf", "\u4e00",
+    "\u0300", "\u0301", "\u0302", "\u0303", "\u0304", "\u0306", "\u0307", "\u0308", "\u030a", "\u030c",
+    "\u0313", "\u0314", "\u0316", "\u0323", "\u0327", "\u0328", "\u0334", "\u0342", "\u0345", "\u034f",
+    "\u05b0", "\u05bc", "\u0653", "\u0654", "\u0655", "\u093c", "\u0b3e", "\u0b56", "\u0b57", "\u0dca",
+    "\u0dcf", "\u0ddf", "\u0e38", "\u0e48", "\u0f71", "\u0f72", "\u0f74", "\u0f80", "\u102e", "\u1dce",
+    "\u302a", "\u3099", "\u309a", "\U0001D165", "\U0001D16D", "\u0898", "\u1ac1", "\U00010D69",
+    "\u00e9", "\u01d5", "\u1e09", "\u0344", "\u0f73", "\u1e9b", "\ufb2c", "\u212b", "\u2126", "\u0958",
+    "\u00c5", "\u0390", "\u1f80", "\u0385",
+    "\ufb01", "\u00b2", "\u338f", "\U0001D400", "\u2460", "\uff21", "\u00a8", "\u1fed", "\u3200",
+    "\u1100", "\u1161", "\u11a7", "\u11a8", "\u11c2", "\uac00", "\uac01", "\ud7a3",
+    " ", "\u200d",
+]
+
+
+def norm_texts(rng, n):
+    out = []
+    for _ in range(n):
+        k = rng.randint(1, 12)
+        out.append("".join(rng.choice(NORM_ATOMS) for _ in range(k)))
+    out += ["".join(chr(rng.randrange(0xAC00, 0xD7A4)) for _ in range(8)) for _ in range(40)]
+    return out
+
+
+NORM_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
+
+
+def normalizer(form):
+    return getattr(normalizers, form)()
+
+
+def in_batches(fn, texts, size=20000):
+    """fn over each text, in batches joined by newlines (the texts have none,
+    and no normalizer or pre-tokenizer here moves or makes one)."""
+    out = []
+    for i in range(0, len(texts), size):
+        chunk = texts[i:i + size]
+        got = fn("\n".join(chunk)).split("\n")
+        if len(got) != len(chunk):
+            raise SystemExit("batch of %d texts came back as %d" % (len(chunk), len(got)))
+        out += got
+    return out
+
+
+def ranges(cps):
+    """Sorted code points as [lo, hi] runs."""
+    out = []
+    for c in sorted(cps):
+        if out and out[-1][1] == c - 1:
+            out[-1][1] = c
+        else:
+            out.append([c, c])
+    return out
+
+
+def unicode_records(word_tok):
+    """Every code point as HF tokenizers sees it (see the module doc)."""
+    cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    text = "".join(map(chr, cps))
+    records = []
+
+    def members(negated):
+        # Split on the complement, removing it: what is left are the members.
+        split = pre_tokenizers.Split(Regex(negated), "removed")
+        return {ord(ch) for piece, _ in split.pre_tokenize_str(text) for ch in piece}
+
+    classes = {"letter": members(r"[^\p{L}]"), "number": members(r"[^\p{N}]"), "space": members(r"[^\s]")}
+    # Digits(individual_digits=True) isolates each numeric character; "a"
+    # after every character keeps the others in longer pieces.
+    digits = pre_tokenizers.Digits(individual_digits=True)
+    probe = "".join(chr(c) + "a" for c in cps if c != ord("a"))
+    classes["numeric"] = {ord(p) for p, _ in digits.pre_tokenize_str(probe) if len(p) == 1 and p != "a"}
+    # single_word: "<w>" right after a word character is not the added token.
+    wid = word_tok.token_to_id(WORD_TOKEN)
+    word = set()
+    for i in range(0, len(cps), 50000):
+        chunk = cps[i:i + 50000]
+        for c, e in zip(chunk, word_tok.encode_batch([chr(c) + WORD_TOKEN for c in chunk], add_special_tokens=False)):
+            if wid not in e.ids:
+                word.add(c)
+    classes["word"] = word
+    for name, members_ in classes.items():
+        records.append({"kind": "charclass", "name": name, "ranges": ranges(members_)})
+
+    # Canonical combining classes, from the order NFD leaves two marks in: a
+    # non-starter moves before a mark of a higher class, so c is a non-starter
+    # when it moves past U+0345 (class 240) or U+0334 (class 1) moves past it,
+    # and its class is that of the reference mark it moves past in neither
+    # order.
+    nfd = normalizer("NFD").normalize_str
+    probe_cps = [c for c in cps if c != 10]
+    single = in_batches(nfd, [chr(c) for c in probe_cps])
+    stable = [c for c, o in zip(probe_cps, single) if o == chr(c)]
+    base = "\u4e00"  # a starter that composes with nothing
+    t1 = [base + chr(c) + "\u0334" for c in stable]
+    t2 = [base + "\u0345" + chr(c) for c in stable]
+    nonstarters = [c for c, a, x, b, y in zip(stable, in_batches(nfd, t1), t1, in_batches(nfd, t2), t2) if a != x or b != y]
+    refs = {}
+    nonset = set(nonstarters)
+    for c in range(0x20000):
+        v = unicodedata.combining(chr(c))
+        if v and v not in refs and c in nonset:
+            refs[v] = chr(c)
+    ccc = {}
+    pairs = [(c, v, r) for c in nonstarters for v, r in refs.items()]
+    ta = [base + chr(c) + r for c, v, r in pairs]
+    tb = [base + r + chr(c) for c, v, r in pairs]
+    for (c, v, r), a, x, b, y in zip(pairs, in_batches(nfd, ta), ta, in_batches(nfd, tb), tb):
+        if a == x and b == y:
+            if c in ccc:
+                raise SystemExit("U+%04X ties with two reference classes" % c)
+            ccc[c] = v
+    missing = [c for c in nonstarters if c not in ccc]
+    if missing:
+        raise SystemExit("no reference class for %s" % ["U+%04X" % c for c in missing])
+    runs = []
+    for c in sorted(ccc):
+        if runs and runs[-1][1] == c - 1 and runs[-1][2] == ccc[c]:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c, ccc[c]])
+    records.append({"kind": "ccc", "ranges": runs})
+
+    # Each character alone under each form (Hangul syllables are algorithmic
+    # and are covered by the normalize records).
+    chars = [c for c in probe_cps if not 0xAC00 <= c <= 0xD7A3]
+    for form in NORM_FORMS:
+        outs = in_batches(normalizer(form).normalize_str, [chr(c) for c in chars])
+        changed = [(c, o) for c, o in zip(chars, outs) if o != chr(c)]
+        records.append({"kind": "normchar", "form": form, "chars": [c for c, _ in changed], "outs": [o for _, o in changed]})
+    return records
+
+
 ATOMS = [
     "the", "The", "THE", "quick", "brown", "fox", "Jumps", "über", "naïve", "don", "x", "I",
     " ", "  ", "   ", "\t", "\n", "\r\n", "\r", " \n", "\n ", "\t\n", " \t ", "\n\n",
@@ -222,7 +415,7 @@ def main():
     print("tokenizers", tokenizers.__version__, file=sys.stderr)
     rng = random.Random(20250101)
     toks = tokenizers_by_name()
-    texts = HANDWRITTEN + random_texts(rng, args.random)
+    texts = HANDWRITTEN + UNICODE_CASES + random_texts(rng, args.random)
     for path in args.files:
         with open(path, encoding="utf-8", errors="replace") as f:
             texts.append(f.read())
@@ -244,7 +437,7 @@ def main():
     # tokens and special tokens mixed.
     for name in ("gpt2", "qwen3"):
         tok = toks[name]
-        byte_ids = [tok.token_to_id(c) for c in tokenizers.pre_tokenizers.ByteLevel.alphabet()]
+        byte_ids = [tok.token_to_id(c) for c in sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())]
         specials = [tok.token_to_id(s) for s in ("<|endoftext|>", "<|im_start|>", "<think>") if tok.token_to_id(s) is not None]
         vs = tok.get_vocab_size(with_added_tokens=False)
         for _ in range(60):
@@ -267,6 +460,12 @@ def main():
                 continue
             pieces = [p for p, _ in split.pre_tokenize_str(text)]
             records.append({"kind": "split", "pattern": pname, "text": text, "pieces": pieces})
+    # The normalizers alone.
+    for text in UNICODE_CASES + norm_texts(rng, 400):
+        for form in NORM_FORMS:
+            records.append({"kind": "normalize", "form": form, "text": text,
+                            "out": normalizer(form).normalize_str(text)})
+    records += unicode_records(toks["gpt2-word"])
     text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
     subprocess.run(["zstd", "-19", "-q", "-f", "-o", args.out], input=text.encode("utf-8"), check=True)
     print(f"wrote {len(records)} records to {args.out}", file=sys.stderr)
