@@ -204,7 +204,7 @@ func TestGGUFTokenizerRejects(t *testing.T) {
 		{"tokens type", set("tokenizer.ggml.tokens", gguf.Uint32Value(1)), "tokenizer.ggml.tokens is a uint32"},
 		{"types", set("tokenizer.ggml.token_type", gguf.IntsValue(gguf.TypeInt32, []int64{1})), "token_type has 1 entries"},
 		{"merge", set("tokenizer.ggml.merges", gguf.StringsValue([]string{"Ġ t", "het"})), `merges[1] "het"`},
-		{"merge token", set("tokenizer.ggml.merges", gguf.StringsValue([]string{"Ġ q"})), "not in the vocabulary"},
+		{"merge token", set("tokenizer.ggml.merges", gguf.StringsValue([]string{"Ġ q"})), "not in model.vocab"},
 		{"bos", set("tokenizer.ggml.bos_token_id", gguf.Uint32Value(9999)), "tokenizer.ggml.bos_token_id = 9999"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
