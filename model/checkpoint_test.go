@@ -229,6 +229,23 @@ func TestLoadErrors(t *testing.T) {
 		{"config says more layers than the weights hold", "llama_tied", func(t *testing.T, dir string) {
 			editConfig(t, dir, func(c map[string]any) { c["num_hidden_layers"] = 3 })
 		}, []string{"missing", "model.layers.2."}},
+		// The damaged config.json sizes: each panicked or ran the
+		// process out of memory before any error.
+		{"head_dim 2^40", "llama_gqa", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["head_dim"] = 1 << 40 })
+		}, []string{"config.json", "head_dim = 1099511627776 is larger than kdnative supports (at most 4096)"}},
+		{"num_hidden_layers 2^62", "llama_gqa", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["num_hidden_layers"] = 1 << 62 })
+		}, []string{"config.json", "num_hidden_layers = 4611686018427387904 is larger than kdnative supports"}},
+		{"vocab_size 1e10", "llama_gqa", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["vocab_size"] = 10_000_000_000 })
+		}, []string{"config.json", "vocab_size = 10000000000 is larger than kdnative supports (at most 16777216)"}},
+		{"vocab_size in bounds but not the weights'", "llama_gqa", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["vocab_size"] = model.MaxVocab })
+		}, []string{"model.embed_tokens.weight", "has shape [97 48], config.json implies [16777216 48]"}},
+		{"n_positions 2^40", "gpt2", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["n_positions"] = 1 << 40 })
+		}, []string{"config.json", "n_positions = 1099511627776 is larger than kdnative supports (at most 2147483647)"}},
 		{"config not JSON", "llama_gqa", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "config.json"), []byte("{\"model_type\": "), 0o644)
 		}, []string{"config.json", "not valid JSON"}},

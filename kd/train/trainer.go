@@ -173,6 +173,9 @@ func (t *trainer) setup(resume bool) error {
 			}
 		}
 	}
+	if err := t.checkBatchMemory(); err != nil {
+		return err
+	}
 	if err := t.student.ZeroGrad(); err != nil {
 		return err
 	}
