@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -246,6 +247,14 @@ func TestLoadErrors(t *testing.T) {
 		{"n_positions 2^40", "gpt2", func(t *testing.T, dir string) {
 			editConfig(t, dir, func(c map[string]any) { c["n_positions"] = 1 << 40 })
 		}, []string{"config.json", "n_positions = 1099511627776 is larger than kdnative supports (at most 2147483647)"}},
+		// The issue's header of one tensor with 49 million dimensions (here
+		// 1,000) loaded for minutes and then reported "missing 20 weights".
+		{"tensor of 1,000 dimensions", "llama_gqa", func(t *testing.T, dir string) {
+			header := `{"model.embed_tokens.weight":{"dtype":"F32","shape":[` + strings.Repeat("1,", 999) + `1],"data_offsets":[0,4]}}`
+			file := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+			file = append(append(file, header...), 0, 0, 0, 0)
+			os.WriteFile(filepath.Join(dir, "model.safetensors"), file, 0o644)
+		}, []string{"model.safetensors", `"model.embed_tokens.weight"`, "more than 64 dimensions"}},
 		{"config not JSON", "llama_gqa", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "config.json"), []byte("{\"model_type\": "), 0o644)
 		}, []string{"config.json", "not valid JSON"}},
