@@ -175,12 +175,16 @@ func (b *Backend) Alloc(name string, dt kdrt.DType, shape ...int) (*kdrt.Tensor,
 	if dt != kdrt.F32 && dt != kdrt.BF16 && dt != kdrt.I32 {
 		return nil, fmt.Errorf("cuda: alloc %v: dtype %s not supported (F32, BF16 or I32)", t, dt)
 	}
+	nbytes, err := kdrt.TensorBytes(dt, shape...) // Bytes would wrap around
+	if err != nil {
+		return nil, fmt.Errorf("cuda: alloc %v: %w", t, err)
+	}
 	defer b.enter()()
-	blk, err := b.allocBlock(t.String(), uint64(t.Bytes()))
+	blk, err := b.allocBlock(t.String(), uint64(nbytes))
 	if err != nil {
 		return nil, err
 	}
-	if t.Bytes() == 0 {
+	if nbytes == 0 {
 		t.Storage = &devMem{b: b, ptr: blk.ptr, block: blk}
 		return t, nil
 	}

@@ -127,6 +127,30 @@ func TestOutOfMemory(t *testing.T) {
 	}
 }
 
+// TestAllocAbsurdShape: a shape whose size overflows is an error; it used to
+// wrap around (2⁴⁰ × 2⁴⁰ floats made a tensor of 0 bytes).
+func TestAllocAbsurdShape(t *testing.T) {
+	g := gpuOrSkip(t)
+	for _, shape := range [][]int{{1 << 40, 1 << 40}, {1 << 31, 1 << 31, 3}} {
+		if x, err := g.Alloc("w", kdrt.F32, shape...); err == nil || !strings.Contains(err.Error(), "overflows") {
+			t.Errorf("Alloc%v: %v, %v; want an overflow error", shape, x, err)
+		}
+	}
+}
+
+// TestFreeMemory: the backend reports the device's memory, and a tensor's
+// allocation lowers the free memory by its size class.
+func TestFreeMemory(t *testing.T) {
+	g := gpuOrSkip(t)
+	free, total, ok := kdrt.FreeMemory(g)
+	if !ok || total != int64(g.Device().TotalMem) || free <= 0 || free > total {
+		t.Fatalf("FreeMemory = %d of %d (%v), device has %d", free, total, ok, g.Device().TotalMem)
+	}
+	if err := kdrt.CheckFree(g, "a plan", total+1, "make it smaller"); err == nil || !strings.Contains(err.Error(), "make it smaller") {
+		t.Errorf("CheckFree of more than the device: %v", err)
+	}
+}
+
 // TestAllocatorReuses: a freed block serves the next request of its size
 // class, and the counters follow.
 func TestAllocatorReuses(t *testing.T) {

@@ -129,6 +129,17 @@ func (b *Backend) releaseCache() {
 	b.alloc.cached = 0
 }
 
+// FreeMemory implements runtime.MemoryReporter: the device's free memory
+// (cuMemGetInfo) plus what kdnative's cache holds, which new tensors reuse.
+func (b *Backend) FreeMemory() (free, total int64, ok bool) {
+	defer b.enter()()
+	var f, tot uint64
+	if b.api.check("cuMemGetInfo_v2", b.api.cuMemGetInfo(&f, &tot)) != nil {
+		return 0, 0, false
+	}
+	return int64(f + b.alloc.cached), int64(tot), true
+}
+
 // MemoryStats are the caching allocator's counters, in bytes.
 type MemoryStats struct {
 	InUse, PeakInUse, Cached uint64

@@ -132,8 +132,12 @@ func (e *ckptEntry) joinFrom(src [][]float32) []float32 {
 }
 
 // LoadDir reads a Hugging Face model folder (config.json and model.safetensors
-// or a sharded index) into a new model on be. A path ending in .gguf is read
-// as a GGUF file instead (see loadGGUF).
+// or a sharded index) into a new model on be. The config is checked against
+// the weights' shapes before anything is allocated, so a damaged config.json
+// (vocab_size 10¹⁰ beside a 259-row embedding) is a shape error, not an
+// allocation of terabytes; and New refuses weights larger than the backend's
+// free memory. A path ending in .gguf is read as a GGUF file instead (see
+// loadGGUF).
 func LoadDir(dir string, be kdrt.Backend) (*Model, error) {
 	if gguf.IsGGUFPath(dir) {
 		return loadGGUF(dir, be)
@@ -142,24 +146,38 @@ func LoadDir(dir string, be kdrt.Backend) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := New(cfg, be)
-	if err != nil {
-		return nil, err
-	}
 	set, err := safetensors.OpenDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer set.Close()
+	if err := shapeOnly(cfg).matchCheckpoint(set, dir); err != nil {
+		return nil, err
+	}
+	m, err := New(cfg, be)
+	if err != nil {
+		return nil, err
+	}
 	if err := m.load(set, dir); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// load copies the weights of a checkpoint into the model, checking that every
-// parameter is present with its shape and that nothing unknown is left over.
-func (m *Model) load(set *safetensors.Set, dir string) error {
+// shapeOnly is the model cfg describes with no tensors: its parameters' names
+// and shapes, for checking a checkpoint before allocating.
+func shapeOnly(cfg *Config) *Model {
+	m := &Model{Config: cfg, byName: map[string]*Param{}, ckptPrefix: "transformer."}
+	m.params, m.embed, m.pos, m.layers, m.normFW, m.normFB, m.head = cfg.structure(func(s paramSpec) *Param {
+		return &Param{Name: s.name, Shape: s.shape, kind: s.kind, NoDecay: s.kind != kindMatrix}
+	})
+	return m
+}
+
+// matchCheckpoint checks that the checkpoint holds every parameter with its
+// shape and nothing unknown; it reads only the headers. It also sets GPT-2's
+// name prefix from the checkpoint.
+func (m *Model) matchCheckpoint(set *safetensors.Set, dir string) error {
 	if m.Config.Arch == GPT2 {
 		m.ckptPrefix = ""
 		if _, ok := set.Info("transformer.wte.weight"); ok {
@@ -168,21 +186,17 @@ func (m *Model) load(set *safetensors.Set, dir string) error {
 	}
 	known := map[string]bool{}
 	var missing []string
-	err := m.importTensors(false, func(e ckptEntry) ([]float32, error) {
+	for _, e := range m.checkpointEntries() {
 		known[e.name] = true
 		info, ok := set.Info(e.name)
 		if !ok {
 			missing = append(missing, fmt.Sprintf("%s %s", e.name, kdrt.ShapeString(e.shape)))
-			return nil, nil
+			continue
 		}
 		if !kdrt.SameShape(info.Shape, e.shape) {
-			return nil, fmt.Errorf("model folder %s: tensor %s in %s has shape %s, config.json implies %s",
+			return fmt.Errorf("model folder %s: tensor %s in %s has shape %s, config.json implies %s",
 				dir, e.name, set.FileOf(e.name), kdrt.ShapeString(info.Shape), kdrt.ShapeString(e.shape))
 		}
-		return set.Float32(e.name)
-	})
-	if err != nil {
-		return err
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("model folder %s: missing %d weight(s) the config requires: %s", dir, len(missing), listSome(missing))
@@ -200,6 +214,22 @@ func (m *Model) load(set *safetensors.Set, dir string) error {
 	if len(extra) > 0 {
 		return fmt.Errorf("model folder %s: %d weight(s) that a %s model with this config.json does not have: %s",
 			dir, len(extra), m.Config.ModelType, listSome(extra))
+	}
+	return nil
+}
+
+// load copies the weights of a checkpoint into the model, checking first
+// that every parameter is present with its shape and that nothing unknown is
+// left over.
+func (m *Model) load(set *safetensors.Set, dir string) error {
+	if err := m.matchCheckpoint(set, dir); err != nil {
+		return err
+	}
+	err := m.importTensors(false, func(e ckptEntry) ([]float32, error) {
+		return set.Float32(e.name)
+	})
+	if err != nil {
+		return err
 	}
 	return m.be.Sync()
 }

@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -229,6 +230,31 @@ func TestLoadErrors(t *testing.T) {
 		{"config says more layers than the weights hold", "llama_tied", func(t *testing.T, dir string) {
 			editConfig(t, dir, func(c map[string]any) { c["num_hidden_layers"] = 3 })
 		}, []string{"missing", "model.layers.2."}},
+		// The issue's damaged config.json sizes: each panicked or ran the
+		// process out of memory before any error.
+		{"head_dim 2^40", "llama_gqa", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["head_dim"] = 1 << 40 })
+		}, []string{"config.json", "head_dim = 1099511627776 is larger than kdnative supports (at most 4096)"}},
+		{"num_hidden_layers 2^62", "llama_gqa", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["num_hidden_layers"] = 1 << 62 })
+		}, []string{"config.json", "num_hidden_layers = 4611686018427387904 is larger than kdnative supports"}},
+		{"vocab_size 1e10", "llama_gqa", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["vocab_size"] = 10_000_000_000 })
+		}, []string{"config.json", "vocab_size = 10000000000 is larger than kdnative supports (at most 16777216)"}},
+		{"vocab_size in bounds but not the weights'", "llama_gqa", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["vocab_size"] = model.MaxVocab })
+		}, []string{"model.embed_tokens.weight", "has shape [97 48], config.json implies [16777216 48]"}},
+		{"n_positions 2^40", "gpt2", func(t *testing.T, dir string) {
+			editConfig(t, dir, func(c map[string]any) { c["n_positions"] = 1 << 40 })
+		}, []string{"config.json", "n_positions = 1099511627776 is larger than kdnative supports (at most 2147483647)"}},
+		// The issue's header of one tensor with 49 million dimensions (here
+		// 1,000) loaded for minutes and then reported "missing 20 weights".
+		{"tensor of 1,000 dimensions", "llama_gqa", func(t *testing.T, dir string) {
+			header := `{"model.embed_tokens.weight":{"dtype":"F32","shape":[` + strings.Repeat("1,", 999) + `1],"data_offsets":[0,4]}}`
+			file := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+			file = append(append(file, header...), 0, 0, 0, 0)
+			os.WriteFile(filepath.Join(dir, "model.safetensors"), file, 0o644)
+		}, []string{"model.safetensors", `"model.embed_tokens.weight"`, "more than 64 dimensions"}},
 		{"config not JSON", "llama_gqa", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "config.json"), []byte("{\"model_type\": "), 0o644)
 		}, []string{"config.json", "not valid JSON"}},

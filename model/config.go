@@ -54,6 +54,30 @@ type RopeScaling struct {
 	OriginalMaxPositionEmbeddings int
 }
 
+// Limits on a config.json's sizes. Each is far above any released model of
+// the supported families, and low enough that a typo or a corrupted file is
+// refused with its key named before anything is allocated, and that every
+// product of sizes the model computes (a weight's element count, the
+// parameters in all) stays well inside int64.
+const (
+	// MaxVocab bounds vocab_size: 16,777,216 (the largest vocabularies in use
+	// are about 262,000).
+	MaxVocab = 1 << 24
+	// MaxHidden bounds hidden_size / n_embd: 131,072 (the largest are 16,384–25,600).
+	MaxHidden = 1 << 17
+	// MaxIntermediate bounds intermediate_size / n_inner: 1,048,576.
+	MaxIntermediate = 1 << 20
+	// MaxLayers bounds num_hidden_layers / n_layer: 4,096 (the deepest have 126).
+	MaxLayers = 1 << 12
+	// MaxHeads bounds num_attention_heads and num_key_value_heads: 4,096.
+	MaxHeads = 1 << 12
+	// MaxHeadDim bounds head_dim (and hidden_size / heads): 4,096 (in use: 64–256).
+	MaxHeadDim = 1 << 12
+	// MaxPositionsLimit bounds max_position_embeddings / n_positions: positions
+	// are int32 token indices, so 2,147,483,647.
+	MaxPositionsLimit = 1<<31 - 1
+)
+
 // LoadConfig reads and validates a config.json.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
@@ -100,6 +124,23 @@ type rawConfig struct {
 	ScaleAttnWeights    *bool    `json:"scale_attn_weights"`
 }
 
+// sizeLimits is each size key's bound.
+var sizeLimits = map[string]int{
+	"vocab_size":              MaxVocab,
+	"hidden_size":             MaxHidden,
+	"n_embd":                  MaxHidden,
+	"intermediate_size":       MaxIntermediate,
+	"n_inner":                 MaxIntermediate,
+	"num_hidden_layers":       MaxLayers,
+	"n_layer":                 MaxLayers,
+	"num_attention_heads":     MaxHeads,
+	"n_head":                  MaxHeads,
+	"num_key_value_heads":     MaxHeads,
+	"head_dim":                MaxHeadDim,
+	"max_position_embeddings": MaxPositionsLimit,
+	"n_positions":             MaxPositionsLimit,
+}
+
 // ParseConfig validates a config.json's contents; path names the file in errors.
 func ParseConfig(data []byte, path string) (*Config, error) {
 	fail := func(format string, a ...any) error {
@@ -122,6 +163,9 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 		}
 		if *p <= 0 {
 			return 0, fail("%s = %d, must be positive", name, *p)
+		}
+		if limit := sizeLimits[name]; *p > limit {
+			return 0, fail("%s = %d is larger than kdnative supports (at most %d); is the file damaged?", name, *p, limit)
 		}
 		return *p, nil
 	}
@@ -159,6 +203,9 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 				return nil, fail("hidden_size %d is not a multiple of num_attention_heads %d (and no head_dim is given)", c.Hidden, c.Heads)
 			}
 			c.HeadDim = c.Hidden / c.Heads
+			if c.HeadDim > MaxHeadDim {
+				return nil, fail("hidden_size %d / num_attention_heads %d gives a head size of %d, larger than kdnative supports (at most %d)", c.Hidden, c.Heads, c.HeadDim, MaxHeadDim)
+			}
 		}
 		if c.HeadDim%2 != 0 {
 			return nil, fail("head size %d is odd; rotary embeddings need an even head size", c.HeadDim)
@@ -207,7 +254,10 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 			return nil, fail("n_embd %d is not a multiple of n_head %d", c.Hidden, c.Heads)
 		}
 		c.KVHeads, c.HeadDim = c.Heads, c.Hidden/c.Heads
-		c.Intermediate = 4 * c.Hidden
+		if c.HeadDim > MaxHeadDim {
+			return nil, fail("n_embd %d / n_head %d gives a head size of %d, larger than kdnative supports (at most %d)", c.Hidden, c.Heads, c.HeadDim, MaxHeadDim)
+		}
+		c.Intermediate = 4 * c.Hidden // at most 4·MaxHidden < MaxIntermediate
 		if raw.NInner != nil {
 			if c.Intermediate, err = req("n_inner", raw.NInner); err != nil {
 				return nil, err
@@ -339,6 +389,9 @@ func (c *Config) parseWindows(raw rawConfig, fail func(string, ...any) error) er
 			from := c.Layers
 			if raw.MaxWindowLayers != nil {
 				from = *raw.MaxWindowLayers
+				if from < 0 {
+					return fail("max_window_layers %d is negative", from)
+				}
 			}
 			for i := from; i < c.Layers; i++ {
 				c.LayerWindow[i] = w

@@ -91,10 +91,13 @@ func (m *Model) GenerateBatch(prompts [][]int32, p GenerateParams) ([]*Generatio
 		return nil, fmt.Errorf("model: generation parameters out of range: %+v", p)
 	}
 	Tmax := P + p.MaxTokens
-	if Tmax > c.MaxPositions {
+	if p.MaxTokens > c.MaxPositions || Tmax > c.MaxPositions {
 		return nil, fmt.Errorf("model: prompt of %d tokens plus %d new ones is longer than the model allows (%d positions)", P, p.MaxTokens, c.MaxPositions)
 	}
 	B := len(prompts)
+	if err := m.checkGenerateMemory(B, P, Tmax); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
 	g, err := m.newGenerator(B, Tmax)
 	if err != nil {
 		return nil, err

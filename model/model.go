@@ -28,8 +28,12 @@ type Model struct {
 }
 
 // New allocates a model with zeroed parameters on be. Use InitRandom, Load or
-// LoadDir to give it weights.
+// LoadDir to give it weights. Weights larger than be's free memory are an
+// error that gives both sizes.
 func New(cfg *Config, be kdrt.Backend) (*Model, error) {
+	if err := cfg.checkWeightMemory(be); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
 	m := &Model{Config: cfg, be: be, byName: map[string]*Param{}, ckptPrefix: "transformer."}
 	var allocErr error
 	m.params, m.embed, m.pos, m.layers, m.normFW, m.normFB, m.head = cfg.structure(func(s paramSpec) *Param {

@@ -80,6 +80,108 @@ func Divergence(kind kdrt.DivergenceKind, p, q []float64, beta, alpha float64) f
 	panic("ref: unknown divergence kind")
 }
 
+// LogSumExp is log Σ exp(x_i), computed stably in float64.
+func LogSumExp(x []float64) float64 {
+	mx := math.Inf(-1)
+	for _, v := range x {
+		mx = math.Max(mx, v)
+	}
+	if math.IsInf(mx, -1) {
+		return mx
+	}
+	var s float64
+	for _, v := range x {
+		s += math.Exp(v - mx)
+	}
+	return mx + math.Log(s)
+}
+
+// CrossEntropy is −log softmax(x)[t] = logsumexp(x) − x[t].
+func CrossEntropy(x []float64, t int) float64 { return LogSumExp(x) - x[t] }
+
+// DivergenceGradQ is g_i = ∂D(p, q)/∂q_i, the gradient of Divergence with
+// respect to the student's probabilities (p fixed, q treated as free
+// coordinates), differentiated term by term from each definition. Entries
+// where the derivative is infinite (q_i = 0 with p_i > 0 for forward KL) are
+// left to the caller: pass q > 0.
+func DivergenceGradQ(kind kdrt.DivergenceKind, p, q []float64, beta, alpha float64) []float64 {
+	g := make([]float64, len(q))
+	switch kind {
+	case kdrt.JSD:
+		switch beta {
+		case 0:
+			return DivergenceGradQ(kdrt.ForwardKL, p, q, 0, 0)
+		case 1:
+			return DivergenceGradQ(kdrt.ReverseKL, p, q, 0, 0)
+		}
+	}
+	for i := range q {
+		switch kind {
+		case kdrt.ForwardKL: // ∂/∂q p·log(p/q) = −p/q
+			g[i] = -p[i] / q[i]
+		case kdrt.ReverseKL: // ∂/∂q q·log(q/p) = log(q/p) + 1
+			g[i] = math.Log(q[i]/p[i]) + 1
+		case kdrt.JSD: // m = βp + (1−β)q; ∂m/∂q = 1−β
+			m := beta*p[i] + (1-beta)*q[i]
+			dm := 1 - beta
+			var gi float64
+			if p[i] > 0 {
+				gi += beta * (-p[i] / m * dm) // β·∂/∂q p·log(p/m)
+			}
+			if q[i] > 0 {
+				gi += (1 - beta) * (math.Log(q[i]/m) + 1 - q[i]/m*dm) // (1−β)·∂/∂q q·log(q/m)
+			}
+			g[i] = gi
+		case kdrt.TVD: // ∂/∂q ½|p − q|
+			switch {
+			case q[i] > p[i]:
+				g[i] = 0.5
+			case q[i] < p[i]:
+				g[i] = -0.5
+			}
+		case kdrt.SkewKL: // m = αp + (1−α)q: ∂/∂q p·log(p/m) = −p·(1−α)/m
+			m := alpha*p[i] + (1-alpha)*q[i]
+			if p[i] > 0 {
+				g[i] = -p[i] * (1 - alpha) / m
+			}
+		case kdrt.SkewReverseKL: // m = (1−α)p + αq: ∂/∂q q·log(q/m) = log(q/m) + 1 − α·q/m
+			m := (1-alpha)*p[i] + alpha*q[i]
+			if q[i] > 0 {
+				g[i] = math.Log(q[i]/m) + 1 - alpha*q[i]/m
+			}
+		default:
+			panic("ref: unknown divergence kind")
+		}
+	}
+	return g
+}
+
+// SoftmaxBackward is the gradient with respect to the logits s of a function
+// of q = softmax(s/T), given g = its gradient with respect to q:
+// (1/T)·q_j·(g_j − Σ_i q_i·g_i).
+func SoftmaxBackward(q, g []float64, T float64) []float64 {
+	var s float64
+	for i := range q {
+		s += q[i] * g[i]
+	}
+	ds := make([]float64, len(q))
+	for j := range q {
+		ds[j] = q[j] * (g[j] - s) / T
+	}
+	return ds
+}
+
+// MaxNormErr is max|got − want| / max|want| (want's norm floored at 1e-30):
+// an error measured against the largest entry, as gradients are compared.
+func MaxNormErr(got, want []float64) float64 {
+	var d, w float64
+	for i := range want {
+		d = math.Max(d, math.Abs(got[i]-want[i]))
+		w = math.Max(w, math.Abs(want[i]))
+	}
+	return d / math.Max(w, 1e-30)
+}
+
 // CentralDiff is the central-difference gradient of f with respect to x,
 // step h; f must read x afresh on each call.
 func CentralDiff(x []float64, f func() float64, h float64) []float64 {

@@ -182,6 +182,9 @@ func (t *trainer) setup(opt Options) error {
 			}
 		}
 	}
+	if err := t.checkBatchMemory(); err != nil {
+		return err
+	}
 	if err := t.student.ZeroGrad(); err != nil {
 		return err
 	}

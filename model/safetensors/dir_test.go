@@ -359,6 +359,11 @@ func TestOpenDirErrors(t *testing.T) {
 	index(badShard, map[string]string{"a": "model-00001-of-00001.safetensors"})
 	cases = append(cases, dirCase{"truncated shard", badShard, ErrTruncated, []string{"model-00001-of-00001.safetensors", `"a"`}})
 
+	hugeIndex := good("hugeindex")
+	os.WriteFile(filepath.Join(hugeIndex, IndexFileName), nil, 0o644)
+	os.Truncate(filepath.Join(hugeIndex, IndexFileName), MaxIndexSize+1) // sparse: no disk used
+	cases = append(cases, dirCase{"index over the size limit", hugeIndex, ErrInvalidIndex, []string{filepath.Join(hugeIndex, IndexFileName), "limit"}})
+
 	badSingle := good("badsingle")
 	os.WriteFile(filepath.Join(badSingle, SingleFileName), []byte("short"), 0o644)
 	cases = append(cases, dirCase{"bad model.safetensors", badSingle, ErrInvalidHeader, []string{filepath.Join(badSingle, SingleFileName)}})

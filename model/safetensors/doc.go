@@ -15,6 +15,11 @@
 // out, converting from the stored dtype. OpenDir opens a model folder, either
 // one model.safetensors or the shards named by model.safetensors.index.json.
 //
+// A header is bounded before it can cost much: at most MaxHeaderSize bytes,
+// MaxTensors tensors and MaxRank dimensions per tensor, read as a stream so
+// that an oversized entry is refused at the first element past its limit;
+// an index file at most MaxIndexSize bytes.
+//
 // Write and WriteDir produce files that transformers and the reference
 // implementation load unchanged: the header is laid out the way the reference
 // writer lays it out (padded with spaces to a multiple of 8 bytes, tensors

@@ -15,9 +15,22 @@ import (
 	"unicode/utf8"
 )
 
-// MaxHeaderSize is the largest header, in bytes, that ParseHeader accepts
-// (the reference implementation's limit).
-const MaxHeaderSize = 100_000_000
+// Limits on what a header may declare. ParseHeader checks each while it
+// reads, so a hostile or corrupted header costs at most a few hundred
+// megabytes and seconds, never the gigabytes that decoding it whole would.
+const (
+	// MaxHeaderSize is the largest header, in bytes, that ParseHeader accepts
+	// (the reference implementation's limit).
+	MaxHeaderSize = 100_000_000
+	// MaxRank is the most dimensions a tensor may have (NumPy's limit; model
+	// weights have at most 5).
+	MaxRank = 64
+	// MaxTensors is the most tensors one file may hold (131,072): far more
+	// than any checkpoint shard holds (a 405B-parameter Llama has about 1,100
+	// tensors in all, a 235B mixture of experts about 37,000), few enough that
+	// a header of tiny entries parses in about a second.
+	MaxTensors = 1 << 17
+)
 
 // metadataKey is the reserved header key that holds the free-form metadata.
 const metadataKey = "__metadata__"
@@ -102,22 +115,29 @@ func ParseHeader(data []byte, fileSize int64, path string) (infos []TensorInfo, 
 		if !ok { // cannot happen inside an object, but never trust
 			return nil, nil, 0, bad("header is not valid JSON: unexpected %v", tok)
 		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, nil, 0, bad("header is not valid JSON: %v", err)
-		}
 		if seen[name] {
 			return nil, nil, 0, bad("key %q appears twice", name)
 		}
 		seen[name] = true
 		if name == metadataKey {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return nil, nil, 0, bad("header is not valid JSON: %v", err)
+			}
 			meta, err = parseMetadata(raw)
 			if err != nil {
 				return nil, nil, 0, bad("%q: %v", metadataKey, err)
 			}
 			continue
 		}
-		info, err := parseEntry(name, raw)
+		if len(infos) == MaxTensors {
+			return nil, nil, 0, bad("more than %d tensors (the limit is MaxTensors)", MaxTensors)
+		}
+		info, err := readEntry(dec, name)
+		var syntax jsonError
+		if errors.As(err, &syntax) {
+			return nil, nil, 0, bad("header is not valid JSON: %v", syntax.err)
+		}
 		if err != nil {
 			return nil, nil, 0, bad("tensor %q: %v", name, err)
 		}
@@ -185,30 +205,80 @@ func parseMetadata(raw json.RawMessage) (map[string]string, error) {
 	return m, nil
 }
 
-func parseEntry(name string, raw json.RawMessage) (TensorInfo, error) {
+// jsonError is a syntax error met while streaming an entry: the header as a
+// whole is not JSON.
+type jsonError struct{ err error }
+
+func (e jsonError) Error() string { return e.err.Error() }
+
+// readEntry reads one tensor entry from dec, token by token: its arrays are
+// checked element by element, so a shape of millions of dimensions is refused
+// at the first one past MaxRank, without reading the rest. Keys other than
+// dtype, shape and data_offsets are skipped; a repeated key counts once,
+// the last time (as json.Unmarshal into a map would).
+func readEntry(dec *json.Decoder, name string) (TensorInfo, error) {
 	info := TensorInfo{Name: name}
-	if len(raw) == 0 || raw[0] != '{' {
+	tok, err := dec.Token()
+	if err != nil {
+		return info, jsonError{err}
+	}
+	if tok != json.Delim('{') {
 		return info, errors.New("entry is not a JSON object")
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return info, fmt.Errorf("entry: %v", err)
-	}
-	for _, k := range []string{"dtype", "shape", "data_offsets"} {
-		if v, ok := fields[k]; !ok || string(v) == "null" {
-			return info, fmt.Errorf("entry has no %q", k)
+	var (
+		dtype       *string
+		shape, offs []int64
+	)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return info, jsonError{err}
+		}
+		key, _ := tok.(string)
+		switch key {
+		case "dtype":
+			tok, err := dec.Token()
+			if err != nil {
+				return info, jsonError{err}
+			}
+			switch v := tok.(type) {
+			case nil:
+				dtype = nil
+			case string:
+				dtype = &v
+			default:
+				return info, errors.New("dtype is not a string")
+			}
+		case "shape":
+			if shape, err = readInts(dec, MaxRank, "dimensions (the limit is MaxRank)"); err != nil {
+				return info, fmt.Errorf("shape: %w", err)
+			}
+		case "data_offsets":
+			if offs, err = readInts(dec, 16, "numbers"); err != nil {
+				return info, fmt.Errorf("data_offsets: %w", err)
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return info, jsonError{err}
+			}
 		}
 	}
-	if err := json.Unmarshal(fields["dtype"], &info.DType); err != nil {
-		return info, fmt.Errorf("dtype is not a string")
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return info, jsonError{err}
 	}
+	switch {
+	case dtype == nil:
+		return info, fmt.Errorf("entry has no %q", "dtype")
+	case shape == nil:
+		return info, fmt.Errorf("entry has no %q", "shape")
+	case offs == nil:
+		return info, fmt.Errorf("entry has no %q", "data_offsets")
+	}
+	info.DType = *dtype
 	elemBits, ok := dtypeBits[info.DType]
 	if !ok {
 		return info, fmt.Errorf("unknown dtype %q", info.DType)
-	}
-	shape, err := parseInts(fields["shape"])
-	if err != nil {
-		return info, fmt.Errorf("shape: %v", err)
 	}
 	count := uint64(1)
 	info.Shape = make([]int, len(shape))
@@ -235,10 +305,6 @@ func parseEntry(name string, raw json.RawMessage) (TensorInfo, error) {
 	}
 	nbytes := int64(totalBits / 8)
 
-	offs, err := parseInts(fields["data_offsets"])
-	if err != nil {
-		return info, fmt.Errorf("data_offsets: %v", err)
-	}
 	if len(offs) != 2 {
 		return info, fmt.Errorf("data_offsets has %d numbers, want 2", len(offs))
 	}
@@ -256,28 +322,41 @@ func parseEntry(name string, raw json.RawMessage) (TensorInfo, error) {
 	return info, nil
 }
 
-// parseInts decodes a JSON array of integers (no fractions, no exponents).
-func parseInts(raw json.RawMessage) ([]int64, error) {
-	if len(raw) == 0 || raw[0] != '[' {
+// readInts reads a JSON array of at most limit integers (no fractions, no
+// exponents) from dec, stopping at the first element past the limit. null
+// reads as nil (absent).
+func readInts(dec *json.Decoder, limit int, what string) ([]int64, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, jsonError{err}
+	}
+	if tok == nil {
+		return nil, nil
+	}
+	if tok != json.Delim('[') {
 		return nil, errors.New("not a JSON array")
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var nums []any
-	if err := dec.Decode(&nums); err != nil {
-		return nil, err
-	}
-	out := make([]int64, len(nums))
-	for i, v := range nums {
-		num, ok := v.(json.Number)
+	out := []int64{}
+	for dec.More() {
+		if len(out) == limit {
+			return nil, fmt.Errorf("has more than %d %s", limit, what)
+		}
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, jsonError{err}
+		}
+		num, ok := tok.(json.Number)
 		if !ok {
-			return nil, fmt.Errorf("element %d is not a number", i)
+			return nil, fmt.Errorf("element %d is not a number", len(out))
 		}
 		x, err := strconv.ParseInt(string(num), 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("element %d (%s) is not an integer in range", i, num)
+			return nil, fmt.Errorf("element %d (%s) is not an integer in range", len(out), num)
 		}
-		out[i] = x
+		out = append(out, x)
+	}
+	if _, err := dec.Token(); err != nil { // the closing bracket
+		return nil, jsonError{err}
 	}
 	return out, nil
 }

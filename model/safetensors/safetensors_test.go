@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -412,6 +414,8 @@ func badCases() []badCase {
 		{"sub-byte", rawFile(entry("w", `{"dtype":"F4","shape":[3],"data_offsets":[0,2]}`), z(2)), ErrInvalidHeader, "w", "whole number of bytes"},
 		{"begin after end", rawFile(entry("w", `{"dtype":"F32","shape":[0],"data_offsets":[8,4]}`), z(8)), ErrInvalidHeader, "w", "begin after"},
 		{"negative offset", rawFile(entry("w", `{"dtype":"U8","shape":[4],"data_offsets":[-4,0]}`), z(8)), ErrInvalidHeader, "w", "negative"},
+		{"rank over limit", rawFile(entry("w", `{"dtype":"F32","shape":[`+strings.Repeat("1,", MaxRank)+`1],"data_offsets":[0,4]}`), z(4)), ErrInvalidHeader, "w", "more than 64 dimensions"},
+		{"null entry", rawFile(entry("w", `null`), nil), ErrInvalidHeader, "w", "not a JSON object"},
 		{"three offsets", rawFile(entry("w", `{"dtype":"U8","shape":[4],"data_offsets":[0,4,8]}`), z(8)), ErrInvalidHeader, "w", "3 numbers"},
 		{"truncated", rawFile(entry("w", `{"dtype":"F32","shape":[4],"data_offsets":[0,16]}`), z(15)), ErrTruncated, "w", "past the 15-byte data region"},
 		{"truncated second", rawFile(`{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}}`, z(6)), ErrTruncated, "b", "past"},
@@ -479,6 +483,9 @@ func TestParseHeaderAccepts(t *testing.T) {
 		{"metadata null", rawFile(`{"__metadata__":null,"a":{"dtype":"BOOL","shape":[1],"data_offsets":[0,1]}}`, []byte{1}), map[string][]int{"a": {1}}},
 		{"extra field", rawFile(`{"a":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2],"extra":true}}`, []byte{1, 2}), map[string][]int{"a": {2}}},
 		{"F4 pairs", rawFile(`{"a":{"dtype":"F4","shape":[2,3],"data_offsets":[0,3]}}`, []byte{1, 2, 3}), map[string][]int{"a": {2, 3}}},
+		{"rank at limit", rawFile(`{"r":{"dtype":"F32","shape":[`+strings.Repeat("1,", MaxRank-1)+`1],"data_offsets":[0,4]}}`, make([]byte, 4)),
+			map[string][]int{"r": slices.Repeat([]int{1}, MaxRank)}},
+		{"repeated key in an entry", rawFile(`{"a":{"dtype":"F32","shape":[9],"shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)), map[string][]int{"a": {1}}},
 		{"escaped name", rawFile(`{"a\u00e9\"b":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, []byte{1}), map[string][]int{"aé\"b": {1}}},
 	}
 	for _, c := range cases {
@@ -505,5 +512,52 @@ func TestParseHeaderAccepts(t *testing.T) {
 	}
 	if _, _, _, err := ParseHeader(file[:len(file)-5], int64(len(file)), "p"); err == nil {
 		t.Error("a cut header was accepted")
+	}
+}
+
+// TestParseHeaderHugeRank is the issue's header: one tensor with 49 million
+// dimensions (a 98 MB header). It was decoded whole — 3.9 GB and 23 s — and
+// then accepted, to fail later as "missing weights". It must be refused as
+// over MaxRank, naming the tensor, after reading only the first dimensions:
+// the parse allocates next to nothing.
+func TestParseHeaderHugeRank(t *testing.T) {
+	const dims = 49_000_000
+	file := rawFile(`{"model.embed_tokens.weight":{"dtype":"F32","shape":[`+strings.Repeat("1,", dims-1)+`1],"data_offsets":[0,4]}}`, make([]byte, 4))
+	var before, after goruntime.MemStats
+	goruntime.GC()
+	goruntime.ReadMemStats(&before)
+	_, _, _, err := ParseHeader(file, int64(len(file)), "huge.safetensors")
+	goruntime.ReadMemStats(&after)
+	if err == nil || !errors.Is(err, ErrInvalidHeader) || !strings.Contains(err.Error(), `"model.embed_tokens.weight"`) ||
+		!strings.Contains(err.Error(), "more than 64 dimensions") {
+		t.Fatalf("ParseHeader: %v, want an invalid header over the rank limit naming the tensor", err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("refusing the header allocated %d MB; it should stop at dimension %d", alloc>>20, MaxRank+1)
+	}
+}
+
+// TestParseHeaderTooManyTensors: a header of more than MaxTensors tiny
+// entries is refused with the limit named.
+func TestParseHeaderTooManyTensors(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range MaxTensors + 1 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `"t%d":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}`, i)
+	}
+	b.WriteString("}")
+	file := rawFile(b.String(), nil)
+	_, _, _, err := ParseHeader(file, int64(len(file)), "many.safetensors")
+	if err == nil || !errors.Is(err, ErrInvalidHeader) || !strings.Contains(err.Error(), "more than 131072 tensors") {
+		t.Fatalf("ParseHeader of %d tensors: %v", MaxTensors+1, err)
+	}
+	// One fewer is a valid file.
+	cut := strings.LastIndex(b.String(), `,"t`)
+	file = rawFile(b.String()[:cut]+"}", nil)
+	if infos, _, _, err := ParseHeader(file, int64(len(file)), "many.safetensors"); err != nil || len(infos) != MaxTensors {
+		t.Fatalf("ParseHeader of %d tensors: %d tensors, %v", MaxTensors, len(infos), err)
 	}
 }

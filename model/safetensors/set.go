@@ -27,6 +27,10 @@ type Set struct {
 	names []string
 }
 
+// MaxIndexSize bounds model.safetensors.index.json (64 MiB), which is read
+// whole: a real index lists each tensor once, about 100 bytes each.
+const MaxIndexSize = 64 << 20
+
 // index is the part of model.safetensors.index.json that loading needs.
 type index struct {
 	Metadata  map[string]any    `json:"metadata"`
@@ -58,10 +62,17 @@ func OpenDir(dir string) (*Set, error) {
 	}
 
 	indexPath := filepath.Join(dir, IndexFileName)
-	raw, err := os.ReadFile(indexPath)
+	ist, err := os.Stat(indexPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s has neither %s nor %s", ErrInvalidIndex, dir, SingleFileName, IndexFileName)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("safetensors: %w", err)
+	}
+	if ist.Size() > MaxIndexSize {
+		return nil, fmt.Errorf("%w: %s is %d bytes, over the %d-byte limit for an index", ErrInvalidIndex, indexPath, ist.Size(), MaxIndexSize)
+	}
+	raw, err := os.ReadFile(indexPath)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}

@@ -35,22 +35,26 @@ func (*Backend) Describe() string {
 }
 
 // Alloc implements runtime.Backend. The CPU computes in float32: it stores F32
-// and I32 tensors and refuses the 16-bit storage types.
-func (*Backend) Alloc(name string, dt kdrt.DType, shape ...int) (*kdrt.Tensor, error) {
+// and I32 tensors and refuses the 16-bit storage types. A size that
+// overflows, or exceeds the memory the system has available, is an error
+// (see checkAlloc).
+func (b *Backend) Alloc(name string, dt kdrt.DType, shape ...int) (*kdrt.Tensor, error) {
 	for _, d := range shape {
 		if d < 0 {
 			return nil, fmt.Errorf("cpu: alloc %s%s: negative dimension", name, kdrt.ShapeString(shape))
 		}
 	}
-	n := kdrt.Numel(shape)
-	s := &storage{}
-	switch dt {
-	case kdrt.F32:
-		s.f = make([]float32, n)
-	case kdrt.I32:
-		s.i = make([]int32, n)
-	default:
+	if dt != kdrt.F32 && dt != kdrt.I32 {
 		return nil, fmt.Errorf("cpu: alloc %s%s: dtype %s not supported (the CPU backend computes in F32)", name, kdrt.ShapeString(shape), dt)
+	}
+	if err := b.checkAlloc(name, dt, shape); err != nil {
+		return nil, err
+	}
+	s := &storage{}
+	if n := kdrt.Numel(shape); dt == kdrt.F32 {
+		s.f = make([]float32, n)
+	} else {
+		s.i = make([]int32, n)
 	}
 	return &kdrt.Tensor{Shape: append([]int(nil), shape...), DType: dt, Storage: s, Name: name}, nil
 }
