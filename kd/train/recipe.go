@@ -153,11 +153,17 @@ func DefaultRecipe() Recipe {
 // the line and the key: "recipe r.yaml:7: unknown key data.max_lenn (did you
 // mean max_len?)".
 func LoadRecipe(path string) (Recipe, error) {
-	r := DefaultRecipe()
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return r, fmt.Errorf("recipe: %w", err)
+		return DefaultRecipe(), fmt.Errorf("recipe: %w", err)
 	}
+	return ParseRecipe(data, path)
+}
+
+// ParseRecipe is LoadRecipe for a recipe already read; path names it in
+// errors.
+func ParseRecipe(data []byte, path string) (Recipe, error) {
+	r := DefaultRecipe()
 	if probs := decodeRecipe(data, &r); len(probs) > 0 {
 		lines := make([]string, len(probs))
 		for i, p := range probs {
