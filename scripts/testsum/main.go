@@ -77,10 +77,28 @@ type skip struct{ pkg, test, reason string }
 type summary struct {
 	w     io.Writer
 	held  map[string][]string // a running test's output, by package and test
+	order map[string][]string // each package's held tests, in the order they ran
 	skips []skip
 }
 
-func newSummary(w io.Writer) *summary { return &summary{w: w, held: map[string][]string{}} }
+func newSummary(w io.Writer) *summary {
+	return &summary{w: w, held: map[string][]string{}, order: map[string][]string{}}
+}
+
+// flush prints what the tests of pkg that never finished printed: a test
+// that timed out or crashed the package gets no "fail" event of its own,
+// and its output (the panic, the goroutines) is the only reason given.
+func (s *summary) flush(pkg string) {
+	for _, key := range s.order[pkg] {
+		for _, l := range s.held[key] {
+			if !strings.HasPrefix(l, "=== ") {
+				fmt.Fprint(s.w, l)
+			}
+		}
+		delete(s.held, key)
+	}
+	delete(s.order, pkg)
+}
 
 // read consumes the stream. Lines that are not JSON (go vet's or the
 // build's, on some versions) are passed through.
@@ -95,6 +113,9 @@ func (s *summary) read(r io.Reader) error {
 		}
 		s.event(e)
 	}
+	for pkg := range s.order { // go test itself was stopped
+		s.flush(pkg)
+	}
 	return sc.Err()
 }
 
@@ -106,11 +127,19 @@ func (s *summary) event(e event) {
 	case e.Test == "" && e.Action == "output":
 		// The package's own lines: "ok  pkg 1.2s", "FAIL pkg", a panic, a
 		// TestMain's prints. go test without -v leaves out the bare PASS.
+		if strings.HasPrefix(e.Output, "FAIL") {
+			s.flush(e.Package)
+		}
 		if e.Output != "PASS\n" {
 			fmt.Fprint(s.w, e.Output)
 		}
+	case e.Test == "" && e.Action == "fail":
+		s.flush(e.Package)
 	case e.Test == "":
 	case e.Action == "output":
+		if _, ok := s.held[key]; !ok {
+			s.order[e.Package] = append(s.order[e.Package], key)
+		}
 		s.held[key] = append(s.held[key], e.Output)
 	case e.Action == "fail":
 		for _, l := range s.held[key] {

@@ -6,6 +6,7 @@ package sample
 import (
 	"os"
 	"testing"
+	"time"
 )
 
 func TestPasses(t *testing.T) { t.Log("a passing test's log line") }
@@ -23,4 +24,12 @@ func TestFails(t *testing.T) {
 		t.Skip("fails only when testsum's test asks")
 	}
 	t.Error("the failure's message")
+}
+
+func TestHangs(t *testing.T) {
+	if os.Getenv("TESTSUM_SAMPLE_HANG") == "" {
+		t.Skip("hangs only when testsum's test asks")
+	}
+	t.Log("before the hang")
+	time.Sleep(time.Hour) // -timeout ends it
 }
