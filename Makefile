@@ -7,9 +7,10 @@ GO ?= go
 build:
 	$(GO) build -o kdnative ./cmd/kdnative
 
-# The test command CI runs (see .ci/run).
+# The test command CI runs (see .ci/run): go test ./..., printed as go test prints it
+# without -v, then every skipped test with its reason (scripts/testsum).
 test:
-	$(GO) test ./...
+	GO=$(GO) $(GO) run ./scripts/testsum ./...
 
 vet:
 	$(GO) vet ./...

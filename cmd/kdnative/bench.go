@@ -18,12 +18,20 @@ func benchCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Usage: "Hugging Face model folder"},
 			&cli.StringFlag{Name: "config", Usage: "a config.json: random weights of that shape"},
-			&cli.IntFlag{Name: "batch", Value: 4},
-			&cli.IntFlag{Name: "seq", Value: 64},
-			&cli.IntFlag{Name: "steps", Value: 3},
+			&cli.IntFlag{Name: "batch", Value: 4, Usage: "sequences per training step"},
+			&cli.IntFlag{Name: "seq", Value: 64, Usage: "tokens per sequence"},
+			&cli.IntFlag{Name: "steps", Value: 3, Usage: "training steps timed (after one untimed warm-up step)"},
 			&cli.BoolFlag{Name: "kernels", Usage: "time each GPU kernel against the machine's ceilings (needs --device cuda)"},
 		},
 		Action: func(c *cli.Context) error {
+			if !c.Bool("kernels") {
+				if (c.String("model") == "") == (c.String("config") == "") {
+					return fmt.Errorf("bench: give --model DIR or --config config.json (one of them)")
+				}
+				if c.Int("batch") <= 0 || c.Int("seq") <= 0 || c.Int("steps") <= 0 {
+					return fmt.Errorf("bench: --batch %d, --seq %d and --steps %d must be positive", c.Int("batch"), c.Int("seq"), c.Int("steps"))
+				}
+			}
 			be, err := openBackend(c)
 			if err != nil {
 				return err

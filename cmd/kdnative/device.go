@@ -10,18 +10,25 @@ import (
 	"github.com/kdnative/kdnative/runtime"
 )
 
-// deviceFlag is the global --device flag, read by every command that computes
-// through openBackend.
-var deviceFlag = &cli.StringFlag{
-	Name:    "device",
-	Value:   "auto",
-	Usage:   "where to compute: auto (CUDA when the driver and a GPU are there, else CPU), cpu or cuda",
-	EnvVars: []string{"KDNATIVE_DEVICE"},
+// deviceFlagName is the global --device flag, read by every command that
+// computes through openBackend.
+const deviceFlagName = "device"
+
+// newDeviceFlag makes the --device flag for one app. A new one each time:
+// cli writes what it reads from KDNATIVE_DEVICE into the flag itself, which
+// would otherwise carry over from one app to the next (in tests).
+func newDeviceFlag() *cli.StringFlag {
+	return &cli.StringFlag{
+		Name:    deviceFlagName,
+		Value:   "auto",
+		Usage:   "where to compute: auto (CUDA when the driver and a GPU are there, else CPU), cpu or cuda; before or after the command",
+		EnvVars: []string{"KDNATIVE_DEVICE"},
+	}
 }
 
 // device is the --device value; empty (KDNATIVE_DEVICE set to "") is auto.
 func device(c *cli.Context) string {
-	if d := c.String(deviceFlag.Name); d != "" {
+	if d := c.String(deviceFlagName); d != "" {
 		return d
 	}
 	return "auto"
@@ -38,8 +45,10 @@ func checkDevice(c *cli.Context) error {
 }
 
 // openBackend opens the backend that --device names. Under auto it prints one
-// line to stderr for each backend passed over and why, e.g.
-// "kdnative: cuda unavailable (libcuda.so.1 not found …), using cpu".
+// short line to stderr for each backend passed over, e.g.
+// "kdnative: cuda unavailable (libcuda.so.1 not found), using cpu; kdnative
+// doctor says more". Commands open the backend after checking their
+// arguments, so that the line never comes before a usage error.
 func openBackend(c *cli.Context) (runtime.Backend, error) {
 	return openBackendNamed(c, device(c))
 }
@@ -55,11 +64,32 @@ func openBackendNamed(c *cli.Context, dev string) (runtime.Backend, error) {
 	}
 	for _, n := range notes {
 		name, why, _ := strings.Cut(n, ": ")
-		if first, _, multi := strings.Cut(why, "\n"); multi {
-			// A compile log or the like: one line here, all of it in doctor.
-			why = first + " … (kdnative doctor shows all of it)"
-		}
-		fmt.Fprintf(c.App.ErrWriter, "kdnative: %s unavailable (%s), using %s\n", name, why, b.Name())
+		fmt.Fprintf(c.App.ErrWriter, "kdnative: %s unavailable (%s), using %s; kdnative doctor says more\n", name, shortReason(why), b.Name())
 	}
 	return b, nil
+}
+
+// shortReason is the gist of why a backend did not open: its first line
+// without parenthesized details (search paths, library paths; doctor shows
+// them), at most 70 characters.
+func shortReason(why string) string {
+	why, _, _ = strings.Cut(why, "\n")
+	var b strings.Builder
+	depth := 0
+	for _, r := range why {
+		switch {
+		case r == '(':
+			depth++
+		case r == ')' && depth > 0:
+			depth--
+		case depth == 0:
+			b.WriteRune(r)
+		}
+	}
+	why = strings.Join(strings.Fields(b.String()), " ")
+	why = strings.ReplaceAll(why, " :", ":")
+	if r := []rune(why); len(r) > 70 {
+		why = strings.TrimSpace(string(r[:69])) + "…"
+	}
+	return why
 }

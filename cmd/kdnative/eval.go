@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"slices"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/kdnative/kdnative/kd/train"
@@ -15,21 +18,42 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "data", Required: true, Usage: "JSONL data (the shapes train reads)"},
 			&cli.StringFlag{Name: "teacher", Usage: "teacher model folder: also report KL(teacher‖model)"},
 			&cli.StringFlag{Name: "teacher-cache", Usage: "a teacher cache made over --data: report KL to it"},
-			&cli.IntFlag{Name: "max-len", Usage: "longest sequence (default: the model's positions)"},
-			&cli.IntFlag{Name: "batch-size", Value: 8},
-			&cli.StringFlag{Name: "template", Value: "auto", Usage: "auto, chatml, qwen3 or none"},
-			&cli.StringFlag{Name: "on-bad-line", Value: "stop", Usage: "stop or skip"},
+			&cli.IntFlag{Name: "max-len", Usage: "longest sequence in tokens; longer ones are cut", DefaultText: "the model's positions"},
+			&cli.IntFlag{Name: "batch-size", Value: 8, Usage: "sequences per forward pass (more is faster and takes more memory)"},
+			&cli.StringFlag{Name: "template", Value: "auto", Usage: "chat format of {\"messages\"} lines: auto (the model's chat template), chatml, qwen3 or none"},
+			&cli.StringFlag{Name: "on-bad-line", Value: "stop", Usage: "a malformed data line: stop (the error names it) or skip (counted and reported)"},
 			&cli.StringFlag{Name: "json", Usage: "also write the result to this JSON file"},
 		},
 		Action: func(c *cli.Context) error {
+			if err := checkEvalFlags(c); err != nil {
+				return err
+			}
 			be, err := openBackend(c)
 			if err != nil {
 				return err
 			}
 			_, err = train.RunEval(be, train.EvalConfig{Model: c.String("model"), Teacher: c.String("teacher"),
 				Data: c.String("data"), Cache: c.String("teacher-cache"), MaxLen: c.Int("max-len"), BatchSize: c.Int("batch-size"),
-				Template: c.String("template"), OnBadLine: c.String("on-bad-line"), JSON: c.String("json")}, c.App.Writer)
+				Template: c.String("template"), OnBadLine: c.String("on-bad-line"), JSON: c.String("json"), Terminal: isTerminal(c)}, c.App.Writer)
 			return err
 		},
 	}
+}
+
+// checkEvalFlags rejects flag values eval cannot use, before a device is
+// opened.
+func checkEvalFlags(c *cli.Context) error {
+	switch {
+	case c.Int("batch-size") <= 0:
+		return fmt.Errorf("eval: --batch-size %d must be positive", c.Int("batch-size"))
+	case c.Int("max-len") < 0:
+		return fmt.Errorf("eval: --max-len %d must be positive (or 0: the model's positions)", c.Int("max-len"))
+	case !slices.Contains([]string{"auto", "chatml", "qwen3", "none"}, c.String("template")):
+		return fmt.Errorf("eval: --template %q is not one of auto, chatml, qwen3, none", c.String("template"))
+	case !slices.Contains([]string{"stop", "skip"}, c.String("on-bad-line")):
+		return fmt.Errorf("eval: --on-bad-line %q is not one of stop, skip", c.String("on-bad-line"))
+	case c.String("teacher") != "" && c.String("teacher-cache") != "":
+		return fmt.Errorf("eval: give --teacher or --teacher-cache, not both")
+	}
+	return nil
 }

@@ -13,7 +13,8 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newApp().RunContext(ctx, os.Args)
+	app := newApp()
+	err := app.RunContext(ctx, reorderArgs(app, os.Args))
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kdnative: %v\n", err)

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -25,7 +23,10 @@ func trainCommand() *cli.Command {
 		Description: "Runs a training recipe: student and teacher model folders, data (JSONL), the objective\n" +
 			"terms (sft, kd, dpo, feature) and their weights, the optimizer, the schedule. Any recipe key\n" +
 			"can be set or overridden with --set key=value (e.g. --set optim.lr=1e-4 --set\n" +
-			"objectives.kd.temperature=2). Without a recipe it runs the built-in demo.\n\n" +
+			"objectives.kd.temperature=2); flags may come before or after the recipe.\n\n" +
+			"Without a recipe it runs the built-in demo (--set changes the demo's recipe). Without a\n" +
+			"recipe but with --set keys that name your own models or data (" + strings.Join(ownInputKeys, ", ") + "),\n" +
+			"the recipe is built from the defaults and the --set keys alone, and must then be complete.\n\n" +
 			"Keys: " + strings.Join(train.Keys(), ", "),
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "set", Usage: "override a recipe key: key=value (repeatable)"},
@@ -36,12 +37,27 @@ func trainCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			caught, release := catchStopSignals(c)
 			defer release()
-			demo := c.NArg() == 0
+			tf := trainFlags{sets: c.StringSlice("set"), resume: c.Bool("resume"), overwrite: c.Bool("overwrite"), output: c.String("output")}
+			demo := false
 			var err error
-			if demo {
-				err = runDemo(c, trainFlags{sets: c.StringSlice("set"), resume: c.Bool("resume"), overwrite: c.Bool("overwrite"), output: c.String("output")})
-			} else {
-				err = runRecipeFile(c)
+			switch {
+			case c.NArg() > 1:
+				return fmt.Errorf("train takes one recipe file; unexpected argument %q", c.Args().Get(1))
+			case c.NArg() == 1:
+				r, lerr := train.LoadRecipe(c.Args().First())
+				if lerr != nil {
+					return lerr
+				}
+				err = runRecipe(c, r, tf)
+			default:
+				if keys := namesOwnInputs(tf.sets); len(keys) > 0 {
+					fmt.Fprintf(c.App.Writer, "train: no recipe file, and --set names %s: the recipe is the defaults and the --set keys (not the demo)\n",
+						strings.Join(keys, ", "))
+					err = runRecipe(c, train.DefaultRecipe(), tf, "a run without a recipe file is made of the defaults and the --set keys, and these are missing or wrong; give a recipe (examples/recipes/) or set them")
+				} else {
+					demo = true
+					err = runDemo(c, tf)
+				}
 			}
 			if errors.Is(err, train.ErrInterrupted) {
 				return interruptedExit(demo, caught())
@@ -49,18 +65,6 @@ func trainCommand() *cli.Command {
 			return err
 		},
 	}
-}
-
-func runRecipeFile(c *cli.Context) error {
-	tf, err := parseTrainFlags(c)
-	if err != nil {
-		return err
-	}
-	r, err := train.LoadRecipe(c.Args().First())
-	if err != nil {
-		return err
-	}
-	return runRecipe(c, r, tf)
 }
 
 // catchStopSignals makes SIGTERM (kill, a job scheduler) and SIGPIPE (the
@@ -121,7 +125,26 @@ func interruptedExit(demo bool, sig os.Signal) error {
 	return cli.Exit(fmt.Sprintf("training interrupted (%s); resume with --resume", name), code)
 }
 
-// trainFlags are train's own flags, wherever they stood on the line.
+// ownInputKeys are the recipe keys that name a run's own models and data.
+// The demo fills these in with its built-in files, so a --set of one of them
+// means a run of the user's own, not the demo.
+var ownInputKeys = []string{"student", "teacher", "tokenizer", "data.train", "data.val", "objectives.kd.cache", "objectives.dpo.reference"}
+
+// namesOwnInputs returns the ownInputKeys among --set key=value overrides.
+func namesOwnInputs(sets []string) []string {
+	var out []string
+	for _, kv := range sets {
+		key, _, _ := strings.Cut(kv, "=")
+		for _, k := range ownInputKeys {
+			if strings.TrimSpace(key) == k {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
+}
+
+// trainFlags are train's own flags.
 type trainFlags struct {
 	sets      []string
 	resume    bool
@@ -129,37 +152,10 @@ type trainFlags struct {
 	output    string
 }
 
-// parseTrainFlags reads train's flags both before the recipe (urfave/cli
-// parsed those) and after it (cli stops at the first argument; users write
-// `kdnative train recipe.yaml --set optim.lr=1e-4`).
-func parseTrainFlags(c *cli.Context) (trainFlags, error) {
-	tf := trainFlags{sets: c.StringSlice("set"), resume: c.Bool("resume"), overwrite: c.Bool("overwrite"), output: c.String("output")}
-	fs := flag.NewFlagSet("train", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var sets stringList
-	fs.Var(&sets, "set", "")
-	resume := fs.Bool("resume", tf.resume, "")
-	overwrite := fs.Bool("overwrite", tf.overwrite, "")
-	output := fs.String("output", tf.output, "")
-	tail := c.Args().Tail()
-	if err := fs.Parse(tail); err != nil {
-		return tf, fmt.Errorf("train: %v", err)
-	}
-	if fs.NArg() > 0 {
-		return tf, fmt.Errorf("train takes one recipe file; unexpected argument %q", fs.Arg(0))
-	}
-	tf.sets = append(tf.sets, sets...)
-	tf.resume, tf.overwrite, tf.output = *resume, *overwrite, *output
-	return tf, nil
-}
-
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
-// runRecipe applies the command line to a recipe and trains.
-func runRecipe(c *cli.Context, r train.Recipe, tf trainFlags) error {
+// runRecipe applies the command line to a recipe, checks it, and trains.
+// The recipe is checked before the device is opened, so that a usage error
+// comes alone; hint, when given, is added to a failed check.
+func runRecipe(c *cli.Context, r train.Recipe, tf trainFlags, hint ...string) error {
 	for _, kv := range tf.sets {
 		if err := r.Set(kv); err != nil {
 			return err
@@ -168,19 +164,34 @@ func runRecipe(c *cli.Context, r train.Recipe, tf trainFlags) error {
 	if tf.output != "" {
 		r.Output = tf.output
 	}
-	if c.IsSet(deviceFlag.Name) || os.Getenv("KDNATIVE_DEVICE") != "" {
+	if c.IsSet(deviceFlagName) || os.Getenv("KDNATIVE_DEVICE") != "" {
 		r.Device = device(c)
+	}
+	if err := r.Validate(); err != nil {
+		if len(hint) > 0 {
+			return fmt.Errorf("recipe: %w\n(%s)", err, hint[0])
+		}
+		return fmt.Errorf("recipe: %w", err)
 	}
 	be, err := openBackendNamed(c, r.Device)
 	if err != nil {
 		return err
 	}
-	fi, _ := os.Stdout.Stat()
-	term := fi != nil && fi.Mode()&os.ModeCharDevice != 0
-	sum, err := train.Run(c.Context, be, r, train.Options{Resume: tf.resume, Overwrite: tf.overwrite, Log: c.App.Writer, Terminal: term})
+	sum, err := train.Run(c.Context, be, r, train.Options{Resume: tf.resume, Overwrite: tf.overwrite, Log: c.App.Writer, Terminal: isTerminal(c)})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "done: %d steps; the student is in %s\n", sum.Steps, sum.FinalDir)
 	return nil
+}
+
+// isTerminal reports whether the app writes to a terminal (progress is then
+// a redrawn line). In tests the writer is a buffer: not a terminal.
+func isTerminal(c *cli.Context) bool {
+	f, ok := c.App.Writer.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

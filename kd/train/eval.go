@@ -65,6 +65,12 @@ func (t *trainer) evaluate() (Eval, error) {
 // rows, and its forward KL to a teacher when one is given, token-weighted
 // over all rows.
 func EvaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Example, batch int, pad int32, opt loss.Options) (Eval, error) {
+	return evaluateSFT(be, student, teacher, rows, batch, pad, opt, nil)
+}
+
+// evaluateSFT is EvaluateSFT calling progress (when not nil) with the rows
+// done after each batch.
+func evaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Example, batch int, pad int32, opt loss.Options, progress func(done int)) (Eval, error) {
 	var e Eval
 	var ce, kl float64
 	klTokens := 0
@@ -125,6 +131,9 @@ func EvaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Exa
 			e.HasKL = true
 		}
 		e.Tokens += n
+		if progress != nil {
+			progress(min(i+batch, len(rows)))
+		}
 	}
 	if e.Tokens > 0 {
 		e.Loss = ce / float64(e.Tokens)

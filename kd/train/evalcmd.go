@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/kdnative/kdnative/kd/cache"
 	"github.com/kdnative/kdnative/kd/data"
@@ -24,6 +25,8 @@ type EvalConfig struct {
 	OnBadLine         string
 	// JSON, when set, is a file the result is written to.
 	JSON string
+	// Terminal: the log is a terminal, and gets a redrawn progress line.
+	Terminal bool
 }
 
 // EvalResult is eval's output, as printed and as written to JSON.
@@ -90,10 +93,12 @@ func RunEval(be kdrt.Backend, c EvalConfig, log io.Writer) (*EvalResult, error) 
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintln(log, rep.String())
+	fmt.Fprintln(log, evalDataLine(rep))
 	sp := tok.Special()
 	pad := max(sp.PAD, sp.EOS, 0)
-	e, err := EvaluateSFT(be, m, teacher, rows, c.BatchSize, pad, loss.Options{})
+	bar := &meter{w: log, term: c.Terminal, label: "eval", unit: "examples", total: len(rows)}
+	e, err := evaluateSFT(be, m, teacher, rows, c.BatchSize, pad, loss.Options{}, bar.update)
+	bar.finish()
 	if err != nil {
 		return nil, err
 	}
@@ -114,4 +119,10 @@ func RunEval(be kdrt.Backend, c EvalConfig, log io.Writer) (*EvalResult, error) 
 		}
 	}
 	return res, nil
+}
+
+// evalDataLine is the data report for eval, which evaluates every example:
+// the loader's "(275 train, 0 validation)" split means nothing here.
+func evalDataLine(rep data.Report) string {
+	return strings.Replace(rep.String(), fmt.Sprintf(" (%d train, %d validation)", rep.Train, rep.Val), ", all evaluated", 1)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -12,9 +13,9 @@ import (
 // report prints one step's progress: a redrawn line on a terminal, a plain
 // line every LogEvery steps otherwise, and a metrics record every LogEvery.
 func (t *trainer) report(st stepStats) {
-	elapsed := time.Since(t.start).Seconds()
-	tps := float64(t.tokens) / max(elapsed, 1e-9)
-	left := time.Duration(float64(t.total-t.step) * elapsed / float64(max(1, t.step-t.firstStep())) * float64(time.Second))
+	now := t.pace.clock()
+	elapsed := now.Sub(t.start).Seconds()
+	tps, left, known := t.pace.at(now, t.step, t.total, t.tokens)
 	line := fmt.Sprintf("step %d/%d  loss %.4f", t.step, t.total, st.loss)
 	if t.r.Objectives.SFT != nil && t.r.Objectives.KD != nil {
 		line += fmt.Sprintf(" (sft %.4f, kd %.4f)", st.sft, st.kd)
@@ -22,7 +23,12 @@ func (t *trainer) report(st stepStats) {
 	if t.pairs != nil {
 		line += fmt.Sprintf(" acc %.2f margin %.3f", st.dpoMetrics.Accuracy, st.dpoMetrics.Margin)
 	}
-	line += fmt.Sprintf("  lr %.2e  |g| %.3f  %.0f tok/s  %s left", st.lr, st.gradNorm, tps, left.Round(time.Second))
+	line += fmt.Sprintf("  lr %.2e  |g| %.3f", st.lr, st.gradNorm)
+	if known {
+		line += fmt.Sprintf("  %.0f tok/s  %s left", tps, formatLeft(left))
+	} else {
+		line += "  (timing the steps)"
+	}
 	every := max(1, t.r.LogEvery)
 	if t.term {
 		fmt.Fprintf(t.log, "\r%s%s", line, strings.Repeat(" ", 4))
@@ -31,7 +37,10 @@ func (t *trainer) report(st stepStats) {
 	}
 	if t.step%every == 0 || t.step == t.total {
 		rec := map[string]any{"step": t.step, "loss": st.loss, "lr": st.lr, "grad_norm": st.gradNorm,
-			"tokens": t.tokens, "tokens_per_s": tps, "elapsed_s": elapsed}
+			"tokens": t.tokens, "elapsed_s": elapsed}
+		if known {
+			rec["tokens_per_s"] = tps
+		}
 		if t.r.Objectives.SFT != nil {
 			rec["sft"] = st.sft
 		}
@@ -48,8 +57,99 @@ func (t *trainer) report(st stepStats) {
 	}
 }
 
-// firstStep is the step this process started from (for the time estimate).
-func (t *trainer) firstStep() int { return t.startStep }
+// pace is the speed of a counted job (training steps, evaluated examples)
+// in this process, and the time it has left. Its clock starts when the first
+// unit ends: loading, the first evaluation and the first unit's warm-up
+// (allocations, kernel compiles, cold caches) are not the job's pace, and
+// counting them made the demo's first estimate "1h16m left" for a 6-minute
+// run. From the second unit on, the estimate is the mean time per unit since
+// then, which already smooths the noise of single units; pauses that recur
+// (evaluations every N steps, checkpoints) enter it as they happen.
+type pace struct {
+	// now is the clock (time.Now; a fake one in tests).
+	now func() time.Time
+	// started: t0 is the end of the first unit, done0 and tokens0 the
+	// counts then.
+	started bool
+	t0      time.Time
+	done0   int
+	tokens0 int64
+}
+
+func (p *pace) clock() time.Time {
+	if p.now == nil {
+		return time.Now()
+	}
+	return p.now()
+}
+
+// at records that done of total units (and tokens tokens) are finished at
+// now, and returns the rate in tokens per second, the time left, and whether
+// there is an estimate yet (not before the second unit).
+func (p *pace) at(now time.Time, done, total int, tokens int64) (tps float64, left time.Duration, ok bool) {
+	if !p.started {
+		p.started, p.t0, p.done0, p.tokens0 = true, now, done, tokens
+		return 0, 0, false
+	}
+	units := done - p.done0
+	secs := now.Sub(p.t0).Seconds()
+	if units <= 0 || secs <= 0 {
+		return 0, 0, false
+	}
+	perUnit := secs / float64(units)
+	left = time.Duration(perUnit * float64(max(0, total-done)) * float64(time.Second))
+	return float64(tokens-p.tokens0) / secs, left, true
+}
+
+// formatLeft rounds a time left to what a reader uses: seconds under ten
+// minutes, then minutes, then hours and minutes.
+func formatLeft(d time.Duration) string {
+	if d < 10*time.Minute {
+		return d.Round(time.Second).String()
+	}
+	return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+}
+
+// meter is a progress line for a counted job other than training steps
+// (kdnative eval's examples): "eval 120/275 examples  44%  12.3 examples/s
+// 13s left", redrawn with \r on a terminal at most ten times a second. Off a
+// terminal it writes nothing: a log gets the result, not a stream of
+// carriage returns.
+type meter struct {
+	w           io.Writer
+	term        bool
+	label, unit string
+	total       int
+	pace        pace
+	last        time.Time
+	drawn       bool
+}
+
+// update records that done units are finished.
+func (m *meter) update(done int) {
+	if !m.term {
+		return
+	}
+	now := m.pace.clock()
+	rate, left, ok := m.pace.at(now, done, m.total, int64(done))
+	if done < m.total && m.drawn && now.Sub(m.last) < 100*time.Millisecond {
+		return
+	}
+	m.last, m.drawn = now, true
+	line := fmt.Sprintf("%s %d/%d %s  %3.0f%%", m.label, done, m.total, m.unit, 100*float64(done)/float64(max(1, m.total)))
+	if ok {
+		line += fmt.Sprintf("  %.1f %s/s  %s left", rate, m.unit, formatLeft(left))
+	}
+	fmt.Fprintf(m.w, "\r%s    ", line)
+}
+
+// finish ends a drawn line, so that what follows starts on its own.
+func (m *meter) finish() {
+	if m.drawn {
+		fmt.Fprintln(m.w)
+		m.drawn = false
+	}
+}
 
 // endLine finishes a redrawn progress line.
 func (t *trainer) endLine() {

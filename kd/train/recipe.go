@@ -149,28 +149,51 @@ func DefaultRecipe() Recipe {
 }
 
 // LoadRecipe reads a YAML recipe over the defaults. Unknown keys, wrong
-// types and duplicate keys are errors naming the file and line.
+// types, non-finite numbers and duplicate keys are errors naming the file,
+// the line and the key: "recipe r.yaml:7: unknown key data.max_lenn (did you
+// mean max_len?)".
 func LoadRecipe(path string) (Recipe, error) {
-	r := DefaultRecipe()
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return r, fmt.Errorf("recipe: %w", err)
+		return DefaultRecipe(), fmt.Errorf("recipe: %w", err)
 	}
-	if err := decodeRecipe(data, &r); err != nil {
-		return r, fmt.Errorf("recipe %s: %w", path, err)
+	return ParseRecipe(data, path)
+}
+
+// ParseRecipe is LoadRecipe for a recipe already read; path names it in
+// errors.
+func ParseRecipe(data []byte, path string) (Recipe, error) {
+	r := DefaultRecipe()
+	if probs := decodeRecipe(data, &r); len(probs) > 0 {
+		lines := make([]string, len(probs))
+		for i, p := range probs {
+			if p.Line > 0 {
+				lines[i] = fmt.Sprintf("recipe %s:%d: %s", path, p.Line, p.Msg)
+			} else {
+				lines[i] = fmt.Sprintf("recipe %s: %s", path, p.Msg)
+			}
+		}
+		return r, errors.New(strings.Join(lines, "\n"))
 	}
 	return r, nil
 }
 
-// decodeRecipe decodes strictly into r (fields absent from data keep r's values).
-func decodeRecipe(data []byte, r *Recipe) error {
+// decodeRecipe decodes strictly into r (fields absent from data keep r's
+// values). It first checks the YAML against the Recipe type, so that what is
+// wrong is said in the recipe's terms; yaml's own strict decoding stays as a
+// second guard.
+func decodeRecipe(data []byte, r *Recipe) []recipeProblem {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return []recipeProblem{syntaxProblem(err)}
+	}
+	if probs := checkRecipeYAML(&doc); len(probs) > 0 {
+		return probs
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(r); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil // an empty recipe is all defaults
-		}
-		return cleanYAMLError(err)
+	if err := dec.Decode(r); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty recipe is all defaults
+		return []recipeProblem{{Msg: cleanYAMLError(err).Error()}}
 	}
 	return nil
 }
@@ -210,8 +233,12 @@ func (r *Recipe) Set(kv string) error {
 	if err != nil {
 		return fmt.Errorf("--set %s: %v", key, err)
 	}
-	if err := decodeRecipe(data, r); err != nil {
-		return fmt.Errorf("--set %s=%s: %w", key, value, err)
+	if probs := decodeRecipe(data, r); len(probs) > 0 {
+		msgs := make([]string, len(probs))
+		for i, p := range probs {
+			msgs[i] = p.Msg // lines of the YAML made here mean nothing to the user
+		}
+		return fmt.Errorf("--set %s: %s", kv, strings.Join(msgs, "; "))
 	}
 	return nil
 }

@@ -54,23 +54,52 @@ func TestLoadRecipe(t *testing.T) {
 	}
 }
 
+// TestRecipeErrors: what is wrong in a recipe file is said in the recipe's
+// terms (the key path, what was expected, what was there), with the file and
+// line, not in yaml's Go terms ("field max_lenn not found in type
+// train.DataRecipe", "cannot unmarshal !!str `eight` into int").
 func TestRecipeErrors(t *testing.T) {
 	cases := []struct {
 		text string
-		want string
+		want string // after "recipe <file>:"
 	}{
-		{goodRecipe + "learning_rate: 0.1\n", "line 15: field learning_rate not found"},
-		{strings.Replace(goodRecipe, "max_len: 128", "max_lenght: 128", 1), "field max_lenght not found"},
-		{strings.Replace(goodRecipe, "batch_size: 4", "batch_size: four", 1), "cannot unmarshal !!str `four` into int"},
-		{strings.Replace(goodRecipe, "lr: 3.0e-4", "lr: [1, 2]", 1), "line 11: cannot unmarshal !!seq into float64"},
-		{"student: [\n", "did not find expected"},
+		{goodRecipe + "learning_rate: 0.1\n", "15: unknown key learning_rate (the keys at the top level are student, teacher,"},
+		{strings.Replace(goodRecipe, "max_len: 128", "max_lenn: 128", 1), "6: unknown key data.max_lenn (did you mean max_len?)"},
+		{strings.Replace(goodRecipe, "max_len: 128", "max_lenght: 128", 1), "6: unknown key data.max_lenght (did you mean max_len?)"},
+		{goodRecipe + "max_len: 64\n", "15: unknown key max_len (did you mean data.max_len?)"},
+		{strings.Replace(goodRecipe, "max_len: 128", "max_len: eight", 1), `6: data.max_len: expected an integer, got "eight"`},
+		{strings.Replace(goodRecipe, "batch_size: 4", "batch_size: four", 1), `12: batch_size: expected an integer, got "four"`},
+		{strings.Replace(goodRecipe, "batch_size: 4", "batch_size: 2.5", 1), `12: batch_size: expected an integer, got "2.5"`},
+		{strings.Replace(goodRecipe, "lr: 3.0e-4", "lr: [1, 2]", 1), "11: optim.lr: expected a number, got a list"},
+		{strings.Replace(goodRecipe, "lr: 3.0e-4", "lr: .inf", 1), "11: optim.lr: expected a finite number, got .inf"},
+		{strings.Replace(goodRecipe, "beta: 0.5", "beta: .nan", 1), "9: objectives.kd.beta: expected a finite number, got .nan"},
+		{strings.Replace(goodRecipe, "sft: {weight: 0.3}", "sft: 0.3", 1), `8: objectives.sft: expected keys (weight), got "0.3"`},
+		{goodRecipe + "seed: -1\n", `15: seed: expected a whole number ≥ 0, got "-1"`},
+		{goodRecipe + "student: again\n", "15: student is given twice (lines 2 and 15)"},
+		{"student: [\n", "1: not valid YAML: did not find expected"},
 	}
 	for _, c := range cases {
 		p := writeRecipe(t, c.text)
 		_, err := LoadRecipe(p)
-		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), p) {
-			t.Errorf("error %v, want it to name %s and mention %q", err, p, c.want)
+		if want := "recipe " + p + ":" + c.want; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error:\n  %v\nwant it to contain\n  %s", err, want)
 		}
+		for _, goTerm := range []string{"not found in type", "cannot unmarshal", "!!", "train."} {
+			if err != nil && strings.Contains(err.Error(), goTerm) {
+				t.Errorf("error in Go's terms (%q): %v", goTerm, err)
+			}
+		}
+	}
+	// Several problems are all reported, each on its own line.
+	p := writeRecipe(t, strings.Replace(strings.Replace(goodRecipe, "max_len: 128", "max_len: eight", 1), "batch_size: 4", "batch_sise: 4", 1))
+	_, err := LoadRecipe(p)
+	if err == nil || len(strings.Split(err.Error(), "\n")) != 2 || !strings.Contains(err.Error(), "did you mean batch_size?") {
+		t.Errorf("two problems: %v", err)
+	}
+	// Whole numbers written as floats are counts all the same.
+	r, err := LoadRecipe(writeRecipe(t, strings.Replace(goodRecipe, "max_steps: 100", "max_steps: 1e3", 1)))
+	if err != nil || r.MaxSteps != 1000 {
+		t.Errorf("max_steps: 1e3 gave %d, %v", r.MaxSteps, err)
 	}
 	if _, err := LoadRecipe(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("missing file: %v", err)
@@ -99,6 +128,40 @@ func TestRecipeValidate(t *testing.T) {
 	}
 }
 
+// TestRecipeValidateNumbers: NaN and ±Inf anywhere (a recipe made in code,
+// or by --set) are refused naming the key, and counts out of range say so.
+func TestRecipeValidateNumbers(t *testing.T) {
+	base, err := LoadRecipe(writeRecipe(t, goodRecipe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		change func(r *Recipe)
+		want   string
+	}{
+		{func(r *Recipe) { r.Optim.LR = math.Inf(1) }, "optim.lr: +Inf is not a finite number"},
+		{func(r *Recipe) { r.Objectives.KD.Alpha = math.NaN() }, "objectives.kd.alpha: NaN is not a finite number"},
+		{func(r *Recipe) { r.Objectives.SFT.Weight = math.Inf(-1) }, "objectives.sft.weight: -Inf is not a finite number"},
+		{func(r *Recipe) { r.Epochs = math.NaN() }, "epochs: NaN is not a finite number"},
+		{func(r *Recipe) { r.Optim.MaxGradNorm = math.Inf(1) }, "optim.max_grad_norm: +Inf is not a finite number"},
+		{func(r *Recipe) { r.MaxSteps = -5 }, "max_steps: -5 must be ≥ 0"},
+		{func(r *Recipe) { r.MaxSteps, r.Epochs = 0, -1 }, "epochs: -1 must be ≥ 0"},
+		{func(r *Recipe) { r.BatchSize = 0 }, "batch_size: 0 must be positive"},
+		{func(r *Recipe) { r.GradAccum = -2 }, "grad_accum: -2 must be positive"},
+		{func(r *Recipe) { r.Data.MaxLen = -1 }, "data.max_len: -1 must be positive"},
+		{func(r *Recipe) { r.Schedule.WarmupSteps = -1 }, "schedule.warmup_steps: -1 must be ≥ 0"},
+		{func(r *Recipe) { r.SaveEvery = -1 }, "save_every: -1 must be ≥ 0"},
+	} {
+		r := base
+		kd, sft := *base.Objectives.KD, *base.Objectives.SFT
+		r.Objectives.KD, r.Objectives.SFT = &kd, &sft
+		c.change(&r)
+		if err := r.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("validate: %v, want %q", err, c.want)
+		}
+	}
+}
+
 func TestRecipeSet(t *testing.T) {
 	r, _ := LoadRecipe(writeRecipe(t, goodRecipe))
 	for _, kv := range []string{"optim.lr=0.002", "objectives.kd.temperature=4", "data.pack=true", "objectives.dpo.beta=0.2", "output=runs/other"} {
@@ -116,8 +179,11 @@ func TestRecipeSet(t *testing.T) {
 		t.Fatalf("--set did not switch dpo on: %+v", r.Objectives.DPO)
 	}
 	for kv, want := range map[string]string{
-		"optim.learning_rate=1": "field learning_rate not found",
-		"batch_size=big":        "cannot unmarshal",
+		"optim.learning_rate=1": "--set optim.learning_rate=1: unknown key optim.learning_rate (the keys under optim are lr,",
+		"data.max_lenn=64":      "--set data.max_lenn=64: unknown key data.max_lenn (did you mean max_len?)",
+		"batch_size=big":        `--set batch_size=big: batch_size: expected an integer, got "big"`,
+		"optim.lr=.inf":         "--set optim.lr=.inf: optim.lr: expected a finite number, got .inf",
+		"optim.eps=.nan":        "--set optim.eps=.nan: optim.eps: expected a finite number, got .nan",
 		"nokey":                 "want key=value",
 	} {
 		if err := r.Set(kv); err == nil || !strings.Contains(err.Error(), want) {

@@ -166,6 +166,32 @@ func TestRunEval(t *testing.T) {
 	if data, err := os.ReadFile(js); err != nil || !strings.Contains(string(data), `"kl_to_teacher"`) {
 		t.Fatalf("eval JSON: %s, %v", data, err)
 	}
+	// eval evaluates every example: no train/validation split is reported,
+	// and off a terminal there is no progress line.
+	n := len(sentences)
+	if out := log.String(); strings.Contains(out, "validation)") || !strings.Contains(out, fmt.Sprintf("%d examples, all evaluated", n)) ||
+		strings.Contains(out, "\r") {
+		t.Errorf("eval's output off a terminal:\n%s", out)
+	}
+}
+
+// TestRunEvalProgress: on a terminal eval redraws a progress line (done of
+// total examples, rate, time left) and ends it before the result.
+func TestRunEvalProgress(t *testing.T) {
+	w := newWorld(t)
+	var log bytes.Buffer
+	if _, err := RunEval(cpu.New(), EvalConfig{Model: w.student, Data: w.sft, Template: "none", BatchSize: 2, Terminal: true}, &log); err != nil {
+		t.Fatal(err)
+	}
+	n := len(sentences)
+	out := log.String()
+	if !strings.Contains(out, fmt.Sprintf("\reval %d/%d examples  100%%", n, n)) || !strings.Contains(out, " left") {
+		t.Errorf("no progress line reaching %d/%d with a time left:\n%q", n, n, out)
+	}
+	last := out[strings.LastIndex(out, "\r"):]
+	if !strings.Contains(last, "\nval loss") {
+		t.Errorf("the result does not start on its own line after the progress: %q", last)
+	}
 }
 
 // TestRunBadInput: each mistake gives a clear error before anything is

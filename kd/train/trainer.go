@@ -69,6 +69,7 @@ type trainer struct {
 	lossOpt   loss.Options
 	metrics   *metricsLog
 	start     time.Time
+	pace      pace // steps' speed and time left (progress.go)
 	tokens    int64
 	pad       int32
 	train     []data.Example

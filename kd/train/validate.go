@@ -16,6 +16,13 @@ func (r *Recipe) Validate() error {
 	bad := func(key, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
 	}
+	// NaN and ±Inf first, alone: every range check below would misread them.
+	if keys := nonFinite(r); len(keys) > 0 {
+		for _, k := range keys {
+			errs = append(errs, errors.New(k))
+		}
+		return errors.Join(errs...)
+	}
 	if r.Student == "" {
 		bad("student", "required (a Hugging Face model folder)")
 	}
@@ -105,7 +112,12 @@ func (r *Recipe) Validate() error {
 	if r.GradAccum <= 0 {
 		bad("grad_accum", "%d must be positive", r.GradAccum)
 	}
-	if r.MaxSteps < 0 || r.Epochs < 0 || (r.MaxSteps == 0 && r.Epochs == 0) {
+	switch {
+	case r.MaxSteps < 0:
+		bad("max_steps", "%d must be ≥ 0 (0: run for epochs)", r.MaxSteps)
+	case r.Epochs < 0:
+		bad("epochs", "%g must be ≥ 0", r.Epochs)
+	case r.MaxSteps == 0 && r.Epochs == 0:
 		bad("max_steps", "set max_steps > 0 or epochs > 0")
 	}
 	for key, v := range map[string]int{"eval_every": r.EvalEvery, "save_every": r.SaveEvery, "log_every": r.LogEvery} {
