@@ -20,7 +20,7 @@ func convertCommand() *cli.Command {
 			"generation_config.json and chat_template.jinja. OUT must not exist or be empty.\n" +
 			"The conversion runs on the CPU.",
 		Flags: []cli.Flag{
-			&cli.Int64Flag{Name: "max-shard-bytes", Usage: "split model.safetensors above this size (default 5 GB, as transformers)"},
+			&cli.Int64Flag{Name: "max-shard-bytes", Usage: "split model.safetensors into shards above this many bytes (0: 5 GB, as transformers does)", DefaultText: "5 GB"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
