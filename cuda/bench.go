@@ -253,15 +253,16 @@ func (b *Backend) BenchKernels(sh BenchShape, ceil Ceilings) ([]KernelBench, err
 	// Attention of one layer: B sequences of T.
 	hd, nkv := sh.HeadDim, sh.NKV
 	qa, ka, va := s.rand("q", kdrt.F32, 1, B, sh.T, sh.NH, hd), s.rand("k", kdrt.F32, 1, B, sh.T, nkv, hd), s.rand("v", kdrt.F32, 1, B, sh.T, nkv, hd)
-	oa, probs := s.rand("att", kdrt.F32, 0, B, sh.T, sh.NH, hd), s.rand("probs", kdrt.F32, 0, B, sh.NH, sh.T, sh.T)
+	oa, lse := s.rand("att", kdrt.F32, 0, B, sh.T, sh.NH, hd), s.rand("lse", kdrt.F32, 0, B, sh.NH, sh.T)
+	doa := s.rand("datt", kdrt.F32, 1, B, sh.T, sh.NH, hd)
 	dqa, dka, dva := s.rand("dq", kdrt.F32, 0, B, sh.T, sh.NH, hd), s.rand("dk", kdrt.F32, 0, B, sh.T, nkv, hd), s.rand("dv", kdrt.F32, 0, B, sh.T, nkv, hd)
 	ap := kdrt.AttentionParams{B: B, T: sh.T, NH: sh.NH, NKV: nkv, HD: hd, Scale: 0.125}
 	attFlops := 2 * 2 * float64(B) * float64(sh.NH) * float64(sh.T) * float64(sh.T) * float64(hd) / 2 // causal: half the score matrix
 	ashape := fmt.Sprintf("B%d T%d H%d/%d D%d", B, sh.T, sh.NH, nkv, hd)
-	if err := add("attention", ashape, 3, attFlops, "TFLOP/s", func() { b.Attention(oa, probs, qa, ka, va, ap) }); err != nil {
+	if err := add("attention", ashape, 3, attFlops, "TFLOP/s", func() { b.Attention(oa, lse, qa, ka, va, ap) }); err != nil {
 		return out, err
 	}
-	if err := add("attention backward", ashape, 3, 2*attFlops, "TFLOP/s", func() { b.AttentionBackward(dqa, dka, dva, oa, probs, qa, ka, va, ap) }); err != nil {
+	if err := add("attention backward", ashape, 3, 2*attFlops, "TFLOP/s", func() { b.AttentionBackward(dqa, dka, dva, doa, oa, lse, qa, ka, va, ap) }); err != nil {
 		return out, err
 	}
 	// Losses on one chunk of rows of the full vocabulary.

@@ -9,7 +9,7 @@ type layerActs struct {
 	in                          *kdrt.Tensor // [N, C] residual stream entering the layer
 	norm1, norm1Mean, norm1Rstd *kdrt.Tensor // [N, C], [N], [N]
 	q, k, v                     *kdrt.Tensor // [N, NH·HD], [N, NKV·HD] ×2, after RoPE
-	probs                       *kdrt.Tensor // [B, NH, T, T]
+	lse                         *kdrt.Tensor // [B, NH, T] attention's log-sum-exp per query row
 	att                         *kdrt.Tensor // [N, NH·HD]
 	mid                         *kdrt.Tensor // [N, C] residual stream after attention
 	norm2, norm2Mean, norm2Rstd *kdrt.Tensor
@@ -64,7 +64,7 @@ func (m *Model) prepare(B, T int) error {
 		la.in = f("hidden", N, C)
 		la.norm1, la.norm1Mean, la.norm1Rstd = f("norm1", N, C), f("norm1.mean", N), f("norm1.rstd", N)
 		la.q, la.k, la.v = f("q", N, qw), f("k", N, kvw), f("v", N, kvw)
-		la.probs = f("attention.probs", B, c.Heads, T, T)
+		la.lse = f("attention.lse", B, c.Heads, T)
 		la.att = f("attention.out", N, qw)
 		la.mid = f("residual", N, C)
 		la.norm2, la.norm2Mean, la.norm2Rstd = f("norm2", N, C), f("norm2.mean", N), f("norm2.rstd", N)

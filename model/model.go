@@ -162,7 +162,7 @@ func (m *Model) ForwardHidden(b Batch) (*kdrt.Tensor, error) {
 		m.block(l, blockBufs{in: la.in, norm1: la.norm1, norm1Mean: la.norm1Mean, norm1Rstd: la.norm1Rstd,
 			q: la.q, k: la.k, v: la.v, att: la.att, mid: la.mid, norm2: la.norm2, norm2Mean: la.norm2Mean,
 			norm2Rstd: la.norm2Rstd, gate: la.gate, up: la.up, act: la.act, tmp: a.tmpC, out: next, pos: a.pos},
-			eps, func() { be.Attention(la.att, la.probs, la.q, la.k, la.v, m.attnParams(l)) })
+			eps, func() { be.Attention(la.att, la.lse, la.q, la.k, la.v, m.attnParams(l)) })
 	}
 	m.norm(a.normF, a.normFMean, a.normFRstd, a.out, m.normFW, m.normFB, eps)
 	m.haveForward, m.haveCE = true, false
@@ -322,10 +322,7 @@ func (m *Model) BackwardHidden(dh *kdrt.Tensor, extra ...HiddenGrad) error {
 		// Attention: mid = in + o(attention(rope(q), rope(k), v)).
 		be.Zero(a.datt)
 		m.linearBackward(a.datt, a.dres, la.att, l.o)
-		be.Zero(a.dq)
-		be.Zero(a.dk)
-		be.Zero(a.dv)
-		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, la.probs, la.q, la.k, la.v, m.attnParams(l))
+		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, la.att, la.lse, la.q, la.k, la.v, m.attnParams(l))
 		if m.invFreq != nil {
 			be.RoPEBackward(a.dq, a.pos, m.invFreq)
 			be.RoPEBackward(a.dk, a.pos, m.invFreq)

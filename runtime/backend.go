@@ -96,12 +96,18 @@ type Backend interface {
 
 	// Attention computes causal scaled dot-product attention with grouped
 	// queries. q, out are [B, T, NH, HD]; k, v are [B, T, NKV, HD] with NH a
-	// multiple of NKV (query head h reads key/value head h / (NH/NKV)). probs
-	// [B, NH, T, T] receives the softmax probabilities for the backward. Query t
-	// sees keys s ≤ t, and when window > 0 only those with t − s < window.
-	Attention(out, probs, q, k, v *Tensor, p AttentionParams)
-	// AttentionBackward accumulates dq, dk, dv from dout.
-	AttentionBackward(dq, dk, dv, dout, probs, q, k, v *Tensor, p AttentionParams)
+	// multiple of NKV (query head h reads key/value head h / (NH/NKV)). Query t
+	// sees keys s ≤ t, when window > 0 only those with t − s < window, and
+	// with KeyStart only s ≥ KeyStart[b]. lse [B, NH, T], F32 always, receives
+	// each query row's log-sum-exp of its scaled scores, log Σ_s exp(scale·q·k[s])
+	// over the keys it sees (−Inf for a query that sees none, whose output is
+	// zero): with out it is all the backward needs (FlashAttention-2), so the
+	// saved state is O(B·NH·T), never the [T × T] probabilities.
+	Attention(out, lse, q, k, v *Tensor, p AttentionParams)
+	// AttentionBackward WRITES dq, dk, dv (an exception to the accumulate
+	// rule: nothing else adds to them, so no memset is needed first) from
+	// dout, given the forward's out and lse; the probabilities are recomputed.
+	AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v *Tensor, p AttentionParams)
 
 	// SwiGLU computes out = silu(gate)·up elementwise, all [N, F].
 	SwiGLU(out, gate, up *Tensor)
