@@ -125,3 +125,98 @@ __device__ __forceinline__ float block_max(float v) {
 #define KD_EXPORT(NAME, ARGS, CALL)                                  \
     namespace kd_##NAME##_f32 { typedef float T; extern "C" __global__ void NAME##_f32 ARGS { CALL; } } \
     namespace kd_##NAME##_bf16 { typedef bf16 T; extern "C" __global__ void NAME##_bf16 ARGS { CALL; } }
+
+// ---------------------------------------------------------------- tensor cores
+//
+// Warp-level bf16 matrix ops, sm_80 and later (the backend runs the scalar
+// kernels on older GPUs, where these bodies trap). On the device they are
+// inline PTX; compiled for the kernel emulator (no __CUDA_ARCH__) they call
+// its exact C++ models of the same instructions (cuda/testdata/emu/prelude.h).
+// All 32 lanes of the warp must call them together.
+//
+// Fragments of mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, for lane
+// l with g = l/4 and q = l%4 (two bf16 per 32-bit register, the lower column
+// or row in the lower 16 bits):
+//   A 16×16: a[0] = A[g][2q..2q+1], a[1] = A[g+8][2q..], a[2] = A[g][2q+8..],
+//            a[3] = A[g+8][2q+8..]
+//   B 16×8:  b[0] = B[2q..2q+1][g], b[1] = B[2q+8..2q+9][g]
+//   C/D 16×8 fp32: c[0] = C[g][2q], c[1] = C[g][2q+1], c[2] = C[g+8][2q],
+//            c[3] = C[g+8][2q+1]
+// so the accumulators of two neighbouring 16×8 tiles, C0 (columns 0–7) and
+// C1 (8–15), rounded to bf16, are the A fragment of the 16×16 tile [C0 C1]:
+// a = {pack(C0[0], C0[1]), pack(C0[2], C0[3]), pack(C1[0], C1[1]), pack(C1[2], C1[3])}.
+
+// mma_bf16_16816 computes d = A·B + c on the tensor cores (fp32 accumulation).
+__device__ __forceinline__ void mma_bf16_16816(float* d, const unsigned* a, const unsigned* b, const float* c) {
+#if defined(__CUDA_ARCH__)
+#if __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%11,%12,%13};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+          "f"(c[3]));
+#else
+    d[0] = c[0], d[1] = c[1], d[2] = c[2], d[3] = c[3];
+    __trap();
+#endif
+#else
+    kd_emu_mma_m16n8k16_bf16(d, a, b, c);
+#endif
+}
+
+// smem_addr is a generic pointer into shared memory as a .shared address.
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+#if defined(__CUDA_ARCH__)
+    unsigned r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }\n" : "=r"(r) : "l"(p));
+    return r;
+#else
+    return 0;
+#endif
+}
+
+// ldmatrix_x4 loads four 8×8 b16 matrices from shared memory: lane l gives
+// the address of row l%8 of matrix l/8 (16 bytes, 16-byte aligned) and
+// receives r[i] = matrix i's [l/4][2(l%4) .. 2(l%4)+1]. ldmatrix_x4_trans
+// gives the transposes: r[i] = matrix i's [2(l%4) .. 2(l%4)+1][l/4].
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const void* row) {
+#if defined(__CUDA_ARCH__)
+#if __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(row)));
+#else
+    r[0] = r[1] = r[2] = r[3] = 0;
+    __trap();
+#endif
+#else
+    kd_emu_ldmatrix_x4(r, row, false);
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const void* row) {
+#if defined(__CUDA_ARCH__)
+#if __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(row)));
+#else
+    r[0] = r[1] = r[2] = r[3] = 0;
+    __trap();
+#endif
+#else
+    kd_emu_ldmatrix_x4(r, row, true);
+#endif
+}
+
+// pack_bf16 rounds lo and hi to bf16 (nearest even) into one register, lo in
+// the lower 16 bits.
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#else
+    return (unsigned)f32_to_bf16(lo).x | ((unsigned)f32_to_bf16(hi).x << 16);
+#endif
+}
