@@ -374,7 +374,7 @@ func (d *emuDevice) cublas() *cublas {
 }
 
 var (
-	emuExportRe = regexp.MustCompile(`(?m)^\s*KD_EXPORT\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,`)
+	emuExportRe = regexp.MustCompile(`(?m)^\s*KD_EXPORT(?:_BOUNDED)?\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,`)
 	emuSmemRe   = regexp.MustCompile(`extern\s+__shared__\s+([A-Za-z_][A-Za-z0-9_]*)\s+([A-Za-z_][A-Za-z0-9_]*)\s*\[\s*\]\s*;`)
 )
 

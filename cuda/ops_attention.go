@@ -48,6 +48,23 @@ func (b *Backend) Attention(out, lse, q, k, v *kdrt.Tensor, p kdrt.AttentionPara
 	if ks != nil {
 		defer b.Free(ks)
 	}
+	if b.attnMMA(p, dt, out, q, k, v) {
+		var name string
+		switch p.HD {
+		case 64:
+			name = "attn_mma_fwd_64"
+		case 80:
+			name = "attn_mma_fwd_80"
+		case 96:
+			name = "attn_mma_fwd_96"
+		case 128:
+			name = "attn_mma_fwd_128"
+		}
+		b.launch(op, name, dim3{uint32(blocks(p.T, 64)), uint32(p.NH), uint32(p.B)}, d1(128), attnMMAFwdSmem(p.HD),
+			b.dptr(out), b.dptr(lse), b.dptr(q), b.dptr(k), b.dptr(v), b.dptr(ks),
+			int32(p.T), int32(p.NH), int32(p.NKV), p.Scale, attnWindow(p.Window))
+		return
+	}
 	bk, smem := attnTile(p.HD, attnFwdSmem)
 	b.launch(op, kernelFor("attn_fwd", dt), dim3{uint32(blocks(p.T, attnRows)), uint32(p.NH), uint32(p.B)},
 		d1(32*attnRows), smem,
@@ -83,6 +100,26 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v *kdrt.Te
 	rows := p.B * p.T * p.NH
 	b.launch(op, kernelFor("attn_bwd_dot", dt), d1(min(blocks(rows, 8), 1<<20)), d1(256), 0,
 		b.dptr(D), b.dptr(dout), b.dptr(out), int32(p.B), int32(p.T), int32(p.NH), int32(p.HD))
+	if b.attnMMA(p, dt, out, q, k, v, dout, dq, dk, dv) {
+		var dqName, dkvName string
+		switch p.HD {
+		case 64:
+			dqName, dkvName = "attn_mma_bwd_dq_64", "attn_mma_bwd_dkv_64"
+		case 80:
+			dqName, dkvName = "attn_mma_bwd_dq_80", "attn_mma_bwd_dkv_80"
+		case 96:
+			dqName, dkvName = "attn_mma_bwd_dq_96", "attn_mma_bwd_dkv_96"
+		case 128:
+			dqName, dkvName = "attn_mma_bwd_dq_128", "attn_mma_bwd_dkv_128"
+		}
+		b.launch(op, dqName, dim3{uint32(blocks(p.T, 64)), uint32(p.NH), uint32(p.B)}, d1(128), attnMMADQSmem(p.HD),
+			b.dptr(dq), b.dptr(dout), b.dptr(lse), b.dptr(D), b.dptr(q), b.dptr(k), b.dptr(v), b.dptr(ks),
+			int32(p.T), int32(p.NH), int32(p.NKV), p.Scale, attnWindow(p.Window))
+		b.launch(op, dkvName, dim3{uint32(blocks(p.T, 64)), uint32(p.NKV), uint32(p.B)}, d1(128), attnMMADKVSmem(p.HD),
+			b.dptr(dk), b.dptr(dv), b.dptr(dout), b.dptr(lse), b.dptr(D), b.dptr(q), b.dptr(k), b.dptr(v), b.dptr(ks),
+			int32(p.T), int32(p.NH), int32(p.NKV), p.Scale, attnWindow(p.Window))
+		return
+	}
 	bk, smem := attnTile(p.HD, attnDQSmem)
 	b.launch(op, kernelFor("attn_bwd_dq", dt), dim3{uint32(blocks(p.T, attnRows)), uint32(p.NH), uint32(p.B)},
 		d1(32*attnRows), smem,
@@ -109,6 +146,40 @@ func attnTile(hd int, floats func(hd, bk int) int) (bk, bytes int) {
 		bk /= 2
 	}
 	return bk, 4 * floats(hd, bk)
+}
+
+// attnMMA reports whether the tensor-core kernels (attention_mma.cu) run
+// this call: BF16 storage, a head size they are built for, a GPU of compute
+// capability 8.0 or later, and every tensor 16-byte aligned (their 16-byte
+// vector loads and stores).
+func (b *Backend) attnMMA(p kdrt.AttentionParams, dt kdrt.DType, ts ...*kdrt.Tensor) bool {
+	if dt != kdrt.BF16 || b.dev.Major < 8 {
+		return false
+	}
+	switch p.HD {
+	case 64, 80, 96, 128:
+	default:
+		return false
+	}
+	for _, t := range ts {
+		if b.dptr(t)%16 != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// The tensor-core kernels' dynamic shared memory in bytes (tiles of 64 rows
+// of HD+8 bf16; the dK/dV kernel's query tiles are 64 rows for HD ≤ 64, else
+// 32, plus their lse and D). Above 48 KiB launch opts in.
+func attnMMAFwdSmem(hd int) int { return 2 * 64 * (hd + 8) * 2 }
+func attnMMADQSmem(hd int) int  { return 4 * 64 * (hd + 8) * 2 }
+func attnMMADKVSmem(hd int) int {
+	bt := 32
+	if hd <= 64 {
+		bt = 64
+	}
+	return (2*64+2*bt)*(hd+8)*2 + 2*bt*4
 }
 
 // attnSetup checks the grid and head size limits and uploads the key starts

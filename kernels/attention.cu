@@ -19,19 +19,6 @@
 // padding) sees nothing: its output row is zero, its lse −Inf, and it adds
 // nothing to any gradient.
 
-// attn_first is the first key position query t of sequence b sees.
-__device__ __forceinline__ int attn_first(int t, int window, const int* key_start, int b) {
-    int lo = (window > 0 && t - window + 1 > 0) ? t - window + 1 : 0;
-    if (key_start != nullptr && key_start[b] > lo) lo = key_start[b];
-    return lo;
-}
-
-// attn_last_query is one past the last query that sees key s (ignoring left
-// padding, which hides keys, not queries): t − s < window.
-__device__ __forceinline__ int attn_last_query(int s, int window, int Tn) {
-    return (window > 0 && s + window < Tn) ? s + window : Tn;
-}
-
 // ATTN_ROWS is the number of warps (query rows, or key rows in the dK/dV
 // kernel) of one block of the scalar kernels; ATTN_BK (at most 32) the
 // number of keys, or queries, in one tile: lane j of a warp handles entry j.

@@ -125,6 +125,32 @@ __device__ __forceinline__ float block_max(float v) {
 #define KD_EXPORT(NAME, ARGS, CALL)                                  \
     namespace kd_##NAME##_f32 { typedef float T; extern "C" __global__ void NAME##_f32 ARGS { CALL; } } \
     namespace kd_##NAME##_bf16 { typedef bf16 T; extern "C" __global__ void NAME##_bf16 ARGS { CALL; } }
+// KD_EXPORT_BOUNDED(NAME, THREADS, ARGS, CALL) is KD_EXPORT for kernels
+// launched with more than 256 threads: __launch_bounds__(THREADS) makes the
+// compiler fit THREADS threads' registers in one SM (without it a 1024-thread
+// launch of a kernel using over 64 registers fails). The backend refuses a
+// launch above 256 threads of a kernel without bounds, or above its bounds.
+#define KD_EXPORT_BOUNDED(NAME, THREADS, ARGS, CALL)                                                             \
+    namespace kd_##NAME##_f32 { typedef float T;                                                                 \
+        extern "C" __global__ void __launch_bounds__(THREADS) NAME##_f32 ARGS { CALL; } }                         \
+    namespace kd_##NAME##_bf16 { typedef bf16 T;                                                                 \
+        extern "C" __global__ void __launch_bounds__(THREADS) NAME##_bf16 ARGS { CALL; } }
+
+// ---------------------------------------------------------------- attention masks
+// (attention.cu and attention_mma.cu; see attention.cu for the rules)
+
+// attn_first is the first key position query t of sequence b sees.
+__device__ __forceinline__ int attn_first(int t, int window, const int* key_start, int b) {
+    int lo = (window > 0 && t - window + 1 > 0) ? t - window + 1 : 0;
+    if (key_start != nullptr && key_start[b] > lo) lo = key_start[b];
+    return lo;
+}
+
+// attn_last_query is one past the last query that sees key s (ignoring left
+// padding, which hides keys, not queries): t − s < window.
+__device__ __forceinline__ int attn_last_query(int s, int window, int Tn) {
+    return (window > 0 && s + window < Tn) ? s + window : Tn;
+}
 
 // ---------------------------------------------------------------- tensor cores
 //
@@ -220,3 +246,9 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     return (unsigned)f32_to_bf16(lo).x | ((unsigned)f32_to_bf16(hi).x << 16);
 #endif
 }
+
+// kd_u4 is 16 bytes moved as one vector load or store (8 bf16 or 4 floats);
+// the address must be 16-byte aligned.
+struct alignas(16) kd_u4 {
+    unsigned x, y, z, w;
+};

@@ -30,7 +30,7 @@ __device__ void norm_rmsnorm_impl(T* out, float* rstd, const T* x, const T* w, i
         }
     }
 }
-KD_EXPORT(norm_rmsnorm, (T * out, float* rstd, const T* x, const T* w, int N, int C, float eps),
+KD_EXPORT_BOUNDED(norm_rmsnorm, 1024, (T * out, float* rstd, const T* x, const T* w, int N, int C, float eps),
           norm_rmsnorm_impl<T>(out, rstd, x, w, N, C, eps))
 
 // dx += rstd·(g − y·mean(g·y)) with g = dout·w, y = x·rstd.
@@ -51,7 +51,7 @@ __device__ void norm_rmsnorm_backward_dx_impl(T* dx, const T* dout, const T* x, 
         }
     }
 }
-KD_EXPORT(norm_rmsnorm_backward_dx, (T * dx, const T* dout, const T* x, const T* w, const float* rstd, int N, int C),
+KD_EXPORT_BOUNDED(norm_rmsnorm_backward_dx, 1024, (T * dx, const T* dout, const T* x, const T* w, const float* rstd, int N, int C),
           norm_rmsnorm_backward_dx_impl<T>(dx, dout, x, w, rstd, N, C))
 
 // NORM_COL_ROWS is blockDim.y of the partial kernels: blockDim is
@@ -141,7 +141,7 @@ __device__ void norm_layernorm_impl(T* out, float* mean, float* rstd, const T* x
         }
     }
 }
-KD_EXPORT(norm_layernorm, (T * out, float* mean, float* rstd, const T* x, const T* w, const T* b, int N, int C, float eps),
+KD_EXPORT_BOUNDED(norm_layernorm, 1024, (T * out, float* mean, float* rstd, const T* x, const T* w, const T* b, int N, int C, float eps),
           norm_layernorm_impl<T>(out, mean, rstd, x, w, b, N, C, eps))
 
 // dx += rstd·(g − mean(g) − xhat·mean(g·xhat)), xhat = (x − mean)·rstd, g = dout·w.
@@ -165,6 +165,6 @@ __device__ void norm_layernorm_backward_dx_impl(T* dx, const T* dout, const T* x
         }
     }
 }
-KD_EXPORT(norm_layernorm_backward_dx,
+KD_EXPORT_BOUNDED(norm_layernorm_backward_dx, 1024,
           (T * dx, const T* dout, const T* x, const T* w, const float* mean, const float* rstd, int N, int C),
           norm_layernorm_backward_dx_impl<T>(dx, dout, x, w, mean, rstd, N, C))

@@ -30,6 +30,7 @@
 #define __forceinline__ inline
 #define __shared__ static
 #define __restrict__ __restrict
+#define __launch_bounds__(...)
 
 struct uint3 {
     unsigned x, y, z;
