@@ -237,6 +237,10 @@ func (b *Backend) BenchKernels(sh BenchShape, ceil Ceilings) ([]KernelBench, err
 	if err := add("rmsnorm backward", nc, 20, 4*f4(N*C), "GB/s", func() { b.RMSNormBackward(dx, dw, dy, x, w, rstd) }); err != nil {
 		return out, err
 	}
+	x2 := s.rand("x2", kdrt.F32, 1, N, C)
+	if err := add("add + rmsnorm (fused)", nc, 20, 4*f4(N*C), "GB/s", func() { b.AddRMSNorm(dx, y, rstd, x, x2, w, 1e-6) }); err != nil {
+		return out, err
+	}
 	g, u, h := s.rand("gate", kdrt.F32, 1, N, F), s.rand("up", kdrt.F32, 1, N, F), s.rand("h", kdrt.F32, 0, N, F)
 	dg, du := s.rand("dgate", kdrt.F32, 0, N, F), s.rand("dup", kdrt.F32, 0, N, F)
 	nf := fmt.Sprintf("[%d %d]", N, F)
@@ -250,6 +254,16 @@ func (b *Backend) BenchKernels(sh BenchShape, ceil Ceilings) ([]KernelBench, err
 	pos := s.ints("pos", N, sh.T)
 	inv := s.rand("invfreq", kdrt.F32, 0.5, sh.HeadDim/2)
 	if err := add("rope", fmt.Sprintf("[%d %d]", N, sh.NH*sh.HeadDim), 20, 2*f4(N*sh.NH*sh.HeadDim), "GB/s", func() { b.RoPE(q, pos, inv) }); err != nil {
+		return out, err
+	}
+	qw, kvw := sh.NH*sh.HeadDim, sh.NKV*sh.HeadDim
+	kq, vq := s.rand("k", kdrt.F32, 1, N, kvw), s.rand("v", kdrt.F32, 1, N, kvw)
+	bq, bk, bv := s.rand("bq", kdrt.F32, 1, qw), s.rand("bk", kdrt.F32, 1, kvw), s.rand("bv", kdrt.F32, 1, kvw)
+	qkvShape := fmt.Sprintf("[%d %d+%d+%d]", N, qw, kvw, kvw)
+	if err := add("q/k/v bias + rope (fused)", qkvShape, 20, 2*f4(N*(qw+2*kvw)), "GB/s", func() { b.QKVBiasRoPE(q, kq, vq, bq, bk, bv, pos, inv) }); err != nil {
+		return out, err
+	}
+	if err := add("q/k/v bias + rope backward (fused)", qkvShape, 20, f4(N*(2*qw+3*kvw)), "GB/s", func() { b.QKVBiasRoPEBackward(q, kq, vq, bq, bk, bv, pos, inv) }); err != nil {
 		return out, err
 	}
 	table := s.rand("table", kdrt.F32, 1, V, C)

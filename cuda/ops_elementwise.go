@@ -255,6 +255,109 @@ func (b *Backend) rope(op string, x, pos, invFreq *kdrt.Tensor, sign float32) {
 		b.dptr(x), b.dptr(pos), b.dptr(invFreq), int32(N), int32(H), int32(half), sign)
 }
 
+// QKVBiasRoPE implements runtime.Backend: the q/k/v biases and RoPE of q
+// and k in one kernel, one block per row.
+func (b *Backend) QKVBiasRoPE(q, k, v, bq, bk, bv, pos, invFreq *kdrt.Tensor) {
+	const op = "qkv bias rope"
+	dt, NH, NKV, HD := b.qkvCheck(op, q, k, v, bq, bk, bv, pos, invFreq)
+	N := q.Rows()
+	if N == 0 || (bq == nil && bk == nil && bv == nil && invFreq == nil) {
+		return
+	}
+	b.launch(op, kernelFor("ew_qkv_bias_rope", dt), ewRows(N), d1(b.qkvThreads(NH, HD)), HD*4,
+		b.dptr(q), b.dptr(k), b.dptr(v), b.dptr(bq), b.dptr(bk), b.dptr(bv), b.dptr(pos), b.dptr(invFreq),
+		int32(N), int32(NH), int32(NKV), int32(HD))
+}
+
+// QKVBiasRoPEBackward implements runtime.Backend: the inverse rotation of dq
+// and dk and the fp32 column partials of the three bias gradients in one
+// pass over the rows (a block per chunk of rows, in order: deterministic),
+// then ew_qkv_colsum adds the partials into dbq, dbk, dbv.
+func (b *Backend) QKVBiasRoPEBackward(dq, dk, dv, dbq, dbk, dbv, pos, invFreq *kdrt.Tensor) {
+	const op = "qkv bias rope backward"
+	dt, NH, NKV, HD := b.qkvCheck(op, dq, dk, dv, dbq, dbk, dbv, pos, invFreq)
+	N := dq.Rows()
+	bias := dbq != nil || dbk != nil || dbv != nil
+	if N == 0 || (!bias && invFreq == nil) {
+		return
+	}
+	qw, kvw := dq.Cols(), dk.Cols()
+	W := qw + 2*kvw
+	threads := b.qkvThreads(NH, HD)
+	if !bias || 4*(HD+W) > 48<<10 {
+		// The rotation alone; wide biases (above 48 KiB of partials) take
+		// BiasBackward's kernels.
+		if invFreq != nil {
+			b.launch(op, kernelFor("ew_qkv_bias_rope_backward", dt), ewRows(N), d1(threads), HD*4,
+				uint64(0), b.dptr(dq), b.dptr(dk), b.dptr(dv), b.dptr(pos), b.dptr(invFreq),
+				int32(N), int32(NH), int32(NKV), int32(HD))
+		}
+		for _, p := range [][2]*kdrt.Tensor{{dq, dbq}, {dk, dbk}, {dv, dbv}} {
+			if p[1] != nil {
+				b.BiasBackward(p[1], p[0])
+			}
+		}
+		return
+	}
+	chunks := min(N, 16*max(b.sms, 1), 1<<16)
+	part, ok := b.scratch(op, kdrt.F32, chunks*W)
+	if !ok {
+		return
+	}
+	b.launch(op, kernelFor("ew_qkv_bias_rope_backward", dt), d1(chunks), d1(threads), 4*(HD+W),
+		b.dptr(part), b.dptr(dq), b.dptr(dk), b.dptr(dv), b.dptr(pos), b.dptr(invFreq),
+		int32(N), int32(NH), int32(NKV), int32(HD))
+	b.launch(op, kernelFor("ew_qkv_colsum", dt), d1(blocks(W, ewThreads)), d1(ewThreads), 0,
+		b.dptr(dbq), b.dptr(dbk), b.dptr(dbv), b.dptr(part), int32(chunks), int32(qw), int32(kvw))
+	b.Free(part)
+}
+
+// qkvCheck panics unless q [N, NH·HD], k and v [N, NKV·HD] share a storage
+// dtype with the biases given, each bias has its tensor's columns, and (with
+// invFreq) pos is I32 [N] and invFreq F32 [HD/2]. Without invFreq nothing
+// rotates and the head size does not matter; any common divisor of the
+// column counts serves (their greatest).
+func (b *Backend) qkvCheck(op string, q, k, v, bq, bk, bv, pos, invFreq *kdrt.Tensor) (dt kdrt.DType, NH, NKV, HD int) {
+	ts := []*kdrt.Tensor{q, k, v}
+	for _, p := range [][2]*kdrt.Tensor{{q, bq}, {k, bk}, {v, bv}} {
+		if p[1] != nil {
+			if p[1].Numel() != p[0].Cols() {
+				panic(fmt.Sprintf("cuda: %s: bias %v should have %d elements (the columns of %v)", op, p[1], p[0].Cols(), p[0]))
+			}
+			ts = append(ts, p[1])
+		}
+	}
+	dt = ewSameDType(op, ts...)
+	N := q.Rows()
+	if k.Rows() != N || v.Rows() != N || v.Cols() != k.Cols() {
+		panic(fmt.Sprintf("cuda: %s: %v %v %v do not agree", op, q, k, v))
+	}
+	if invFreq == nil {
+		HD = gcd(q.Cols(), k.Cols())
+	} else {
+		HD = 2 * invFreq.Numel()
+		if HD == 0 || q.Cols()%HD != 0 || k.Cols()%HD != 0 || pos == nil || pos.Numel() != N ||
+			pos.DType != kdrt.I32 || invFreq.DType != kdrt.F32 {
+			panic(fmt.Sprintf("cuda: %s on %v, %v with %v and %v: shapes do not agree", op, q, k, pos, invFreq))
+		}
+	}
+	if HD == 0 {
+		return dt, 0, 0, 0
+	}
+	return dt, q.Cols() / HD, k.Cols() / HD, HD
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// qkvThreads is the block size of the q/k/v epilogue: a thread per pair of
+// a row's query heads, up to 256.
+func (b *Backend) qkvThreads(NH, HD int) int { return min(ewThreads, 32*blocks(max(NH*HD/2, 1), 32)) }
+
 // SwiGLU implements runtime.Backend: out = silu(gate)·up.
 func (b *Backend) SwiGLU(out, gate, up *kdrt.Tensor) {
 	const op = "swiglu"
@@ -268,7 +371,7 @@ func (b *Backend) SwiGLU(out, gate, up *kdrt.Tensor) {
 		b.dptr(out), b.dptr(gate), b.dptr(up), int64(n))
 }
 
-// SwiGLUBackward implements runtime.Backend: dgate, dup += from dout.
+// SwiGLUBackward implements runtime.Backend: writes dgate and dup from dout.
 func (b *Backend) SwiGLUBackward(dgate, dup, dout, gate, up *kdrt.Tensor) {
 	const op = "swiglu backward"
 	ewSameNumel(op, dgate, dup, dout, gate, up)

@@ -252,3 +252,49 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
 struct alignas(16) kd_u4 {
     unsigned x, y, z, w;
 };
+
+// kd_aligned16 reports whether p may be read or written with kd_u4.
+__device__ __forceinline__ bool kd_aligned16(const void* p) { return ((unsigned long long)p & 15ull) == 0; }
+
+// ld8 reads p[i … i+7] as float and st8 writes them, with 16-byte vector
+// accesses (one for bf16, two for float): p + i must be 16-byte aligned.
+template <typename T> __device__ __forceinline__ void ld8(const T* p, i64 i, float* f);
+template <> __device__ __forceinline__ void ld8<float>(const float* p, i64 i, float* f) {
+    kd_u4 a = *(const kd_u4*)(p + i), b = *(const kd_u4*)(p + i + 4);
+    f[0] = __uint_as_float(a.x), f[1] = __uint_as_float(a.y), f[2] = __uint_as_float(a.z), f[3] = __uint_as_float(a.w);
+    f[4] = __uint_as_float(b.x), f[5] = __uint_as_float(b.y), f[6] = __uint_as_float(b.z), f[7] = __uint_as_float(b.w);
+}
+template <> __device__ __forceinline__ void ld8<bf16>(const bf16* p, i64 i, float* f) {
+    kd_u4 a = *(const kd_u4*)(p + i);
+    unsigned w[4] = {a.x, a.y, a.z, a.w};
+    for (int k = 0; k < 4; k++) {
+        f[2 * k] = __uint_as_float(w[k] << 16);
+        f[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+template <typename T> __device__ __forceinline__ void st8(T* p, i64 i, const float* f);
+template <> __device__ __forceinline__ void st8<float>(float* p, i64 i, const float* f) {
+    kd_u4 a = {__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3])};
+    kd_u4 b = {__float_as_uint(f[4]), __float_as_uint(f[5]), __float_as_uint(f[6]), __float_as_uint(f[7])};
+    *(kd_u4*)(p + i) = a;
+    *(kd_u4*)(p + i + 4) = b;
+}
+template <> __device__ __forceinline__ void st8<bf16>(bf16* p, i64 i, const float* f) {
+    kd_u4 a;
+    a.x = (unsigned)f32_to_bf16(f[0]).x | ((unsigned)f32_to_bf16(f[1]).x << 16);
+    a.y = (unsigned)f32_to_bf16(f[2]).x | ((unsigned)f32_to_bf16(f[3]).x << 16);
+    a.z = (unsigned)f32_to_bf16(f[4]).x | ((unsigned)f32_to_bf16(f[5]).x << 16);
+    a.w = (unsigned)f32_to_bf16(f[6]).x | ((unsigned)f32_to_bf16(f[7]).x << 16);
+    *(kd_u4*)(p + i) = a;
+}
+
+// KD_VEC8_LOOP(v, n, aligned) runs a grid-stride loop over the 8-element
+// vectors v of [0, n) when aligned (every pointer the body touches 16-byte
+// aligned), else over none; KD_TAIL_LOOP(i, n, aligned) then covers the
+// elements the vectors did not: [8·⌊n/8⌋, n), or all of [0, n).
+#define KD_VEC8_LOOP(v, n, aligned)                                                                        \
+    for (i64 v = (aligned) ? (i64)blockIdx.x * blockDim.x + threadIdx.x : (n) / 8; v < (n) / 8;           \
+         v += (i64)gridDim.x * blockDim.x)
+#define KD_TAIL_LOOP(i, n, aligned)                                                                        \
+    for (i64 i = ((aligned) ? (n) / 8 * 8 : 0) + (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n);     \
+         i += (i64)gridDim.x * blockDim.x)

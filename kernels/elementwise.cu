@@ -65,10 +65,18 @@ KD_EXPORT(ew_colsum, (T * dst, const float* part, int chunks, int C), ew_colsum_
 // ---------------------------------------------------------------- add, scale
 
 // dst[n] = a[n] + b[n]; dst may alias a or b (each element is read before it
-// is written, by the same thread).
+// is written, by the same thread). 16-byte vectors where aligned.
 template <typename T>
 __device__ void ew_add_impl(T* dst, const T* a, const T* b, i64 n) {
-    EW_GRID_STRIDE(i, n) { st(dst, i, ld(a, i) + ld(b, i)); }
+    bool al = kd_aligned16(dst) && kd_aligned16(a) && kd_aligned16(b);
+    KD_VEC8_LOOP(v, n, al) {
+        float x[8], y[8];
+        ld8(a, 8 * v, x);
+        ld8(b, 8 * v, y);
+        for (int k = 0; k < 8; k++) x[k] += y[k];
+        st8(dst, 8 * v, x);
+    }
+    KD_TAIL_LOOP(i, n, al) { st(dst, i, ld(a, i) + ld(b, i)); }
 }
 KD_EXPORT(ew_add, (T * dst, const T* a, const T* b, i64 n), ew_add_impl<T>(dst, a, b, n))
 
@@ -169,26 +177,182 @@ __device__ void ew_rope_impl(T* x, const int* pos, const float* invFreq, int N, 
 KD_EXPORT(ew_rope, (T * x, const int* pos, const float* invFreq, int N, int H, int half, float sign),
           ew_rope_impl<T>(x, pos, invFreq, N, H, half, sign))
 
+// ---------------------------------------------------------------- q/k/v epilogue
+
+// ew_rope_angles fills cs, sn [half] with the cosines and sines of row n's
+// angles pos[n]·invFreq[i] (as ew_rope), sn negated when sign < 0. Every
+// thread of the block calls it; it ends with a barrier.
+__device__ __forceinline__ void ew_rope_angles(float* cs, float* sn, const int* pos, const float* invFreq, int n,
+                                               int half, float sign) {
+    __syncthreads(); // the previous row's angles are no longer read
+    float p = (float)pos[n];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        double s, c;
+        sincos((double)__fmul_rn(p, invFreq[i]), &s, &c);
+        cs[i] = (float)c;
+        sn[i] = sign * (float)s;
+    }
+    __syncthreads();
+}
+
+// q [N, NH·HD] += bq, k [N, NKV·HD] += bk, v [N, NKV·HD] += bv (null
+// biases: none), then q and k rotated by RoPE as ew_rope does (invFreq
+// null: none; half = HD/2): the projections' epilogue in one pass. One block
+// per row (grid-stride), dynamic shared memory 2·half floats.
+template <typename T>
+__device__ void ew_qkv_bias_rope_impl(T* q, T* k, T* v, const T* bq, const T* bk, const T* bv, const int* pos,
+                                      const float* invFreq, int N, int NH, int NKV, int HD) {
+    extern __shared__ float ew_qkv_cs[];
+    int half = HD / 2;
+    float* cs = ew_qkv_cs;
+    float* sn = ew_qkv_cs + half;
+    for (int n = blockIdx.x; n < N; n += gridDim.x) {
+        if (invFreq != nullptr) ew_rope_angles(cs, sn, pos, invFreq, n, half, 1.0f);
+        for (int which = 0; which < 2; which++) {
+            T* x = which == 0 ? q : k;
+            const T* bias = which == 0 ? bq : bk;
+            int H = which == 0 ? NH : NKV;
+            i64 base = (i64)n * H * HD;
+            if (invFreq == nullptr) {
+                if (bias != nullptr)
+                    for (int j = threadIdx.x; j < H * HD; j += blockDim.x) st(x, base + j, ld(x, base + j) + ld(bias, j));
+                continue;
+            }
+            for (int j = threadIdx.x; j < H * half; j += blockDim.x) {
+                int h = j / half, i = j - h * half, ca = h * HD + i, cb = ca + half;
+                float a = ld(x, base + ca), b = ld(x, base + cb);
+                if (bias != nullptr) a += ld(bias, ca), b += ld(bias, cb);
+                st(x, base + ca, a * cs[i] - b * sn[i]);
+                st(x, base + cb, b * cs[i] + a * sn[i]);
+            }
+        }
+        if (bv != nullptr) {
+            i64 base = (i64)n * NKV * HD;
+            for (int j = threadIdx.x; j < NKV * HD; j += blockDim.x) st(v, base + j, ld(v, base + j) + ld(bv, j));
+        }
+    }
+}
+KD_EXPORT(ew_qkv_bias_rope,
+          (T * q, T* k, T* v, const T* bq, const T* bk, const T* bv, const int* pos, const float* invFreq, int N, int NH,
+           int NKV, int HD),
+          ew_qkv_bias_rope_impl<T>(q, k, v, bq, bk, bv, pos, invFreq, N, NH, NKV, HD))
+
+// The backward of ew_qkv_bias_rope: dq and dk rotated back in place (invFreq
+// null: not rotated), and, when part is not null, the column sums of the
+// unrotated dq, dk and dv over the block's rows written to part[blockIdx.x,
+// NH·HD + 2·NKV·HD] (q's columns, then k's, then v's) for ew_qkv_colsum. One
+// block per row (grid-stride), in a fixed order, so the sums are
+// deterministic. Dynamic shared memory: 2·half floats, plus the partials
+// when part is not null.
+template <typename T>
+__device__ void ew_qkv_bias_rope_backward_impl(float* part, T* dq, T* dk, const T* dv, const int* pos,
+                                               const float* invFreq, int N, int NH, int NKV, int HD) {
+    extern __shared__ float ew_qkv_cs[];
+    int half = HD / 2, qw = NH * HD, kvw = NKV * HD, W = qw + 2 * kvw;
+    float* cs = ew_qkv_cs;
+    float* sn = ew_qkv_cs + half;
+    float* acc = ew_qkv_cs + 2 * half; // [W] when part != null
+    if (part != nullptr)
+        for (int j = threadIdx.x; j < W; j += blockDim.x) acc[j] = 0.0f;
+    __syncthreads(); // a thread's k and v columns were zeroed by others
+    for (int n = blockIdx.x; n < N; n += gridDim.x) {
+        if (invFreq != nullptr) ew_rope_angles(cs, sn, pos, invFreq, n, half, -1.0f);
+        for (int which = 0; which < 2; which++) {
+            T* x = which == 0 ? dq : dk;
+            int H = which == 0 ? NH : NKV, off = which == 0 ? 0 : qw;
+            i64 base = (i64)n * H * HD;
+            if (invFreq == nullptr) {
+                if (part != nullptr)
+                    for (int j = threadIdx.x; j < H * HD; j += blockDim.x) acc[off + j] += ld(x, base + j);
+                continue;
+            }
+            for (int j = threadIdx.x; j < H * half; j += blockDim.x) {
+                int h = j / half, i = j - h * half, ca = h * HD + i, cb = ca + half;
+                float a = ld(x, base + ca), b = ld(x, base + cb);
+                float ra = a * cs[i] - b * sn[i], rb = b * cs[i] + a * sn[i];
+                st(x, base + ca, ra);
+                st(x, base + cb, rb);
+                if (part != nullptr) {
+                    // The bias gradient sums what the stored (rounded) value is.
+                    acc[off + ca] += ld(x, base + ca);
+                    acc[off + cb] += ld(x, base + cb);
+                }
+            }
+        }
+        if (part != nullptr) {
+            i64 base = (i64)n * kvw;
+            for (int j = threadIdx.x; j < kvw; j += blockDim.x) acc[qw + kvw + j] += ld(dv, base + j);
+        }
+    }
+    if (part != nullptr) {
+        __syncthreads();
+        for (int j = threadIdx.x; j < W; j += blockDim.x) part[(i64)blockIdx.x * W + j] = acc[j];
+    }
+}
+KD_EXPORT(ew_qkv_bias_rope_backward,
+          (float* part, T* dq, T* dk, const T* dv, const int* pos, const float* invFreq, int N, int NH, int NKV, int HD),
+          ew_qkv_bias_rope_backward_impl<T>(part, dq, dk, dv, pos, invFreq, N, NH, NKV, HD))
+
+// dbq[qw] += Σ_c part[c, 0 … qw), dbk[kvw] += Σ_c part[c, qw …), dbv += Σ_c
+// part[c, qw + kvw …) over the chunks c in order (null gradients skipped).
+template <typename T>
+__device__ void ew_qkv_colsum_impl(T* dbq, T* dbk, T* dbv, const float* part, int chunks, int qw, int kvw) {
+    int W = qw + 2 * kvw;
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < W; j += gridDim.x * blockDim.x) {
+        T* dst = j < qw ? dbq : (j < qw + kvw ? dbk : dbv);
+        int c = j < qw ? j : (j < qw + kvw ? j - qw : j - qw - kvw);
+        if (dst == nullptr) continue;
+        float t = 0.0f;
+        for (int k = 0; k < chunks; k++) t += part[(i64)k * W + j];
+        st(dst, c, ld(dst, c) + t);
+    }
+}
+KD_EXPORT(ew_qkv_colsum, (T * dbq, T* dbk, T* dbv, const float* part, int chunks, int qw, int kvw),
+          ew_qkv_colsum_impl<T>(dbq, dbk, dbv, part, chunks, qw, kvw))
+
 // ---------------------------------------------------------------- SwiGLU, GELU
 
-// out = silu(gate)·up = gate/(1 + e^(−gate))·up, all [n].
+// out = silu(gate)·up = gate/(1 + e^(−gate))·up, all [n]. 16-byte vectors
+// where aligned.
+__device__ __forceinline__ float ew_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 template <typename T>
 __device__ void ew_swiglu_impl(T* out, const T* gate, const T* up, i64 n) {
-    EW_GRID_STRIDE(i, n) {
-        float g = ld(gate, i);
-        st(out, i, g / (1.0f + expf(-g)) * ld(up, i));
+    bool al = kd_aligned16(out) && kd_aligned16(gate) && kd_aligned16(up);
+    KD_VEC8_LOOP(v, n, al) {
+        float g[8], u[8];
+        ld8(gate, 8 * v, g);
+        ld8(up, 8 * v, u);
+        for (int k = 0; k < 8; k++) g[k] = ew_silu_mul(g[k], u[k]);
+        st8(out, 8 * v, g);
     }
+    KD_TAIL_LOOP(i, n, al) { st(out, i, ew_silu_mul(ld(gate, i), ld(up, i))); }
 }
 KD_EXPORT(ew_swiglu, (T * out, const T* gate, const T* up, i64 n), ew_swiglu_impl<T>(out, gate, up, n))
 
-// dgate += dout·up·σ(g)·(1 + g·(1−σ(g))), dup += dout·g·σ(g).
+// dgate = dout·up·σ(g)·(1 + g·(1−σ(g))), dup = dout·g·σ(g): written, not
+// accumulated (the caller needs no memset). 16-byte vectors where aligned.
+__device__ __forceinline__ void ew_swiglu_grad(float g, float u, float d, float* dg, float* du) {
+    float s = 1.0f / (1.0f + expf(-g));
+    *dg = d * u * s * (1.0f + g * (1.0f - s));
+    *du = d * g * s;
+}
 template <typename T>
 __device__ void ew_swiglu_backward_impl(T* dgate, T* dup, const T* dout, const T* gate, const T* up, i64 n) {
-    EW_GRID_STRIDE(i, n) {
-        float g = ld(gate, i), u = ld(up, i), d = ld(dout, i);
-        float s = 1.0f / (1.0f + expf(-g));
-        st(dgate, i, ld(dgate, i) + d * u * s * (1.0f + g * (1.0f - s)));
-        st(dup, i, ld(dup, i) + d * g * s);
+    bool al = kd_aligned16(dgate) && kd_aligned16(dup) && kd_aligned16(dout) && kd_aligned16(gate) && kd_aligned16(up);
+    KD_VEC8_LOOP(v, n, al) {
+        float g[8], u[8], d[8], dg[8], du[8];
+        ld8(gate, 8 * v, g);
+        ld8(up, 8 * v, u);
+        ld8(dout, 8 * v, d);
+        for (int k = 0; k < 8; k++) ew_swiglu_grad(g[k], u[k], d[k], &dg[k], &du[k]);
+        st8(dgate, 8 * v, dg);
+        st8(dup, 8 * v, du);
+    }
+    KD_TAIL_LOOP(i, n, al) {
+        float dg, du;
+        ew_swiglu_grad(ld(gate, i), ld(up, i), ld(dout, i), &dg, &du);
+        st(dgate, i, dg);
+        st(dup, i, du);
     }
 }
 KD_EXPORT(ew_swiglu_backward, (T * dgate, T* dup, const T* dout, const T* gate, const T* up, i64 n),

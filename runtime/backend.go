@@ -78,6 +78,11 @@ type Backend interface {
 	RMSNorm(out, rstd, x, w *Tensor, eps float32)
 	// RMSNormBackward accumulates dx [N, C] and dw [C] from dout.
 	RMSNormBackward(dx, dw, dout, x, w, rstd *Tensor)
+	// AddRMSNorm is the residual add and the RMSNorm after it in one pass:
+	// sum = a + b, then RMSNorm(out, rstd, sum, w, eps). sum may alias a or b.
+	// Its backward is RMSNormBackward with x = sum (the add passes gradients
+	// through).
+	AddRMSNorm(sum, out, rstd, a, b, w *Tensor, eps float32)
 	// LayerNorm computes out = (x − mean)·rstd·w + b over the last dimension,
 	// saving mean[N] and rstd[N].
 	LayerNorm(out, mean, rstd, x, w, b *Tensor, eps float32)
@@ -93,6 +98,15 @@ type Backend interface {
 	// with respect to the rotated values into the gradient with respect to the
 	// values before rotation.
 	RoPEBackward(dx, pos, invFreq *Tensor)
+	// QKVBiasRoPE finishes the query, key and value projections in one pass:
+	// q [N, NH·HD] += bq, k [N, NKV·HD] += bk, v [N, NKV·HD] += bv (a nil bias
+	// is none), then q and k are rotated in place as RoPE rotates them
+	// (invFreq F32 [HD/2]; nil: no rotation).
+	QKVBiasRoPE(q, k, v, bq, bk, bv, pos, invFreq *Tensor)
+	// QKVBiasRoPEBackward is its backward: dq and dk are rotated back in
+	// place as RoPEBackward does (invFreq nil: not rotated), then dbq += Σ_rows
+	// dq, dbk += Σ_rows dk and dbv += Σ_rows dv (nil gradients are skipped).
+	QKVBiasRoPEBackward(dq, dk, dv, dbq, dbk, dbv, pos, invFreq *Tensor)
 
 	// Attention computes causal scaled dot-product attention with grouped
 	// queries. q, out are [B, T, NH, HD]; k, v are [B, T, NKV, HD] with NH a
@@ -111,7 +125,8 @@ type Backend interface {
 
 	// SwiGLU computes out = silu(gate)·up elementwise, all [N, F].
 	SwiGLU(out, gate, up *Tensor)
-	// SwiGLUBackward accumulates dgate and dup from dout.
+	// SwiGLUBackward WRITES dgate and dup from dout (nothing else adds to
+	// them: no memset first).
 	SwiGLUBackward(dgate, dup, dout, gate, up *Tensor)
 	// GELU computes the tanh approximation of GELU (GPT-2's "gelu_new").
 	GELU(out, x *Tensor)
