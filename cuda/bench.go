@@ -257,13 +257,13 @@ func (b *Backend) BenchKernels(sh BenchShape, ceil Ceilings) ([]KernelBench, err
 		return out, err
 	}
 	qw, kvw := sh.NH*sh.HeadDim, sh.NKV*sh.HeadDim
-	kq, vq := s.rand("k", kdrt.F32, 1, N, kvw), s.rand("v", kdrt.F32, 1, N, kvw)
-	bq, bk, bv := s.rand("bq", kdrt.F32, 1, qw), s.rand("bk", kdrt.F32, 1, kvw), s.rand("bv", kdrt.F32, 1, kvw)
+	qkv, kq, vq := s.rand("qkv", kdrt.F32, 1, N, qw+2*kvw), s.rand("k", kdrt.F32, 1, N, kvw), s.rand("v", kdrt.F32, 1, N, kvw)
+	bqkv := s.rand("bqkv", kdrt.F32, 1, qw+2*kvw)
 	qkvShape := fmt.Sprintf("[%d %d+%d+%d]", N, qw, kvw, kvw)
-	if err := add("q/k/v bias + rope (fused)", qkvShape, 20, 2*f4(N*(qw+2*kvw)), "GB/s", func() { b.QKVBiasRoPE(q, kq, vq, bq, bk, bv, pos, inv) }); err != nil {
+	if err := add("q/k/v split + bias + rope (fused)", qkvShape, 20, 2*f4(N*(qw+2*kvw)), "GB/s", func() { b.QKVBiasRoPE(q, kq, vq, qkv, bqkv, pos, inv) }); err != nil {
 		return out, err
 	}
-	if err := add("q/k/v bias + rope backward (fused)", qkvShape, 20, f4(N*(2*qw+3*kvw)), "GB/s", func() { b.QKVBiasRoPEBackward(q, kq, vq, bq, bk, bv, pos, inv) }); err != nil {
+	if err := add("q/k/v split + bias + rope backward (fused)", qkvShape, 20, 2*f4(N*(qw+2*kvw)), "GB/s", func() { b.QKVBiasRoPEBackward(qkv, bqkv, q, kq, vq, pos, inv) }); err != nil {
 		return out, err
 	}
 	table := s.rand("table", kdrt.F32, 1, V, C)

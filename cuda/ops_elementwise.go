@@ -255,47 +255,39 @@ func (b *Backend) rope(op string, x, pos, invFreq *kdrt.Tensor, sign float32) {
 		b.dptr(x), b.dptr(pos), b.dptr(invFreq), int32(N), int32(H), int32(half), sign)
 }
 
-// QKVBiasRoPE implements runtime.Backend: the q/k/v biases and RoPE of q
-// and k in one kernel, one block per row.
-func (b *Backend) QKVBiasRoPE(q, k, v, bq, bk, bv, pos, invFreq *kdrt.Tensor) {
+// QKVBiasRoPE implements runtime.Backend: the split of the fused q/k/v
+// projection, its bias and RoPE of q and k in one kernel, one block per row.
+func (b *Backend) QKVBiasRoPE(q, k, v, qkv, bias, pos, invFreq *kdrt.Tensor) {
 	const op = "qkv bias rope"
-	dt, NH, NKV, HD := b.qkvCheck(op, q, k, v, bq, bk, bv, pos, invFreq)
+	dt, NH, NKV, HD := b.qkvCheck(op, qkv, bias, q, k, v, pos, invFreq)
 	N := q.Rows()
-	if N == 0 || (bq == nil && bk == nil && bv == nil && invFreq == nil) {
+	if N == 0 || HD == 0 {
 		return
 	}
 	b.launch(op, kernelFor("ew_qkv_bias_rope", dt), ewRows(N), d1(b.qkvThreads(NH, HD)), HD*4,
-		b.dptr(q), b.dptr(k), b.dptr(v), b.dptr(bq), b.dptr(bk), b.dptr(bv), b.dptr(pos), b.dptr(invFreq),
+		b.dptr(q), b.dptr(k), b.dptr(v), b.dptr(qkv), b.dptr(bias), b.dptr(pos), b.dptr(invFreq),
 		int32(N), int32(NH), int32(NKV), int32(HD))
 }
 
-// QKVBiasRoPEBackward implements runtime.Backend: the inverse rotation of dq
-// and dk and the fp32 column partials of the three bias gradients in one
-// pass over the rows (a block per chunk of rows, in order: deterministic),
-// then ew_qkv_colsum adds the partials into dbq, dbk, dbv.
-func (b *Backend) QKVBiasRoPEBackward(dq, dk, dv, dbq, dbk, dbv, pos, invFreq *kdrt.Tensor) {
+// QKVBiasRoPEBackward implements runtime.Backend: dqkv from dq, dk (rotated
+// back) and dv, and the fp32 column partials of the bias gradient, in one
+// pass over the rows (a block per chunk of rows, in order: deterministic);
+// ew_colsum then adds the partials into dbias.
+func (b *Backend) QKVBiasRoPEBackward(dqkv, dbias, dq, dk, dv, pos, invFreq *kdrt.Tensor) {
 	const op = "qkv bias rope backward"
-	dt, NH, NKV, HD := b.qkvCheck(op, dq, dk, dv, dbq, dbk, dbv, pos, invFreq)
-	N := dq.Rows()
-	bias := dbq != nil || dbk != nil || dbv != nil
-	if N == 0 || (!bias && invFreq == nil) {
+	dt, NH, NKV, HD := b.qkvCheck(op, dqkv, dbias, dq, dk, dv, pos, invFreq)
+	N, W := dqkv.Rows(), dqkv.Cols()
+	if N == 0 || HD == 0 {
 		return
 	}
-	qw, kvw := dq.Cols(), dk.Cols()
-	W := qw + 2*kvw
 	threads := b.qkvThreads(NH, HD)
-	if !bias || 4*(HD+W) > 48<<10 {
-		// The rotation alone; wide biases (above 48 KiB of partials) take
-		// BiasBackward's kernels.
-		if invFreq != nil {
-			b.launch(op, kernelFor("ew_qkv_bias_rope_backward", dt), ewRows(N), d1(threads), HD*4,
-				uint64(0), b.dptr(dq), b.dptr(dk), b.dptr(dv), b.dptr(pos), b.dptr(invFreq),
-				int32(N), int32(NH), int32(NKV), int32(HD))
-		}
-		for _, p := range [][2]*kdrt.Tensor{{dq, dbq}, {dk, dbk}, {dv, dbv}} {
-			if p[1] != nil {
-				b.BiasBackward(p[1], p[0])
-			}
+	if dbias == nil || 4*(HD+W) > 48<<10 {
+		// No bias, or partials too wide for shared memory (then BiasBackward).
+		b.launch(op, kernelFor("ew_qkv_bias_rope_backward", dt), ewRows(N), d1(threads), HD*4,
+			b.dptr(dqkv), uint64(0), b.dptr(dq), b.dptr(dk), b.dptr(dv), b.dptr(pos), b.dptr(invFreq),
+			int32(N), int32(NH), int32(NKV), int32(HD))
+		if dbias != nil {
+			b.BiasBackward(dbias, dqkv)
 		}
 		return
 	}
@@ -305,33 +297,29 @@ func (b *Backend) QKVBiasRoPEBackward(dq, dk, dv, dbq, dbk, dbv, pos, invFreq *k
 		return
 	}
 	b.launch(op, kernelFor("ew_qkv_bias_rope_backward", dt), d1(chunks), d1(threads), 4*(HD+W),
-		b.dptr(part), b.dptr(dq), b.dptr(dk), b.dptr(dv), b.dptr(pos), b.dptr(invFreq),
+		b.dptr(dqkv), b.dptr(part), b.dptr(dq), b.dptr(dk), b.dptr(dv), b.dptr(pos), b.dptr(invFreq),
 		int32(N), int32(NH), int32(NKV), int32(HD))
-	b.launch(op, kernelFor("ew_qkv_colsum", dt), d1(blocks(W, ewThreads)), d1(ewThreads), 0,
-		b.dptr(dbq), b.dptr(dbk), b.dptr(dbv), b.dptr(part), int32(chunks), int32(qw), int32(kvw))
+	b.launch(op, kernelFor("ew_colsum", dt), d1(blocks(W, ewThreads)), d1(ewThreads), 0,
+		b.dptr(dbias), b.dptr(part), int32(chunks), int32(W))
 	b.Free(part)
 }
 
-// qkvCheck panics unless q [N, NH·HD], k and v [N, NKV·HD] share a storage
-// dtype with the biases given, each bias has its tensor's columns, and (with
-// invFreq) pos is I32 [N] and invFreq F32 [HD/2]. Without invFreq nothing
-// rotates and the head size does not matter; any common divisor of the
-// column counts serves (their greatest).
-func (b *Backend) qkvCheck(op string, q, k, v, bq, bk, bv, pos, invFreq *kdrt.Tensor) (dt kdrt.DType, NH, NKV, HD int) {
-	ts := []*kdrt.Tensor{q, k, v}
-	for _, p := range [][2]*kdrt.Tensor{{q, bq}, {k, bk}, {v, bv}} {
-		if p[1] != nil {
-			if p[1].Numel() != p[0].Cols() {
-				panic(fmt.Sprintf("cuda: %s: bias %v should have %d elements (the columns of %v)", op, p[1], p[0].Cols(), p[0]))
-			}
-			ts = append(ts, p[1])
-		}
+// qkvCheck panics unless q [N, NH·HD], k and v [N, NKV·HD] are the column
+// blocks of qkv [N, W], bias (when given) has W elements, all of one storage
+// dtype, and (with invFreq) pos is I32 [N] and invFreq F32 [HD/2]. Without
+// invFreq nothing rotates and the head size does not matter; any common
+// divisor of the widths serves (their greatest).
+func (b *Backend) qkvCheck(op string, qkv, bias, q, k, v, pos, invFreq *kdrt.Tensor) (dt kdrt.DType, NH, NKV, HD int) {
+	N := qkv.Rows()
+	if q.Rows() != N || k.Rows() != N || v.Rows() != N || v.Cols() != k.Cols() || q.Cols()+2*k.Cols() != qkv.Cols() ||
+		(bias != nil && bias.Numel() != qkv.Cols()) {
+		panic(fmt.Sprintf("cuda: %s: %v is not [%v %v %v] (bias %v)", op, qkv, q, k, v, bias))
+	}
+	ts := []*kdrt.Tensor{qkv, q, k, v}
+	if bias != nil {
+		ts = append(ts, bias)
 	}
 	dt = ewSameDType(op, ts...)
-	N := q.Rows()
-	if k.Rows() != N || v.Rows() != N || v.Cols() != k.Cols() {
-		panic(fmt.Sprintf("cuda: %s: %v %v %v do not agree", op, q, k, v))
-	}
 	if invFreq == nil {
 		HD = gcd(q.Cols(), k.Cols())
 	} else {

@@ -56,10 +56,9 @@ var qkvCases = []struct {
 	{2000, 2, 1, 32, true, true},
 }
 
-// TestQKVBiasRoPE: the q/k/v epilogue (biases, RoPE of q and k) and its
-// backward (the inverse rotation, the bias gradients from the unrotated
-// gradients) against the CPU, which composes AddBias, RoPE and
-// BiasBackward.
+// TestQKVBiasRoPE: the fused q/k/v projection's epilogue (split, bias,
+// RoPE of q and k) and its backward (the inverse rotation gathered into
+// dqkv, the bias gradient from it) against the CPU.
 func TestQKVBiasRoPE(t *testing.T) {
 	p := newPair(t)
 	for _, dt := range dtypes {
@@ -67,6 +66,7 @@ func TestQKVBiasRoPE(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/N%d_NH%d_NKV%d_HD%d_bias%v_rope%v", dt, c.N, c.NH, c.NKV, c.HD, c.bias, c.rope), func(t *testing.T) {
 				p.t = t
 				qw, kvw := c.NH*c.HD, c.NKV*c.HD
+				W := qw + 2*kvw
 				var pc, pg, fc, fg *kdrt.Tensor
 				if c.rope {
 					pos := make([]int32, c.N)
@@ -76,42 +76,38 @@ func TestQKVBiasRoPE(t *testing.T) {
 					pc, pg = p.ints("pos", pos, c.N)
 					fc, fg = p.from("invFreq", kdrt.F32, ropeInvFreqs(c.HD, 1e6), c.HD/2)
 				}
-				qc, qg := p.rand("q", dt, 1, c.N, qw)
-				kc, kg := p.rand("k", dt, 1, c.N, kvw)
-				vc, vg := p.rand("v", dt, 1, c.N, kvw)
-				var bqc, bqg, bkc, bkg, bvc, bvg *kdrt.Tensor
+				xc, xg := p.rand("qkv", dt, 1, c.N, W)
+				// Garbage in the outputs: the op overwrites them.
+				qc, qg := p.rand("q", dt, 3, c.N, qw)
+				kc, kg := p.rand("k", dt, 3, c.N, kvw)
+				vc, vg := p.rand("v", dt, 3, c.N, kvw)
+				var bc, bg *kdrt.Tensor
 				if c.bias {
-					bqc, bqg = p.rand("bq", dt, 1, qw)
-					bkc, bkg = p.rand("bk", dt, 1, kvw)
-					bvc, bvg = p.rand("bv", dt, 1, kvw)
+					bc, bg = p.rand("bias", dt, 1, W)
 				}
-				p.cpu.QKVBiasRoPE(qc, kc, vc, bqc, bkc, bvc, pc, fc)
-				p.gpu.QKVBiasRoPE(qg, kg, vg, bqg, bkg, bvg, pg, fg)
+				p.cpu.QKVBiasRoPE(qc, kc, vc, xc, bc, pc, fc)
+				p.gpu.QKVBiasRoPE(qg, kg, vg, xg, bg, pg, fg)
 				p.check("q", qc, qg, tolFor(dt))
 				p.check("k", kc, kg, tolFor(dt))
 				p.check("v", vc, vg, tolFor(dt))
+				p.check("qkv unchanged", xc, xg, 0)
 
 				dqc, dqg := p.rand("dq", dt, 1, c.N, qw)
 				dkc, dkg := p.rand("dk", dt, 1, c.N, kvw)
 				dvc, dvg := p.rand("dv", dt, 1, c.N, kvw)
-				var dbqc, dbqg, dbkc, dbkg, dbvc, dbvg *kdrt.Tensor
+				dxc, dxg := p.rand("dqkv", dt, 3, c.N, W)
+				var dbc, dbg *kdrt.Tensor
 				if c.bias {
-					// Random gradients first: the bias gradients accumulate.
-					dbqc, dbqg = p.rand("dbq", dt, 1, qw)
-					dbkc, dbkg = p.rand("dbk", dt, 1, kvw)
-					dbvc, dbvg = p.rand("dbv", dt, 1, kvw)
+					// Random gradients first: the bias gradient accumulates.
+					dbc, dbg = p.rand("dbias", dt, 1, W)
 				}
-				p.cpu.QKVBiasRoPEBackward(dqc, dkc, dvc, dbqc, dbkc, dbvc, pc, fc)
-				p.gpu.QKVBiasRoPEBackward(dqg, dkg, dvg, dbqg, dbkg, dbvg, pg, fg)
-				p.check("dq", dqc, dqg, tolFor(dt))
-				p.check("dk", dkc, dkg, tolFor(dt))
-				p.check("dv unchanged", dvc, dvg, 0)
+				p.cpu.QKVBiasRoPEBackward(dxc, dbc, dqc, dkc, dvc, pc, fc)
+				p.gpu.QKVBiasRoPEBackward(dxg, dbg, dqg, dkg, dvg, pg, fg)
+				p.check("dqkv", dxc, dxg, tolFor(dt))
+				p.check("dq unchanged", dqc, dqg, 0)
 				if c.bias {
 					// bf16: each column sums N rounded rows.
-					tol := tolFor(dt) * max(1, float64(c.N)/500)
-					p.check("dbq", dbqc, dbqg, tol)
-					p.check("dbk", dbkc, dbkg, tol)
-					p.check("dbv", dbvc, dbvg, tol)
+					p.check("dbias", dbc, dbg, tolFor(dt)*max(1, float64(c.N)/500))
 				}
 			})
 		}

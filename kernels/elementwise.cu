@@ -195,58 +195,58 @@ __device__ __forceinline__ void ew_rope_angles(float* cs, float* sn, const int* 
     __syncthreads();
 }
 
-// q [N, NH·HD] += bq, k [N, NKV·HD] += bk, v [N, NKV·HD] += bv (null
-// biases: none), then q and k rotated by RoPE as ew_rope does (invFreq
-// null: none; half = HD/2): the projections' epilogue in one pass. One block
-// per row (grid-stride), dynamic shared memory 2·half floats.
+// The epilogue of the fused q/k/v projection qkv [N, W] (W = NH·HD +
+// 2·NKV·HD: q's columns, then k's, then v's) in one pass: q [N, NH·HD], k,
+// v [N, NKV·HD] = the column blocks of qkv + bias [W] (null: none), q and k
+// then rotated by RoPE as ew_rope does (invFreq null: no rotation; half =
+// HD/2). One block per row (grid-stride), dynamic shared memory 2·half
+// floats.
 template <typename T>
-__device__ void ew_qkv_bias_rope_impl(T* q, T* k, T* v, const T* bq, const T* bk, const T* bv, const int* pos,
+__device__ void ew_qkv_bias_rope_impl(T* q, T* k, T* v, const T* qkv, const T* bias, const int* pos,
                                       const float* invFreq, int N, int NH, int NKV, int HD) {
     extern __shared__ float ew_qkv_cs[];
-    int half = HD / 2;
+    int half = HD / 2, qw = NH * HD, kvw = NKV * HD, W = qw + 2 * kvw;
     float* cs = ew_qkv_cs;
     float* sn = ew_qkv_cs + half;
     for (int n = blockIdx.x; n < N; n += gridDim.x) {
         if (invFreq != nullptr) ew_rope_angles(cs, sn, pos, invFreq, n, half, 1.0f);
+        const i64 src = (i64)n * W;
         for (int which = 0; which < 2; which++) {
             T* x = which == 0 ? q : k;
-            const T* bias = which == 0 ? bq : bk;
-            int H = which == 0 ? NH : NKV;
-            i64 base = (i64)n * H * HD;
+            int H = which == 0 ? NH : NKV, off = which == 0 ? 0 : qw;
+            i64 dst = (i64)n * H * HD;
             if (invFreq == nullptr) {
-                if (bias != nullptr)
-                    for (int j = threadIdx.x; j < H * HD; j += blockDim.x) st(x, base + j, ld(x, base + j) + ld(bias, j));
+                for (int j = threadIdx.x; j < H * HD; j += blockDim.x)
+                    st(x, dst + j, ld(qkv, src + off + j) + (bias != nullptr ? ld(bias, off + j) : 0.0f));
                 continue;
             }
             for (int j = threadIdx.x; j < H * half; j += blockDim.x) {
                 int h = j / half, i = j - h * half, ca = h * HD + i, cb = ca + half;
-                float a = ld(x, base + ca), b = ld(x, base + cb);
-                if (bias != nullptr) a += ld(bias, ca), b += ld(bias, cb);
-                st(x, base + ca, a * cs[i] - b * sn[i]);
-                st(x, base + cb, b * cs[i] + a * sn[i]);
+                float a = ld(qkv, src + off + ca), b = ld(qkv, src + off + cb);
+                if (bias != nullptr) a += ld(bias, off + ca), b += ld(bias, off + cb);
+                st(x, dst + ca, a * cs[i] - b * sn[i]);
+                st(x, dst + cb, b * cs[i] + a * sn[i]);
             }
         }
-        if (bv != nullptr) {
-            i64 base = (i64)n * NKV * HD;
-            for (int j = threadIdx.x; j < NKV * HD; j += blockDim.x) st(v, base + j, ld(v, base + j) + ld(bv, j));
-        }
+        i64 dst = (i64)n * kvw;
+        for (int j = threadIdx.x; j < kvw; j += blockDim.x)
+            st(v, dst + j, ld(qkv, src + qw + kvw + j) + (bias != nullptr ? ld(bias, qw + kvw + j) : 0.0f));
     }
 }
 KD_EXPORT(ew_qkv_bias_rope,
-          (T * q, T* k, T* v, const T* bq, const T* bk, const T* bv, const int* pos, const float* invFreq, int N, int NH,
-           int NKV, int HD),
-          ew_qkv_bias_rope_impl<T>(q, k, v, bq, bk, bv, pos, invFreq, N, NH, NKV, HD))
+          (T * q, T* k, T* v, const T* qkv, const T* bias, const int* pos, const float* invFreq, int N, int NH, int NKV,
+           int HD),
+          ew_qkv_bias_rope_impl<T>(q, k, v, qkv, bias, pos, invFreq, N, NH, NKV, HD))
 
-// The backward of ew_qkv_bias_rope: dq and dk rotated back in place (invFreq
-// null: not rotated), and, when part is not null, the column sums of the
-// unrotated dq, dk and dv over the block's rows written to part[blockIdx.x,
-// NH·HD + 2·NKV·HD] (q's columns, then k's, then v's) for ew_qkv_colsum. One
-// block per row (grid-stride), in a fixed order, so the sums are
-// deterministic. Dynamic shared memory: 2·half floats, plus the partials
-// when part is not null.
+// The backward of ew_qkv_bias_rope: dqkv [N, W] = [dq rotated back, dk
+// rotated back, dv] (invFreq null: not rotated) and, when part is not null,
+// the column sums of dqkv (as stored) over the block's rows written to
+// part[blockIdx.x, W] for ew_colsum: the bias gradient. One block per chunk
+// of rows (grid-stride, in a fixed order: deterministic). Dynamic shared
+// memory: 2·half floats, plus W floats of partials when part is not null.
 template <typename T>
-__device__ void ew_qkv_bias_rope_backward_impl(float* part, T* dq, T* dk, const T* dv, const int* pos,
-                                               const float* invFreq, int N, int NH, int NKV, int HD) {
+__device__ void ew_qkv_bias_rope_backward_impl(T* dqkv, float* part, const T* dq, const T* dk, const T* dv,
+                                               const int* pos, const float* invFreq, int N, int NH, int NKV, int HD) {
     extern __shared__ float ew_qkv_cs[];
     int half = HD / 2, qw = NH * HD, kvw = NKV * HD, W = qw + 2 * kvw;
     float* cs = ew_qkv_cs;
@@ -254,34 +254,36 @@ __device__ void ew_qkv_bias_rope_backward_impl(float* part, T* dq, T* dk, const 
     float* acc = ew_qkv_cs + 2 * half; // [W] when part != null
     if (part != nullptr)
         for (int j = threadIdx.x; j < W; j += blockDim.x) acc[j] = 0.0f;
-    __syncthreads(); // a thread's k and v columns were zeroed by others
+    __syncthreads(); // a thread may add to columns another zeroed
     for (int n = blockIdx.x; n < N; n += gridDim.x) {
         if (invFreq != nullptr) ew_rope_angles(cs, sn, pos, invFreq, n, half, -1.0f);
+        const i64 dst = (i64)n * W;
         for (int which = 0; which < 2; which++) {
-            T* x = which == 0 ? dq : dk;
+            const T* x = which == 0 ? dq : dk;
             int H = which == 0 ? NH : NKV, off = which == 0 ? 0 : qw;
-            i64 base = (i64)n * H * HD;
+            i64 src = (i64)n * H * HD;
             if (invFreq == nullptr) {
-                if (part != nullptr)
-                    for (int j = threadIdx.x; j < H * HD; j += blockDim.x) acc[off + j] += ld(x, base + j);
+                for (int j = threadIdx.x; j < H * HD; j += blockDim.x) {
+                    st(dqkv, dst + off + j, ld(x, src + j));
+                    if (part != nullptr) acc[off + j] += ld(dqkv, dst + off + j);
+                }
                 continue;
             }
             for (int j = threadIdx.x; j < H * half; j += blockDim.x) {
                 int h = j / half, i = j - h * half, ca = h * HD + i, cb = ca + half;
-                float a = ld(x, base + ca), b = ld(x, base + cb);
-                float ra = a * cs[i] - b * sn[i], rb = b * cs[i] + a * sn[i];
-                st(x, base + ca, ra);
-                st(x, base + cb, rb);
+                float a = ld(x, src + ca), b = ld(x, src + cb);
+                st(dqkv, dst + off + ca, a * cs[i] - b * sn[i]);
+                st(dqkv, dst + off + cb, b * cs[i] + a * sn[i]);
                 if (part != nullptr) {
-                    // The bias gradient sums what the stored (rounded) value is.
-                    acc[off + ca] += ld(x, base + ca);
-                    acc[off + cb] += ld(x, base + cb);
+                    // The bias gradient sums the values as stored.
+                    acc[off + ca] += ld(dqkv, dst + off + ca);
+                    acc[off + cb] += ld(dqkv, dst + off + cb);
                 }
             }
         }
-        if (part != nullptr) {
-            i64 base = (i64)n * kvw;
-            for (int j = threadIdx.x; j < kvw; j += blockDim.x) acc[qw + kvw + j] += ld(dv, base + j);
+        for (int j = threadIdx.x; j < kvw; j += blockDim.x) {
+            st(dqkv, dst + qw + kvw + j, ld(dv, (i64)n * kvw + j));
+            if (part != nullptr) acc[qw + kvw + j] += ld(dqkv, dst + qw + kvw + j);
         }
     }
     if (part != nullptr) {
@@ -290,25 +292,9 @@ __device__ void ew_qkv_bias_rope_backward_impl(float* part, T* dq, T* dk, const 
     }
 }
 KD_EXPORT(ew_qkv_bias_rope_backward,
-          (float* part, T* dq, T* dk, const T* dv, const int* pos, const float* invFreq, int N, int NH, int NKV, int HD),
-          ew_qkv_bias_rope_backward_impl<T>(part, dq, dk, dv, pos, invFreq, N, NH, NKV, HD))
-
-// dbq[qw] += Σ_c part[c, 0 … qw), dbk[kvw] += Σ_c part[c, qw …), dbv += Σ_c
-// part[c, qw + kvw …) over the chunks c in order (null gradients skipped).
-template <typename T>
-__device__ void ew_qkv_colsum_impl(T* dbq, T* dbk, T* dbv, const float* part, int chunks, int qw, int kvw) {
-    int W = qw + 2 * kvw;
-    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < W; j += gridDim.x * blockDim.x) {
-        T* dst = j < qw ? dbq : (j < qw + kvw ? dbk : dbv);
-        int c = j < qw ? j : (j < qw + kvw ? j - qw : j - qw - kvw);
-        if (dst == nullptr) continue;
-        float t = 0.0f;
-        for (int k = 0; k < chunks; k++) t += part[(i64)k * W + j];
-        st(dst, c, ld(dst, c) + t);
-    }
-}
-KD_EXPORT(ew_qkv_colsum, (T * dbq, T* dbk, T* dbv, const float* part, int chunks, int qw, int kvw),
-          ew_qkv_colsum_impl<T>(dbq, dbk, dbv, part, chunks, qw, kvw))
+          (T * dqkv, float* part, const T* dq, const T* dk, const T* dv, const int* pos, const float* invFreq, int N,
+           int NH, int NKV, int HD),
+          ew_qkv_bias_rope_backward_impl<T>(dqkv, part, dq, dk, dv, pos, invFreq, N, NH, NKV, HD))
 
 // ---------------------------------------------------------------- SwiGLU, GELU
 

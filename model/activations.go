@@ -27,6 +27,7 @@ type activations struct {
 	normF, normFMean, normFRstd *kdrt.Tensor
 	logits, losses              *kdrt.Tensor // [N, V], [N]
 	tmpC                        *kdrt.Tensor // [N, C] scratch: projections' outputs
+	qkv, dqkv                   *kdrt.Tensor // [N, NH·HD + 2·NKV·HD] scratch: the fused q/k/v projection, its gradient
 
 	dres, dnorm, dnormF *kdrt.Tensor // [N, C]
 	dq, dk, dv, datt    *kdrt.Tensor
@@ -77,6 +78,7 @@ func (m *Model) prepare(B, T int) error {
 	a.normF, a.normFMean, a.normFRstd = f("norm.final", N, C), f("norm.final.mean", N), f("norm.final.rstd", N)
 	a.logits, a.losses = f("logits", N, c.Vocab), f("losses", N)
 	a.tmpC = f("scratch", N, C)
+	a.qkv, a.dqkv = f("qkv", N, qw+2*kvw), f("grad.qkv", N, qw+2*kvw)
 	a.dres, a.dnorm, a.dnormF = f("grad.residual", N, C), f("grad.norm", N, C), f("grad.norm.final", N, C)
 	a.dq, a.dk, a.dv, a.datt = f("grad.q", N, qw), f("grad.k", N, kvw), f("grad.v", N, kvw), f("grad.attention", N, qw)
 	if c.Arch == Llama {

@@ -22,6 +22,7 @@ type Model struct {
 	head                *Param // the embedding itself when tied
 	invFreq             *kdrt.Tensor
 	grads               *kdrt.Tensor // every parameter's gradient, one buffer (ZeroGrad is one memset)
+	qkv                 map[*layer]*qkvFused
 	acts                *activations
 	ckptPrefix          string // GPT-2's checkpoint name prefix ("transformer." or "")
 	lossCount           int    // target tokens in the last forward
@@ -45,6 +46,9 @@ func New(cfg *Config, be kdrt.Backend) (*Model, error) {
 	}
 	for _, p := range m.params {
 		m.byName[p.Name] = p
+	}
+	if err := m.fuseQKV(); err != nil {
+		return nil, err
 	}
 	if cfg.Arch == Llama {
 		inv := cfg.InvFreq()
@@ -165,7 +169,7 @@ func (m *Model) ForwardHidden(b Batch) (*kdrt.Tensor, error) {
 		bufs := blockBufs{in: la.in, norm1: la.norm1, norm1Mean: la.norm1Mean, norm1Rstd: la.norm1Rstd,
 			q: la.q, k: la.k, v: la.v, att: la.att, mid: la.mid, norm2: la.norm2, norm2Mean: la.norm2Mean,
 			norm2Rstd: la.norm2Rstd, gate: la.gate, up: la.up, act: la.act, tmp: a.tmpC, out: a.out, pos: a.pos,
-			norm1Done: rms}
+			qkv: a.qkv, norm1Done: rms}
 		if i+1 < len(m.layers) {
 			bufs.out = a.layers[i+1].in
 		}
@@ -243,29 +247,116 @@ func (m *Model) Hidden(i int) (*kdrt.Tensor, error) {
 // losses that compute logits themselves, a block of rows at a time.
 func (m *Model) Head() *Param { return m.head }
 
+// qkvFused is one layer's q, k and v projections as one product: w [W, C]
+// and b [W] (nil without biases), W = NH·HD + 2·NKV·HD, whose row blocks are
+// the q, k and v parameters' own tensors (views), and gw, gb the same over
+// their gradients once ZeroGrad has made them.
+type qkvFused struct{ w, b, gw, gb *kdrt.Tensor }
+
+// fuseQKV puts each layer's q, k, v weights (and biases) into one buffer,
+// so that the block computes the three projections with one GEMM and their
+// gradients with two.
+func (m *Model) fuseQKV() error {
+	m.qkv = map[*layer]*qkvFused{}
+	for i := range m.layers {
+		l := &m.layers[i]
+		parts := []linear{l.q, l.k, l.v}
+		f := &qkvFused{}
+		var err error
+		if f.w, err = m.fuse(fmt.Sprintf("layer%d.qkv.weight", i), []*Param{l.q.W, l.k.W, l.v.W}); err != nil {
+			return err
+		}
+		switch {
+		case parts[0].B != nil && parts[1].B != nil && parts[2].B != nil:
+			if f.b, err = m.fuse(fmt.Sprintf("layer%d.qkv.bias", i), []*Param{l.q.B, l.k.B, l.v.B}); err != nil {
+				return err
+			}
+		case parts[0].B != nil || parts[1].B != nil || parts[2].B != nil:
+			return fmt.Errorf("model: layer %d has biases on some of q, k, v but not all", i)
+		}
+		m.qkv[l] = f
+	}
+	return nil
+}
+
+// fuse allocates one buffer for ps stacked along their first dimension and
+// makes each parameter's value a view of its rows.
+func (m *Model) fuse(name string, ps []*Param) (*kdrt.Tensor, error) {
+	shape := append([]int(nil), ps[0].Shape...)
+	shape[0] = 0
+	for _, p := range ps {
+		shape[0] += p.Shape[0]
+	}
+	buf, err := m.be.Alloc(name, kdrt.F32, shape...)
+	if err != nil {
+		return nil, fmt.Errorf("model: allocating parameters: %w", err)
+	}
+	off := 0
+	for _, p := range ps {
+		v := m.be.Slice(buf, off, off+p.Shape[0])
+		v.Shape, v.Name = append([]int(nil), p.Shape...), p.Name
+		m.be.Free(p.W)
+		p.W = v
+		off += p.Shape[0]
+	}
+	return buf, nil
+}
+
 // ZeroGrad allocates the gradients on first use and sets them to zero. The
-// gradients are views into one buffer (each starting 256-byte aligned), so
-// that zeroing them is one operation, not one per parameter.
+// gradients are views into one buffer (each starting 256-byte aligned, the
+// fused q/k/v parameters' adjacent as their values are), so that zeroing
+// them is one operation, not one per parameter.
 func (m *Model) ZeroGrad() error {
 	if m.grads != nil {
 		m.be.Zero(m.grads)
 		return nil
 	}
 	const align = 64 // elements: 256 bytes of F32
-	offs, total := make([]int, len(m.params)), 0
-	for i, p := range m.params {
-		offs[i] = total
-		total += (kdrt.Numel(p.Shape) + align - 1) / align * align
+	// Groups laid out back to back: a fused triple, or one parameter.
+	var groups [][]*Param
+	grouped := map[*Param]bool{}
+	for i := range m.layers {
+		l := &m.layers[i]
+		for _, g := range [][]*Param{{l.q.W, l.k.W, l.v.W}, {l.q.B, l.k.B, l.v.B}} {
+			if g[0] != nil {
+				groups = append(groups, g)
+				for _, p := range g {
+					grouped[p] = true
+				}
+			}
+		}
+	}
+	for _, p := range m.params {
+		if !grouped[p] {
+			groups = append(groups, []*Param{p})
+		}
+	}
+	offs, total := map[*Param]int{}, 0
+	for _, g := range groups {
+		for _, p := range g {
+			offs[p] = total
+			total += kdrt.Numel(p.Shape)
+		}
+		total = (total + align - 1) / align * align
 	}
 	buf, err := m.be.Alloc("grads", kdrt.F32, total)
 	if err != nil {
 		return fmt.Errorf("model: allocating gradients: %w", err)
 	}
 	m.grads = buf
-	for i, p := range m.params {
-		g := m.be.Slice(buf, offs[i], offs[i]+kdrt.Numel(p.Shape))
-		g.Shape, g.Name = append([]int(nil), p.Shape...), "grad."+p.Name
-		p.G = g
+	view := func(off int, name string, shape []int) *kdrt.Tensor {
+		g := m.be.Slice(buf, off, off+kdrt.Numel(shape))
+		g.Shape, g.Name = append([]int(nil), shape...), name
+		return g
+	}
+	for _, p := range m.params {
+		p.G = view(offs[p], "grad."+p.Name, p.Shape)
+	}
+	for l, f := range m.qkv {
+		f.gw = view(offs[l.q.W], "grad."+f.w.Name, f.w.Shape)
+		if f.b != nil {
+			f.gb = view(offs[l.q.B], "grad."+f.b.Name, f.b.Shape)
+		}
 	}
 	return nil
 }
@@ -344,12 +435,12 @@ func (m *Model) BackwardHidden(dh *kdrt.Tensor, extra ...HiddenGrad) error {
 		// Attention: mid = in + o(attention(rope(q), rope(k), v)).
 		m.linearBackward(a.datt, a.dres, la.att, l.o, 0)
 		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, la.att, la.lse, la.q, la.k, la.v, m.attnParams(l)) // writes
-		// RoPE's inverse and the q/k/v bias gradients in one pass; then the
-		// products' gradients without their biases.
-		be.QKVBiasRoPEBackward(a.dq, a.dk, a.dv, gradOf(l.q.B), gradOf(l.k.B), gradOf(l.v.B), a.pos, m.invFreq)
-		m.linearBackward(a.dnorm, a.dq, la.norm1, linear{W: l.q.W}, 0)
-		m.linearBackward(a.dnorm, a.dk, la.norm1, linear{W: l.k.W}, 1)
-		m.linearBackward(a.dnorm, a.dv, la.norm1, linear{W: l.v.W}, 1)
+		// RoPE's inverse and the q/k/v bias gradient in one pass, into the
+		// fused projection's gradient; then its two products.
+		f := m.qkv[l]
+		be.QKVBiasRoPEBackward(a.dqkv, f.gb, a.dq, a.dk, a.dv, a.pos, m.invFreq)
+		be.MatMul(a.dnorm, a.dqkv, f.w, false, false, 1, 0)
+		be.MatMul(f.gw, a.dqkv, la.norm1, true, false, 1, 1)
 		m.normBackward(a.dres, l.norm1W, l.norm1B, a.dnorm, la.in, la.norm1Mean, la.norm1Rstd)
 		// a.dres is now the gradient at hidden state i, the layer's input.
 		for _, g := range at[i] {
@@ -421,6 +512,7 @@ func (m *Model) TensorBytes() int {
 	if m.grads != nil {
 		n += m.grads.Bytes()
 	}
+
 	if m.acts != nil {
 		for _, t := range m.acts.all {
 			n += t.Bytes()
@@ -439,6 +531,7 @@ type blockBufs struct {
 	mid, norm2, norm2Mean, norm2Rstd *kdrt.Tensor
 	gate, up, act, tmp, out          *kdrt.Tensor
 	pos                              *kdrt.Tensor // I32 position ids, for RoPE
+	qkv                              *kdrt.Tensor // [N, W] the fused q/k/v projection (nil: three products)
 	// norm1Done says norm1 (and its statistics) already hold norm1(in): the
 	// previous block's fused add-and-norm wrote them (RMSNorm models).
 	norm1Done bool
@@ -448,22 +541,6 @@ type blockBufs struct {
 	nextW              *Param
 }
 
-// gradOf is p's gradient, nil when p is nil.
-func gradOf(p *Param) *kdrt.Tensor {
-	if p == nil {
-		return nil
-	}
-	return p.G
-}
-
-// valueOf is p's value, nil when p is nil.
-func valueOf(p *Param) *kdrt.Tensor {
-	if p == nil {
-		return nil
-	}
-	return p.W
-}
-
 // block runs one transformer block: pre-norm attention and MLP, each added to
 // the residual stream. attend fills b.att from b.q, b.k, b.v (rotated).
 func (m *Model) block(l *layer, b blockBufs, eps float32, attend func()) {
@@ -471,11 +548,21 @@ func (m *Model) block(l *layer, b blockBufs, eps float32, attend func()) {
 	if !b.norm1Done {
 		m.norm(b.norm1, b.norm1Mean, b.norm1Rstd, b.in, l.norm1W, l.norm1B, eps)
 	}
-	// The projections, then their biases and RoPE in one pass.
-	be.MatMul(b.q, b.norm1, l.q.W.W, false, true, 1, 0)
-	be.MatMul(b.k, b.norm1, l.k.W.W, false, true, 1, 0)
-	be.MatMul(b.v, b.norm1, l.v.W.W, false, true, 1, 0)
-	be.QKVBiasRoPE(b.q, b.k, b.v, valueOf(l.q.B), valueOf(l.k.B), valueOf(l.v.B), b.pos, m.invFreq)
+	if f := m.qkv[l]; b.qkv != nil {
+		// The three projections as one product, then its split, bias and
+		// RoPE in one pass.
+		be.MatMul(b.qkv, b.norm1, f.w, false, true, 1, 0)
+		be.QKVBiasRoPE(b.q, b.k, b.v, b.qkv, f.b, b.pos, m.invFreq)
+	} else {
+		// Without the scratch (the generator's decode step): three products.
+		m.linear(b.q, b.norm1, l.q)
+		m.linear(b.k, b.norm1, l.k)
+		m.linear(b.v, b.norm1, l.v)
+		if m.invFreq != nil {
+			be.RoPE(b.q, b.pos, m.invFreq)
+			be.RoPE(b.k, b.pos, m.invFreq)
+		}
+	}
 	attend()
 	m.linear(b.tmp, b.att, l.o)
 	if l.norm2B == nil {

@@ -98,15 +98,16 @@ type Backend interface {
 	// with respect to the rotated values into the gradient with respect to the
 	// values before rotation.
 	RoPEBackward(dx, pos, invFreq *Tensor)
-	// QKVBiasRoPE finishes the query, key and value projections in one pass:
-	// q [N, NH·HD] += bq, k [N, NKV·HD] += bk, v [N, NKV·HD] += bv (a nil bias
-	// is none), then q and k are rotated in place as RoPE rotates them
-	// (invFreq F32 [HD/2]; nil: no rotation).
-	QKVBiasRoPE(q, k, v, bq, bk, bv, pos, invFreq *Tensor)
-	// QKVBiasRoPEBackward is its backward: dq and dk are rotated back in
-	// place as RoPEBackward does (invFreq nil: not rotated), then dbq += Σ_rows
-	// dq, dbk += Σ_rows dk and dbv += Σ_rows dv (nil gradients are skipped).
-	QKVBiasRoPEBackward(dq, dk, dv, dbq, dbk, dbv, pos, invFreq *Tensor)
+	// QKVBiasRoPE is the epilogue of the fused q/k/v projection qkv [N, W],
+	// W = NH·HD + 2·NKV·HD (q's columns, then k's, then v's), in one pass:
+	// q [N, NH·HD], k, v [N, NKV·HD] = qkv's column blocks + bias [W] (nil:
+	// none), then q and k rotated in place as RoPE rotates them (invFreq F32
+	// [HD/2]; nil: no rotation).
+	QKVBiasRoPE(q, k, v, qkv, bias, pos, invFreq *Tensor)
+	// QKVBiasRoPEBackward is its backward: it WRITES dqkv [N, W] = [dq and dk
+	// rotated back as RoPEBackward does, dv] and accumulates dbias [W] +=
+	// Σ_rows dqkv (nil: none). dq, dk, dv are left as they are.
+	QKVBiasRoPEBackward(dqkv, dbias, dq, dk, dv, pos, invFreq *Tensor)
 
 	// Attention computes causal scaled dot-product attention with grouped
 	// queries. q, out are [B, T, NH, HD]; k, v are [B, T, NKV, HD] with NH a

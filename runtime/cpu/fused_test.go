@@ -42,48 +42,66 @@ func TestAddRMSNorm(t *testing.T) {
 	}
 }
 
-// TestQKVBiasRoPE: the q/k/v epilogue adds each bias before rotating (the
-// rotation of HF's q_proj output, which includes the bias), and its
-// backward gives the bias the row sum of the unrotated gradient: checked
-// against float64 finite differences of Σ g·rope(x + b).
+// TestQKVBiasRoPE: the q/k/v epilogue splits the fused projection, adds
+// the bias before rotating (the rotation of HF's q_proj output, which
+// includes the bias), and its backward gives the bias the row sum of the
+// unrotated gradient: checked against float64 finite differences of
+// Σ g·rope(x_q + b_q) + Σ gk·rope(x_k + b_k) + Σ gv·(x_v + b_v).
 func TestQKVBiasRoPE(t *testing.T) {
 	be := New()
 	r := rand.New(rand.NewPCG(12, 1))
 	N, NH, NKV, HD := 4, 3, 1, 6
+	qw, kvw := NH*HD, NKV*HD
+	W := qw + 2*kvw
 	pos := []int32{0, 3, 17, 1000}
 	invFreq := make([]float32, HD/2)
 	for i := range invFreq {
 		invFreq[i] = float32(1 / math.Pow(10000, float64(2*i)/float64(HD)))
 	}
-	q, bq, g := randn(r, N*NH*HD, 1), randn(r, NH*HD, 1), randn(r, N*NH*HD, 1)
-	k, v, bk, bv := randn(r, N*NKV*HD, 1), randn(r, N*NKV*HD, 1), randn(r, NKV*HD, 1), randn(r, NKV*HD, 1)
-	// float64: y = rope(x + b), loss = Σ g·y.
-	loss := func() float64 {
-		y := append([]float64(nil), q...)
-		addBias(y, bq, N, NH*HD)
-		rope(y, pos, invFreq, N, NH, HD, false)
-		return dot64(y, g)
+	x, bias := to64(to32(randn(r, N*W, 1))), to64(to32(randn(r, W, 1)))
+	gq, gk, gv := to64(to32(randn(r, N*qw, 1))), to64(to32(randn(r, N*kvw, 1))), to64(to32(randn(r, N*kvw, 1)))
+	// The float64 reference: column blocks plus bias, q and k rotated.
+	split := func() (q, k, v []float64) {
+		q, k, v = make([]float64, N*qw), make([]float64, N*kvw), make([]float64, N*kvw)
+		for n := range N {
+			for c := range W {
+				val := x[n*W+c] + bias[c]
+				switch {
+				case c < qw:
+					q[n*qw+c] = val
+				case c < qw+kvw:
+					k[n*kvw+c-qw] = val
+				default:
+					v[n*kvw+c-qw-kvw] = val
+				}
+			}
+		}
+		rope(q, pos, invFreq, N, NH, HD, false)
+		rope(k, pos, invFreq, N, NKV, HD, false)
+		return q, k, v
 	}
-	tq, tk, tv := f32Tensor(be, "q", q), f32Tensor(be, "k", k), f32Tensor(be, "v", v)
-	tq.Shape, tk.Shape, tv.Shape = []int{N, NH * HD}, []int{N, NKV * HD}, []int{N, NKV * HD}
-	tbq, tbk, tbv := f32Tensor(be, "bq", bq), f32Tensor(be, "bk", bk), f32Tensor(be, "bv", bv)
+	loss := func() float64 { q, k, v := split(); return dot64(q, gq) + dot64(k, gk) + dot64(v, gv) }
+	tensor := func(name string, vals []float64, shape ...int) *kdrt.Tensor {
+		tt := f32Tensor(be, name, vals)
+		tt.Shape = shape
+		return tt
+	}
 	tpos, _ := be.Alloc("pos", kdrt.I32, N)
 	copy(Int32s(tpos), pos)
 	tf, _ := be.Alloc("invFreq", kdrt.F32, HD/2)
 	copy(Float32s(tf), invFreq)
-	be.QKVBiasRoPE(tq, tk, tv, tbq, tbk, tbv, tpos, tf)
-	wantQ := append([]float64(nil), q...)
-	addBias(wantQ, bq, N, NH*HD)
-	rope(wantQ, pos, invFreq, N, NH, HD, false)
-	assertClose(t, "q", to64(Float32s(tq)), wantQ, 1e-6)
-	wantV := append([]float64(nil), v...)
-	addBias(wantV, bv, N, NKV*HD)
-	assertClose(t, "v (bias, no rotation)", to64(Float32s(tv)), wantV, 1e-6)
+	tq, _ := be.Alloc("q", kdrt.F32, N, qw)
+	tk, _ := be.Alloc("k", kdrt.F32, N, kvw)
+	tv, _ := be.Alloc("v", kdrt.F32, N, kvw)
+	be.QKVBiasRoPE(tq, tk, tv, tensor("qkv", x, N, W), tensor("bias", bias, W), tpos, tf)
+	wq, wk, wv := split()
+	assertClose(t, "q", to64(Float32s(tq)), wq, 1e-6)
+	assertClose(t, "k", to64(Float32s(tk)), wk, 1e-6)
+	assertClose(t, "v (bias, no rotation)", to64(Float32s(tv)), wv, 1e-6)
 
-	tdq, tdk, tdv := f32Tensor(be, "dq", g), f32Tensor(be, "dk", k), f32Tensor(be, "dv", v)
-	tdq.Shape, tdk.Shape, tdv.Shape = tq.Shape, tk.Shape, tv.Shape
-	tdbq, _ := be.Alloc("dbq", kdrt.F32, NH*HD)
-	be.QKVBiasRoPEBackward(tdq, tdk, tdv, tdbq, nil, nil, tpos, tf)
-	checkGradTol(t, "dbq", bq, to64(Float32s(tdbq)), loss, 1e-5)
-	checkGradTol(t, "dq (rotated back)", q, to64(Float32s(tdq)), loss, 1e-5)
+	tdx, _ := be.Alloc("dqkv", kdrt.F32, N, W)
+	tdb, _ := be.Alloc("dbias", kdrt.F32, W)
+	be.QKVBiasRoPEBackward(tdx, tdb, tensor("dq", gq, N, qw), tensor("dk", gk, N, kvw), tensor("dv", gv, N, kvw), tpos, tf)
+	checkGradTol(t, "dqkv", x, to64(Float32s(tdx)), loss, 1e-5)
+	checkGradTol(t, "dbias", bias, to64(Float32s(tdb)), loss, 1e-5)
 }

@@ -7,13 +7,23 @@ import (
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
-// QKVBiasRoPE implements runtime.Backend: the biases, then the rotation.
-func (b *Backend) QKVBiasRoPE(q, k, v, bq, bk, bv, pos, invFreq *kdrt.Tensor) {
-	checkQKV("qkv bias rope", q, k, v, bq, bk, bv)
-	for _, p := range [][2]*kdrt.Tensor{{q, bq}, {k, bk}, {v, bv}} {
-		if p[1] != nil {
-			addBias(Float32s(p[0]), Float32s(p[1]), p[0].Rows(), p[0].Cols())
+// QKVBiasRoPE implements runtime.Backend: the column blocks of qkv plus
+// the bias, then the rotation.
+func (b *Backend) QKVBiasRoPE(q, k, v, qkv, bias, pos, invFreq *kdrt.Tensor) {
+	checkQKV("qkv bias rope", qkv, bias, q, k, v)
+	W, qkvs := qkv.Cols(), Float32s(qkv)
+	off := 0
+	for _, t := range []*kdrt.Tensor{q, k, v} {
+		x, c := Float32s(t), t.Cols()
+		for n := range t.Rows() {
+			copy(x[n*c:(n+1)*c], qkvs[n*W+off:n*W+off+c])
+			if bias != nil {
+				for i, bv := range Float32s(bias)[off : off+c] {
+					x[n*c+i] += bv
+				}
+			}
 		}
+		off += c
 	}
 	if invFreq != nil {
 		b.RoPE(q, pos, invFreq)
@@ -21,31 +31,36 @@ func (b *Backend) QKVBiasRoPE(q, k, v, bq, bk, bv, pos, invFreq *kdrt.Tensor) {
 	}
 }
 
-// QKVBiasRoPEBackward implements runtime.Backend: the inverse rotation, then
-// the biases' gradients.
-func (b *Backend) QKVBiasRoPEBackward(dq, dk, dv, dbq, dbk, dbv, pos, invFreq *kdrt.Tensor) {
-	checkQKV("qkv bias rope backward", dq, dk, dv, dbq, dbk, dbv)
-	if invFreq != nil {
-		b.RoPEBackward(dq, pos, invFreq)
-		b.RoPEBackward(dk, pos, invFreq)
-	}
-	for _, p := range [][2]*kdrt.Tensor{{dq, dbq}, {dk, dbk}, {dv, dbv}} {
-		if p[1] != nil {
-			biasBackward(Float32s(p[1]), Float32s(p[0]), p[0].Rows(), p[0].Cols())
+// QKVBiasRoPEBackward implements runtime.Backend: the inverse rotation of
+// copies of dq and dk, gathered with dv into dqkv, and the bias's gradient.
+func (b *Backend) QKVBiasRoPEBackward(dqkv, dbias, dq, dk, dv, pos, invFreq *kdrt.Tensor) {
+	checkQKV("qkv bias rope backward", dqkv, dbias, dq, dk, dv)
+	W, out := dqkv.Cols(), Float32s(dqkv)
+	off := 0
+	for i, t := range []*kdrt.Tensor{dq, dk, dv} {
+		c := t.Cols()
+		x := append([]float32(nil), Float32s(t)...)
+		if invFreq != nil && i < 2 {
+			HD := 2 * invFreq.Numel()
+			rope(x, Int32s(pos), Float32s(invFreq), t.Rows(), c/HD, HD, true)
 		}
+		for n := range t.Rows() {
+			copy(out[n*W+off:n*W+off+c], x[n*c:(n+1)*c])
+		}
+		off += c
+	}
+	if dbias != nil {
+		biasBackward(Float32s(dbias), out, dqkv.Rows(), W)
 	}
 }
 
-// checkQKV panics unless q, k, v have one row count and every bias given
-// has its tensor's column count.
-func checkQKV(op string, q, k, v, bq, bk, bv *kdrt.Tensor) {
-	if k.Rows() != q.Rows() || v.Rows() != q.Rows() || v.Cols() != k.Cols() {
-		panic(fmt.Sprintf("cpu: %s: %v %v %v do not agree", op, q, k, v))
-	}
-	for _, p := range [][2]*kdrt.Tensor{{q, bq}, {k, bk}, {v, bv}} {
-		if p[1] != nil && p[1].Numel() != p[0].Cols() {
-			panic(fmt.Sprintf("cpu: %s: bias %v should have %d elements (the columns of %v)", op, p[1], p[0].Cols(), p[0]))
-		}
+// checkQKV panics unless q [N, ·], k and v [N, ·] (of one width) are the
+// column blocks of qkv [N, W] and bias (when given) has W elements.
+func checkQKV(op string, qkv, bias, q, k, v *kdrt.Tensor) {
+	N := qkv.Rows()
+	if q.Rows() != N || k.Rows() != N || v.Rows() != N || v.Cols() != k.Cols() || q.Cols()+2*k.Cols() != qkv.Cols() ||
+		(bias != nil && bias.Numel() != qkv.Cols()) {
+		panic(fmt.Sprintf("cpu: %s: %v is not [%v %v %v] (bias %v)", op, qkv, q, k, v, bias))
 	}
 }
 
