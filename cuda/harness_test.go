@@ -179,7 +179,7 @@ func (p *pair) check(what string, c, g *kdrt.Tensor, tol float64) {
 	}
 	want, got := values(p.t, p.cpu, c), values(p.t, p.gpu, g)
 	e, i := relErr(got, want)
-	if os.Getenv("KDNATIVE_TEST_SHOW_ERR") != "" {
+	if os.Getenv("KDNATIVE_TEST_SHOW_ERR") != "" { // with -v: the margins, to set tolerances by
 		p.t.Logf("%s: relative error %.3g (tolerance %.0e)", what, e, tol)
 	}
 	if e > tol || math.IsNaN(e) {
