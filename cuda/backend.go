@@ -39,6 +39,8 @@ type Backend struct {
 	funcs   map[string]uintptr
 
 	err error // the first error since the last Sync
+
+	counts LaunchCounts // what was queued since ResetLaunches
 }
 
 var (
@@ -363,6 +365,7 @@ func (b *Backend) Zero(t *kdrt.Tensor) {
 	}
 	ptr := b.dptr(t)
 	defer b.enter()()
+	b.counts.Memsets++
 	if err := b.api.check("cuMemsetD8Async", b.api.cuMemsetD8Async(ptr, 0, uint64(t.Bytes()), b.stream)); err != nil {
 		b.recordLocked("zero "+t.String(), err)
 	}
@@ -378,6 +381,7 @@ func (b *Backend) Copy(dst, src *kdrt.Tensor) {
 	}
 	d, s := b.dptr(dst), b.dptr(src)
 	defer b.enter()()
+	b.counts.Copies++
 	if err := b.api.check("cuMemcpyDtoDAsync_v2", b.api.cuMemcpyDtoDAsync(d, s, uint64(dst.Bytes()), b.stream)); err != nil {
 		b.recordLocked("copy "+dst.String(), err)
 	}
@@ -433,12 +437,17 @@ func (b *Backend) launch(op, kernel string, grid, block dim3, shmem int, args ..
 	if grid.X == 0 || grid.Y == 0 || grid.Z == 0 {
 		return // nothing to do
 	}
+	if err := b.checkBlock(kernel, block); err != nil {
+		b.recordLocked(op, err)
+		return
+	}
 	if shmem > 48<<10 {
 		if err := b.api.check("cuFuncSetAttribute", b.api.cuFuncSetAttribute(f, cuFuncAttributeMaxDynamicSharedMemorySize, int32(shmem))); err != nil {
 			b.recordLocked(op+" ("+kernel+")", err)
 			return
 		}
 	}
+	b.countKernel(kernel)
 	r := b.api.cuLaunchKernel(f, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, uint32(shmem), b.stream, &params[0], nil)
 	goruntime.KeepAlive(slots)
 	goruntime.KeepAlive(params)

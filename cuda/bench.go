@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"text/tabwriter"
 
@@ -168,19 +169,25 @@ func (b *Backend) MeasureCeilings() (Ceilings, error) {
 // key/value heads of HeadDim, sequence length T and vocabulary Vocab.
 type BenchShape struct {
 	Tokens, T, Hidden, FFN, NH, NKV, HeadDim, Vocab int
+	// AttnT and AttnHD are the sequence lengths and head sizes at which
+	// BF16 attention (the tensor-core kernels at 64–128) is measured, each
+	// pair over max(1, Tokens/T) sequences of NH/NKV heads; nil: T and
+	// HeadDim.
+	AttnT, AttnHD []int
 }
 
-// Qwen05B is the shape of a Qwen2.5-0.5B training step of 4 × 1024 tokens.
-var Qwen05B = BenchShape{Tokens: 4096, T: 1024, Hidden: 896, FFN: 4864, NH: 14, NKV: 2, HeadDim: 64, Vocab: 151936}
+// Qwen05B is the shape of a Qwen2.5-0.5B training step of 4 × 1024 tokens,
+// with attention also measured at 4096 positions and head size 128.
+var Qwen05B = BenchShape{Tokens: 4096, T: 1024, Hidden: 896, FFN: 4864, NH: 14, NKV: 2, HeadDim: 64, Vocab: 151936,
+	AttnT: []int{1024, 4096}, AttnHD: []int{64, 128}}
 
 // BenchKernels times each op at shape sh in F32 (the dtype training uses
-// today) and, for the products, BF16, and reports each against the
-// ceilings.
+// today) and, for the products and attention, BF16, and reports each
+// against the ceilings.
 func (b *Backend) BenchKernels(sh BenchShape, ceil Ceilings) ([]KernelBench, error) {
 	s := &benchSet{b: b, r: rand.New(rand.NewPCG(2, 2))}
 	defer s.free()
 	N, C, F, V := sh.Tokens, sh.Hidden, sh.FFN, sh.Vocab
-	B := N / sh.T
 	rows := 1024 // loss ops run on a chunk of rows, as the fused losses do
 	var out []KernelBench
 	add := func(op, shape string, reps int, work float64, unit string, f func()) error {
@@ -230,6 +237,10 @@ func (b *Backend) BenchKernels(sh BenchShape, ceil Ceilings) ([]KernelBench, err
 	if err := add("rmsnorm backward", nc, 20, 4*f4(N*C), "GB/s", func() { b.RMSNormBackward(dx, dw, dy, x, w, rstd) }); err != nil {
 		return out, err
 	}
+	x2 := s.rand("x2", kdrt.F32, 1, N, C)
+	if err := add("add + rmsnorm (fused)", nc, 20, 4*f4(N*C), "GB/s", func() { b.AddRMSNorm(dx, y, rstd, x, x2, w, 1e-6) }); err != nil {
+		return out, err
+	}
 	g, u, h := s.rand("gate", kdrt.F32, 1, N, F), s.rand("up", kdrt.F32, 1, N, F), s.rand("h", kdrt.F32, 0, N, F)
 	dg, du := s.rand("dgate", kdrt.F32, 0, N, F), s.rand("dup", kdrt.F32, 0, N, F)
 	nf := fmt.Sprintf("[%d %d]", N, F)
@@ -245,24 +256,56 @@ func (b *Backend) BenchKernels(sh BenchShape, ceil Ceilings) ([]KernelBench, err
 	if err := add("rope", fmt.Sprintf("[%d %d]", N, sh.NH*sh.HeadDim), 20, 2*f4(N*sh.NH*sh.HeadDim), "GB/s", func() { b.RoPE(q, pos, inv) }); err != nil {
 		return out, err
 	}
+	qw, kvw := sh.NH*sh.HeadDim, sh.NKV*sh.HeadDim
+	qkv, kq, vq := s.rand("qkv", kdrt.F32, 1, N, qw+2*kvw), s.rand("k", kdrt.F32, 1, N, kvw), s.rand("v", kdrt.F32, 1, N, kvw)
+	bqkv := s.rand("bqkv", kdrt.F32, 1, qw+2*kvw)
+	qkvShape := fmt.Sprintf("[%d %d+%d+%d]", N, qw, kvw, kvw)
+	if err := add("q/k/v split + bias + rope (fused)", qkvShape, 20, 2*f4(N*(qw+2*kvw)), "GB/s", func() { b.QKVBiasRoPE(q, kq, vq, qkv, bqkv, pos, inv) }); err != nil {
+		return out, err
+	}
+	if err := add("q/k/v split + bias + rope backward (fused)", qkvShape, 20, 2*f4(N*(qw+2*kvw)), "GB/s", func() { b.QKVBiasRoPEBackward(qkv, bqkv, q, kq, vq, pos, inv) }); err != nil {
+		return out, err
+	}
 	table := s.rand("table", kdrt.F32, 1, V, C)
 	ids := s.ints("ids", N, V)
 	if err := add("embedding", nc, 20, 2*f4(N*C), "GB/s", func() { b.Embedding(x, ids, table) }); err != nil {
 		return out, err
 	}
-	// Attention of one layer: B sequences of T.
-	hd, nkv := sh.HeadDim, sh.NKV
-	qa, ka, va := s.rand("q", kdrt.F32, 1, B, sh.T, sh.NH, hd), s.rand("k", kdrt.F32, 1, B, sh.T, nkv, hd), s.rand("v", kdrt.F32, 1, B, sh.T, nkv, hd)
-	oa, probs := s.rand("att", kdrt.F32, 0, B, sh.T, sh.NH, hd), s.rand("probs", kdrt.F32, 0, B, sh.NH, sh.T, sh.T)
-	dqa, dka, dva := s.rand("dq", kdrt.F32, 0, B, sh.T, sh.NH, hd), s.rand("dk", kdrt.F32, 0, B, sh.T, nkv, hd), s.rand("dv", kdrt.F32, 0, B, sh.T, nkv, hd)
-	ap := kdrt.AttentionParams{B: B, T: sh.T, NH: sh.NH, NKV: nkv, HD: hd, Scale: 0.125}
-	attFlops := 2 * 2 * float64(B) * float64(sh.NH) * float64(sh.T) * float64(sh.T) * float64(hd) / 2 // causal: half the score matrix
-	ashape := fmt.Sprintf("B%d T%d H%d/%d D%d", B, sh.T, sh.NH, nkv, hd)
-	if err := add("attention", ashape, 3, attFlops, "TFLOP/s", func() { b.Attention(oa, probs, qa, ka, va, ap) }); err != nil {
+	// Attention of one layer: B sequences of T, F32 at the model's shape,
+	// then BF16 at each AttnT × AttnHD. FLOPs count the causal half of the
+	// four (forward) and ten (backward: 2.5×) T×T×HD products per head, as
+	// FlashAttention's papers do.
+	attn := func(dt kdrt.DType, T, hd int) error {
+		B := max(1, N/T)
+		nkv := sh.NKV
+		qa, ka, va := s.rand("q", dt, 1, B, T, sh.NH, hd), s.rand("k", dt, 1, B, T, nkv, hd), s.rand("v", dt, 1, B, T, nkv, hd)
+		oa, lse := s.rand("att", dt, 0, B, T, sh.NH, hd), s.rand("lse", kdrt.F32, 0, B, sh.NH, T)
+		doa := s.rand("datt", dt, 1, B, T, sh.NH, hd)
+		dqa, dka, dva := s.rand("dq", dt, 0, B, T, sh.NH, hd), s.rand("dk", dt, 0, B, T, nkv, hd), s.rand("dv", dt, 0, B, T, nkv, hd)
+		ap := kdrt.AttentionParams{B: B, T: T, NH: sh.NH, NKV: nkv, HD: hd, Scale: float32(1 / math.Sqrt(float64(hd)))}
+		flops := 4 * float64(B) * float64(sh.NH) * float64(T) * float64(T) * float64(hd) / 2
+		shape := fmt.Sprintf("B%d T%d H%d/%d D%d", B, T, sh.NH, nkv, hd)
+		if err := add("attention "+dt.String(), shape, 3, flops, "TFLOP/s", func() { b.Attention(oa, lse, qa, ka, va, ap) }); err != nil {
+			return err
+		}
+		return add("attention backward "+dt.String(), shape, 3, 2.5*flops, "TFLOP/s", func() { b.AttentionBackward(dqa, dka, dva, doa, oa, lse, qa, ka, va, ap) })
+	}
+	if err := attn(kdrt.F32, sh.T, sh.HeadDim); err != nil {
 		return out, err
 	}
-	if err := add("attention backward", ashape, 3, 2*attFlops, "TFLOP/s", func() { b.AttentionBackward(dqa, dka, dva, oa, probs, qa, ka, va, ap) }); err != nil {
-		return out, err
+	ts, hds := sh.AttnT, sh.AttnHD
+	if ts == nil {
+		ts = []int{sh.T}
+	}
+	if hds == nil {
+		hds = []int{sh.HeadDim}
+	}
+	for _, T := range ts {
+		for _, hd := range hds {
+			if err := attn(kdrt.BF16, T, hd); err != nil {
+				return out, err
+			}
+		}
 	}
 	// Losses on one chunk of rows of the full vocabulary.
 	logits, teacher := s.rand("logits", kdrt.F32, 3, rows, V), s.rand("teacher", kdrt.F32, 3, rows, V)

@@ -16,7 +16,8 @@ import (
 // rather than first on the GPU machine, and prints its table.
 func TestBenchKernelsRuns(t *testing.T) {
 	g := gpuOrSkip(t)
-	sh := BenchShape{Tokens: 64, T: 32, Hidden: 48, FFN: 80, NH: 4, NKV: 2, HeadDim: 12, Vocab: 1000}
+	sh := BenchShape{Tokens: 64, T: 32, Hidden: 48, FFN: 80, NH: 4, NKV: 2, HeadDim: 12, Vocab: 1000,
+		AttnT: []int{32}, AttnHD: []int{12, 64}} // the scalar and the tensor-core BF16 kernels
 	ceil := Ceilings{CopyGBs: 1000, BF16TFLOPs: 100}
 	rows, err := g.BenchKernels(sh, ceil)
 	if err != nil {

@@ -1,9 +1,11 @@
 package cuda
 
 import (
+	"fmt"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -31,7 +33,9 @@ func nvrtcOrSkip(t *testing.T) *NVRTC {
 // TestKernelsCompile compiles every kernel program through our own NVRTC
 // binding for the architectures kdnative supports in practice (A100: sm_80,
 // H100/H200: sm_90), without a GPU. A kernel that does not compile, or that
-// warns, fails here.
+// warns, fails here. It logs ptxas's resource use of every kernel (go test
+// -v -run TestKernelsCompile shows the table): registers, static shared
+// memory, and local-memory spills.
 func TestKernelsCompile(t *testing.T) {
 	n := nvrtcOrSkip(t)
 	t.Logf("NVRTC %s from %s", n.Version(), n.Path())
@@ -42,10 +46,41 @@ func TestKernelsCompile(t *testing.T) {
 	for _, arch := range []string{"sm_80", "sm_90"} {
 		for _, p := range progs {
 			t.Run(arch+"/"+p.Name, func(t *testing.T) {
-				cubin, log, err := n.Compile(p.Name, p.Source, arch, compileOptions)
+				opts := append(append([]string{}, compileOptions...), "--ptxas-options=-v")
+				cubin, log, err := n.Compile(p.Name, p.Source, arch, opts)
 				if err != nil {
 					t.Fatal(err)
 				}
+				usage := ptxasUsage(log)
+				var sb strings.Builder
+				fmt.Fprintf(&sb, "ptxas resource use, %s %s:\n", p.Name, arch)
+				for _, k := range p.Kernels {
+					u, ok := usage[k]
+					if !ok {
+						t.Errorf("%s: ptxas reported nothing for kernel %s:\n%s", p.Name, k, log)
+						continue
+					}
+					fmt.Fprintf(&sb, "  %-34s %3d registers %6d B smem %4d B spilled\n", k, u.Registers, u.SharedBytes, u.SpillBytes)
+					if bound := p.Bounds[k]; bound > 0 && u.Registers*bound > 65536 {
+						t.Errorf("%s: %d registers × __launch_bounds__(%d) exceed an SM's 65536", k, u.Registers, bound)
+					}
+				}
+				if p.Name == "attention_mma.cu" {
+					// Their tiles are dynamic shared memory, sized by the launcher.
+					for _, hd := range []int{64, 80, 96, 128} {
+						for _, k := range []struct {
+							name  string
+							bytes int
+						}{{"fwd", attnMMAFwdSmem(hd)}, {"bwd_dq", attnMMADQSmem(hd)}, {"bwd_dkv", attnMMADKVSmem(hd)}} {
+							fmt.Fprintf(&sb, "  attn_mma_%s_%d: %d B dynamic smem\n", k.name, hd, k.bytes)
+							// 99 KiB is the most a block may opt into on sm_86/sm_89.
+							if k.bytes > 99<<10 {
+								t.Errorf("attn_mma_%s_%d asks for %d B of shared memory, above the 99 KiB every sm_80+ GPU allows", k.name, hd, k.bytes)
+							}
+						}
+					}
+				}
+				t.Log(sb.String())
 				if strings.Contains(log, "warning") {
 					t.Errorf("%s for %s compiles with warnings:\n%s", p.Name, arch, log)
 				}
@@ -60,6 +95,70 @@ func TestKernelsCompile(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// ptxasInfo is one kernel's resource use as ptxas -v reports it.
+type ptxasInfo struct {
+	Registers, SharedBytes, SpillBytes int
+}
+
+var (
+	ptxasEntryRe = regexp.MustCompile(`Compiling entry function '([A-Za-z0-9_]+)'`)
+	ptxasSpillRe = regexp.MustCompile(`(\d+) bytes spill stores`)
+	ptxasUsedRe  = regexp.MustCompile(`Used (\d+) registers`)
+	ptxasSmemRe  = regexp.MustCompile(`(\d+) bytes smem`)
+)
+
+// ptxasUsage parses NVRTC's log of a compile with --ptxas-options=-v: per
+// entry function, the lines after "Compiling entry function 'NAME'".
+func ptxasUsage(log string) map[string]ptxasInfo {
+	out := map[string]ptxasInfo{}
+	cur := ""
+	for _, line := range strings.Split(log, "\n") {
+		if m := ptxasEntryRe.FindStringSubmatch(line); m != nil {
+			cur = m[1]
+			out[cur] = ptxasInfo{}
+			continue
+		}
+		if cur == "" {
+			continue
+		}
+		u := out[cur]
+		if m := ptxasSpillRe.FindStringSubmatch(line); m != nil {
+			u.SpillBytes, _ = strconv.Atoi(m[1])
+		}
+		if m := ptxasUsedRe.FindStringSubmatch(line); m != nil {
+			u.Registers, _ = strconv.Atoi(m[1])
+			if m := ptxasSmemRe.FindStringSubmatch(line); m != nil {
+				u.SharedBytes, _ = strconv.Atoi(m[1])
+			}
+		}
+		out[cur] = u
+	}
+	return out
+}
+
+// TestLaunchBounds: a block above 256 threads needs a kernel declared with
+// __launch_bounds__ at least that large; the backend refuses the launch
+// otherwise, naming the kernel.
+func TestLaunchBounds(t *testing.T) {
+	b := &Backend{index: kernelIndex()}
+	for _, c := range []struct {
+		kernel  string
+		threads uint32
+		want    string
+	}{
+		{"ew_scale_f32", 256, ""},
+		{"ew_scale_f32", 512, "has no __launch_bounds__"},
+		{"norm_rmsnorm_bf16", 1024, ""},
+		{"attn_mma_fwd_64", 128, ""},
+		{"attn_mma_fwd_64", 288, "above its __launch_bounds__(128)"},
+	} {
+		err := b.checkBlock(c.kernel, dim3{c.threads, 1, 1})
+		if (err == nil) != (c.want == "") || err != nil && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s with %d threads: %v, want %q", c.kernel, c.threads, err, c.want)
 		}
 	}
 }

@@ -154,6 +154,7 @@ func (b *Backend) MatMul(c, a, bm *kdrt.Tensor, transA, transB bool, alpha, beta
 	if b.err != nil {
 		return
 	}
+	b.counts.GEMMs++
 	s := b.blas.cublasGemmEx(b.blas.handle, opB, opA, int32(N), int32(M), int32(K),
 		unsafe.Pointer(&al), pb, tb, int32(bm.Cols()), pa, ta, int32(a.Cols()),
 		unsafe.Pointer(&be), pc, tc, int32(N), cublasCompute32F, cublasGemmDefault)
@@ -219,6 +220,7 @@ func (b *Backend) BatchedMatMul(c, a, bm *kdrt.Tensor, transA, transB bool, M, N
 	if b.err != nil {
 		return
 	}
+	b.counts.GEMMs++
 	s := b.blas.cublasGemmStridedBatchedEx(b.blas.handle, opB, opA, int32(N), int32(M), int32(K),
 		unsafe.Pointer(&al), pb, tb, int32(ldb), int64(strideB), pa, ta, int32(lda), int64(strideA),
 		unsafe.Pointer(&be), pc, tc, int32(N), int64(strideC), int32(count), cublasCompute32F, cublasGemmDefault)

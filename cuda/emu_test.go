@@ -76,10 +76,20 @@ const emuGuard = 256
 // emuFunc packs a program index and a kernel index into a CUfunction.
 func emuFunc(lib, k int) uintptr { return uintptr(lib)<<32 | uintptr(k) + 1 }
 
-func newEmulated() (*Backend, error) {
-	libs, err := buildEmulator()
+func newEmulated() (*Backend, error) { return newEmulatedWith(kernels.Programs()) }
+
+// newEmulatedWith is an emulated backend running the programs progs (the
+// tests of the emulator itself give it test-only kernels).
+func newEmulatedWith(progs []kernels.Program) (*Backend, error) {
+	libs, err := buildEmulator(progs)
 	if err != nil {
 		return nil, err
+	}
+	index := map[string]kernels.Program{}
+	for _, p := range progs {
+		for _, k := range p.Kernels {
+			index[k] = p
+		}
 	}
 	d := &emuDevice{libs: libs, mem: map[uint64][]byte{}, size: map[uint64]uint64{}, total: 4 << 30,
 		smemAttr: map[uintptr]int32{}, strings: map[string]*byte{}}
@@ -89,7 +99,7 @@ func newEmulated() (*Backend, error) {
 	b := &Backend{
 		api: api, blas: d.cublas(), nvrtc: &NVRTC{}, driverVersion: 13000, dev: dev, sms: 4,
 		alloc:   allocator{free: map[uint64][]*block{}},
-		index:   kernelIndex(),
+		index:   index,
 		modules: map[string]uintptr{},
 		funcs:   map[string]uintptr{},
 	}
@@ -364,7 +374,7 @@ func (d *emuDevice) cublas() *cublas {
 }
 
 var (
-	emuExportRe = regexp.MustCompile(`(?m)^\s*KD_EXPORT\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,`)
+	emuExportRe = regexp.MustCompile(`(?m)^\s*KD_EXPORT(?:_BOUNDED)?\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,`)
 	emuSmemRe   = regexp.MustCompile(`extern\s+__shared__\s+([A-Za-z_][A-Za-z0-9_]*)\s+([A-Za-z_][A-Za-z0-9_]*)\s*\[\s*\]\s*;`)
 )
 
@@ -406,10 +416,10 @@ func emuSource(p kernels.Program, prelude string) string {
 	return sb.String()
 }
 
-// buildEmulator compiles every program into a shared library (cached under
+// buildEmulator compiles each program into a shared library (cached under
 // the user cache directory by the hash of its source and the compiler's
 // version) and binds it.
-func buildEmulator() ([]*emuLib, error) {
+func buildEmulator(progs []kernels.Program) ([]*emuLib, error) {
 	gxx, err := exec.LookPath("g++")
 	if err != nil {
 		return nil, fmt.Errorf("g++ not found, so the kernels cannot be emulated on the CPU: %v", err)
@@ -430,7 +440,6 @@ func buildEmulator() ([]*emuLib, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	progs := kernels.Programs()
 	libs := make([]*emuLib, len(progs))
 	errs := make([]error, len(progs))
 	var wg sync.WaitGroup

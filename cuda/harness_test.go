@@ -179,8 +179,50 @@ func (p *pair) check(what string, c, g *kdrt.Tensor, tol float64) {
 	}
 	want, got := values(p.t, p.cpu, c), values(p.t, p.gpu, g)
 	e, i := relErr(got, want)
+	if os.Getenv("KDNATIVE_TEST_SHOW_ERR") != "" { // with -v: the margins, to set tolerances by
+		p.t.Logf("%s: relative error %.3g (tolerance %.0e)", what, e, tol)
+	}
 	if e > tol || math.IsNaN(e) {
 		p.t.Errorf("%s: relative error %.3g > %.0e; worst element %d: GPU %v, CPU %v", what, e, tol, i, got[i], want[i])
+	}
+}
+
+// checkRows is check with a second, per-row bound: every row of cols
+// elements must be within rowTol of the CPU's relative to the row's norm,
+// or to 1e-2 of the largest row norm (and 1e-3) where the row is smaller
+// (rows that cancel to about zero carry only rounding).
+// A whole-tensor L2 error hides a mistake confined to one row, such as a
+// single mask entry.
+func (p *pair) checkRows(what string, c, g *kdrt.Tensor, cols int, tol, rowTol float64) {
+	p.t.Helper()
+	p.check(what, c, g, tol)
+	want, got := values(p.t, p.cpu, c), values(p.t, p.gpu, g)
+	var maxNorm float64
+	norms := make([]float64, len(want)/cols)
+	for r := range norms {
+		for _, w := range want[r*cols : (r+1)*cols] {
+			norms[r] += float64(w) * float64(w)
+		}
+		norms[r] = math.Sqrt(norms[r])
+		maxNorm = max(maxNorm, norms[r])
+	}
+	worst, worstRow := 0.0, 0
+	for r := range norms {
+		var d float64
+		for i := r * cols; i < (r+1)*cols; i++ {
+			x := float64(got[i]) - float64(want[i])
+			d += x * x
+		}
+		e := math.Sqrt(d) / max(norms[r], 1e-2*maxNorm, 1e-3)
+		if e > worst || math.IsNaN(e) {
+			worst, worstRow = e, r
+		}
+	}
+	if os.Getenv("KDNATIVE_TEST_SHOW_ERR") != "" {
+		p.t.Logf("%s: worst row %d, relative error %.3g (tolerance %.0e)", what, worstRow, worst, rowTol)
+	}
+	if worst > rowTol || math.IsNaN(worst) {
+		p.t.Errorf("%s: row %d has relative error %.3g > %.0e", what, worstRow, worst, rowTol)
 	}
 }
 

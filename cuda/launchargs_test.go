@@ -214,8 +214,8 @@ func cKind(decl string) string {
 // extern "C" __global__ void NAME(PARAMS) and KD_EXPORT(NAME, (PARAMS), ...).
 func kernelSignatures(t *testing.T) map[string][]string {
 	sigs := map[string][]string{}
-	externRe := regexp.MustCompile(`extern\s+"C"\s+__global__\s+void\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(`)
-	exportRe := regexp.MustCompile(`(?m)^\s*KD_EXPORT\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*\(`)
+	externRe := regexp.MustCompile(`extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\(\s*\d+\s*\)\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*\(`)
+	exportRe := regexp.MustCompile(`(?m)^\s*KD_EXPORT(?:_BOUNDED)?\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*(?:\d+\s*,\s*)?\(`)
 	for _, p := range kernels.Programs() {
 		src := stripComments(p.Source[strings.Index(p.Source, "#line 1"):])
 		for _, m := range externRe.FindAllStringSubmatchIndex(src, -1) {

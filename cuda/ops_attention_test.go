@@ -39,7 +39,35 @@ var attnCases = []attnCase{
 	{B: 2, T: 20, NH: 4, NKV: 1, HD: 16, keyStart: []int{20, 7}},
 	{B: 3, T: 45, NH: 2, NKV: 2, HD: 160, window: 9, keyStart: []int{1, 0, 30}},
 	{B: 1, T: 300, NH: 4, NKV: 2, HD: 64, window: 200},
+	// The tensor-core kernels' head sizes (BF16), each causal with GQA, then
+	// with a window and per-row key starts (one that pads past a whole
+	// 64-key tile), at lengths that are and are not multiples of 64.
+	{B: 2, T: 100, NH: 4, NKV: 2, HD: 64},
+	{B: 2, T: 130, NH: 4, NKV: 1, HD: 64, window: 33, keyStart: []int{5, 97}},
+	{B: 2, T: 100, NH: 4, NKV: 2, HD: 80},
+	{B: 2, T: 130, NH: 4, NKV: 1, HD: 80, window: 33, keyStart: []int{5, 97}},
+	{B: 1, T: 128, NH: 6, NKV: 2, HD: 96},
+	{B: 2, T: 130, NH: 4, NKV: 1, HD: 96, window: 70, keyStart: []int{70, 0}},
+	{B: 2, T: 64, NH: 2, NKV: 2, HD: 128},
+	{B: 2, T: 130, NH: 4, NKV: 2, HD: 128, window: 33, keyStart: []int{5, 97}},
+	// Windows whose edge falls on the last row of a query tile of the dK/dV
+	// kernel (32 rows for HD > 64, 64 for HD 64): one masked entry decides.
+	{B: 1, T: 200, NH: 2, NKV: 1, HD: 80, window: 95},
+	{B: 1, T: 260, NH: 2, NKV: 1, HD: 64, window: 127},
 }
+
+// rowTolFor is the relative error allowed in any one row of an attention
+// output or gradient.
+func rowTolFor(dt kdrt.DType) float64 {
+	if dt == kdrt.BF16 {
+		return 2e-2
+	}
+	return 1e-3
+}
+
+// lseTol is the relative error allowed for the log-sum-exps: they come from
+// the same (bf16-rounded) inputs on both sides, accumulated in fp32.
+const lseTol = 1e-5
 
 func TestAttention(t *testing.T) {
 	p := newPair(t)
@@ -53,11 +81,13 @@ func TestAttention(t *testing.T) {
 				vc, vg := p.rand("v", dt, 1, c.B, c.T, c.NKV, c.HD)
 				// Garbage in the outputs: the forward must overwrite every element.
 				oc, og := p.rand("out", dt, 3, c.B, c.T, c.NH, c.HD)
-				pc, pg := p.rand("probs", kdrt.F32, 3, c.B, c.NH, c.T, c.T)
-				p.cpu.Attention(oc, pc, qc, kc, vc, ap)
-				p.gpu.Attention(og, pg, qg, kg, vg, ap)
-				p.check("probs", pc, pg, 1e-5)
-				p.check("out", oc, og, tolFor(dt))
+				lc, lg := p.rand("lse", kdrt.F32, 3, c.B, c.NH, c.T)
+				p.cpu.Attention(oc, lc, qc, kc, vc, ap)
+				p.gpu.ResetLaunches()
+				p.gpu.Attention(og, lg, qg, kg, vg, ap)
+				p.ran(attnKernels(p.gpu, dt, c.HD, "fwd")...)
+				p.check("lse", lc, lg, lseTol)
+				p.checkRows("out", oc, og, c.HD, tolFor(dt), rowTolFor(dt))
 			})
 		}
 	}
@@ -73,35 +103,66 @@ func TestAttentionBackward(t *testing.T) {
 				qc, qg := p.rand("q", dt, 1, c.B, c.T, c.NH, c.HD)
 				kc, kg := p.rand("k", dt, 1, c.B, c.T, c.NKV, c.HD)
 				vc, vg := p.rand("v", dt, 1, c.B, c.T, c.NKV, c.HD)
-				// The backward's probs: the CPU forward's, given to both.
-				oc, err := p.cpu.Alloc("out", kdrt.F32, c.B, c.T, c.NH, c.HD)
+				// The backward's out and lse: the CPU forward's, given to both
+				// (out rounded to the storage dtype on both sides).
+				oc0, err := p.cpu.Alloc("out", kdrt.F32, c.B, c.T, c.NH, c.HD)
 				if err != nil {
 					t.Fatal(err)
 				}
-				probs, err := p.cpu.Alloc("probs", kdrt.F32, c.B, c.NH, c.T, c.T)
+				lc0, err := p.cpu.Alloc("lse", kdrt.F32, c.B, c.NH, c.T)
 				if err != nil {
 					t.Fatal(err)
 				}
-				p.cpu.Attention(oc, probs, qc, kc, vc, ap)
-				pv := make([]float32, probs.Numel())
-				if err := p.cpu.Download(probs, pv); err != nil {
-					t.Fatal(err)
-				}
-				pc, pg := p.from("probs", kdrt.F32, pv, c.B, c.NH, c.T, c.T)
+				p.cpu.Attention(oc0, lc0, qc, kc, vc, ap)
+				oc, og := p.from("out", dt, values(t, p.cpu, oc0), c.B, c.T, c.NH, c.HD)
+				lc, lg := p.from("lse", kdrt.F32, values(t, p.cpu, lc0), c.B, c.NH, c.T)
 				doc, dog := p.rand("dout", dt, 1, c.B, c.T, c.NH, c.HD)
-				// Random gradients first: the backward accumulates.
-				dqc, dqg := p.rand("dq", dt, 1, c.B, c.T, c.NH, c.HD)
-				dkc, dkg := p.rand("dk", dt, 1, c.B, c.T, c.NKV, c.HD)
-				dvc, dvg := p.rand("dv", dt, 1, c.B, c.T, c.NKV, c.HD)
-				p.cpu.AttentionBackward(dqc, dkc, dvc, doc, pc, qc, kc, vc, ap)
-				p.gpu.AttentionBackward(dqg, dkg, dvg, dog, pg, qg, kg, vg, ap)
-				tol := tolFor(dt)
-				p.check("dq", dqc, dqg, tol)
-				p.check("dk", dkc, dkg, tol)
-				p.check("dv", dvc, dvg, tol)
-				p.check("probs unchanged", pc, pg, 0)
+				// Garbage in the gradients: the backward writes them.
+				dqc, dqg := p.rand("dq", dt, 3, c.B, c.T, c.NH, c.HD)
+				dkc, dkg := p.rand("dk", dt, 3, c.B, c.T, c.NKV, c.HD)
+				dvc, dvg := p.rand("dv", dt, 3, c.B, c.T, c.NKV, c.HD)
+				p.cpu.AttentionBackward(dqc, dkc, dvc, doc, oc, lc, qc, kc, vc, ap)
+				p.gpu.ResetLaunches()
+				p.gpu.AttentionBackward(dqg, dkg, dvg, dog, og, lg, qg, kg, vg, ap)
+				p.ran(attnKernels(p.gpu, dt, c.HD, "bwd")...)
+				tol, rowTol := tolFor(dt), rowTolFor(dt)
+				p.checkRows("dq", dqc, dqg, c.HD, tol, rowTol)
+				p.checkRows("dk", dkc, dkg, c.HD, tol, rowTol)
+				p.checkRows("dv", dvc, dvg, c.HD, tol, rowTol)
+				p.check("lse unchanged", lc, lg, 0)
 			})
 		}
+	}
+}
+
+// attnKernels are the kernels an attention call of dtype dt and head size
+// hd must launch on b: the tensor-core ones for BF16 at 64, 80, 96, 128 on
+// compute capability 8.0 and later, else the scalar ones.
+func attnKernels(b *Backend, dt kdrt.DType, hd int, pass string) []string {
+	mma := dt == kdrt.BF16 && b.dev.Major >= 8 && (hd == 64 || hd == 80 || hd == 96 || hd == 128)
+	switch {
+	case pass == "fwd" && mma:
+		return []string{fmt.Sprintf("attn_mma_fwd_%d", hd)}
+	case pass == "fwd":
+		return []string{kernelFor("attn_fwd", dt)}
+	case mma:
+		return []string{kernelFor("attn_bwd_dot", dt), fmt.Sprintf("attn_mma_bwd_dq_%d", hd), fmt.Sprintf("attn_mma_bwd_dkv_%d", hd)}
+	}
+	return []string{kernelFor("attn_bwd_dot", dt), kernelFor("attn_bwd_dq", dt), kernelFor("attn_bwd_dkv", dt)}
+}
+
+// ran fails the test unless the GPU launched exactly the kernels names,
+// once each, since its last ResetLaunches.
+func (p *pair) ran(names ...string) {
+	p.t.Helper()
+	got := p.gpu.Launches().ByKernel
+	for _, n := range names {
+		if got[n] != 1 {
+			p.t.Errorf("kernel %s ran %d times, want once (launched: %v)", n, got[n], got)
+		}
+	}
+	if len(got) != len(names) {
+		p.t.Errorf("launched %v, want only %v", got, names)
 	}
 }
 
@@ -136,7 +197,7 @@ func TestAttentionDecode(t *testing.T) {
 					oc, og := p.rand("out", dt, 3, B, c.NH*c.HD)
 					p.cpu.AttentionDecode(oc, qc, kc, vc, ap, pos)
 					p.gpu.AttentionDecode(og, qg, kg, vg, ap, pos)
-					p.check("out", oc, og, tolFor(dt))
+					p.checkRows("out", oc, og, c.HD, tolFor(dt), rowTolFor(dt))
 				})
 			}
 		}

@@ -255,6 +255,97 @@ func (b *Backend) rope(op string, x, pos, invFreq *kdrt.Tensor, sign float32) {
 		b.dptr(x), b.dptr(pos), b.dptr(invFreq), int32(N), int32(H), int32(half), sign)
 }
 
+// QKVBiasRoPE implements runtime.Backend: the split of the fused q/k/v
+// projection, its bias and RoPE of q and k in one kernel, one block per row.
+func (b *Backend) QKVBiasRoPE(q, k, v, qkv, bias, pos, invFreq *kdrt.Tensor) {
+	const op = "qkv bias rope"
+	dt, NH, NKV, HD := b.qkvCheck(op, qkv, bias, q, k, v, pos, invFreq)
+	N := q.Rows()
+	if N == 0 || HD == 0 {
+		return
+	}
+	b.launch(op, kernelFor("ew_qkv_bias_rope", dt), ewRows(N), d1(b.qkvThreads(NH, HD)), HD*4,
+		b.dptr(q), b.dptr(k), b.dptr(v), b.dptr(qkv), b.dptr(bias), b.dptr(pos), b.dptr(invFreq),
+		int32(N), int32(NH), int32(NKV), int32(HD))
+}
+
+// QKVBiasRoPEBackward implements runtime.Backend: dqkv from dq, dk (rotated
+// back) and dv, and the fp32 column partials of the bias gradient, in one
+// pass over the rows (a block per chunk of rows, in order: deterministic);
+// ew_colsum then adds the partials into dbias.
+func (b *Backend) QKVBiasRoPEBackward(dqkv, dbias, dq, dk, dv, pos, invFreq *kdrt.Tensor) {
+	const op = "qkv bias rope backward"
+	dt, NH, NKV, HD := b.qkvCheck(op, dqkv, dbias, dq, dk, dv, pos, invFreq)
+	N, W := dqkv.Rows(), dqkv.Cols()
+	if N == 0 || HD == 0 {
+		return
+	}
+	threads := b.qkvThreads(NH, HD)
+	if dbias == nil || 4*(HD+W) > 48<<10 {
+		// No bias, or partials too wide for shared memory (then BiasBackward).
+		b.launch(op, kernelFor("ew_qkv_bias_rope_backward", dt), ewRows(N), d1(threads), HD*4,
+			b.dptr(dqkv), uint64(0), b.dptr(dq), b.dptr(dk), b.dptr(dv), b.dptr(pos), b.dptr(invFreq),
+			int32(N), int32(NH), int32(NKV), int32(HD))
+		if dbias != nil {
+			b.BiasBackward(dbias, dqkv)
+		}
+		return
+	}
+	chunks := min(N, 16*max(b.sms, 1), 1<<16)
+	part, ok := b.scratch(op, kdrt.F32, chunks*W)
+	if !ok {
+		return
+	}
+	b.launch(op, kernelFor("ew_qkv_bias_rope_backward", dt), d1(chunks), d1(threads), 4*(HD+W),
+		b.dptr(dqkv), b.dptr(part), b.dptr(dq), b.dptr(dk), b.dptr(dv), b.dptr(pos), b.dptr(invFreq),
+		int32(N), int32(NH), int32(NKV), int32(HD))
+	b.launch(op, kernelFor("ew_colsum", dt), d1(blocks(W, ewThreads)), d1(ewThreads), 0,
+		b.dptr(dbias), b.dptr(part), int32(chunks), int32(W))
+	b.Free(part)
+}
+
+// qkvCheck panics unless q [N, NH·HD], k and v [N, NKV·HD] are the column
+// blocks of qkv [N, W], bias (when given) has W elements, all of one storage
+// dtype, and (with invFreq) pos is I32 [N] and invFreq F32 [HD/2]. Without
+// invFreq nothing rotates and the head size does not matter; any common
+// divisor of the widths serves (their greatest).
+func (b *Backend) qkvCheck(op string, qkv, bias, q, k, v, pos, invFreq *kdrt.Tensor) (dt kdrt.DType, NH, NKV, HD int) {
+	N := qkv.Rows()
+	if q.Rows() != N || k.Rows() != N || v.Rows() != N || v.Cols() != k.Cols() || q.Cols()+2*k.Cols() != qkv.Cols() ||
+		(bias != nil && bias.Numel() != qkv.Cols()) {
+		panic(fmt.Sprintf("cuda: %s: %v is not [%v %v %v] (bias %v)", op, qkv, q, k, v, bias))
+	}
+	ts := []*kdrt.Tensor{qkv, q, k, v}
+	if bias != nil {
+		ts = append(ts, bias)
+	}
+	dt = ewSameDType(op, ts...)
+	if invFreq == nil {
+		HD = gcd(q.Cols(), k.Cols())
+	} else {
+		HD = 2 * invFreq.Numel()
+		if HD == 0 || q.Cols()%HD != 0 || k.Cols()%HD != 0 || pos == nil || pos.Numel() != N ||
+			pos.DType != kdrt.I32 || invFreq.DType != kdrt.F32 {
+			panic(fmt.Sprintf("cuda: %s on %v, %v with %v and %v: shapes do not agree", op, q, k, pos, invFreq))
+		}
+	}
+	if HD == 0 {
+		return dt, 0, 0, 0
+	}
+	return dt, q.Cols() / HD, k.Cols() / HD, HD
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// qkvThreads is the block size of the q/k/v epilogue: a thread per pair of
+// a row's query heads, up to 256.
+func (b *Backend) qkvThreads(NH, HD int) int { return min(ewThreads, 32*blocks(max(NH*HD/2, 1), 32)) }
+
 // SwiGLU implements runtime.Backend: out = silu(gate)·up.
 func (b *Backend) SwiGLU(out, gate, up *kdrt.Tensor) {
 	const op = "swiglu"
@@ -268,7 +359,7 @@ func (b *Backend) SwiGLU(out, gate, up *kdrt.Tensor) {
 		b.dptr(out), b.dptr(gate), b.dptr(up), int64(n))
 }
 
-// SwiGLUBackward implements runtime.Backend: dgate, dup += from dout.
+// SwiGLUBackward implements runtime.Backend: writes dgate and dup from dout.
 func (b *Backend) SwiGLUBackward(dgate, dup, dout, gate, up *kdrt.Tensor) {
 	const op = "swiglu backward"
 	ewSameNumel(op, dgate, dup, dout, gate, up)

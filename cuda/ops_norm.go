@@ -52,9 +52,10 @@ func (b *Backend) RMSNorm(out, rstd, x, w *kdrt.Tensor, eps float32) {
 }
 
 // RMSNormBackward implements runtime.Backend: dx += rstd·(g − y·mean(g·y))
-// with g = dout·w, y = x·rstd (one block per row), and dw += Σ_n dout·x·rstd
-// column-wise, deterministically (fp32 partials per chunk of rows, added in
-// order).
+// with g = dout·w, y = x·rstd, and dw += Σ_n dout·x·rstd column-wise,
+// deterministically: one kernel makes the pass over the rows (dx, and fp32
+// column partials per block of rows), norm_colsum adds the partials in
+// order. Rows wider than normMaxFusedC take three kernels instead.
 func (b *Backend) RMSNormBackward(dx, dw, dout, x, w, rstd *kdrt.Tensor) {
 	const op = "rmsnorm backward"
 	dt := normCheck(op, x, []*kdrt.Tensor{dx, dout}, []*kdrt.Tensor{w, dw}, []*kdrt.Tensor{rstd})
@@ -62,9 +63,39 @@ func (b *Backend) RMSNormBackward(dx, dw, dout, x, w, rstd *kdrt.Tensor) {
 	if N == 0 || C == 0 {
 		return
 	}
-	b.launch(op, kernelFor("norm_rmsnorm_backward_dx", dt), ewRows(N), d1(normThreads(C)), 0,
-		b.dptr(dx), b.dptr(dout), b.dptr(x), b.dptr(w), b.dptr(rstd), int32(N), int32(C))
-	b.normColumns(op, dt, dw, nil, dout, x, nil, rstd)
+	if C > normMaxFusedC {
+		b.launch(op, kernelFor("norm_rmsnorm_backward_dx", dt), ewRows(N), d1(normThreads(C)), 0,
+			b.dptr(dx), b.dptr(dout), b.dptr(x), b.dptr(w), b.dptr(rstd), int32(N), int32(C))
+		b.normColumns(op, dt, dw, nil, dout, x, nil, rstd)
+		return
+	}
+	chunks := min(N, 16*max(b.sms, 1), 1<<16)
+	part, ok := b.scratch(op, kdrt.F32, chunks*C)
+	if !ok {
+		return
+	}
+	b.launch(op, kernelFor("norm_rmsnorm_backward", dt), d1(chunks), d1(normThreads(C)), 4*C,
+		b.dptr(dx), b.dptr(part), b.dptr(dout), b.dptr(x), b.dptr(w), b.dptr(rstd), int32(N), int32(C))
+	b.launch(op, kernelFor("norm_colsum", dt), d1(blocks(C, ewThreads)), d1(ewThreads), 0,
+		b.dptr(dw), b.dptr(part), int32(chunks), int32(C))
+	b.Free(part)
+}
+
+// normMaxFusedC is the widest row whose column partials (C floats of
+// shared memory) the one-pass RMSNorm backward keeps: 48 KiB.
+const normMaxFusedC = 12 << 10
+
+// AddRMSNorm implements runtime.Backend: sum = a + b and out = RMSNorm(sum)
+// in one kernel, one block per row.
+func (b *Backend) AddRMSNorm(sum, out, rstd, x, y, w *kdrt.Tensor, eps float32) {
+	const op = "add rmsnorm"
+	dt := normCheck(op, sum, []*kdrt.Tensor{out, x, y}, []*kdrt.Tensor{w}, []*kdrt.Tensor{rstd})
+	N, C := sum.Rows(), sum.Cols()
+	if N == 0 || C == 0 {
+		return
+	}
+	b.launch(op, kernelFor("norm_add_rmsnorm", dt), ewRows(N), d1(normThreads(C)), 0,
+		b.dptr(sum), b.dptr(out), b.dptr(rstd), b.dptr(x), b.dptr(y), b.dptr(w), int32(N), int32(C), eps)
 }
 
 // LayerNorm implements runtime.Backend: out = (x − mean)·rstd·w + b, saving

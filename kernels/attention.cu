@@ -1,27 +1,281 @@
 // attention.cu: causal grouped-query attention (Backend.Attention,
 // AttentionBackward, AttentionDecode), computing what runtime/cpu/attention.go
-// and decode.go compute.
+// and decode.go compute, with the same algorithm: FlashAttention-2's online
+// softmax over tiles of keys, saving only the output and one log-sum-exp per
+// query row, and a backward that recomputes the probabilities from it.
+//
+// These are the scalar (fp32 FMA) kernels: every head size and both storage
+// types. BF16 storage at head sizes 64, 80, 96 and 128 runs on tensor cores
+// instead (attention_mma.cu); the decode step is always here.
 //
 // Layouts (storage T = float or bf16 for q, k, v, out and their gradients):
 //   q, out, dq, dout  [B, T, NH, HD]
 //   k, v, dk, dv      [B, T, NKV, HD]
-//   probs             [B, NH, T, T] float, zero outside each query's visible keys
-//   ds (scratch)      [Bc, NH, T, T] float, for the Bc sequences b0 … b0+Bc−1
+//   lse, D            [B, NH, T] float
 //   kc, vc (decode)   [B·Tmax, NKV·HD]
 // Query head h reads key/value head h / (NH/NKV). Query t sees keys s with
 // lo(t) ≤ s ≤ t, lo(t) = max(t − window + 1 when window > 0 else 0,
 // key_start[b] when key_start is not null); a query with lo(t) > t (left
-// padding) sees nothing and gives zeros.
-//
-// These are the plain kernels (one block per query row, then per-element
-// reductions over rows); a flash-style fused kernel is later work.
+// padding) sees nothing: its output row is zero, its lse −Inf, and it adds
+// nothing to any gradient.
 
-// attn_first is the first key position query t of sequence b sees.
-__device__ __forceinline__ int attn_first(int t, int window, const int* key_start, int b) {
-    int lo = (window > 0 && t - window + 1 > 0) ? t - window + 1 : 0;
-    if (key_start != nullptr && key_start[b] > lo) lo = key_start[b];
-    return lo;
+// ATTN_ROWS is the number of warps (query rows, or key rows in the dK/dV
+// kernel) of one block of the scalar kernels; ATTN_BK (at most 32) the
+// number of keys, or queries, in one tile: lane j of a warp handles entry j.
+#define ATTN_ROWS 4
+
+// attn_fwd: grid (ceil(T/ATTN_ROWS), NH, B), block 32·ATTN_ROWS, dynamic
+// shared memory attn_fwd_smem(HD, bk) bytes. Warp w of block (x, h, b) owns
+// query t = x·ATTN_ROWS + w: it keeps the running maximum m and sum l of its
+// scores and the unnormalized output acc (in shared memory, HD floats),
+// rescaled whenever the maximum grows. Keys come bk at a time through shared
+// memory, as float.
+template <typename T>
+__device__ void attn_fwd_impl(T* out, float* lse, const T* q, const T* k, const T* v, const int* key_start, int Tn,
+                              int NH, int NKV, int HD, float scale, int window, int bk) {
+    extern __shared__ float attn_sm[];
+    int h = blockIdx.y, b = blockIdx.z, kh = h / (NH / NKV);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    int t0 = blockIdx.x * ATTN_ROWS, t = t0 + w;
+    int tl = min(t0 + ATTN_ROWS, Tn) - 1; // the block's last query
+    int kst = HD + 1;                     // padded rows: lane j reads row j
+    float* sK = attn_sm;
+    float* sV = sK + bk * kst;
+    float* sQ = sV + bk * HD + w * HD;
+    float* acc = sV + bk * HD + ATTN_ROWS * HD + w * HD;
+    float* sP = sV + bk * HD + 2 * ATTN_ROWS * HD + w * 32; // the warp's probabilities
+    i64 qs = (i64)NH * HD, ks = (i64)NKV * HD;
+    const T* kb = k + (i64)b * Tn * ks + (i64)kh * HD;
+    const T* vb = v + (i64)b * Tn * ks + (i64)kh * HD;
+    bool valid = t < Tn;
+    int first = valid ? attn_first(t, window, key_start, b) : 1;
+    i64 qo = ((i64)b * Tn + t) * qs + (i64)h * HD;
+    for (int d = lane; d < HD; d += 32) {
+        sQ[d] = valid ? ld(q, qo + d) : 0.0f;
+        acc[d] = 0.0f;
+    }
+    float m = KD_NEG_INF, l = 0.0f;
+    for (int s0 = attn_first(t0, window, key_start, b); s0 <= tl; s0 += bk) {
+        int n = min(bk, tl + 1 - s0);
+        __syncthreads(); // the previous tile is no longer read
+        for (int i = threadIdx.x; i < n * HD; i += blockDim.x) {
+            int j = i / HD, d = i % HD;
+            sK[j * kst + d] = ld(kb, (i64)(s0 + j) * ks + d);
+            sV[j * HD + d] = ld(vb, (i64)(s0 + j) * ks + d);
+        }
+        __syncthreads();
+        // Lane j scores key s0 + j.
+        int s = s0 + lane;
+        bool vis = valid && lane < n && s >= first && s <= t;
+        float sc = KD_NEG_INF;
+        if (vis) {
+            float dot = 0.0f;
+            for (int d = 0; d < HD; d++) dot += sQ[d] * sK[lane * kst + d];
+            sc = dot * scale;
+        }
+        float mn = fmaxf(m, warp_max(sc));
+        if (mn == KD_NEG_INF) continue; // nothing visible yet (warp-uniform)
+        float alpha = expf(m - mn);
+        float p = vis ? expf(sc - mn) : 0.0f;
+        l = l * alpha + warp_sum(p);
+        m = mn;
+        sP[lane] = p;
+        __syncwarp();
+        for (int d = lane; d < HD; d += 32) {
+            float a = acc[d] * alpha;
+            for (int j = 0; j < n; j++) a += sP[j] * sV[j * HD + d];
+            acc[d] = a;
+        }
+    }
+    if (!valid) return;
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int d = lane; d < HD; d += 32) st(out, qo + d, acc[d] * inv);
+    if (lane == 0) lse[((i64)b * NH + h) * Tn + t] = l > 0.0f ? m + logf(l) : KD_NEG_INF;
 }
+KD_EXPORT(attn_fwd,
+          (T * out, float* lse, const T* q, const T* k, const T* v, const int* key_start, int Tn, int NH, int NKV,
+           int HD, float scale, int window, int bk),
+          attn_fwd_impl<T>(out, lse, q, k, v, key_start, Tn, NH, NKV, HD, scale, window, bk))
+
+// attn_bwd_dot: D[b, h, t] = Σ_d dout[b, t, h, d]·out[b, t, h, d], one warp
+// per row (grid-stride over the B·T·NH rows), rows laid out as lse.
+template <typename T>
+__device__ void attn_bwd_dot_impl(float* D, const T* dout, const T* out, int B, int Tn, int NH, int HD) {
+    int lane = threadIdx.x & 31;
+    i64 rows = (i64)B * Tn * NH;
+    for (i64 r = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += ((i64)gridDim.x * blockDim.x) >> 5) {
+        float s = 0.0f;
+        for (int d = lane; d < HD; d += 32) s += ld(dout, r * HD + d) * ld(out, r * HD + d);
+        s = warp_sum(s);
+        int h = (int)(r % NH);
+        i64 bt = r / NH;
+        int t = (int)(bt % Tn), b = (int)(bt / Tn);
+        if (lane == 0) D[((i64)b * NH + h) * Tn + t] = s;
+    }
+}
+KD_EXPORT(attn_bwd_dot, (float* D, const T* dout, const T* out, int B, int Tn, int NH, int HD),
+          attn_bwd_dot_impl<T>(D, dout, out, B, Tn, NH, HD))
+
+// attn_bwd_dq: grid (ceil(T/ATTN_ROWS), NH, B), block 32·ATTN_ROWS, dynamic
+// shared memory attn_bwd_dq_smem(HD, bk) bytes. Warp w owns query t: for the
+// keys it sees, P = exp(scale·q·k − lse), dS = P·(dout·v − D), and it
+// writes dq[t] = scale·Σ_s dS[s]·k[s].
+template <typename T>
+__device__ void attn_bwd_dq_impl(T* dq, const T* dout, const float* lse, const float* D, const T* q, const T* k,
+                                 const T* v, const int* key_start, int Tn, int NH, int NKV, int HD, float scale,
+                                 int window, int bk) {
+    extern __shared__ float attn_sm[];
+    int h = blockIdx.y, b = blockIdx.z, kh = h / (NH / NKV);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    int t0 = blockIdx.x * ATTN_ROWS, t = t0 + w;
+    int tl = min(t0 + ATTN_ROWS, Tn) - 1;
+    int kst = HD + 1;
+    float* sK = attn_sm;
+    float* sV = sK + bk * kst;
+    float* sQ = sV + bk * kst + w * HD;
+    float* sO = sV + bk * kst + ATTN_ROWS * HD + w * HD; // dout's row
+    float* acc = sV + bk * kst + 2 * ATTN_ROWS * HD + w * HD;
+    float* sS = sV + bk * kst + 3 * ATTN_ROWS * HD + w * 32; // the warp's dS
+    i64 qs = (i64)NH * HD, ks = (i64)NKV * HD;
+    const T* kb = k + (i64)b * Tn * ks + (i64)kh * HD;
+    const T* vb = v + (i64)b * Tn * ks + (i64)kh * HD;
+    bool valid = t < Tn;
+    int first = valid ? attn_first(t, window, key_start, b) : 1;
+    i64 qo = ((i64)b * Tn + t) * qs + (i64)h * HD;
+    i64 ro = ((i64)b * NH + h) * Tn + t;
+    float L = valid ? lse[ro] : 0.0f, Dt = valid ? D[ro] : 0.0f;
+    for (int d = lane; d < HD; d += 32) {
+        sQ[d] = valid ? ld(q, qo + d) : 0.0f;
+        sO[d] = valid ? ld(dout, qo + d) : 0.0f;
+        acc[d] = 0.0f;
+    }
+    for (int s0 = attn_first(t0, window, key_start, b); s0 <= tl; s0 += bk) {
+        int n = min(bk, tl + 1 - s0);
+        __syncthreads();
+        for (int i = threadIdx.x; i < n * HD; i += blockDim.x) {
+            int j = i / HD, d = i % HD;
+            sK[j * kst + d] = ld(kb, (i64)(s0 + j) * ks + d);
+            sV[j * kst + d] = ld(vb, (i64)(s0 + j) * ks + d);
+        }
+        __syncthreads();
+        int s = s0 + lane;
+        float ds = 0.0f;
+        if (valid && lane < n && s >= first && s <= t) {
+            float qk = 0.0f, dp = 0.0f;
+            for (int d = 0; d < HD; d++) {
+                qk += sQ[d] * sK[lane * kst + d];
+                dp += sO[d] * sV[lane * kst + d];
+            }
+            float p = expf(qk * scale - L);
+            ds = p * (dp - Dt);
+        }
+        sS[lane] = ds;
+        __syncwarp();
+        for (int d = lane; d < HD; d += 32) {
+            float a = acc[d];
+            for (int j = 0; j < n; j++) a += sS[j] * sK[j * kst + d];
+            acc[d] = a;
+        }
+    }
+    if (!valid) return;
+    for (int d = lane; d < HD; d += 32) st(dq, qo + d, scale * acc[d]);
+}
+KD_EXPORT(attn_bwd_dq,
+          (T * dq, const T* dout, const float* lse, const float* D, const T* q, const T* k, const T* v,
+           const int* key_start, int Tn, int NH, int NKV, int HD, float scale, int window, int bk),
+          attn_bwd_dq_impl<T>(dq, dout, lse, D, q, k, v, key_start, Tn, NH, NKV, HD, scale, window, bk))
+
+// attn_bwd_dkv: grid (ceil(T/ATTN_ROWS), NKV, B), block 32·ATTN_ROWS,
+// dynamic shared memory attn_bwd_dkv_smem(HD, bk) bytes. Warp w owns key s
+// of key/value head kh; over the query heads h of kh's group and the queries
+// t that see s (bk at a time through shared memory), with P and dS as in
+// attn_bwd_dq, it writes dv[s] = Σ P·dout[t] and dk[s] = scale·Σ dS·q[t].
+template <typename T>
+__device__ void attn_bwd_dkv_impl(T* dk, T* dv, const T* dout, const float* lse, const float* D, const T* q,
+                                  const T* k, const T* v, const int* key_start, int Tn, int NH, int NKV, int HD,
+                                  float scale, int window, int bk) {
+    extern __shared__ float attn_sm[];
+    int kh = blockIdx.y, b = blockIdx.z, group = NH / NKV;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    int s0 = blockIdx.x * ATTN_ROWS, s = s0 + w;
+    int sl = min(s0 + ATTN_ROWS, Tn) - 1;
+    int kst = HD + 1;
+    float* sQ = attn_sm;
+    float* sO = sQ + bk * kst;
+    float* sL = sO + bk * kst; // lse of the tile's queries
+    float* sD = sL + 32;       // D of the tile's queries
+    float* sK = sD + 32 + w * HD;
+    float* sV = sD + 32 + ATTN_ROWS * HD + w * HD;
+    float* accK = sD + 32 + 2 * ATTN_ROWS * HD + w * HD;
+    float* accV = sD + 32 + 3 * ATTN_ROWS * HD + w * HD;
+    float* sP = sD + 32 + 4 * ATTN_ROWS * HD + w * 64; // the warp's P, then dS
+    float* sS = sP + 32;
+    i64 qs = (i64)NH * HD, ks = (i64)NKV * HD;
+    bool valid = s < Tn && (key_start == nullptr || s >= key_start[b]);
+    i64 ko = ((i64)b * Tn + s) * ks + (i64)kh * HD;
+    for (int d = lane; d < HD; d += 32) {
+        sK[d] = valid ? ld(k, ko + d) : 0.0f;
+        sV[d] = valid ? ld(v, ko + d) : 0.0f;
+        accK[d] = 0.0f;
+        accV[d] = 0.0f;
+    }
+    // Keys before key_start[b] are seen by no query: a block of them only
+    // writes zeros.
+    int tEnd = (key_start != nullptr && sl < key_start[b]) ? s0 : attn_last_query(sl, window, Tn);
+    for (int h = kh * group; h < (kh + 1) * group; h++) {
+        const T* qb = q + (i64)b * Tn * qs + (i64)h * HD;
+        const T* ob = dout + (i64)b * Tn * qs + (i64)h * HD;
+        const float* Lb = lse + ((i64)b * NH + h) * Tn;
+        const float* Db = D + ((i64)b * NH + h) * Tn;
+        for (int u0 = s0; u0 < tEnd; u0 += bk) {
+            int n = min(bk, tEnd - u0);
+            __syncthreads();
+            for (int i = threadIdx.x; i < n * HD; i += blockDim.x) {
+                int j = i / HD, d = i % HD;
+                sQ[j * kst + d] = ld(qb, (i64)(u0 + j) * qs + d);
+                sO[j * kst + d] = ld(ob, (i64)(u0 + j) * qs + d);
+            }
+            for (int j = threadIdx.x; j < n; j += blockDim.x) {
+                sL[j] = Lb[u0 + j];
+                sD[j] = Db[u0 + j];
+            }
+            __syncthreads();
+            // Lane j handles query u0 + j.
+            int t = u0 + lane;
+            float p = 0.0f, ds = 0.0f;
+            if (valid && lane < n && t >= s && s >= attn_first(t, window, key_start, b)) {
+                float qk = 0.0f, dp = 0.0f;
+                for (int d = 0; d < HD; d++) {
+                    qk += sQ[lane * kst + d] * sK[d];
+                    dp += sO[lane * kst + d] * sV[d];
+                }
+                p = expf(qk * scale - sL[lane]);
+                ds = p * (dp - sD[lane]);
+            }
+            sP[lane] = p;
+            sS[lane] = ds;
+            __syncwarp();
+            for (int d = lane; d < HD; d += 32) {
+                float ak = accK[d], av = accV[d];
+                for (int j = 0; j < n; j++) {
+                    av += sP[j] * sO[j * kst + d];
+                    ak += sS[j] * sQ[j * kst + d];
+                }
+                accK[d] = ak;
+                accV[d] = av;
+            }
+        }
+    }
+    if (s >= Tn) return;
+    for (int d = lane; d < HD; d += 32) {
+        st(dk, ko + d, scale * accK[d]);
+        st(dv, ko + d, accV[d]);
+    }
+}
+KD_EXPORT(attn_bwd_dkv,
+          (T * dk, T* dv, const T* dout, const float* lse, const float* D, const T* q, const T* k, const T* v,
+           const int* key_start, int Tn, int NH, int NKV, int HD, float scale, int window, int bk),
+          attn_bwd_dkv_impl<T>(dk, dv, dout, lse, D, q, k, v, key_start, Tn, NH, NKV, HD, scale, window, bk))
 
 // attn_row computes one query row: p[s] = softmax_s(scale · q·k[s]) for
 // s in [lo, hi], and out[d] = Σ_s p[s]·v[s, d]. q and out are the row's HD
@@ -80,34 +334,6 @@ __device__ void attn_row(const T* q, const T* k, const T* v, i64 kstride, int lo
     }
 }
 
-// attn_forward: grid (T, NH, B), blockDim.x a multiple of 32, dynamic shared
-// memory (HD + blockDim.x) floats. Block (t, h, b) writes probs[b, h, t, :]
-// (zeros outside [lo, t]) and out[b, t, h, :].
-template <typename T>
-__device__ void attn_forward_impl(T* out, float* probs, const T* q, const T* k, const T* v, const int* key_start,
-                                  int Tn, int NH, int NKV, int HD, float scale, int window) {
-    extern __shared__ float attn_sm[];
-    int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    int kh = h / (NH / NKV);
-    i64 ks = (i64)NKV * HD;
-    float* p = probs + ((i64)b * NH + h) * Tn * Tn + (i64)t * Tn;
-    i64 qo = ((i64)b * Tn + t) * NH * HD + (i64)h * HD;
-    int lo = attn_first(t, window, key_start, b);
-    if (lo > t) { // a padding query: it sees nothing
-        for (int s = threadIdx.x; s < Tn; s += blockDim.x) p[s] = 0.0f;
-        for (int d = threadIdx.x; d < HD; d += blockDim.x) st(out, qo + d, 0.0f);
-        return;
-    }
-    for (int s = threadIdx.x; s < Tn; s += blockDim.x)
-        if (s < lo || s > t) p[s] = 0.0f;
-    i64 ko = (i64)b * Tn * ks + (i64)kh * HD;
-    attn_row<T>(q + qo, k + ko, v + ko, ks, lo, t, scale, p, out + qo, HD, attn_sm);
-}
-KD_EXPORT(attn_forward,
-          (T * out, float* probs, const T* q, const T* k, const T* v, const int* key_start, int Tn, int NH, int NKV,
-           int HD, float scale, int window),
-          attn_forward_impl<T>(out, probs, q, k, v, key_start, Tn, NH, NKV, HD, scale, window))
-
 // attn_decode: grid (NH, B), dynamic shared memory (HD + blockDim.x) floats;
 // w is float scratch [B, NH, pos+1]. Block (h, b) computes out[b, h, :] for
 // query position pos against kc/vc rows b·Tmax + s.
@@ -133,120 +359,3 @@ KD_EXPORT(attn_decode,
            int Tmax, int pos, float scale, int window),
           attn_decode_impl<T>(out, q, kc, vc, w, key_start, NH, NKV, HD, Tmax, pos, scale, window))
 
-// attn_backward_ds: grid (T, NH, Bc) for sequences b = b0 + blockIdx.z,
-// dynamic shared memory HD floats. Block (t, h, b) writes, for the visible
-// keys s ∈ [lo, t] only,
-//   ds[b−b0, h, t, s] = P[s]·(dP[s] − Σ_s' P[s']·dP[s']),  dP[s] = dout[b, t, h, :]·v[b, s, kh, :].
-// (Entries outside [lo, t] are left as they are: P is zero there, so is dS,
-// and the kernels below never read them.)
-template <typename T>
-__device__ void attn_backward_ds_impl(float* ds, const float* probs, const T* dout, const T* v, const int* key_start,
-                                      int b0, int Tn, int NH, int NKV, int HD, int window) {
-    extern __shared__ float attn_sm[];
-    int t = blockIdx.x, h = blockIdx.y, bl = blockIdx.z, b = b0 + bl;
-    int lo = attn_first(t, window, key_start, b);
-    if (lo > t) return;
-    int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5, nw = nt >> 5;
-    int kh = h / (NH / NKV);
-    i64 ks = (i64)NKV * HD;
-    const T* dor = dout + ((i64)b * Tn + t) * NH * HD + (i64)h * HD;
-    const T* vb = v + (i64)b * Tn * ks + (i64)kh * HD;
-    const float* P = probs + ((i64)b * NH + h) * Tn * Tn + (i64)t * Tn;
-    float* D = ds + ((i64)bl * NH + h) * Tn * Tn + (i64)t * Tn;
-    float* dos = attn_sm;
-    for (int d = tid; d < HD; d += nt) dos[d] = ld(dor, d);
-    __syncthreads();
-    for (int s = lo + warp; s <= t; s += nw) {
-        const T* vr = vb + (i64)s * ks;
-        float dot = 0.0f;
-        for (int d = lane; d < HD; d += 32) dot += dos[d] * ld(vr, d);
-        dot = warp_sum(dot);
-        if (lane == 0) D[s] = dot;
-    }
-    __syncthreads();
-    float dot = 0.0f;
-    for (int s = lo + tid; s <= t; s += nt) dot += P[s] * D[s];
-    dot = block_sum(dot);
-    for (int s = lo + tid; s <= t; s += nt) D[s] = P[s] * (D[s] - dot);
-}
-KD_EXPORT(attn_backward_ds,
-          (float* ds, const float* probs, const T* dout, const T* v, const int* key_start, int b0, int Tn, int NH,
-           int NKV, int HD, int window),
-          attn_backward_ds_impl<T>(ds, probs, dout, v, key_start, b0, Tn, NH, NKV, HD, window))
-
-// attn_backward_dq: one thread per element (bl, t, h, d) of the Bc·T·NH·HD
-// query gradients of sequences b0 …:
-//   dq[b, t, h, d] += scale · Σ_{s ∈ [lo, t]} ds[bl, h, t, s] · k[b, s, kh, d].
-template <typename T>
-__device__ void attn_backward_dq_impl(T* dq, const float* ds, const T* k, const int* key_start, int b0, int Bc,
-                                      int Tn, int NH, int NKV, int HD, float scale, int window) {
-    i64 n = (i64)Bc * Tn * NH * HD;
-    i64 ks = (i64)NKV * HD;
-    int group = NH / NKV;
-    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
-        int d = (int)(i % HD);
-        i64 r = i / HD;
-        int h = (int)(r % NH);
-        r /= NH;
-        int t = (int)(r % Tn);
-        int bl = (int)(r / Tn), b = b0 + bl;
-        int lo = attn_first(t, window, key_start, b);
-        if (lo > t) continue;
-        const float* D = ds + ((i64)bl * NH + h) * Tn * Tn + (i64)t * Tn;
-        const T* kb = k + (i64)b * Tn * ks + (i64)(h / group) * HD + d;
-        float acc = 0.0f;
-        for (int s = lo; s <= t; s++) acc += D[s] * ld(kb, (i64)s * ks);
-        i64 o = (i64)b0 * Tn * NH * HD + i;
-        st(dq, o, ld(dq, o) + scale * acc);
-    }
-}
-KD_EXPORT(attn_backward_dq,
-          (T * dq, const float* ds, const T* k, const int* key_start, int b0, int Bc, int Tn, int NH, int NKV, int HD,
-           float scale, int window),
-          attn_backward_dq_impl<T>(dq, ds, k, key_start, b0, Bc, Tn, NH, NKV, HD, scale, window))
-
-// attn_backward_dkv: one thread per element (bl, s, kh, d) of the
-// Bc·T·NKV·HD key/value gradients of sequences b0 …, summing over the query
-// heads h of the group and the queries t that see key s (s ≤ t, t − s <
-// window; none when s < key_start[b]):
-//   dv[b, s, kh, d] += Σ_h Σ_t probs[b, h, t, s] · dout[b, t, h, d]
-//   dk[b, s, kh, d] += scale · Σ_h Σ_t ds[bl, h, t, s] · q[b, t, h, d]
-template <typename T>
-__device__ void attn_backward_dkv_impl(T* dk, T* dv, const float* ds, const float* probs, const T* q, const T* dout,
-                                       const int* key_start, int b0, int Bc, int Tn, int NH, int NKV, int HD,
-                                       float scale, int window) {
-    i64 n = (i64)Bc * Tn * NKV * HD;
-    int group = NH / NKV;
-    i64 qs = (i64)NH * HD;
-    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
-        int d = (int)(i % HD);
-        i64 r = i / HD;
-        int kh = (int)(r % NKV);
-        r /= NKV;
-        int s = (int)(r % Tn);
-        int bl = (int)(r / Tn), b = b0 + bl;
-        if (key_start != nullptr && s < key_start[b]) continue;
-        int last = Tn - 1;
-        if (window > 0 && s + window - 1 < last) last = s + window - 1;
-        float accv = 0.0f, acck = 0.0f;
-        for (int j = 0; j < group; j++) {
-            int h = kh * group + j;
-            const float* P = probs + ((i64)b * NH + h) * Tn * Tn + s;
-            const float* D = ds + ((i64)bl * NH + h) * Tn * Tn + s;
-            i64 qo = (i64)b * Tn * qs + (i64)h * HD + d;
-            for (int t = s; t <= last; t++) {
-                i64 rt = (i64)t * Tn;
-                i64 e = qo + (i64)t * qs;
-                accv += P[rt] * ld(dout, e);
-                acck += D[rt] * ld(q, e);
-            }
-        }
-        i64 o = (i64)b0 * Tn * NKV * HD + i;
-        st(dv, o, ld(dv, o) + accv);
-        st(dk, o, ld(dk, o) + scale * acck);
-    }
-}
-KD_EXPORT(attn_backward_dkv,
-          (T * dk, T* dv, const float* ds, const float* probs, const T* q, const T* dout, const int* key_start, int b0,
-           int Bc, int Tn, int NH, int NKV, int HD, float scale, int window),
-          attn_backward_dkv_impl<T>(dk, dv, ds, probs, q, dout, key_start, b0, Bc, Tn, NH, NKV, HD, scale, window))

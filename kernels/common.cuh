@@ -125,3 +125,176 @@ __device__ __forceinline__ float block_max(float v) {
 #define KD_EXPORT(NAME, ARGS, CALL)                                  \
     namespace kd_##NAME##_f32 { typedef float T; extern "C" __global__ void NAME##_f32 ARGS { CALL; } } \
     namespace kd_##NAME##_bf16 { typedef bf16 T; extern "C" __global__ void NAME##_bf16 ARGS { CALL; } }
+// KD_EXPORT_BOUNDED(NAME, THREADS, ARGS, CALL) is KD_EXPORT for kernels
+// launched with more than 256 threads: __launch_bounds__(THREADS) makes the
+// compiler fit THREADS threads' registers in one SM (without it a 1024-thread
+// launch of a kernel using over 64 registers fails). The backend refuses a
+// launch above 256 threads of a kernel without bounds, or above its bounds.
+#define KD_EXPORT_BOUNDED(NAME, THREADS, ARGS, CALL)                                                             \
+    namespace kd_##NAME##_f32 { typedef float T;                                                                 \
+        extern "C" __global__ void __launch_bounds__(THREADS) NAME##_f32 ARGS { CALL; } }                         \
+    namespace kd_##NAME##_bf16 { typedef bf16 T;                                                                 \
+        extern "C" __global__ void __launch_bounds__(THREADS) NAME##_bf16 ARGS { CALL; } }
+
+// ---------------------------------------------------------------- attention masks
+// (attention.cu and attention_mma.cu; see attention.cu for the rules)
+
+// attn_first is the first key position query t of sequence b sees.
+__device__ __forceinline__ int attn_first(int t, int window, const int* key_start, int b) {
+    int lo = (window > 0 && t - window + 1 > 0) ? t - window + 1 : 0;
+    if (key_start != nullptr && key_start[b] > lo) lo = key_start[b];
+    return lo;
+}
+
+// attn_last_query is one past the last query that sees key s (ignoring left
+// padding, which hides keys, not queries): t − s < window.
+__device__ __forceinline__ int attn_last_query(int s, int window, int Tn) {
+    return (window > 0 && s + window < Tn) ? s + window : Tn;
+}
+
+// ---------------------------------------------------------------- tensor cores
+//
+// Warp-level bf16 matrix ops, sm_80 and later (the backend runs the scalar
+// kernels on older GPUs, where these bodies trap). On the device they are
+// inline PTX; compiled for the kernel emulator (no __CUDA_ARCH__) they call
+// its exact C++ models of the same instructions (cuda/testdata/emu/prelude.h).
+// All 32 lanes of the warp must call them together.
+//
+// Fragments of mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, for lane
+// l with g = l/4 and q = l%4 (two bf16 per 32-bit register, the lower column
+// or row in the lower 16 bits):
+//   A 16×16: a[0] = A[g][2q..2q+1], a[1] = A[g+8][2q..], a[2] = A[g][2q+8..],
+//            a[3] = A[g+8][2q+8..]
+//   B 16×8:  b[0] = B[2q..2q+1][g], b[1] = B[2q+8..2q+9][g]
+//   C/D 16×8 fp32: c[0] = C[g][2q], c[1] = C[g][2q+1], c[2] = C[g+8][2q],
+//            c[3] = C[g+8][2q+1]
+// so the accumulators of two neighbouring 16×8 tiles, C0 (columns 0–7) and
+// C1 (8–15), rounded to bf16, are the A fragment of the 16×16 tile [C0 C1]:
+// a = {pack(C0[0], C0[1]), pack(C0[2], C0[3]), pack(C1[0], C1[1]), pack(C1[2], C1[3])}.
+
+// mma_bf16_16816 computes d = A·B + c on the tensor cores (fp32 accumulation).
+__device__ __forceinline__ void mma_bf16_16816(float* d, const unsigned* a, const unsigned* b, const float* c) {
+#if defined(__CUDA_ARCH__)
+#if __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%11,%12,%13};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+          "f"(c[3]));
+#else
+    d[0] = c[0], d[1] = c[1], d[2] = c[2], d[3] = c[3];
+    __trap();
+#endif
+#else
+    kd_emu_mma_m16n8k16_bf16(d, a, b, c);
+#endif
+}
+
+// smem_addr is a generic pointer into shared memory as a .shared address.
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+#if defined(__CUDA_ARCH__)
+    unsigned r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }\n" : "=r"(r) : "l"(p));
+    return r;
+#else
+    return 0;
+#endif
+}
+
+// ldmatrix_x4 loads four 8×8 b16 matrices from shared memory: lane l gives
+// the address of row l%8 of matrix l/8 (16 bytes, 16-byte aligned) and
+// receives r[i] = matrix i's [l/4][2(l%4) .. 2(l%4)+1]. ldmatrix_x4_trans
+// gives the transposes: r[i] = matrix i's [2(l%4) .. 2(l%4)+1][l/4].
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const void* row) {
+#if defined(__CUDA_ARCH__)
+#if __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(row)));
+#else
+    r[0] = r[1] = r[2] = r[3] = 0;
+    __trap();
+#endif
+#else
+    kd_emu_ldmatrix_x4(r, row, false);
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const void* row) {
+#if defined(__CUDA_ARCH__)
+#if __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(row)));
+#else
+    r[0] = r[1] = r[2] = r[3] = 0;
+    __trap();
+#endif
+#else
+    kd_emu_ldmatrix_x4(r, row, true);
+#endif
+}
+
+// pack_bf16 rounds lo and hi to bf16 (nearest even) into one register, lo in
+// the lower 16 bits.
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#else
+    return (unsigned)f32_to_bf16(lo).x | ((unsigned)f32_to_bf16(hi).x << 16);
+#endif
+}
+
+// kd_u4 is 16 bytes moved as one vector load or store (8 bf16 or 4 floats);
+// the address must be 16-byte aligned.
+struct alignas(16) kd_u4 {
+    unsigned x, y, z, w;
+};
+
+// kd_aligned16 reports whether p may be read or written with kd_u4.
+__device__ __forceinline__ bool kd_aligned16(const void* p) { return ((unsigned long long)p & 15ull) == 0; }
+
+// ld8 reads p[i … i+7] as float and st8 writes them, with 16-byte vector
+// accesses (one for bf16, two for float): p + i must be 16-byte aligned.
+template <typename T> __device__ __forceinline__ void ld8(const T* p, i64 i, float* f);
+template <> __device__ __forceinline__ void ld8<float>(const float* p, i64 i, float* f) {
+    kd_u4 a = *(const kd_u4*)(p + i), b = *(const kd_u4*)(p + i + 4);
+    f[0] = __uint_as_float(a.x), f[1] = __uint_as_float(a.y), f[2] = __uint_as_float(a.z), f[3] = __uint_as_float(a.w);
+    f[4] = __uint_as_float(b.x), f[5] = __uint_as_float(b.y), f[6] = __uint_as_float(b.z), f[7] = __uint_as_float(b.w);
+}
+template <> __device__ __forceinline__ void ld8<bf16>(const bf16* p, i64 i, float* f) {
+    kd_u4 a = *(const kd_u4*)(p + i);
+    unsigned w[4] = {a.x, a.y, a.z, a.w};
+    for (int k = 0; k < 4; k++) {
+        f[2 * k] = __uint_as_float(w[k] << 16);
+        f[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+template <typename T> __device__ __forceinline__ void st8(T* p, i64 i, const float* f);
+template <> __device__ __forceinline__ void st8<float>(float* p, i64 i, const float* f) {
+    kd_u4 a = {__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3])};
+    kd_u4 b = {__float_as_uint(f[4]), __float_as_uint(f[5]), __float_as_uint(f[6]), __float_as_uint(f[7])};
+    *(kd_u4*)(p + i) = a;
+    *(kd_u4*)(p + i + 4) = b;
+}
+template <> __device__ __forceinline__ void st8<bf16>(bf16* p, i64 i, const float* f) {
+    kd_u4 a;
+    a.x = (unsigned)f32_to_bf16(f[0]).x | ((unsigned)f32_to_bf16(f[1]).x << 16);
+    a.y = (unsigned)f32_to_bf16(f[2]).x | ((unsigned)f32_to_bf16(f[3]).x << 16);
+    a.z = (unsigned)f32_to_bf16(f[4]).x | ((unsigned)f32_to_bf16(f[5]).x << 16);
+    a.w = (unsigned)f32_to_bf16(f[6]).x | ((unsigned)f32_to_bf16(f[7]).x << 16);
+    *(kd_u4*)(p + i) = a;
+}
+
+// KD_VEC8_LOOP(v, n, aligned) runs a grid-stride loop over the 8-element
+// vectors v of [0, n) when aligned (every pointer the body touches 16-byte
+// aligned), else over none; KD_TAIL_LOOP(i, n, aligned) then covers the
+// elements the vectors did not: [8·⌊n/8⌋, n), or all of [0, n).
+#define KD_VEC8_LOOP(v, n, aligned)                                                                        \
+    for (i64 v = (aligned) ? (i64)blockIdx.x * blockDim.x + threadIdx.x : (n) / 8; v < (n) / 8;           \
+         v += (i64)gridDim.x * blockDim.x)
+#define KD_TAIL_LOOP(i, n, aligned)                                                                        \
+    for (i64 i = ((aligned) ? (n) / 8 * 8 : 0) + (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n);     \
+         i += (i64)gridDim.x * blockDim.x)

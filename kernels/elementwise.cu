@@ -65,10 +65,18 @@ KD_EXPORT(ew_colsum, (T * dst, const float* part, int chunks, int C), ew_colsum_
 // ---------------------------------------------------------------- add, scale
 
 // dst[n] = a[n] + b[n]; dst may alias a or b (each element is read before it
-// is written, by the same thread).
+// is written, by the same thread). 16-byte vectors where aligned.
 template <typename T>
 __device__ void ew_add_impl(T* dst, const T* a, const T* b, i64 n) {
-    EW_GRID_STRIDE(i, n) { st(dst, i, ld(a, i) + ld(b, i)); }
+    bool al = kd_aligned16(dst) && kd_aligned16(a) && kd_aligned16(b);
+    KD_VEC8_LOOP(v, n, al) {
+        float x[8], y[8];
+        ld8(a, 8 * v, x);
+        ld8(b, 8 * v, y);
+        for (int k = 0; k < 8; k++) x[k] += y[k];
+        st8(dst, 8 * v, x);
+    }
+    KD_TAIL_LOOP(i, n, al) { st(dst, i, ld(a, i) + ld(b, i)); }
 }
 KD_EXPORT(ew_add, (T * dst, const T* a, const T* b, i64 n), ew_add_impl<T>(dst, a, b, n))
 
@@ -169,26 +177,168 @@ __device__ void ew_rope_impl(T* x, const int* pos, const float* invFreq, int N, 
 KD_EXPORT(ew_rope, (T * x, const int* pos, const float* invFreq, int N, int H, int half, float sign),
           ew_rope_impl<T>(x, pos, invFreq, N, H, half, sign))
 
+// ---------------------------------------------------------------- q/k/v epilogue
+
+// ew_rope_angles fills cs, sn [half] with the cosines and sines of row n's
+// angles pos[n]·invFreq[i] (as ew_rope), sn negated when sign < 0. Every
+// thread of the block calls it; it ends with a barrier.
+__device__ __forceinline__ void ew_rope_angles(float* cs, float* sn, const int* pos, const float* invFreq, int n,
+                                               int half, float sign) {
+    __syncthreads(); // the previous row's angles are no longer read
+    float p = (float)pos[n];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        double s, c;
+        sincos((double)__fmul_rn(p, invFreq[i]), &s, &c);
+        cs[i] = (float)c;
+        sn[i] = sign * (float)s;
+    }
+    __syncthreads();
+}
+
+// The epilogue of the fused q/k/v projection qkv [N, W] (W = NH·HD +
+// 2·NKV·HD: q's columns, then k's, then v's) in one pass: q [N, NH·HD], k,
+// v [N, NKV·HD] = the column blocks of qkv + bias [W] (null: none), q and k
+// then rotated by RoPE as ew_rope does (invFreq null: no rotation; half =
+// HD/2). One block per row (grid-stride), dynamic shared memory 2·half
+// floats.
+template <typename T>
+__device__ void ew_qkv_bias_rope_impl(T* q, T* k, T* v, const T* qkv, const T* bias, const int* pos,
+                                      const float* invFreq, int N, int NH, int NKV, int HD) {
+    extern __shared__ float ew_qkv_cs[];
+    int half = HD / 2, qw = NH * HD, kvw = NKV * HD, W = qw + 2 * kvw;
+    float* cs = ew_qkv_cs;
+    float* sn = ew_qkv_cs + half;
+    for (int n = blockIdx.x; n < N; n += gridDim.x) {
+        if (invFreq != nullptr) ew_rope_angles(cs, sn, pos, invFreq, n, half, 1.0f);
+        const i64 src = (i64)n * W;
+        for (int which = 0; which < 2; which++) {
+            T* x = which == 0 ? q : k;
+            int H = which == 0 ? NH : NKV, off = which == 0 ? 0 : qw;
+            i64 dst = (i64)n * H * HD;
+            if (invFreq == nullptr) {
+                for (int j = threadIdx.x; j < H * HD; j += blockDim.x)
+                    st(x, dst + j, ld(qkv, src + off + j) + (bias != nullptr ? ld(bias, off + j) : 0.0f));
+                continue;
+            }
+            for (int j = threadIdx.x; j < H * half; j += blockDim.x) {
+                int h = j / half, i = j - h * half, ca = h * HD + i, cb = ca + half;
+                float a = ld(qkv, src + off + ca), b = ld(qkv, src + off + cb);
+                if (bias != nullptr) a += ld(bias, off + ca), b += ld(bias, off + cb);
+                st(x, dst + ca, a * cs[i] - b * sn[i]);
+                st(x, dst + cb, b * cs[i] + a * sn[i]);
+            }
+        }
+        i64 dst = (i64)n * kvw;
+        for (int j = threadIdx.x; j < kvw; j += blockDim.x)
+            st(v, dst + j, ld(qkv, src + qw + kvw + j) + (bias != nullptr ? ld(bias, qw + kvw + j) : 0.0f));
+    }
+}
+KD_EXPORT(ew_qkv_bias_rope,
+          (T * q, T* k, T* v, const T* qkv, const T* bias, const int* pos, const float* invFreq, int N, int NH, int NKV,
+           int HD),
+          ew_qkv_bias_rope_impl<T>(q, k, v, qkv, bias, pos, invFreq, N, NH, NKV, HD))
+
+// The backward of ew_qkv_bias_rope: dqkv [N, W] = [dq rotated back, dk
+// rotated back, dv] (invFreq null: not rotated) and, when part is not null,
+// the column sums of dqkv (as stored) over the block's rows written to
+// part[blockIdx.x, W] for ew_colsum: the bias gradient. One block per chunk
+// of rows (grid-stride, in a fixed order: deterministic). Dynamic shared
+// memory: 2·half floats, plus W floats of partials when part is not null.
+template <typename T>
+__device__ void ew_qkv_bias_rope_backward_impl(T* dqkv, float* part, const T* dq, const T* dk, const T* dv,
+                                               const int* pos, const float* invFreq, int N, int NH, int NKV, int HD) {
+    extern __shared__ float ew_qkv_cs[];
+    int half = HD / 2, qw = NH * HD, kvw = NKV * HD, W = qw + 2 * kvw;
+    float* cs = ew_qkv_cs;
+    float* sn = ew_qkv_cs + half;
+    float* acc = ew_qkv_cs + 2 * half; // [W] when part != null
+    if (part != nullptr)
+        for (int j = threadIdx.x; j < W; j += blockDim.x) acc[j] = 0.0f;
+    __syncthreads(); // a thread may add to columns another zeroed
+    for (int n = blockIdx.x; n < N; n += gridDim.x) {
+        if (invFreq != nullptr) ew_rope_angles(cs, sn, pos, invFreq, n, half, -1.0f);
+        const i64 dst = (i64)n * W;
+        for (int which = 0; which < 2; which++) {
+            const T* x = which == 0 ? dq : dk;
+            int H = which == 0 ? NH : NKV, off = which == 0 ? 0 : qw;
+            i64 src = (i64)n * H * HD;
+            if (invFreq == nullptr) {
+                for (int j = threadIdx.x; j < H * HD; j += blockDim.x) {
+                    st(dqkv, dst + off + j, ld(x, src + j));
+                    if (part != nullptr) acc[off + j] += ld(dqkv, dst + off + j);
+                }
+                continue;
+            }
+            for (int j = threadIdx.x; j < H * half; j += blockDim.x) {
+                int h = j / half, i = j - h * half, ca = h * HD + i, cb = ca + half;
+                float a = ld(x, src + ca), b = ld(x, src + cb);
+                st(dqkv, dst + off + ca, a * cs[i] - b * sn[i]);
+                st(dqkv, dst + off + cb, b * cs[i] + a * sn[i]);
+                if (part != nullptr) {
+                    // The bias gradient sums the values as stored.
+                    acc[off + ca] += ld(dqkv, dst + off + ca);
+                    acc[off + cb] += ld(dqkv, dst + off + cb);
+                }
+            }
+        }
+        for (int j = threadIdx.x; j < kvw; j += blockDim.x) {
+            st(dqkv, dst + qw + kvw + j, ld(dv, (i64)n * kvw + j));
+            if (part != nullptr) acc[qw + kvw + j] += ld(dqkv, dst + qw + kvw + j);
+        }
+    }
+    if (part != nullptr) {
+        __syncthreads();
+        for (int j = threadIdx.x; j < W; j += blockDim.x) part[(i64)blockIdx.x * W + j] = acc[j];
+    }
+}
+KD_EXPORT(ew_qkv_bias_rope_backward,
+          (T * dqkv, float* part, const T* dq, const T* dk, const T* dv, const int* pos, const float* invFreq, int N,
+           int NH, int NKV, int HD),
+          ew_qkv_bias_rope_backward_impl<T>(dqkv, part, dq, dk, dv, pos, invFreq, N, NH, NKV, HD))
+
 // ---------------------------------------------------------------- SwiGLU, GELU
 
-// out = silu(gate)·up = gate/(1 + e^(−gate))·up, all [n].
+// out = silu(gate)·up = gate/(1 + e^(−gate))·up, all [n]. 16-byte vectors
+// where aligned.
+__device__ __forceinline__ float ew_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 template <typename T>
 __device__ void ew_swiglu_impl(T* out, const T* gate, const T* up, i64 n) {
-    EW_GRID_STRIDE(i, n) {
-        float g = ld(gate, i);
-        st(out, i, g / (1.0f + expf(-g)) * ld(up, i));
+    bool al = kd_aligned16(out) && kd_aligned16(gate) && kd_aligned16(up);
+    KD_VEC8_LOOP(v, n, al) {
+        float g[8], u[8];
+        ld8(gate, 8 * v, g);
+        ld8(up, 8 * v, u);
+        for (int k = 0; k < 8; k++) g[k] = ew_silu_mul(g[k], u[k]);
+        st8(out, 8 * v, g);
     }
+    KD_TAIL_LOOP(i, n, al) { st(out, i, ew_silu_mul(ld(gate, i), ld(up, i))); }
 }
 KD_EXPORT(ew_swiglu, (T * out, const T* gate, const T* up, i64 n), ew_swiglu_impl<T>(out, gate, up, n))
 
-// dgate += dout·up·σ(g)·(1 + g·(1−σ(g))), dup += dout·g·σ(g).
+// dgate = dout·up·σ(g)·(1 + g·(1−σ(g))), dup = dout·g·σ(g): written, not
+// accumulated (the caller needs no memset). 16-byte vectors where aligned.
+__device__ __forceinline__ void ew_swiglu_grad(float g, float u, float d, float* dg, float* du) {
+    float s = 1.0f / (1.0f + expf(-g));
+    *dg = d * u * s * (1.0f + g * (1.0f - s));
+    *du = d * g * s;
+}
 template <typename T>
 __device__ void ew_swiglu_backward_impl(T* dgate, T* dup, const T* dout, const T* gate, const T* up, i64 n) {
-    EW_GRID_STRIDE(i, n) {
-        float g = ld(gate, i), u = ld(up, i), d = ld(dout, i);
-        float s = 1.0f / (1.0f + expf(-g));
-        st(dgate, i, ld(dgate, i) + d * u * s * (1.0f + g * (1.0f - s)));
-        st(dup, i, ld(dup, i) + d * g * s);
+    bool al = kd_aligned16(dgate) && kd_aligned16(dup) && kd_aligned16(dout) && kd_aligned16(gate) && kd_aligned16(up);
+    KD_VEC8_LOOP(v, n, al) {
+        float g[8], u[8], d[8], dg[8], du[8];
+        ld8(gate, 8 * v, g);
+        ld8(up, 8 * v, u);
+        ld8(dout, 8 * v, d);
+        for (int k = 0; k < 8; k++) ew_swiglu_grad(g[k], u[k], d[k], &dg[k], &du[k]);
+        st8(dgate, 8 * v, dg);
+        st8(dup, 8 * v, du);
+    }
+    KD_TAIL_LOOP(i, n, al) {
+        float dg, du;
+        ew_swiglu_grad(ld(gate, i), ld(up, i), ld(dout, i), &dg, &du);
+        st(dgate, i, dg);
+        st(dup, i, du);
     }
 }
 KD_EXPORT(ew_swiglu_backward, (T * dgate, T* dup, const T* dout, const T* gate, const T* up, i64 n),

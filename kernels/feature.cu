@@ -22,7 +22,7 @@ __device__ __forceinline__ void feat_row_normalize_impl(T* out, float* norms, co
     if (threadIdx.x == 0) norms[blockIdx.x] = nr;
     for (int i = threadIdx.x; i < C; i += blockDim.x) st(out, base + i, __fdiv_rn(ld(x, base + i), nr));
 }
-KD_EXPORT(feat_row_normalize, (T* out, float* norms, const T* x, int C, float eps),
+KD_EXPORT_BOUNDED(feat_row_normalize, 1024, (T* out, float* norms, const T* x, int C, float eps),
           feat_row_normalize_impl<T>(out, norms, x, C, eps))
 
 // feat_row_normalize_backward: dx[n] += (dout − out·⟨out, dout⟩)/norms[n] for a
@@ -43,7 +43,7 @@ __device__ __forceinline__ void feat_row_normalize_backward_impl(T* dx, const T*
         st(dx, base + i, ld(dx, base + i) + g);
     }
 }
-KD_EXPORT(feat_row_normalize_backward, (T* dx, const T* dout, const T* out, const float* norms, int C, float eps),
+KD_EXPORT_BOUNDED(feat_row_normalize_backward, 1024, (T* dx, const T* dout, const T* out, const float* norms, int C, float eps),
           feat_row_normalize_backward_impl<T>(dx, dout, out, norms, C, eps))
 
 // feat_row_dot: out[n] = Σ_c a[n, c]·b[n, c].
@@ -55,7 +55,7 @@ __device__ __forceinline__ void feat_row_dot_impl(float* out, const T* a, const 
     s = block_sum(s);
     if (threadIdx.x == 0) out[blockIdx.x] = s;
 }
-KD_EXPORT(feat_row_dot, (float* out, const T* a, const T* b, int C), feat_row_dot_impl<T>(out, a, b, C))
+KD_EXPORT_BOUNDED(feat_row_dot, 1024, (float* out, const T* a, const T* b, int C), feat_row_dot_impl<T>(out, a, b, C))
 
 // feat_scale_rows: dst[n] = s[n]·x[n] + beta·dst[n]; beta = 0 does not read
 // dst. dst may alias x (each element is read and written by one thread).
@@ -69,5 +69,5 @@ __device__ __forceinline__ void feat_scale_rows_impl(T* dst, const T* x, const f
         for (int i = threadIdx.x; i < C; i += blockDim.x) st(dst, base + i, sn * ld(x, base + i) + beta * ld(dst, base + i));
     }
 }
-KD_EXPORT(feat_scale_rows, (T* dst, const T* x, const float* s, int C, float beta),
+KD_EXPORT_BOUNDED(feat_scale_rows, 1024, (T* dst, const T* x, const float* s, int C, float beta),
           feat_scale_rows_impl<T>(dst, x, s, C, beta))

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"regexp"
 	"slices"
+	"strconv"
 )
 
 //go:embed common.cuh *.cu
@@ -32,11 +33,15 @@ type Program struct {
 	Source string
 	// Kernels lists the extern "C" kernel names the program defines.
 	Kernels []string
+	// Bounds maps the kernels declared with __launch_bounds__(N) (directly
+	// or through KD_EXPORT_BOUNDED) to N, the most threads a block of them
+	// may have.
+	Bounds map[string]int
 }
 
 var (
-	externRe = regexp.MustCompile(`extern\s+"C"\s+__global__\s+void\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(`)
-	exportRe = regexp.MustCompile(`(?m)^\s*KD_EXPORT\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,`)
+	externRe = regexp.MustCompile(`extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\(\s*(\d+)\s*\)\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*\(`)
+	exportRe = regexp.MustCompile(`(?m)^\s*KD_EXPORT(?:_BOUNDED)?\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*(?:(\d+)\s*,)?`)
 )
 
 // Programs returns every kernel program, sorted by name.
@@ -56,30 +61,40 @@ func Programs() []Program {
 		if err != nil {
 			panic("kernels: " + err.Error())
 		}
+		names, bounds := kernelNames(string(src))
 		out = append(out, Program{
 			Name:    n,
 			Source:  string(common) + "\n#line 1 \"" + n + "\"\n" + string(src),
-			Kernels: kernelNames(string(src)),
+			Kernels: names,
+			Bounds:  bounds,
 		})
 	}
 	return out
 }
 
-// kernelNames finds the kernels a source defines by their two declaration
-// forms (the patterns are specific enough not to match prose in comments).
-func kernelNames(src string) []string {
+// kernelNames finds the kernels a source defines by their declaration forms
+// (the patterns are specific enough not to match prose in comments), and
+// their launch bounds.
+func kernelNames(src string) ([]string, map[string]int) {
 	var out []string
+	bounds := map[string]int{}
 	for _, m := range externRe.FindAllStringSubmatch(src, -1) {
-		out = append(out, m[1])
+		out = append(out, m[2])
+		if n, err := strconv.Atoi(m[1]); err == nil {
+			bounds[m[2]] = n
+		}
 	}
 	for _, m := range exportRe.FindAllStringSubmatch(src, -1) {
 		out = append(out, m[1]+"_f32", m[1]+"_bf16")
+		if n, err := strconv.Atoi(m[2]); err == nil {
+			bounds[m[1]+"_f32"], bounds[m[1]+"_bf16"] = n, n
+		}
 	}
 	// KD_EXPORT's own definition is in common.cuh, not in src. A kernel
 	// declared any other way would be missed; TestLaunchedKernelsExist
 	// catches its launch site.
 	slices.Sort(out)
-	return slices.Compact(out)
+	return slices.Compact(out), bounds
 }
 
 // Common returns the shared header's text.

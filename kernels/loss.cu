@@ -141,7 +141,7 @@ __device__ __forceinline__ float bin_term(const DivParams& P, float lp, float lq
 // loss_ce_forward: losses[n] = logsumexp(logits[n]) − logits[n, t[n]], 0 where
 // t[n] is IgnoreIndex. A target outside [0, V) (the CPU panics on it) gives a
 // NaN loss, so that the mistake shows. Grid: one block per row.
-extern "C" __global__ void loss_ce_forward(float* losses, const float* logits, const int* targets, int V) {
+extern "C" __global__ void __launch_bounds__(1024) loss_ce_forward(float* losses, const float* logits, const int* targets, int V) {
     int n = blockIdx.x;
     int t = targets[n];
     if (t == LOSS_IGNORE_INDEX) {
@@ -166,7 +166,7 @@ extern "C" __global__ void loss_ce_forward(float* losses, const float* logits, c
 // loss_ce_backward: dlogits[n] += scale·w[n]·(softmax(logits[n]) − onehot(t[n]))
 // for rows whose target is not IgnoreIndex; weights may be null (all ones).
 // A target outside [0, V) adds NaN to the row, so that the mistake shows.
-extern "C" __global__ void loss_ce_backward(float* dlogits, const float* logits, const int* targets,
+extern "C" __global__ void __launch_bounds__(1024) loss_ce_backward(float* dlogits, const float* logits, const int* targets,
                                             const float* weights, int V, float scale0) {
     int n = blockIdx.x;
     int t = targets[n];
@@ -201,7 +201,7 @@ extern "C" __global__ void loss_ce_backward(float* dlogits, const float* logits,
 // [N, Vs] and teacher [N, Vt] at temperature τ: losses[n] = w[n]·D(p, q) and,
 // when ds is not null, ds[n, j] += w[n]·∂D/∂s[n, j] for j < V. A row with
 // weight 0 gets loss 0 and no gradient.
-extern "C" __global__ void loss_divergence(float* losses, float* ds, const float* student, const float* teacher,
+extern "C" __global__ void __launch_bounds__(1024) loss_divergence(float* losses, float* ds, const float* student, const float* teacher,
                                            const float* weights, int V, int Vs, int Vt, int kind, float invT,
                                            float beta, float alpha, float lb, float l1b, float la, float l1a) {
     const DivParams P = {kind, invT, beta, alpha, lb, l1b, la, l1a};
@@ -283,7 +283,7 @@ __device__ __forceinline__ bool in_top(const unsigned int* mask, int j) {
 // TailBucket, by a bitmask of the row's top-k ids ((V + 31)/32 words).
 // An id outside [0, V) (the CPU panics on it) gives a NaN loss and no
 // gradient.
-extern "C" __global__ void loss_sparse_divergence(float* losses, float* ds, const float* student, const int* ids,
+extern "C" __global__ void __launch_bounds__(1024) loss_sparse_divergence(float* losses, float* ds, const float* student, const int* ids,
                                                   const float* logprobs, const float* tails, const float* weights,
                                                   int V, int K, int tailBucket, int kind, float invT, float beta,
                                                   float alpha, float lb, float l1b, float la, float l1a) {

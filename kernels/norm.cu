@@ -30,7 +30,7 @@ __device__ void norm_rmsnorm_impl(T* out, float* rstd, const T* x, const T* w, i
         }
     }
 }
-KD_EXPORT(norm_rmsnorm, (T * out, float* rstd, const T* x, const T* w, int N, int C, float eps),
+KD_EXPORT_BOUNDED(norm_rmsnorm, 1024, (T * out, float* rstd, const T* x, const T* w, int N, int C, float eps),
           norm_rmsnorm_impl<T>(out, rstd, x, w, N, C, eps))
 
 // dx += rstd·(g − y·mean(g·y)) with g = dout·w, y = x·rstd.
@@ -51,8 +51,87 @@ __device__ void norm_rmsnorm_backward_dx_impl(T* dx, const T* dout, const T* x, 
         }
     }
 }
-KD_EXPORT(norm_rmsnorm_backward_dx, (T * dx, const T* dout, const T* x, const T* w, const float* rstd, int N, int C),
+KD_EXPORT_BOUNDED(norm_rmsnorm_backward_dx, 1024, (T * dx, const T* dout, const T* x, const T* w, const float* rstd, int N, int C),
           norm_rmsnorm_backward_dx_impl<T>(dx, dout, x, w, rstd, N, C))
+
+// sum = a + b, out = sum·rstd·w, rstd[n] = 1/sqrt(mean(sum[n]²) + eps): the
+// residual add and the next RMSNorm in one pass over the row. sum may alias
+// a or b. 16-byte vectors where every row is aligned (C a multiple of 8).
+template <typename T>
+__device__ void norm_add_rmsnorm_impl(T* sum, T* out, float* rstd, const T* a, const T* b, const T* w, int N, int C,
+                                      float eps) {
+    bool vec = C % 8 == 0 && kd_aligned16(sum) && kd_aligned16(out) && kd_aligned16(a) && kd_aligned16(b) &&
+               kd_aligned16(w);
+    for (int n = blockIdx.x; n < N; n += gridDim.x) {
+        const i64 row = (i64)n * C;
+        float ss = 0.0f;
+        if (vec) {
+            for (int i = 8 * threadIdx.x; i < C; i += 8 * blockDim.x) {
+                float x[8], y[8];
+                ld8(a, row + i, x);
+                ld8(b, row + i, y);
+                for (int k = 0; k < 8; k++) x[k] += y[k];
+                st8(sum, row + i, x);
+                ld8(sum, row + i, x); // as stored: what the backward will read
+                for (int k = 0; k < 8; k++) ss += x[k] * x[k];
+            }
+        } else {
+            for (int i = threadIdx.x; i < C; i += blockDim.x) {
+                st(sum, row + i, ld(a, row + i) + ld(b, row + i));
+                float v = ld(sum, row + i);
+                ss += v * v;
+            }
+        }
+        ss = block_sum(ss); // its barriers order the writes of sum before the reads below
+        float r = 1.0f / sqrtf(ss / (float)C + eps);
+        if (threadIdx.x == 0) rstd[n] = r;
+        if (vec) {
+            for (int i = 8 * threadIdx.x; i < C; i += 8 * blockDim.x) {
+                float x[8], g[8];
+                ld8(sum, row + i, x);
+                ld8(w, i, g);
+                for (int k = 0; k < 8; k++) x[k] = x[k] * r * g[k];
+                st8(out, row + i, x);
+            }
+        } else {
+            for (int i = threadIdx.x; i < C; i += blockDim.x) st(out, row + i, ld(sum, row + i) * r * ld(w, i));
+        }
+    }
+}
+KD_EXPORT_BOUNDED(norm_add_rmsnorm, 1024,
+                  (T * sum, T* out, float* rstd, const T* a, const T* b, const T* w, int N, int C, float eps),
+                  norm_add_rmsnorm_impl<T>(sum, out, rstd, a, b, w, N, C, eps))
+
+// The RMSNorm backward in one pass over the rows: dx += rstd·(g − y·mean(g·y))
+// as norm_rmsnorm_backward_dx, and the block's column partials of dw,
+// part[blockIdx.x, c] = Σ over its rows of dout·x·rstd (rows n = blockIdx.x,
+// blockIdx.x + gridDim.x, … in order: deterministic), for norm_colsum.
+// Dynamic shared memory: C floats.
+template <typename T>
+__device__ void norm_rmsnorm_backward_impl(T* dx, float* part, const T* dout, const T* x, const T* w,
+                                           const float* rstd, int N, int C) {
+    extern __shared__ float norm_acc[];
+    for (int i = threadIdx.x; i < C; i += blockDim.x) norm_acc[i] = 0.0f;
+    for (int n = blockIdx.x; n < N; n += gridDim.x) {
+        const i64 row = (i64)n * C;
+        const float r = rstd[n];
+        float dot = 0.0f;
+        for (int i = threadIdx.x; i < C; i += blockDim.x) {
+            float d = ld(dout, row + i), xv = ld(x, row + i);
+            dot += d * ld(w, i) * xv * r;
+            norm_acc[i] += d * xv * r; // this thread's own columns
+        }
+        dot = block_sum(dot) / (float)C;
+        for (int i = threadIdx.x; i < C; i += blockDim.x) {
+            float d = ld(dout, row + i), xv = ld(x, row + i);
+            st(dx, row + i, ld(dx, row + i) + r * (d * ld(w, i) - xv * r * dot));
+        }
+    }
+    for (int i = threadIdx.x; i < C; i += blockDim.x) part[(i64)blockIdx.x * C + i] = norm_acc[i];
+}
+KD_EXPORT_BOUNDED(norm_rmsnorm_backward, 1024,
+                  (T * dx, float* part, const T* dout, const T* x, const T* w, const float* rstd, int N, int C),
+                  norm_rmsnorm_backward_impl<T>(dx, part, dout, x, w, rstd, N, C))
 
 // NORM_COL_ROWS is blockDim.y of the partial kernels: blockDim is
 // (32, NORM_COL_ROWS); a warp reads 32 consecutive columns of one row.
@@ -141,7 +220,7 @@ __device__ void norm_layernorm_impl(T* out, float* mean, float* rstd, const T* x
         }
     }
 }
-KD_EXPORT(norm_layernorm, (T * out, float* mean, float* rstd, const T* x, const T* w, const T* b, int N, int C, float eps),
+KD_EXPORT_BOUNDED(norm_layernorm, 1024, (T * out, float* mean, float* rstd, const T* x, const T* w, const T* b, int N, int C, float eps),
           norm_layernorm_impl<T>(out, mean, rstd, x, w, b, N, C, eps))
 
 // dx += rstd·(g − mean(g) − xhat·mean(g·xhat)), xhat = (x − mean)·rstd, g = dout·w.
@@ -165,6 +244,6 @@ __device__ void norm_layernorm_backward_dx_impl(T* dx, const T* dout, const T* x
         }
     }
 }
-KD_EXPORT(norm_layernorm_backward_dx,
+KD_EXPORT_BOUNDED(norm_layernorm_backward_dx, 1024,
           (T * dx, const T* dout, const T* x, const T* w, const float* mean, const float* rstd, int N, int C),
           norm_layernorm_backward_dx_impl<T>(dx, dout, x, w, mean, rstd, N, C))

@@ -9,7 +9,7 @@ type layerActs struct {
 	in                          *kdrt.Tensor // [N, C] residual stream entering the layer
 	norm1, norm1Mean, norm1Rstd *kdrt.Tensor // [N, C], [N], [N]
 	q, k, v                     *kdrt.Tensor // [N, NH·HD], [N, NKV·HD] ×2, after RoPE
-	probs                       *kdrt.Tensor // [B, NH, T, T]
+	lse                         *kdrt.Tensor // [B, NH, T] attention's log-sum-exp per query row
 	att                         *kdrt.Tensor // [N, NH·HD]
 	mid                         *kdrt.Tensor // [N, C] residual stream after attention
 	norm2, norm2Mean, norm2Rstd *kdrt.Tensor
@@ -27,6 +27,7 @@ type activations struct {
 	normF, normFMean, normFRstd *kdrt.Tensor
 	logits, losses              *kdrt.Tensor // [N, V], [N]
 	tmpC                        *kdrt.Tensor // [N, C] scratch: projections' outputs
+	qkv, dqkv                   *kdrt.Tensor // [N, NH·HD + 2·NKV·HD] scratch: the fused q/k/v projection, its gradient
 
 	dres, dnorm, dnormF *kdrt.Tensor // [N, C]
 	dq, dk, dv, datt    *kdrt.Tensor
@@ -64,7 +65,7 @@ func (m *Model) prepare(B, T int) error {
 		la.in = f("hidden", N, C)
 		la.norm1, la.norm1Mean, la.norm1Rstd = f("norm1", N, C), f("norm1.mean", N), f("norm1.rstd", N)
 		la.q, la.k, la.v = f("q", N, qw), f("k", N, kvw), f("v", N, kvw)
-		la.probs = f("attention.probs", B, c.Heads, T, T)
+		la.lse = f("attention.lse", B, c.Heads, T)
 		la.att = f("attention.out", N, qw)
 		la.mid = f("residual", N, C)
 		la.norm2, la.norm2Mean, la.norm2Rstd = f("norm2", N, C), f("norm2.mean", N), f("norm2.rstd", N)
@@ -77,6 +78,7 @@ func (m *Model) prepare(B, T int) error {
 	a.normF, a.normFMean, a.normFRstd = f("norm.final", N, C), f("norm.final.mean", N), f("norm.final.rstd", N)
 	a.logits, a.losses = f("logits", N, c.Vocab), f("losses", N)
 	a.tmpC = f("scratch", N, C)
+	a.qkv, a.dqkv = f("qkv", N, qw+2*kvw), f("grad.qkv", N, qw+2*kvw)
 	a.dres, a.dnorm, a.dnormF = f("grad.residual", N, C), f("grad.norm", N, C), f("grad.norm.final", N, C)
 	a.dq, a.dk, a.dv, a.datt = f("grad.q", N, qw), f("grad.k", N, kvw), f("grad.v", N, kvw), f("grad.attention", N, qw)
 	if c.Arch == Llama {

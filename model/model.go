@@ -21,6 +21,8 @@ type Model struct {
 	normFW, normFB      *Param
 	head                *Param // the embedding itself when tied
 	invFreq             *kdrt.Tensor
+	grads               *kdrt.Tensor // every parameter's gradient, one buffer (ZeroGrad is one memset)
+	qkv                 map[*layer]*qkvFused
 	acts                *activations
 	ckptPrefix          string // GPT-2's checkpoint name prefix ("transformer." or "")
 	lossCount           int    // target tokens in the last forward
@@ -48,6 +50,9 @@ func New(cfg *Config, be kdrt.Backend) (*Model, error) {
 	}
 	for _, p := range m.params {
 		m.byName[p.Name] = p
+	}
+	if err := m.fuseQKV(); err != nil {
+		return nil, err
 	}
 	if cfg.Arch == Llama {
 		inv := cfg.InvFreq()
@@ -157,18 +162,32 @@ func (m *Model) ForwardHidden(b Batch) (*kdrt.Tensor, error) {
 		be.Add(x, x, a.tmpC)
 	}
 	eps := float32(cfg.NormEps)
+	// RMSNorm models fuse each block's last residual add with the next
+	// norm (the next block's norm1, or the final norm): one pass, not two.
+	rms := m.normFB == nil
+	if rms {
+		m.norm(a.layers[0].norm1, a.layers[0].norm1Mean, a.layers[0].norm1Rstd, a.layers[0].in, m.layers[0].norm1W, nil, eps)
+	}
 	for i := range m.layers {
 		l, la := &m.layers[i], &a.layers[i]
-		next := a.out
-		if i+1 < len(m.layers) {
-			next = a.layers[i+1].in
-		}
-		m.block(l, blockBufs{in: la.in, norm1: la.norm1, norm1Mean: la.norm1Mean, norm1Rstd: la.norm1Rstd,
+		bufs := blockBufs{in: la.in, norm1: la.norm1, norm1Mean: la.norm1Mean, norm1Rstd: la.norm1Rstd,
 			q: la.q, k: la.k, v: la.v, att: la.att, mid: la.mid, norm2: la.norm2, norm2Mean: la.norm2Mean,
-			norm2Rstd: la.norm2Rstd, gate: la.gate, up: la.up, act: la.act, tmp: a.tmpC, out: next, pos: a.pos},
-			eps, func() { be.Attention(la.att, la.probs, la.q, la.k, la.v, m.attnParams(l)) })
+			norm2Rstd: la.norm2Rstd, gate: la.gate, up: la.up, act: la.act, tmp: a.tmpC, out: a.out, pos: a.pos,
+			qkv: a.qkv, norm1Done: rms}
+		if i+1 < len(m.layers) {
+			bufs.out = a.layers[i+1].in
+		}
+		if rms {
+			bufs.nextNorm, bufs.nextRstd, bufs.nextW = a.normF, a.normFRstd, m.normFW
+			if i+1 < len(m.layers) {
+				bufs.nextNorm, bufs.nextRstd, bufs.nextW = a.layers[i+1].norm1, a.layers[i+1].norm1Rstd, m.layers[i+1].norm1W
+			}
+		}
+		m.block(l, bufs, eps, func() { be.Attention(la.att, la.lse, la.q, la.k, la.v, m.attnParams(l)) })
 	}
-	m.norm(a.normF, a.normFMean, a.normFRstd, a.out, m.normFW, m.normFB, eps)
+	if !rms {
+		m.norm(a.normF, a.normFMean, a.normFRstd, a.out, m.normFW, m.normFB, eps)
+	}
 	m.haveForward, m.haveCE = true, false
 	return a.normF, be.Sync()
 }
@@ -232,17 +251,115 @@ func (m *Model) Hidden(i int) (*kdrt.Tensor, error) {
 // losses that compute logits themselves, a block of rows at a time.
 func (m *Model) Head() *Param { return m.head }
 
-// ZeroGrad allocates the gradients on first use and sets them to zero.
-func (m *Model) ZeroGrad() error {
-	for _, p := range m.params {
-		if p.G == nil {
-			g, err := m.be.Alloc("grad."+p.Name, kdrt.F32, p.Shape...)
-			if err != nil {
-				return fmt.Errorf("model: allocating gradients: %w", err)
+// qkvFused is one layer's q, k and v projections as one product: w [W, C]
+// and b [W] (nil without biases), W = NH·HD + 2·NKV·HD, whose row blocks are
+// the q, k and v parameters' own tensors (views), and gw, gb the same over
+// their gradients once ZeroGrad has made them.
+type qkvFused struct{ w, b, gw, gb *kdrt.Tensor }
+
+// fuseQKV puts each layer's q, k, v weights (and biases) into one buffer,
+// so that the block computes the three projections with one GEMM and their
+// gradients with two.
+func (m *Model) fuseQKV() error {
+	m.qkv = map[*layer]*qkvFused{}
+	for i := range m.layers {
+		l := &m.layers[i]
+		parts := []linear{l.q, l.k, l.v}
+		f := &qkvFused{}
+		var err error
+		if f.w, err = m.fuse(fmt.Sprintf("layer%d.qkv.weight", i), []*Param{l.q.W, l.k.W, l.v.W}); err != nil {
+			return err
+		}
+		switch {
+		case parts[0].B != nil && parts[1].B != nil && parts[2].B != nil:
+			if f.b, err = m.fuse(fmt.Sprintf("layer%d.qkv.bias", i), []*Param{l.q.B, l.k.B, l.v.B}); err != nil {
+				return err
 			}
-			p.G = g
-		} else {
-			m.be.Zero(p.G)
+		case parts[0].B != nil || parts[1].B != nil || parts[2].B != nil:
+			return fmt.Errorf("model: layer %d has biases on some of q, k, v but not all", i)
+		}
+		m.qkv[l] = f
+	}
+	return nil
+}
+
+// fuse allocates one buffer for ps stacked along their first dimension and
+// makes each parameter's value a view of its rows.
+func (m *Model) fuse(name string, ps []*Param) (*kdrt.Tensor, error) {
+	shape := append([]int(nil), ps[0].Shape...)
+	shape[0] = 0
+	for _, p := range ps {
+		shape[0] += p.Shape[0]
+	}
+	buf, err := m.be.Alloc(name, kdrt.F32, shape...)
+	if err != nil {
+		return nil, fmt.Errorf("model: allocating parameters: %w", err)
+	}
+	off := 0
+	for _, p := range ps {
+		v := m.be.Slice(buf, off, off+p.Shape[0])
+		v.Shape, v.Name = append([]int(nil), p.Shape...), p.Name
+		m.be.Free(p.W)
+		p.W = v
+		off += p.Shape[0]
+	}
+	return buf, nil
+}
+
+// ZeroGrad allocates the gradients on first use and sets them to zero. The
+// gradients are views into one buffer (each starting 256-byte aligned, the
+// fused q/k/v parameters' adjacent as their values are), so that zeroing
+// them is one operation, not one per parameter.
+func (m *Model) ZeroGrad() error {
+	if m.grads != nil {
+		m.be.Zero(m.grads)
+		return nil
+	}
+	const align = 64 // elements: 256 bytes of F32
+	// Groups laid out back to back: a fused triple, or one parameter.
+	var groups [][]*Param
+	grouped := map[*Param]bool{}
+	for i := range m.layers {
+		l := &m.layers[i]
+		for _, g := range [][]*Param{{l.q.W, l.k.W, l.v.W}, {l.q.B, l.k.B, l.v.B}} {
+			if g[0] != nil {
+				groups = append(groups, g)
+				for _, p := range g {
+					grouped[p] = true
+				}
+			}
+		}
+	}
+	for _, p := range m.params {
+		if !grouped[p] {
+			groups = append(groups, []*Param{p})
+		}
+	}
+	offs, total := map[*Param]int{}, 0
+	for _, g := range groups {
+		for _, p := range g {
+			offs[p] = total
+			total += kdrt.Numel(p.Shape)
+		}
+		total = (total + align - 1) / align * align
+	}
+	buf, err := m.be.Alloc("grads", kdrt.F32, total)
+	if err != nil {
+		return fmt.Errorf("model: allocating gradients: %w", err)
+	}
+	m.grads = buf
+	view := func(off int, name string, shape []int) *kdrt.Tensor {
+		g := m.be.Slice(buf, off, off+kdrt.Numel(shape))
+		g.Shape, g.Name = append([]int(nil), shape...), name
+		return g
+	}
+	for _, p := range m.params {
+		p.G = view(offs[p], "grad."+p.Name, p.Shape)
+	}
+	for l, f := range m.qkv {
+		f.gw = view(offs[l.q.W], "grad."+f.w.Name, f.w.Shape)
+		if f.b != nil {
+			f.gb = view(offs[l.q.B], "grad."+f.b.Name, f.b.Shape)
 		}
 	}
 	return nil
@@ -261,8 +378,7 @@ func (m *Model) Backward() error {
 	be.Zero(a.dlogits)
 	be.CrossEntropyBackward(a.dlogits, a.logits, a.targets, nil, 1/float32(m.lossCount))
 	// logits = normF · headᵀ
-	be.Zero(a.dnormF)
-	be.MatMul(a.dnormF, a.dlogits, m.head.W, false, false, 1, 1)
+	be.MatMul(a.dnormF, a.dlogits, m.head.W, false, false, 1, 0)
 	be.MatMul(m.head.G, a.dlogits, a.normF, true, false, 1, 1)
 	return m.BackwardHidden(a.dnormF)
 }
@@ -307,37 +423,28 @@ func (m *Model) BackwardHidden(dh *kdrt.Tensor, extra ...HiddenGrad) error {
 	}
 	for i := L - 1; i >= 0; i-- {
 		l, la := &m.layers[i], &a.layers[i]
-		// MLP: out = mid + down(act(up(norm2(mid)))).
-		be.Zero(a.dact)
-		m.linearBackward(a.dact, a.dres, la.act, l.down)
-		be.Zero(a.dup)
+		// MLP: out = mid + down(act(up(norm2(mid)))). The first product
+		// into each scratch gradient overwrites it (β = 0): no memset.
+		m.linearBackward(a.dact, a.dres, la.act, l.down, 0)
 		if m.Config.Arch == Llama {
-			be.Zero(a.dgate)
-			be.SwiGLUBackward(a.dgate, a.dup, a.dact, la.gate, la.up)
+			be.SwiGLUBackward(a.dgate, a.dup, a.dact, la.gate, la.up) // writes
+			m.linearBackward(a.dnorm, a.dgate, la.norm2, l.gate, 0)
+			m.linearBackward(a.dnorm, a.dup, la.norm2, l.up, 1)
 		} else {
+			be.Zero(a.dup)
 			be.GELUBackward(a.dup, a.dact, la.up)
+			m.linearBackward(a.dnorm, a.dup, la.norm2, l.up, 0)
 		}
-		be.Zero(a.dnorm)
-		if m.Config.Arch == Llama {
-			m.linearBackward(a.dnorm, a.dgate, la.norm2, l.gate)
-		}
-		m.linearBackward(a.dnorm, a.dup, la.norm2, l.up)
 		m.normBackward(a.dres, l.norm2W, l.norm2B, a.dnorm, la.mid, la.norm2Mean, la.norm2Rstd)
 		// Attention: mid = in + o(attention(rope(q), rope(k), v)).
-		be.Zero(a.datt)
-		m.linearBackward(a.datt, a.dres, la.att, l.o)
-		be.Zero(a.dq)
-		be.Zero(a.dk)
-		be.Zero(a.dv)
-		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, la.probs, la.q, la.k, la.v, m.attnParams(l))
-		if m.invFreq != nil {
-			be.RoPEBackward(a.dq, a.pos, m.invFreq)
-			be.RoPEBackward(a.dk, a.pos, m.invFreq)
-		}
-		be.Zero(a.dnorm)
-		m.linearBackward(a.dnorm, a.dq, la.norm1, l.q)
-		m.linearBackward(a.dnorm, a.dk, la.norm1, l.k)
-		m.linearBackward(a.dnorm, a.dv, la.norm1, l.v)
+		m.linearBackward(a.datt, a.dres, la.att, l.o, 0)
+		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, la.att, la.lse, la.q, la.k, la.v, m.attnParams(l)) // writes
+		// RoPE's inverse and the q/k/v bias gradient in one pass, into the
+		// fused projection's gradient; then its two products.
+		f := m.qkv[l]
+		be.QKVBiasRoPEBackward(a.dqkv, f.gb, a.dq, a.dk, a.dv, a.pos, m.invFreq)
+		be.MatMul(a.dnorm, a.dqkv, f.w, false, false, 1, 0)
+		be.MatMul(f.gw, a.dqkv, la.norm1, true, false, 1, 1)
 		m.normBackward(a.dres, l.norm1W, l.norm1B, a.dnorm, la.in, la.norm1Mean, la.norm1Rstd)
 		// a.dres is now the gradient at hidden state i, the layer's input.
 		for _, g := range at[i] {
@@ -372,9 +479,10 @@ func (m *Model) linear(y, x *kdrt.Tensor, l linear) {
 	}
 }
 
-// linearBackward accumulates dx += dy·W, dW += dyᵀ·x and db += Σ dy.
-func (m *Model) linearBackward(dx, dy, x *kdrt.Tensor, l linear) {
-	m.be.MatMul(dx, dy, l.W.W, false, false, 1, 1)
+// linearBackward computes dx = dy·W + beta·dx (beta 0: overwrite, 1:
+// accumulate) and accumulates dW += dyᵀ·x and db += Σ dy.
+func (m *Model) linearBackward(dx, dy, x *kdrt.Tensor, l linear, beta float32) {
+	m.be.MatMul(dx, dy, l.W.W, false, false, 1, beta)
 	m.be.MatMul(l.W.G, dy, x, true, false, 1, 1)
 	if l.B != nil {
 		m.be.BiasBackward(l.B.G, dy)
@@ -404,10 +512,11 @@ func (m *Model) TensorBytes() int {
 	n := 0
 	for _, p := range m.params {
 		n += p.W.Bytes()
-		if p.G != nil {
-			n += p.G.Bytes()
-		}
 	}
+	if m.grads != nil {
+		n += m.grads.Bytes()
+	}
+
 	if m.acts != nil {
 		for _, t := range m.acts.all {
 			n += t.Bytes()
@@ -426,24 +535,46 @@ type blockBufs struct {
 	mid, norm2, norm2Mean, norm2Rstd *kdrt.Tensor
 	gate, up, act, tmp, out          *kdrt.Tensor
 	pos                              *kdrt.Tensor // I32 position ids, for RoPE
+	qkv                              *kdrt.Tensor // [N, W] the fused q/k/v projection (nil: three products)
+	// norm1Done says norm1 (and its statistics) already hold norm1(in): the
+	// previous block's fused add-and-norm wrote them (RMSNorm models).
+	norm1Done bool
+	// nextNorm, when set, receives RMSNorm(out)·nextW (statistics in
+	// nextRstd), fused with the block's last residual add.
+	nextNorm, nextRstd *kdrt.Tensor
+	nextW              *Param
 }
 
 // block runs one transformer block: pre-norm attention and MLP, each added to
 // the residual stream. attend fills b.att from b.q, b.k, b.v (rotated).
 func (m *Model) block(l *layer, b blockBufs, eps float32, attend func()) {
 	be := m.be
-	m.norm(b.norm1, b.norm1Mean, b.norm1Rstd, b.in, l.norm1W, l.norm1B, eps)
-	m.linear(b.q, b.norm1, l.q)
-	m.linear(b.k, b.norm1, l.k)
-	m.linear(b.v, b.norm1, l.v)
-	if m.invFreq != nil {
-		be.RoPE(b.q, b.pos, m.invFreq)
-		be.RoPE(b.k, b.pos, m.invFreq)
+	if !b.norm1Done {
+		m.norm(b.norm1, b.norm1Mean, b.norm1Rstd, b.in, l.norm1W, l.norm1B, eps)
+	}
+	if f := m.qkv[l]; b.qkv != nil {
+		// The three projections as one product, then its split, bias and
+		// RoPE in one pass.
+		be.MatMul(b.qkv, b.norm1, f.w, false, true, 1, 0)
+		be.QKVBiasRoPE(b.q, b.k, b.v, b.qkv, f.b, b.pos, m.invFreq)
+	} else {
+		// Without the scratch (the generator's decode step): three products.
+		m.linear(b.q, b.norm1, l.q)
+		m.linear(b.k, b.norm1, l.k)
+		m.linear(b.v, b.norm1, l.v)
+		if m.invFreq != nil {
+			be.RoPE(b.q, b.pos, m.invFreq)
+			be.RoPE(b.k, b.pos, m.invFreq)
+		}
 	}
 	attend()
 	m.linear(b.tmp, b.att, l.o)
-	be.Add(b.mid, b.in, b.tmp)
-	m.norm(b.norm2, b.norm2Mean, b.norm2Rstd, b.mid, l.norm2W, l.norm2B, eps)
+	if l.norm2B == nil {
+		be.AddRMSNorm(b.mid, b.norm2, b.norm2Rstd, b.in, b.tmp, l.norm2W.W, eps)
+	} else {
+		be.Add(b.mid, b.in, b.tmp)
+		m.norm(b.norm2, b.norm2Mean, b.norm2Rstd, b.mid, l.norm2W, l.norm2B, eps)
+	}
 	m.linear(b.up, b.norm2, l.up)
 	if m.Config.Arch == Llama {
 		m.linear(b.gate, b.norm2, l.gate)
@@ -452,5 +583,9 @@ func (m *Model) block(l *layer, b blockBufs, eps float32, attend func()) {
 		be.GELU(b.act, b.up)
 	}
 	m.linear(b.tmp, b.act, l.down)
-	be.Add(b.out, b.mid, b.tmp)
+	if b.nextNorm != nil {
+		be.AddRMSNorm(b.out, b.nextNorm, b.nextRstd, b.mid, b.tmp, b.nextW.W, eps)
+	} else {
+		be.Add(b.out, b.mid, b.tmp)
+	}
 }

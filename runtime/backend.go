@@ -78,6 +78,11 @@ type Backend interface {
 	RMSNorm(out, rstd, x, w *Tensor, eps float32)
 	// RMSNormBackward accumulates dx [N, C] and dw [C] from dout.
 	RMSNormBackward(dx, dw, dout, x, w, rstd *Tensor)
+	// AddRMSNorm is the residual add and the RMSNorm after it in one pass:
+	// sum = a + b, then RMSNorm(out, rstd, sum, w, eps). sum may alias a or b.
+	// Its backward is RMSNormBackward with x = sum (the add passes gradients
+	// through).
+	AddRMSNorm(sum, out, rstd, a, b, w *Tensor, eps float32)
 	// LayerNorm computes out = (x − mean)·rstd·w + b over the last dimension,
 	// saving mean[N] and rstd[N].
 	LayerNorm(out, mean, rstd, x, w, b *Tensor, eps float32)
@@ -93,19 +98,36 @@ type Backend interface {
 	// with respect to the rotated values into the gradient with respect to the
 	// values before rotation.
 	RoPEBackward(dx, pos, invFreq *Tensor)
+	// QKVBiasRoPE is the epilogue of the fused q/k/v projection qkv [N, W],
+	// W = NH·HD + 2·NKV·HD (q's columns, then k's, then v's), in one pass:
+	// q [N, NH·HD], k, v [N, NKV·HD] = qkv's column blocks + bias [W] (nil:
+	// none), then q and k rotated in place as RoPE rotates them (invFreq F32
+	// [HD/2]; nil: no rotation).
+	QKVBiasRoPE(q, k, v, qkv, bias, pos, invFreq *Tensor)
+	// QKVBiasRoPEBackward is its backward: it WRITES dqkv [N, W] = [dq and dk
+	// rotated back as RoPEBackward does, dv] and accumulates dbias [W] +=
+	// Σ_rows dqkv (nil: none). dq, dk, dv are left as they are.
+	QKVBiasRoPEBackward(dqkv, dbias, dq, dk, dv, pos, invFreq *Tensor)
 
 	// Attention computes causal scaled dot-product attention with grouped
 	// queries. q, out are [B, T, NH, HD]; k, v are [B, T, NKV, HD] with NH a
-	// multiple of NKV (query head h reads key/value head h / (NH/NKV)). probs
-	// [B, NH, T, T] receives the softmax probabilities for the backward. Query t
-	// sees keys s ≤ t, and when window > 0 only those with t − s < window.
-	Attention(out, probs, q, k, v *Tensor, p AttentionParams)
-	// AttentionBackward accumulates dq, dk, dv from dout.
-	AttentionBackward(dq, dk, dv, dout, probs, q, k, v *Tensor, p AttentionParams)
+	// multiple of NKV (query head h reads key/value head h / (NH/NKV)). Query t
+	// sees keys s ≤ t, when window > 0 only those with t − s < window, and
+	// with KeyStart only s ≥ KeyStart[b]. lse [B, NH, T], F32 always, receives
+	// each query row's log-sum-exp of its scaled scores, log Σ_s exp(scale·q·k[s])
+	// over the keys it sees (−Inf for a query that sees none, whose output is
+	// zero): with out it is all the backward needs (FlashAttention-2), so the
+	// saved state is O(B·NH·T), never the [T × T] probabilities.
+	Attention(out, lse, q, k, v *Tensor, p AttentionParams)
+	// AttentionBackward WRITES dq, dk, dv (an exception to the accumulate
+	// rule: nothing else adds to them, so no memset is needed first) from
+	// dout, given the forward's out and lse; the probabilities are recomputed.
+	AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v *Tensor, p AttentionParams)
 
 	// SwiGLU computes out = silu(gate)·up elementwise, all [N, F].
 	SwiGLU(out, gate, up *Tensor)
-	// SwiGLUBackward accumulates dgate and dup from dout.
+	// SwiGLUBackward WRITES dgate and dup from dout (nothing else adds to
+	// them: no memset first).
 	SwiGLUBackward(dgate, dup, dout, gate, up *Tensor)
 	// GELU computes the tanh approximation of GELU (GPT-2's "gelu_new").
 	GELU(out, x *Tensor)

@@ -248,21 +248,6 @@ func (*Backend) rope(x, pos, invFreq *kdrt.Tensor, inverse bool) {
 	rope(Float32s(x), Int32s(pos), Float32s(invFreq), x.Rows(), x.Cols()/HD, HD, inverse)
 }
 
-// Attention implements runtime.Backend.
-func (*Backend) Attention(out, probs, q, k, v *kdrt.Tensor, p kdrt.AttentionParams) {
-	checkAttention(p, out, probs, q, k, v)
-	attentionForward(Float32s(out), Float32s(probs), Float32s(q), Float32s(k), Float32s(v), p)
-}
-
-// AttentionBackward implements runtime.Backend.
-func (*Backend) AttentionBackward(dq, dk, dv, dout, probs, q, k, v *kdrt.Tensor, p kdrt.AttentionParams) {
-	checkAttention(p, dout, probs, q, k, v)
-	mustSameNumel("attention backward", dq, q)
-	mustSameNumel("attention backward", dk, k)
-	mustSameNumel("attention backward", dv, v)
-	attentionBackward(Float32s(dq), Float32s(dk), Float32s(dv), Float32s(dout), Float32s(probs), Float32s(q), Float32s(k), Float32s(v), p)
-}
-
 // SwiGLU implements runtime.Backend.
 func (*Backend) SwiGLU(out, gate, up *kdrt.Tensor) {
 	mustSameNumel("swiglu", out, gate, up)
@@ -344,16 +329,6 @@ func checkTargets(logits, targets *kdrt.Tensor) {
 		if t != kdrt.IgnoreIndex && (t < 0 || t >= V) {
 			panic(fmt.Sprintf("cpu: cross entropy: target %d at row %d is outside the vocabulary of %v", t, n, logits))
 		}
-	}
-}
-
-func checkAttention(p kdrt.AttentionParams, out, probs, q, k, v *kdrt.Tensor) {
-	ok := p.NKV > 0 && p.NH%p.NKV == 0 &&
-		q.Numel() == p.B*p.T*p.NH*p.HD && out.Numel() == q.Numel() &&
-		k.Numel() == p.B*p.T*p.NKV*p.HD && v.Numel() == k.Numel() &&
-		probs.Numel() == p.B*p.NH*p.T*p.T
-	if !ok {
-		panic(fmt.Sprintf("cpu: attention %+v: shapes of %v %v %v %v %v do not agree", p, out, probs, q, k, v))
 	}
 }
 

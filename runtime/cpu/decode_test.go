@@ -19,8 +19,8 @@ func TestAttentionDecodeMatchesFull(t *testing.T) {
 		r := rand.New(rand.NewPCG(50, uint64(p.T)))
 		nq, nk := p.T*p.NH*p.HD, p.T*p.NKV*p.HD
 		q, k, v := randn(r, nq, 1), randn(r, nk, 1), randn(r, nk, 1)
-		full, probs := make([]float64, nq), make([]float64, p.NH*p.T*p.T)
-		attentionForward(full, probs, q, k, v, p)
+		full, lse := make([]float64, nq), make([]float64, p.NH*p.T)
+		attentionForward(full, lse, q, k, v, p, 3)
 		for pos := range p.T {
 			out := make([]float64, p.NH*p.HD)
 			attentionDecode(out, q[pos*p.NH*p.HD:(pos+1)*p.NH*p.HD], k, v, p, pos, p.T)

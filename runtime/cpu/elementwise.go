@@ -56,15 +56,15 @@ func swigluForward[F Float](out, gate, up []F) {
 	})
 }
 
-// swigluBackward accumulates dgate += dout·up·σ(g)·(1 + g·(1−σ(g))) and
-// dup += dout·silu(g).
+// swigluBackward writes dgate = dout·up·σ(g)·(1 + g·(1−σ(g))) and
+// dup = dout·silu(g).
 func swigluBackward[F Float](dgate, dup, dout, gate, up []F) {
 	parallelFor(len(dout), 24, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			g := gate[i]
 			s := 1 / (1 + exp(-g))
-			dgate[i] += dout[i] * up[i] * s * (1 + g*(1-s))
-			dup[i] += dout[i] * g * s
+			dgate[i] = dout[i] * up[i] * s * (1 + g*(1-s))
+			dup[i] = dout[i] * g * s
 		}
 	})
 }

@@ -1,5 +1,23 @@
 package cpu
 
+import (
+	"fmt"
+
+	kdrt "github.com/kdnative/kdnative/runtime"
+)
+
+// AddRMSNorm implements runtime.Backend: the add, then the RMSNorm of the
+// sum (the CPU gains nothing from fusing them; the GPU makes one pass).
+func (b *Backend) AddRMSNorm(sum, out, rstd, x, y, w *kdrt.Tensor, eps float32) {
+	mustSameNumel("add rmsnorm", sum, out, x, y)
+	mustCols("add rmsnorm", w.Numel(), sum)
+	if rstd.Numel() != sum.Rows() {
+		panic(fmt.Sprintf("cpu: add rmsnorm: %v should have %d elements (the rows of %v)", rstd, sum.Rows(), sum))
+	}
+	add(Float32s(sum), Float32s(x), Float32s(y))
+	rmsnormForward(Float32s(out), Float32s(rstd), Float32s(sum), Float32s(w), sum.Rows(), sum.Cols(), eps)
+}
+
 // rmsnormForward: out[N,C] = x·rstd·w, rstd[n] = 1/sqrt(mean(x[n]²) + eps).
 func rmsnormForward[F Float](out, rstd, x, w []F, N, C int, eps F) {
 	parallelFor(N, 3*C, func(lo, hi int) {

@@ -1,6 +1,68 @@
 package cpu
 
-import "math"
+import (
+	"fmt"
+	"math"
+
+	kdrt "github.com/kdnative/kdnative/runtime"
+)
+
+// QKVBiasRoPE implements runtime.Backend: the column blocks of qkv plus
+// the bias, then the rotation.
+func (b *Backend) QKVBiasRoPE(q, k, v, qkv, bias, pos, invFreq *kdrt.Tensor) {
+	checkQKV("qkv bias rope", qkv, bias, q, k, v)
+	W, qkvs := qkv.Cols(), Float32s(qkv)
+	off := 0
+	for _, t := range []*kdrt.Tensor{q, k, v} {
+		x, c := Float32s(t), t.Cols()
+		for n := range t.Rows() {
+			copy(x[n*c:(n+1)*c], qkvs[n*W+off:n*W+off+c])
+			if bias != nil {
+				for i, bv := range Float32s(bias)[off : off+c] {
+					x[n*c+i] += bv
+				}
+			}
+		}
+		off += c
+	}
+	if invFreq != nil {
+		b.RoPE(q, pos, invFreq)
+		b.RoPE(k, pos, invFreq)
+	}
+}
+
+// QKVBiasRoPEBackward implements runtime.Backend: the inverse rotation of
+// copies of dq and dk, gathered with dv into dqkv, and the bias's gradient.
+func (b *Backend) QKVBiasRoPEBackward(dqkv, dbias, dq, dk, dv, pos, invFreq *kdrt.Tensor) {
+	checkQKV("qkv bias rope backward", dqkv, dbias, dq, dk, dv)
+	W, out := dqkv.Cols(), Float32s(dqkv)
+	off := 0
+	for i, t := range []*kdrt.Tensor{dq, dk, dv} {
+		c := t.Cols()
+		x := append([]float32(nil), Float32s(t)...)
+		if invFreq != nil && i < 2 {
+			HD := 2 * invFreq.Numel()
+			rope(x, Int32s(pos), Float32s(invFreq), t.Rows(), c/HD, HD, true)
+		}
+		for n := range t.Rows() {
+			copy(out[n*W+off:n*W+off+c], x[n*c:(n+1)*c])
+		}
+		off += c
+	}
+	if dbias != nil {
+		biasBackward(Float32s(dbias), out, dqkv.Rows(), W)
+	}
+}
+
+// checkQKV panics unless q [N, ·], k and v [N, ·] (of one width) are the
+// column blocks of qkv [N, W] and bias (when given) has W elements.
+func checkQKV(op string, qkv, bias, q, k, v *kdrt.Tensor) {
+	N := qkv.Rows()
+	if q.Rows() != N || k.Rows() != N || v.Rows() != N || v.Cols() != k.Cols() || q.Cols()+2*k.Cols() != qkv.Cols() ||
+		(bias != nil && bias.Numel() != qkv.Cols()) {
+		panic(fmt.Sprintf("cpu: %s: %v is not [%v %v %v] (bias %v)", op, qkv, q, k, v, bias))
+	}
+}
 
 // rope rotates x [N, H·HD] in place, in Hugging Face Llama's "rotate half"
 // layout: within each head, element i < HD/2 pairs with element i + HD/2 and

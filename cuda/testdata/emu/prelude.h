@@ -30,6 +30,7 @@
 #define __forceinline__ inline
 #define __shared__ static
 #define __restrict__ __restrict
+#define __launch_bounds__(...)
 
 struct uint3 {
     unsigned x, y, z;
@@ -118,10 +119,12 @@ struct Block {
     uint3 bIdx, bDim, gDim;
     double shfl[kMaxThreads];
     char* dynSmem;
+    unsigned dynSmemBytes;
     void (*entry)(void*);
     void* arg;
-    const char* error;
+    const char* error; // set by a thread (a misused warp-collective op); fails the launch
     bool reverse;
+    char errBuf[256];
 };
 
 static Block blk;
@@ -168,6 +171,7 @@ static bool release() {
 // runBlock runs one block to completion; it returns an error or nullptr.
 static const char* runBlock(uint3 bidx) {
     blk.bIdx = bidx;
+    blk.error = nullptr;
     blk.live = blk.n;
     blk.blockWaiting = 0;
     for (int w = 0; w < kMaxThreads / 32; w++) {
@@ -202,7 +206,7 @@ static const char* runBlock(uint3 bidx) {
         if (!ran && !released && blk.live > 0)
             return "deadlock: threads wait at a barrier that the rest of their block or warp never reaches (a __syncthreads or shuffle in divergent code)";
     }
-    return nullptr;
+    return blk.error;
 }
 
 } // namespace kdemu
@@ -245,6 +249,141 @@ template <typename V> inline V __shfl_sync(unsigned, V v, int lane) { return kd_
 template <typename V> inline V __shfl_down_sync(unsigned, V v, int d) {
     int lane = (int)(kdemu::cur()->flat % 32);
     return kd_shfl(v, lane + d < 32 ? lane + d : lane);
+}
+
+// ---------------------------------------------------------------- warp matrix ops
+//
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 and
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16, modelled exactly as the
+// PTX ISA specifies their fragments (section "Matrix Fragments for
+// mma.m16n8k16 with floating point type", and ldmatrix). The kernels call
+// them through common.cuh's helpers, which use inline PTX on the device.
+// Each is a warp-collective point: every lane deposits its fragment (or row
+// address), the warp synchronizes, and each lane then computes its result
+// from all 32 lanes' deposits, as the hardware gathers them. All 32 lanes
+// must be live and at the same instruction ("aligned"); otherwise the
+// launch fails.
+namespace kdemu {
+struct WarpSlot {
+    const char* op;
+    unsigned a[4], b[2];
+    float c[4];
+    const unsigned short* row;
+};
+static WarpSlot slots[kMaxThreads];
+
+inline void fail(const char* msg) {
+    if (!blk.error) {
+        snprintf(blk.errBuf, sizeof blk.errBuf, "%s", msg);
+        blk.error = blk.errBuf;
+    }
+}
+
+// collective deposits this lane's slot (filled by the caller) and waits for
+// the warp; it returns the index of lane 0's slot.
+inline int collective(const char* op) {
+    Fiber* f = cur();
+    int w = f->flat / 32;
+    slots[f->flat].op = op;
+    if (blk.warpLive[w] != 32 || blk.n < (w + 1) * 32) {
+        char m[200];
+        snprintf(m, sizeof m, "%s with %d of 32 lanes of warp %d live: warp matrix ops need the whole warp", op,
+                 blk.warpLive[w], w);
+        fail(m);
+    }
+    yieldTo(WAIT_WARP);
+    for (int i = 0; i < 32; i++)
+        if (slots[w * 32 + i].op != op) {
+            char m[200];
+            snprintf(m, sizeof m, "lanes of warp %d reached different warp-collective ops (%s, %s)", w, op,
+                     slots[w * 32 + i].op ? slots[w * 32 + i].op : "a shuffle or __syncwarp");
+            fail(m);
+            break;
+        }
+    return w * 32;
+}
+
+inline float bf16f(unsigned short h) {
+    unsigned u = (unsigned)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+inline unsigned short half16(unsigned reg, int hi) { return (unsigned short)(hi ? reg >> 16 : reg & 0xffffu); }
+} // namespace kdemu
+
+// d = A·B + c for A 16×16 (row), B 16×8 (col), bf16 elements, fp32
+// accumulators. Lane l (groupID g = l>>2, threadID_in_group q = l%4) holds
+//   A: a[0] = A[g][2q, 2q+1], a[1] = A[g+8][2q, 2q+1], a[2] = A[g][2q+8, 2q+9],
+//      a[3] = A[g+8][2q+8, 2q+9]   (lower 16 bits: the lower column)
+//   B: b[0] = B[2q, 2q+1][g], b[1] = B[2q+8, 2q+9][g]   (lower bits: lower row)
+//   C, D: c[0] = C[g][2q], c[1] = C[g][2q+1], c[2] = C[g+8][2q], c[3] = C[g+8][2q+1].
+// Products of bf16 values are exact in fp32; the sum is formed in double and
+// rounded once (the hardware's internal accumulation order is unspecified).
+inline void kd_emu_mma_m16n8k16_bf16(float* d, const unsigned* a, const unsigned* b, const float* c) {
+    using namespace kdemu;
+    unsigned me = cur()->flat;
+    WarpSlot* s = &slots[me];
+    memcpy(s->a, a, sizeof s->a);
+    memcpy(s->b, b, sizeof s->b);
+    memcpy(s->c, c, sizeof s->c);
+    WarpSlot* w = &slots[collective("mma.m16n8k16")];
+    auto A = [&](int r, int k) {
+        int lane = (r & 7) * 4 + ((k & 7) >> 1), reg = (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+        return bf16f(half16(w[lane].a[reg], k & 1));
+    };
+    auto B = [&](int k, int n) {
+        int lane = n * 4 + ((k & 7) >> 1), reg = k >= 8 ? 1 : 0;
+        return bf16f(half16(w[lane].b[reg], k & 1));
+    };
+    int g = (me & 31) >> 2, q = me & 3;
+    float out[4];
+    for (int i = 0; i < 4; i++) {
+        int r = g + (i >= 2 ? 8 : 0), n = 2 * q + (i & 1);
+        double acc = 0.0;
+        for (int k = 0; k < 16; k++) acc += (double)A(r, k) * (double)B(k, n);
+        out[i] = (float)(acc + (double)s->c[i]);
+    }
+    yieldTo(WAIT_WARP); // every lane has read the deposits
+    s->op = nullptr;
+    memcpy(d, out, sizeof out);
+}
+
+// r[i] = this lane's fragment of 8×8 matrix i (i = 0…3) of b16 elements,
+// whose 8 rows of 16 bytes start at the addresses lanes 8i … 8i+7 give.
+// Lane l receives row l/4, columns 2(l%4) and 2(l%4)+1 (lower 16 bits: the
+// lower column); with trans, the transpose: rows 2(l%4) and 2(l%4)+1 of
+// column l/4. Row addresses must be 16-byte aligned and lie in the block's
+// dynamic shared memory (where the kernels keep their tiles).
+inline void kd_emu_ldmatrix_x4(unsigned* r, const void* row, bool trans) {
+    using namespace kdemu;
+    unsigned me = cur()->flat;
+    slots[me].row = (const unsigned short*)row;
+    uintptr_t p = (uintptr_t)row, lo = (uintptr_t)blk.dynSmem;
+    if ((p & 15) != 0) fail("ldmatrix: a row address is not 16-byte aligned");
+    if (p < lo || p + 16 > lo + blk.dynSmemBytes) fail("ldmatrix: a row address is outside the block's dynamic shared memory");
+    WarpSlot* w = &slots[collective(trans ? "ldmatrix.x4.trans" : "ldmatrix.x4")];
+    int l = me & 31, q = l & 3, g = l >> 2;
+    unsigned out[4];
+    for (int i = 0; i < 4; i++) {
+        const WarpSlot* m = &w[8 * i];
+        unsigned lo16, hi16;
+        if (!blk.error) {
+            if (!trans) {
+                lo16 = m[g].row[2 * q];
+                hi16 = m[g].row[2 * q + 1];
+            } else {
+                lo16 = m[2 * q].row[g];
+                hi16 = m[2 * q + 1].row[g];
+            }
+        } else {
+            lo16 = hi16 = 0xffff; // a misuse already failed the launch
+        }
+        out[i] = lo16 | (hi16 << 16);
+    }
+    yieldTo(WAIT_WARP);
+    slots[me].op = nullptr;
+    memcpy(r, out, sizeof out);
 }
 
 // CUDA's min and max overloads.
@@ -326,6 +465,7 @@ int run(F fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, u
         smemCap = shmem;
     }
     blk.dynSmem = smem;
+    blk.dynSmemBytes = shmem;
     static unsigned launches;
     blk.reverse = (launches++ & 1) != 0;
     for (unsigned zz = 0; zz < gz; zz++)
