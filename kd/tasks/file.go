@@ -435,7 +435,7 @@ func (p *parser) generate(ex *Example) error {
 	if ex.Extract != "" && !isPreset(ex.Extract) {
 		re, err := regexp.Compile(ex.Extract)
 		if err != nil {
-			p.fail(`"extract" %q is neither a preset (%s) nor a valid regular expression: %v`, ex.Extract, strings.Join(presetNames, ", "), err)
+			p.fail(`"extract" %q is not a preset (%s) and not a valid regular expression: %v`, ex.Extract, strings.Join(presetNames, ", "), err)
 		} else if re.NumSubexp() > 1 {
 			p.fail(`"extract" %q has %d groups; use one (its text is the answer) or none (the whole match is)`, ex.Extract, re.NumSubexp())
 		}

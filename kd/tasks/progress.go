@@ -73,14 +73,18 @@ func (p *progress) line(now time.Time) string {
 	return s
 }
 
-// end finishes the line (a terminal's redrawn line gets its newline).
+// end writes the last line: the redrawn one's final state and its newline
+// on a terminal, one closing line elsewhere.
 func (p *progress) end() {
 	if p == nil || p.w == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.term && p.drawn {
+	switch {
+	case p.term && p.drawn:
 		fmt.Fprintf(p.w, "\r%s\x1b[K\n", p.line(p.now()))
+	case !p.term && p.done > 0:
+		fmt.Fprintln(p.w, p.line(p.now()))
 	}
 }

@@ -478,6 +478,13 @@ func Run(ctx context.Context, be kdrt.Backend, c Config, out io.Writer) (*Report
 		}
 		tasks = append(tasks, t)
 	}
+	seen := map[string]bool{}
+	for _, m := range c.Models {
+		if seen[filepath.Clean(m)] {
+			return nil, fmt.Errorf("eval: model %s is given twice", m)
+		}
+		seen[filepath.Clean(m)] = true
+	}
 	labels := modelLabels(c.Models)
 	rep := &Report{Models: c.Models, Labels: labels}
 	for mi, dir := range c.Models {
@@ -533,30 +540,30 @@ func loadModel(be kdrt.Backend, dir, fallbackTok string) (*model.Model, *tokeniz
 	return m, tok, nil
 }
 
-// modelLabels names each model by the shortest tail of its path that tells
-// it from the others.
+// modelLabels names each model by the shortest tail of its path that no
+// other model's path ends with.
 func modelLabels(dirs []string) []string {
 	parts := make([][]string, len(dirs))
 	for i, d := range dirs {
 		parts[i] = strings.Split(filepath.ToSlash(filepath.Clean(d)), "/")
 	}
+	tail := func(p []string, n int) string { return strings.Join(p[max(0, len(p)-n):], "/") }
 	labels := make([]string, len(dirs))
-	for n := 1; ; n++ {
-		seen := map[string]int{}
-		for i, p := range parts {
-			labels[i] = strings.Join(p[max(0, len(p)-n):], "/")
-			seen[labels[i]]++
-		}
-		unique := true
-		for i, l := range labels {
-			if seen[l] > 1 && n < len(parts[i]) {
-				unique = false
+	for i, p := range parts {
+		for n := 1; n <= len(p); n++ {
+			labels[i] = tail(p, n)
+			clash := false
+			for j, q := range parts {
+				if j != i && tail(q, n) == labels[i] {
+					clash = true
+				}
+			}
+			if !clash {
+				break
 			}
 		}
-		if unique {
-			return labels
-		}
 	}
+	return labels
 }
 
 var reUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
