@@ -642,14 +642,18 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+	label := map[string]string{}
+	for i, m := range r.Models {
+		label[m] = r.Labels[i]
+	}
 	for _, res := range r.Results {
 		for _, n := range res.Notes {
-			fmt.Fprintf(w, "note: %s × %s: %s\n", res.Task, res.Model, n)
+			fmt.Fprintf(w, "note: %s × %s: %s\n", res.Task, label[res.Model], n)
 		}
 		for _, mt := range res.Metrics {
 			if mt.Unscored > 0 {
 				fmt.Fprintf(w, "warning: %s × %s: %d examples unscored (the judge failed; see the per-example outputs); %s is over the other %d\n",
-					res.Task, res.Model, mt.Unscored, mt.Name, mt.N)
+					res.Task, label[res.Model], mt.Unscored, mt.Name, mt.N)
 			}
 		}
 	}
