@@ -32,8 +32,8 @@ func evalTasks(c *cli.Context) error {
 			MaxLen: c.Int("max-len"), MaxExamples: c.Int("max-examples"), Seed: c.Uint64("seed"), Log: c.App.ErrWriter}}
 	fi, _ := os.Stderr.Stat()
 	cfg.Terminal = fi != nil && fi.Mode()&os.ModeCharDevice != 0
-	if c.IsSet("data") || c.IsSet("teacher") || c.IsSet("teacher-cache") {
-		return fmt.Errorf("eval: --task evaluates models on tasks; --data, --teacher and --teacher-cache are for the loss evaluation (run it separately)")
+	if c.IsSet("data") || c.IsSet("teacher") || c.IsSet("teacher-cache") || c.IsSet("json") || c.IsSet("on-bad-line") {
+		return fmt.Errorf("eval: --task evaluates models on tasks; --data, --teacher, --teacher-cache, --json and --on-bad-line are for the loss evaluation (run it separately; --output DIR keeps the task results)")
 	}
 	if ep := c.String("judge-endpoint"); ep != "" {
 		if c.String("judge-model") == "" {

@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -192,5 +193,19 @@ func TestParseScore(t *testing.T) {
 		if (err == nil) != c.ok || got != c.want {
 			t.Errorf("%q /%d: %v, %v", c.reply, c.max, got, err)
 		}
+	}
+}
+
+// TestAllUnscoredInResultsJSON: a metric with no scored example is written
+// as null in results.json (JSON has no NaN), not dropped.
+func TestAllUnscoredInResultsJSON(t *testing.T) {
+	js, err := json.Marshal(Metric{Name: "judge_score", Value: math.NaN(), Lo: math.NaN(), Hi: math.NaN(), Unscored: 3})
+	if err != nil || string(js) != `{"name":"judge_score","interval":"","n":0,"unscored":3,"value":null,"ci_lo":null,"ci_hi":null}` {
+		t.Errorf("%s %v", js, err)
+	}
+	js, _ = json.Marshal(Metric{Name: "acc", Value: 0.5, Lo: 0.2, Hi: 0.8, Interval: "wilson", N: 10})
+	var back map[string]any
+	if json.Unmarshal(js, &back) != nil || back["value"] != 0.5 || back["ci_hi"] != 0.8 || back["n"] != 10.0 {
+		t.Errorf("%s", js)
 	}
 }

@@ -65,6 +65,25 @@ type Metric struct {
 	Unscored int `json:"unscored,omitempty"`
 }
 
+// MarshalJSON writes a value that is not a number (a judged metric with
+// every example unscored) as null, which JSON can hold.
+func (m Metric) MarshalJSON() ([]byte, error) {
+	type plain Metric
+	type nullable struct {
+		plain
+		Value *float64 `json:"value"`
+		Lo    *float64 `json:"ci_lo"`
+		Hi    *float64 `json:"ci_hi"`
+	}
+	num := func(v float64) *float64 {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return &v
+	}
+	return json.Marshal(nullable{plain(m), num(m.Value), num(m.Lo), num(m.Hi)})
+}
+
 // Result is one model on one task.
 type Result struct {
 	Task     string   `json:"task"`
@@ -510,7 +529,10 @@ func Run(ctx context.Context, be kdrt.Backend, c Config, out io.Writer) (*Report
 	}
 	rep.Print(out)
 	if c.Output != "" {
-		js, _ := json.MarshalIndent(rep, "", "  ")
+		js, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return nil, err
+		}
 		if err := writeAtomic(filepath.Join(c.Output, "results.json"), append(js, '\n')); err != nil {
 			return nil, err
 		}
