@@ -143,11 +143,11 @@ func TestEvalTasksRefusedBeforeTraining(t *testing.T) {
 
 // TestEvalTasksRecipeForms: eval_tasks entries are a file or a mapping.
 func TestEvalTasksRecipeForms(t *testing.T) {
-	r, err := LoadRecipe(writeRecipe(t, goodRecipe+"eval_tasks:\n  - examples/tasks/arith.jsonl\n  - {file: examples/tasks/moby-cloze.jsonl, max_examples: 20}\n"))
+	r, err := LoadRecipe(writeRecipe(t, goodRecipe+"eval_tasks:\n  - examples/tasks/arith.jsonl\n  - {file: examples/tasks/moby-order.jsonl, max_examples: 20}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []EvalTask{{File: "examples/tasks/arith.jsonl"}, {File: "examples/tasks/moby-cloze.jsonl", MaxExamples: 20}}
+	want := []EvalTask{{File: "examples/tasks/arith.jsonl"}, {File: "examples/tasks/moby-order.jsonl", MaxExamples: 20}}
 	if fmt.Sprint(r.EvalTasks) != fmt.Sprint(want) {
 		t.Errorf("%v", r.EvalTasks)
 	}

@@ -6,10 +6,12 @@
 - arith.jsonl: 100 one- and two-step arithmetic word problems made up here from templates
   (names, objects, numbers drawn with a fixed seed), GSM8K-style: a short question, a numeric
   answer, scored by numeric equality of the last number in the model's answer.
-- moby-cloze.jsonl: 100 multiple-choice continuations of held-out Moby-Dick pieces (the demo's
+- moby-order.jsonl: 100 multiple-choice continuations of held-out Moby-Dick pieces (the demo's
   validation split, kd/demo/assets/data/val.jsonl.gz, which neither demo model trains on): the
-  context is the start of a piece, the right choice its end, the three others the ends of other
-  held-out pieces. A model of Moby-Dick's prose prefers the true continuation.
+  context is the start of a piece, the right choice its end, the three others the same words of
+  the end shuffled. Every choice has the same characters, so only a model that knows how English
+  prose runs prefers the right one. (Endings of other pieces as distractors were tried first:
+  their own likelihood dominates, and even the teacher was near chance.)
 - moby-ppl.jsonl: 60 other held-out pieces as perplexity texts.
 
 Moby-Dick is in the public domain (the demo's text comes from the npm package
@@ -89,11 +91,15 @@ def main():
     r = random.Random(1851)
     rows = []
     for i, (ctx, end) in enumerate(ends):
-        others = r.sample([e for j, (_, e) in enumerate(ends) if j != i], 3)
-        choices = [end] + others
+        choices = [end]
+        while len(choices) < 4:
+            words = end.split()
+            r.shuffle(words)
+            if " ".join(words) not in choices:
+                choices.append(" ".join(words))
         r.shuffle(choices)
-        rows.append({"id": f"cloze-{i + 1}", "context": ctx, "choices": choices, "answer": choices.index(end)})
-    write("moby-cloze.jsonl", {"task": "moby-cloze", "description": "which ending continues a held-out Moby-Dick piece (4 choices)",
+        rows.append({"id": f"order-{i + 1}", "context": ctx, "choices": choices, "answer": choices.index(end)})
+    write("moby-order.jsonl", {"task": "moby-order", "description": "which ending continues a held-out Moby-Dick piece: its words in order, or shuffled (4 choices)",
                                "defaults": {"kind": "choice"}}, rows)
     write("moby-ppl.jsonl", {"task": "moby-ppl", "description": "held-out Moby-Dick pieces",
                              "defaults": {"kind": "perplexity"}},
