@@ -16,7 +16,7 @@ var taskFlags = []cli.Flag{
 	&cli.StringSliceFlag{Name: "task", Usage: "a task file (JSONL: generate, choice or perplexity examples; see examples/tasks); repeat for several"},
 	&cli.StringFlag{Name: "tokenizer", Usage: "tokenizer folder for models whose folder has none"},
 	&cli.StringFlag{Name: "output", Usage: "folder for results.json and per-example outputs (<task>/<model>.jsonl)"},
-	&cli.IntFlag{Name: "max-examples", Usage: "evaluate only the first N examples of each task (default: all)"},
+	&cli.IntFlag{Name: "max-examples", DefaultText: "all", Usage: "evaluate only the first N examples of each task"},
 	&cli.Uint64Flag{Name: "seed", Usage: "seed for sampled answers (sample i of a task draws with seed+i) and the bootstrap intervals"},
 	&cli.StringFlag{Name: "judge-endpoint", Usage: "OpenAI-compatible API root of the judge for tasks scored by a judge (kdnative serve, vLLM, a hosted API)"},
 	&cli.StringFlag{Name: "judge-model", Usage: "the model name the judge endpoint serves"},
