@@ -42,6 +42,9 @@ type Recipe struct {
 	// EvalEvery and SaveEvery are in optimizer steps (0: only at the end).
 	EvalEvery int `yaml:"eval_every"`
 	SaveEvery int `yaml:"save_every"`
+	// EvalTasks are task files (kd/tasks) the student is evaluated on at
+	// every evaluation, into metrics.jsonl and tasks.png.
+	EvalTasks []EvalTask `yaml:"eval_tasks"`
 	// LogEvery is how often a line of metrics is written (steps).
 	LogEvery int    `yaml:"log_every"`
 	Output   string `yaml:"output"`

@@ -85,6 +85,7 @@ type trainer struct {
 	teacherOut *kdrt.Tensor
 	saidVocab  bool
 	cache      *cache.Reader
+	evalTasks  evalTaskSet // the recipe's eval_tasks (evaltasks.go)
 }
 
 // Run trains as the recipe says and returns what happened. Progress goes to
@@ -156,6 +157,9 @@ func (t *trainer) setup(opt Options) error {
 		defer t.cache.Close() // the entries are attached to the examples while loading
 	}
 	if err := t.loadData(); err != nil {
+		return err
+	}
+	if err := t.loadEvalTasks(); err != nil {
 		return err
 	}
 	if r.Objectives.KD != nil {
@@ -306,7 +310,9 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 	sum.Before = before
 	if t.step == 0 {
 		t.logf("step 0: %s", before)
-		t.metrics.write(map[string]any{"step": 0, "eval": before.fields()})
+		if err := t.writeEval(0, before); err != nil {
+			return nil, err
+		}
 	}
 	for t.step < t.total {
 		if ctx.Err() != nil {
@@ -330,7 +336,9 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 			}
 			t.endLine()
 			t.logf("step %d: %s", t.step, ev)
-			t.metrics.write(map[string]any{"step": t.step, "eval": ev.fields()})
+			if err := t.writeEval(t.step, ev); err != nil {
+				return nil, err
+			}
 		}
 		if t.r.SaveEvery > 0 && t.step%t.r.SaveEvery == 0 && t.step < t.total {
 			dir, err := t.checkpoint()
@@ -347,7 +355,9 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 	}
 	sum.After, sum.Steps = after, t.step
 	t.logf("step %d: %s", t.step, after)
-	t.metrics.write(map[string]any{"step": t.step, "eval": after.fields()})
+	if err := t.writeEval(t.step, after); err != nil {
+		return nil, err
+	}
 	dir, err := t.checkpoint()
 	if err != nil {
 		return nil, err
@@ -363,6 +373,7 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 	if err := plotLosses(filepath.Join(t.r.Output, "metrics.jsonl"), filepath.Join(t.r.Output, "loss.png")); err != nil {
 		t.logf("loss curve: %v", err)
 	}
+	t.plotEvalTasks()
 	return sum, nil
 }
 
