@@ -3,6 +3,7 @@ module github.com/kdnative/kdnative
 go 1.26.0
 
 require (
+	github.com/ardanlabs/jinja v1.8.0
 	github.com/ebitengine/purego v0.11.3
 	github.com/klauspost/compress v1.20.4
 	github.com/urfave/cli/v2 v2.27.7

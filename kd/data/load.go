@@ -269,7 +269,7 @@ func (l *loader) sftLine(line []byte, at string) (Example, error) {
 		case shapeText:
 			ex, err = t.text(rec.text, rec.open)
 		case shapePromptResponse:
-			if !rec.prompt.isMsgs && !rec.response.isMsgs {
+			if !rec.prompt.isMsgs && !rec.response.isMsgs && rec.tools == nil {
 				ex, err = t.promptResponse(rec.prompt.text, rec.response.text, rec.open)
 			} else {
 				msgs = append(rec.prompt.messages("user"), rec.response.messages("assistant")...)
@@ -278,7 +278,7 @@ func (l *loader) sftLine(line []byte, at string) (Example, error) {
 		// Only a final assistant turn can have been cut.
 		open := rec.open && (msgs == nil || msgs[len(msgs)-1].Role == "assistant")
 		if msgs != nil {
-			ex, err = t.conversation(msgs, open)
+			ex, err = t.conversation(msgs, rec.tools, open)
 		}
 		if err != nil {
 			return Example{}, configErr(err)
