@@ -206,14 +206,24 @@ func (o *Options) normalize() error {
 	return nil
 }
 
-// LineError is a problem with one line of a data file.
+// LineError is a problem with one line of a data file (one row of a
+// Parquet file).
 type LineError struct {
 	File   string
-	Line   int // 1-based
+	Line   int // 1-based; for a Parquet row, its index in the file + 1
 	Reason string
+	// Parquet marks a row of a Parquet file, found at RowGroup and Row
+	// (both 0-based, Row within its row group, as pyarrow counts them).
+	Parquet       bool
+	RowGroup, Row int
 }
 
-func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason) }
+func (e *LineError) Error() string {
+	if e.Parquet {
+		return fmt.Sprintf("%s: row group %d, row %d (row %d of the file): %s", e.File, e.RowGroup, e.Row, e.Line-1, e.Reason)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason)
+}
 
 // Report says what loading did. Every line read is accounted for: Lines =
 // Examples + Skipped + Dropped + Empty (+ Blank lines, counted apart).
@@ -259,9 +269,9 @@ type Report struct {
 	Problems []LineError
 }
 
-func (r *Report) problem(file string, line int, reason string) {
+func (r *Report) problem(le LineError) {
 	if len(r.Problems) < MaxProblems {
-		r.Problems = append(r.Problems, LineError{File: file, Line: line, Reason: reason})
+		r.Problems = append(r.Problems, le)
 	}
 }
 

@@ -204,29 +204,23 @@ func readPrompts(c Config) ([]promptLine, error) {
 	if c.PromptFile == "" {
 		return out, nil
 	}
-	f, err := os.Open(c.PromptFile)
-	if err != nil {
-		return nil, fmt.Errorf("generate: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
+	// JSONL or Parquet (data.ForEachRecord): one prompt per record.
+	err := data.ForEachRecord(c.PromptFile, 64<<20, func(rec []byte, at data.LineError, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %v", at.String(), err)
 		}
 		var pl promptLine
-		if err := json.Unmarshal([]byte(line), &pl); err != nil {
-			return nil, fmt.Errorf("%s:%d: not a JSON object: %v", c.PromptFile, n, err)
+		if err := json.Unmarshal(rec, &pl); err != nil {
+			return fmt.Errorf("%s: not a JSON object: %v", at.String(), err)
 		}
 		if pl.Prompt == nil && pl.Messages == nil {
-			return nil, fmt.Errorf(`%s:%d: want "prompt" or "messages"`, c.PromptFile, n)
+			return fmt.Errorf(`%s: want "prompt" or "messages"`, at.String())
 		}
 		out = append(out, pl)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", c.PromptFile, err)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("generate: %w", err)
 	}
 	return out, nil
 }
