@@ -17,7 +17,7 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "teacher-cache", Usage: "a teacher cache made over --data: report KL to it"},
 			&cli.IntFlag{Name: "max-len", Usage: "longest sequence (default: the model's positions)"},
 			&cli.IntFlag{Name: "batch-size", Value: 8},
-			&cli.StringFlag{Name: "template", Value: "auto", Usage: "auto, chatml, qwen3 or none"},
+			&cli.StringFlag{Name: "template", Value: "auto", Usage: "auto (the model's own chat template), a .jinja file, chatml, qwen3 or none"},
 			&cli.StringFlag{Name: "on-bad-line", Value: "stop", Usage: "stop or skip"},
 			&cli.StringFlag{Name: "json", Usage: "also write the result to this JSON file"},
 		},

@@ -70,14 +70,26 @@ func loadTemplateFixtures(t *testing.T) (templateMeta, map[string]map[string]tem
 
 var (
 	baseTokOnce sync.Once
-	baseTokJSON map[string]json.RawMessage
+	baseTok     *tokenizer.Tokenizer
 	baseTokErr  error
 )
 
-// familyTokenizer writes a tokenizer folder: the committed Qwen3 tokenizer
-// with the families' special tokens added (as the fixture script adds them),
-// and a tokenizer_config.json with the family's BOS, EOS and chat template.
-func familyTokenizer(t *testing.T, meta templateMeta, family string) *tokenizer.Tokenizer {
+// familyTok is the test tokenizer with one family's chat template, BOS and
+// EOS, as model/tokenizer reads them from tokenizer_config.json.
+type familyTok struct {
+	*tokenizer.Tokenizer
+	chat string
+	sp   tokenizer.Special
+}
+
+func (f familyTok) ChatTemplate() string       { return f.chat }
+func (f familyTok) Special() tokenizer.Special { return f.sp }
+func (f familyTok) EOSToken() string           { return f.sp.EOSToken }
+
+// familyTokenizer is the committed Qwen3 tokenizer with the families' special
+// tokens added (as the fixture script adds them), with the family's BOS, EOS
+// and chat template.
+func familyTokenizer(t *testing.T, meta templateMeta, family string) familyTok {
 	t.Helper()
 	baseTokOnce.Do(func() {
 		raw, err := os.ReadFile("../../third_party/tokenizer-qwen3/tokenizer.json.zst")
@@ -92,40 +104,51 @@ func familyTokenizer(t *testing.T, meta templateMeta, family string) *tokenizer.
 			baseTokErr = err
 			return
 		}
-		baseTokErr = json.Unmarshal(js, &baseTokJSON)
+		var doc map[string]json.RawMessage
+		if baseTokErr = json.Unmarshal(js, &doc); baseTokErr != nil {
+			return
+		}
+		var added []json.RawMessage
+		if baseTokErr = json.Unmarshal(doc["added_tokens"], &added); baseTokErr != nil {
+			return
+		}
+		doc["added_tokens"], _ = json.Marshal(append(added, meta.Specials...))
+		dir, err := os.MkdirTemp("", "kdnative-templates")
+		if err != nil {
+			baseTokErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		out, _ := json.Marshal(doc)
+		if baseTokErr = os.WriteFile(filepath.Join(dir, "tokenizer.json"), out, 0o644); baseTokErr != nil {
+			return
+		}
+		baseTok, baseTokErr = tokenizer.LoadDir(dir)
 	})
 	if baseTokErr != nil {
 		t.Fatal(baseTokErr)
-	}
-	var added []json.RawMessage
-	if err := json.Unmarshal(baseTokJSON["added_tokens"], &added); err != nil {
-		t.Fatal(err)
-	}
-	doc := map[string]any{}
-	for k, v := range baseTokJSON {
-		doc[k] = v
-	}
-	doc["added_tokens"] = append(added, meta.Specials...)
-	dir := t.TempDir()
-	js, _ := json.Marshal(doc)
-	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), js, 0o644); err != nil {
-		t.Fatal(err)
 	}
 	fam := meta.Families[family]
 	text, err := os.ReadFile(filepath.Join("testdata", "templates", fam.Template))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := map[string]any{"chat_template": string(text), "bos_token": fam.BOS, "eos_token": fam.EOS}
-	cj, _ := json.Marshal(cfg)
-	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), cj, 0o644); err != nil {
-		t.Fatal(err)
+	sp := tokenizer.Special{BOS: -1, EOS: -1, PAD: -1}
+	for _, f := range []struct {
+		s   *string
+		id  *int32
+		str *string
+	}{{fam.BOS, &sp.BOS, &sp.BOSToken}, {fam.EOS, &sp.EOS, &sp.EOSToken}} {
+		if f.s == nil {
+			continue
+		}
+		id, ok := baseTok.TokenID(*f.s)
+		if !ok {
+			t.Fatalf("%s: %q is not in the vocabulary", family, *f.s)
+		}
+		*f.id, *f.str = id, *f.s
 	}
-	tok, err := tokenizer.LoadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return familyTok{Tokenizer: baseTok, chat: string(text), sp: sp}
 }
 
 // lossRanges returns the token ranges [a, b) of consecutive labels.
@@ -244,5 +267,44 @@ func TestRealChatTemplatesMatchTransformers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStopTokens: the token that ends an answer, read from each real
+// template's end-of-turn text.
+func TestStopTokens(t *testing.T) {
+	meta, _ := loadTemplateFixtures(t)
+	for family, want := range map[string]string{
+		"llama-3.1": "<|eot_id|>", "llama-3.2": "<|eot_id|>", "qwen2.5": "<|im_end|>", "qwen3": "<|im_end|>",
+		"mistral-nemo": "</s>", "gemma-2": "<end_of_turn>", "phi-3.5": "<|end|>",
+		"deepseek-r1-distill-qwen": "<｜end▁of▁sentence｜>", "smollm2": "<|im_end|>",
+	} {
+		tok := familyTokenizer(t, meta, family)
+		tpl, err := NewTemplate(tok, Options{MaxLen: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := tok.TokenID(want)
+		if got := tpl.StopTokens(); !slices.Equal(got, []int32{id}) {
+			t.Errorf("%s: stop tokens %v, want %s (%d)", family, got, want, id)
+		}
+	}
+}
+
+// TestTemplateErrorsNameLineAndTemplate: a conversation the template refuses
+// stops the load naming the data line, the template file and its reason.
+func TestTemplateErrorsNameLineAndTemplate(t *testing.T) {
+	meta, _ := loadTemplateFixtures(t)
+	tok := familyTokenizer(t, meta, "qwen2.5")
+	gemma := filepath.Join("testdata", "templates", "gemma-2.jinja")
+	p := writeFile(t, "d.jsonl", `{"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}`+"\n"+
+		`{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}`+"\n")
+	_, _, _, err := LoadSFT(p, tok, Options{MaxLen: 64, Template: gemma})
+	if err == nil || !strings.HasPrefix(err.Error(), p+":2: ") || !strings.Contains(err.Error(), "chat template ("+gemma+") refused the conversation: System role not supported") {
+		t.Fatalf("err %v", err)
+	}
+	train, _, rep, err := LoadSFT(p, tok, Options{MaxLen: 64, Template: gemma, OnBadLine: BadLineSkip})
+	if err != nil || len(train) != 1 || rep.Skipped != 1 || !strings.Contains(rep.TemplateNote, gemma) {
+		t.Fatalf("under skip: %v, %d examples, %+v", err, len(train), rep)
 	}
 }

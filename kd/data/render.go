@@ -422,3 +422,34 @@ func (t *Template) reasoningPlace(msgs []Message) error {
 	}
 	return nil
 }
+
+// StopTokens are the tokens that end an assistant turn, for sampling: under
+// a rendered chat template the first token of the end-of-turn text it
+// writes after an answer (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>,
+// </s>, …) when that is a special token; <|im_end|> under chatml and qwen3;
+// none under none (the EOS token is the caller's).
+func (t *Template) StopTokens() []int32 {
+	switch t.kind {
+	case TemplateNone:
+		return nil
+	case TemplateChatML, TemplateQwen3:
+		return []int32{t.imEnd}
+	}
+	render := func(content string) (string, error) {
+		return t.chat.render(t.withSystem([]Message{{Role: "user", Content: "Hi"}, {Role: "assistant", Content: content}}), nil, false, nil)
+	}
+	a, err := render("\uF8FF")
+	if err != nil {
+		return nil
+	}
+	b, err := render("\uF8FE")
+	if err != nil {
+		return nil
+	}
+	eot := a[len(a)-commonSuffix(a, b):]
+	ids, plain := t.tok.Encode(eot), t.tok.EncodeOrdinary(eot)
+	if len(ids) == 0 || (len(plain) > 0 && plain[0] == ids[0]) {
+		return nil
+	}
+	return ids[:1]
+}

@@ -115,9 +115,8 @@ func Run(ctx context.Context, be kdrt.Backend, c Config, log io.Writer) ([]Recor
 			if sp.EOS >= 0 {
 				p.StopTokens = append(append([]int32(nil), p.StopTokens...), sp.EOS)
 			}
-			if id, ok := tok.TokenID("<|im_end|>"); ok && tmpl.Name() != data.TemplateNone {
-				p.StopTokens = append(p.StopTokens, id)
-			}
+			// The chat template's end of turn (<|im_end|>, <|eot_id|>, …).
+			p.StopTokens = append(p.StopTokens, tmpl.StopTokens()...)
 			if len(c.StopStrings) > 0 {
 				p.Stop = func(gen []int32) bool { return cutAtStop(tok.Decode(gen), c.StopStrings) >= 0 }
 			}
