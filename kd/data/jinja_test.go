@@ -49,7 +49,7 @@ type templateRender struct {
 	} `json:"open"`
 }
 
-func loadTemplateFixtures(t *testing.T) (templateMeta, map[string]map[string]templateRender) {
+func loadTemplateFixtures(t testing.TB) (templateMeta, map[string]map[string]templateRender) {
 	t.Helper()
 	var meta templateMeta
 	var renders map[string]map[string]templateRender
@@ -89,7 +89,7 @@ func (f familyTok) EOSToken() string           { return f.sp.EOSToken }
 // familyTokenizer is the committed Qwen3 tokenizer with the families' special
 // tokens added (as the fixture script adds them), with the family's BOS, EOS
 // and chat template.
-func familyTokenizer(t *testing.T, meta templateMeta, family string) familyTok {
+func familyTokenizer(t testing.TB, meta templateMeta, family string) familyTok {
 	t.Helper()
 	baseTokOnce.Do(func() {
 		raw, err := os.ReadFile("../../third_party/tokenizer-qwen3/tokenizer.json.zst")
@@ -306,5 +306,32 @@ func TestTemplateErrorsNameLineAndTemplate(t *testing.T) {
 	train, _, rep, err := LoadSFT(p, tok, Options{MaxLen: 64, Template: gemma, OnBadLine: BadLineSkip})
 	if err != nil || len(train) != 1 || rep.Skipped != 1 || !strings.Contains(rep.TemplateNote, gemma) {
 		t.Fatalf("under skip: %v, %d examples, %+v", err, len(train), rep)
+	}
+}
+
+// BenchmarkChatTemplate renders and tokenizes a two-turn conversation with
+// Qwen2.5's real template (sub-benchmark jinja) and with the hand-written
+// chatml (the baseline), with the Qwen3 tokenizer: compare ns/op.
+func BenchmarkChatTemplate(b *testing.B) {
+	meta, _ := loadTemplateFixtures(b)
+	tok := familyTokenizer(b, meta, "qwen2.5")
+	msgs := []Message{
+		{Role: "user", Content: "Explain why the sky is blue in two sentences."},
+		{Role: "assistant", Content: "Sunlight is scattered by air molecules, and blue light, with its shorter wavelength, is scattered most. So the sky looks blue from every direction."},
+		{Role: "user", Content: "And at sunset?"},
+		{Role: "assistant", Content: "The light crosses more air, so the blue is scattered away before it reaches you and the reds and oranges remain."},
+	}
+	for _, kind := range []string{TemplateChatML, TemplateJinja} {
+		tpl, err := NewTemplate(tok, Options{MaxLen: 4096, Template: kind})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(kind, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := tpl.Conversation(msgs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
