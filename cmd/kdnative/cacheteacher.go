@@ -28,7 +28,7 @@ func cacheTeacherCommand() *cli.Command {
 			&cli.IntFlag{Name: "k", Value: 32, Usage: "top tokens kept per position (32 keeps the KD loss within 0.2% of the online teacher's: docs/teacher-cache.md)"},
 			&cli.Float64Flag{Name: "temperature", Value: 1, Usage: "the teacher's softmax temperature (training must use the same objectives.kd.temperature)"},
 			&cli.IntFlag{Name: "max-len", DefaultText: "the teacher's max_position_embeddings", Usage: "longest sequence in tokens: give the student run's data.max_len (a cache is refused for other data)"},
-			&cli.StringFlag{Name: "template", Value: "auto", Usage: "chat template: auto, chatml, qwen3 or none (as the student run's data.template)"},
+			&cli.StringFlag{Name: "template", Value: "auto", Usage: "chat template: auto (the model's own), jinja, a .jinja file, chatml, qwen3 or none (as the student run's data.template)"},
 			&cli.StringFlag{Name: "on-bad-line", Value: "stop", Usage: "a bad data line: stop (an error naming the line) or skip (counted and listed)"},
 			&cli.IntFlag{Name: "batch-size", Value: 8, Usage: "examples run through the teacher at once (more is faster and takes more memory)"},
 			&cli.IntFlag{Name: "examples-per-shard", DefaultText: "1024", Usage: "examples per shard file: the unit a crash loses and a resume writes again"},

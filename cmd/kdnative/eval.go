@@ -20,7 +20,7 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "teacher-cache", Usage: "a teacher cache made over --data: report KL to it"},
 			&cli.IntFlag{Name: "max-len", Usage: "longest sequence in tokens; longer ones are cut", DefaultText: "the model's positions"},
 			&cli.IntFlag{Name: "batch-size", Value: 8, Usage: "sequences per forward pass (more is faster and takes more memory)"},
-			&cli.StringFlag{Name: "template", Value: "auto", Usage: "chat format of {\"messages\"} lines: auto (the model's chat template), chatml, qwen3 or none"},
+			&cli.StringFlag{Name: "template", Value: "auto", Usage: "chat format of {\"messages\"} lines: auto (the model's own chat template), a .jinja file, chatml, qwen3 or none"},
 			&cli.StringFlag{Name: "on-bad-line", Value: "stop", Usage: "a malformed data line: stop (the error names it) or skip (counted and reported)"},
 			&cli.StringFlag{Name: "json", Usage: "also write the result to this JSON file"},
 		}, taskFlags...),

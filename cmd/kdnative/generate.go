@@ -15,7 +15,7 @@ func generateCommand() *cli.Command {
 			&cli.StringFlag{Name: "model", Required: true, Usage: "Hugging Face model folder (with its tokenizer)"},
 			&cli.StringSliceFlag{Name: "prompt", Usage: "a prompt (repeatable)"},
 			&cli.StringFlag{Name: "prompts", Usage: `JSONL file of {"prompt": …} or {"messages": […]} lines`},
-			&cli.StringFlag{Name: "template", Value: "auto", Usage: "auto (the model's chat template), chatml, qwen3, or none (the text as is)"},
+			&cli.StringFlag{Name: "template", Value: "auto", Usage: "auto (the model's chat template), a .jinja file, chatml, qwen3, or none (the text as is)"},
 			&cli.StringFlag{Name: "system-prompt", Usage: "system message for chat templates"},
 			&cli.IntFlag{Name: "max-tokens", Value: 256, Usage: "longest completion in tokens"},
 			&cli.Float64Flag{Name: "temperature", Value: 0.7, Usage: "0 is greedy"},

@@ -1,13 +1,20 @@
 // Package data turns training data files into token sequences and batches:
-// JSONL in the shapes the ecosystem uses, rendered with the student's chat
-// template, masked so that the loss falls on response tokens only, truncated
+// JSONL or Parquet in the shapes the ecosystem uses, rendered with the
+// student's chat template as transformers renders it, masked so that the loss falls on response tokens only, truncated
 // or packed to a maximum length, split into training and validation sets, and
 // served in deterministic, resumable batches (model.Batch).
 //
 // # Line shapes
 //
 // One JSON object per line (blank lines are counted and ignored; a leading
-// UTF-8 BOM is ignored; a file ending in .gz is read through gzip). Fields
+// UTF-8 BOM is ignored; a file ending in .gz is read through gzip), or one
+// row per record in a Parquet file (.parquet): the fields as columns,
+// messages as a list of structs, null where a line leaves a field out. Each
+// row is turned into the JSON object the equivalent line would be and read
+// by the same code, a row group at a time; a file whose columns make no
+// shape stops at once naming the missing column, and a bad row is named by
+// its row group and row (0-based). ForEachRecord reads both kinds for the
+// commands that read records of their own. Fields
 // other than the ones below are ignored, so teacher fields (top-k logprobs,
 // scores, ids) may sit alongside. The shape is recognized per line, in this
 // order:
@@ -44,40 +51,46 @@
 //
 // Options.Template chooses how text is rendered:
 //
-//   - "chatml": "<|im_start|>{role}\n{content}<|im_end|>\n" per message, as
-//     the templates of Qwen2/Qwen2.5, SmolLM/SmolLM2 and other ChatML models
-//     produce for plain-text conversations. When a conversation does not open
-//     with a system message, the template's default system prompt is inserted
-//     as the model's own template does (Qwen2.5: "You are Qwen, created by
-//     Alibaba Cloud. You are a helpful assistant."; SmolLM2: "You are a
-//     helpful AI assistant named SmolLM, trained by Hugging Face"), read from
-//     the chat_template string; Options.SystemPrompt replaces it and
-//     Options.NoDefaultSystem removes it.
-//   - "qwen3": Qwen3's template: ChatML without a default system prompt, and
-//     assistant turns after the last user message rendered as
-//     "<think>\n{reasoning}\n</think>\n\n{content}" (an empty think block when
-//     there is no reasoning, as the template does for the final turn);
-//     earlier assistant turns lose their reasoning, as in the template. The
-//     reasoning comes from "reasoning_content" or from a "<think>…</think>"
-//     prefix of the content.
+//   - "auto" (the default): the tokenizer's chat template
+//     (chat_template.jinja, where transformers 5 keeps it, or
+//     tokenizer_config.json's chat_template) rendered as transformers'
+//     apply_chat_template renders it ("jinja"), plain text ("none") when the
+//     tokenizer has none (a base model; Report.TemplateNote says so). The
+//     Jinja source runs in github.com/ardanlabs/jinja with Hugging Face's
+//     trim_blocks and lstrip_blocks and the globals transformers gives:
+//     messages (reasoning_content also as thinking), the line's "tools",
+//     add_generation_prompt, bos_token/eos_token/pad_token,
+//     raise_exception, strftime_now (Options.TemplateDate, a fixed day by
+//     default so that the tokens do not change from day to day) and its
+//     tojson (keys in their order). Checked against transformers on the real
+//     templates of Llama 3.1/3.2, Qwen2.5, Qwen3, Mistral Nemo, Gemma 2,
+//     Phi-3.5, DeepSeek-R1-Distill and SmolLM2 (testdata/templates). A
+//     template that does not compile, or raises on a conversation, is an
+//     error that names the template and the reason (and, in a load, the
+//     line). Only a ChatML template that does not compile falls back to the
+//     hand-written "chatml" or "qwen3" below, and Report.TemplateNote says so.
+//   - "jinja": the same, an error when the tokenizer has no chat template.
+//   - a path ending in .jinja: that chat template in place of the
+//     tokenizer's.
+//   - "chatml": kdnative's hand-written ChatML:
+//     "<|im_start|>{role}\n{content}<|im_end|>\n" per message, the
+//     template's default system prompt inserted (read from the chat_template
+//     string; Options.SystemPrompt replaces it, Options.NoDefaultSystem
+//     removes it).
+//   - "qwen3": kdnative's hand-written Qwen3: ChatML without a default
+//     system prompt, assistant turns after the last user message rendered as
+//     "<think>\n{reasoning}\n</think>\n\n{content}"; earlier assistant turns
+//     lose their reasoning, as in the template.
 //   - "none": no chat template: prompt + response + EOS as plain text (TRL's
 //     non-conversational prompt-completion form; the data carries its own
 //     separators). Chat lines are then an error.
-//   - "auto" (the default): "qwen3" when the tokenizer's chat_template uses
-//     <|im_start|> and reasoning_content (and the tokenizer has <|im_start|>
-//     and <|im_end|>), "chatml" when it uses <|im_start|>, "none" when the
-//     tokenizer has no chat template (a base model; Report.TemplateNote then
-//     says so, as it does when a template named in Options differs from the
-//     tokenizer's own). The tokenizer's template is chat_template.jinja
-//     (where transformers 5 keeps it) or tokenizer_config.json's
-//     chat_template. Any other template (Llama 3, Mistral, Gemma, …) is
-//     refused with a message: it is not reproduced here, and guessing would
-//     train the student on a format it will never see at inference.
 //
-// Tool calls, tool messages and multimodal content are not rendered; such
-// lines are bad lines. Templates that use <|im_start|> with extra structure
-// of their own (SmolLM3's metadata system block, for instance) are not
-// reproduced exactly by "chatml".
+// Under a rendered template, Options.SystemPrompt is put first as a system
+// message where a conversation has none; Options.NoDefaultSystem is refused
+// when the template writes a default of its own. reasoning_content under a
+// template that never reads it (transformers would drop it silently) is a
+// bad line. Tool messages, tool calls and multimodal content are not read
+// (bad lines); a line's "tools" list is handed to the template.
 //
 // With a chat template a string prompt/response becomes the conversation
 // [system (default), user: prompt, assistant: response].
@@ -85,36 +98,49 @@
 // # Loss mask
 //
 // Labels carry the token where the loss is taken and −100
-// (runtime.IgnoreIndex) elsewhere. Under a chat template the loss covers each
-// assistant message's content, its <|im_end|> and the "\n" after it — what
-// TRL's assistant_only_loss takes with its generation-tagged training
-// templates — and, under qwen3, the think block too (the model generates it).
-// Role headers ("<|im_start|>assistant\n"), system and user messages are
-// masked. Under "none" the loss covers the response and the EOS token; under
+// (runtime.IgnoreIndex) elsewhere. Under a chat template every assistant
+// turn is learnt: from the end of the generation prompt the template writes
+// for it ("<|im_start|>assistant\n", "<|start_header_id|>assistant<|end_header_id|>\n\n")
+// through the end-of-turn text it writes after the content
+// ("<|im_end|>\n", "<|eot_id|>", "</s>") — what TRL's assistant_only_loss
+// takes with generation-tagged templates. What the model writes after the
+// generation prompt (Qwen3's think block) is learnt; headers, system and user
+// messages are not. Under "jinja" each turn is found by rendering the
+// conversation again with the turn's content changed (templates that rewrite
+// earlier turns are followed as they render), and a token that straddles a
+// boundary is taken whole, as transformers' return_assistant_tokens_mask
+// does. Under "none" the loss covers the response and the EOS token; under
 // "text" every token.
 //
 // A line whose "finish_reason" is "length" (as `kdnative elicit label` and the
 // OpenAI API write it) holds a response that stopped at the length limit, not
-// where the teacher ended it: its last answer is left open — no <|im_end|>
-// and "\n", no EOS (under qwen3, cut inside its reasoning, no </think>
-// either) — so the model does not learn to stop there. Report.Open counts
-// them.
+// where the teacher ended it: its last answer is left open — rendered up to
+// the end of its text, without the end-of-turn text (what transformers'
+// continue_final_message renders; cut inside its reasoning, without
+// </think>), no EOS under "none" — so the model does not learn to stop there.
+// Report.Open counts them.
 //
 // # Tokenization and safety
 //
-// Text is tokenized piece by piece, split where the template places a special
-// token: the template's own special tokens come from Tokenizer.TokenID, and
-// every piece of text from the data goes through Tokenizer.EncodeOrdinary, so
-// a literal "<|im_end|>" typed in a prompt or response stays ordinary text and
-// cannot end a turn or inject a control token. Between two special tokens the
-// rendered text is encoded as one piece ("user\n" + content), which gives the
-// tokens the whole rendered string would get; at the one boundary inside such
+// Under "jinja" the rendered text is tokenized whole with Tokenizer.Encode,
+// as transformers does (add_special_tokens=False), so the ids are
+// transformers' ids. Text from the data must not turn into control tokens: a
+// message holding the text of a special token ("<|im_end|>" typed in a
+// prompt) has it swapped for a private-use stand-in before rendering, and
+// that conversation is tokenized piece by piece between the template's own
+// special tokens, each piece as plain text with the original text put back
+// (Tokenizer.EncodeOrdinary).
+//
+// The hand-written templates tokenize piece by piece, split where the
+// template places a special token: the template's own special tokens come
+// from Tokenizer.TokenID, and every piece of text from the data goes through
+// Tokenizer.EncodeOrdinary. Between two special tokens the rendered text is
+// encoded as one piece ("user\n" + content); at the one boundary inside such
 // a piece that the mask needs (after "assistant\n", and between prompt and
 // response under "none") the joint encoding is used when it splits cleanly
-// there and the two halves are encoded separately when a merge crosses it
-// (content starting with a newline, say). The "text" shape is the exception:
-// it is encoded with Tokenizer.Encode, so text already rendered with a
-// template keeps its special tokens.
+// there and the two halves are encoded separately when a merge crosses it.
+// The "text" shape is encoded with Tokenizer.Encode, so text already
+// rendered with a template keeps its special tokens.
 //
 // # Length, packing, split
 //

@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 )
 
-// ExampleLoadSFT loads a two-line chat file with a ChatML tokenizer, holds
-// one example out for validation and serves a training batch.
+// ExampleLoadSFT loads a two-line chat file with a tokenizer that carries
+// SmolLM2's chat template (rendered as transformers renders it, its default
+// system message included), holds one example out for validation and serves
+// a training batch.
 func ExampleLoadSFT() {
 	dir, _ := os.MkdirTemp("", "kdnative-data")
 	defer os.RemoveAll(dir)
@@ -29,7 +31,7 @@ func ExampleLoadSFT() {
 	b, _ := loader.Next(4)
 	fmt.Println(b.B, b.T == len(train[0].Tokens))
 	// Output:
-	// chatml 2 1 1
-	// system prompt: "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+	// jinja 2 1 1
+	// system prompt: ""
 	// 4 true
 }

@@ -30,6 +30,15 @@ func newFake(template string, think bool) *fakeTok {
 }
 
 func (f *fakeTok) EncodeOrdinary(s string) []int32 {
+	// <think> and </think> are added tokens that are not special (as in
+	// Qwen3's tokenizer): plain text encoding still recognizes them.
+	for _, tok := range []string{"<think>", "</think>"} {
+		if id, ok := f.specials[tok]; ok {
+			if i := strings.Index(s, tok); i >= 0 {
+				return append(append(f.EncodeOrdinary(s[:i]), id), f.EncodeOrdinary(s[i+len(tok):])...)
+			}
+		}
+	}
 	out := make([]int32, 0, len(s))
 	for i := 0; i < len(s); i++ {
 		if s[i] == '\n' && i+1 < len(s) && s[i+1] == '\n' {
@@ -120,23 +129,34 @@ func (f *fakeTok) lossRuns(ex Example) []string {
 	return runs
 }
 
-// Template stand-ins: small strings with the traits NewTemplate reads from
-// the real chat templates (rendering is checked against the real templates'
-// output in testdata/chat_renders.json).
-const (
-	// Qwen2.5: ChatML, default system message in a Jinja string with "\n"
-	// escapes.
-	qwen25Template = `{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}{%- endif %}{%- for message in messages %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}{%- endfor %}`
-	// SmolLM2: ChatML, default system message with literal newlines.
-	smolTemplate = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
-	// Qwen3: ChatML with reasoning_content and think blocks, no default
-	// system message.
-	qwen3Template = `{%- if messages[0].role == 'system' %}{{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}{%- endif %}{%- if message.reasoning_content is string %}{{- '<|im_start|>' + message.role + '\n<think>\n' + reasoning_content.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}{%- endif %}`
-	// A plain ChatML template without a default system message.
-	plainChatML = `{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}`
-	// Llama 3: a template kdnative does not render.
-	llama3Template = `{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}{%- endfor %}`
+// Chat templates: the real ones of Qwen2.5, SmolLM2 and Qwen3 (see
+// testdata/templates/SOURCES.md), a plain ChatML one without a default system
+// message, and a short Llama 3 one.
+var (
+	qwen25Template = readTemplate("qwen2.5.jinja")
+	smolTemplate   = readTemplate("smollm2.jinja")
+	qwen3Template  = readTemplate("qwen3.jinja")
 )
+
+const (
+	// A plain ChatML template without a default system message.
+	plainChatML = `{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}`
+	// Llama 3's layout, without the date preamble.
+	llama3Template = `{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}{%- endfor %}`
+	// A template the Jinja engine cannot compile (an unclosed block).
+	brokenTemplate = `{% for message in messages %}{{ message['content'] }}`
+	// A ChatML template the engine cannot compile: the hand-written chatml
+	// stands in.
+	brokenChatML = `{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}`
+)
+
+func readTemplate(name string) string {
+	b, err := os.ReadFile(filepath.Join("testdata", "templates", name))
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
 
 // writeFile writes a data file in a fresh temporary folder.
 func writeFile(t *testing.T, name, content string) string {

@@ -147,7 +147,9 @@ func TestTemplateNote(t *testing.T) {
 		{"chatml asked, none there", "", TemplateChatML, "template chatml as asked, but the tokenizer has no chat template"},
 		{"none asked, chatml there", plainChatML, TemplateNone, "template none as asked, but the tokenizer's own chat template is chatml"},
 		{"chatml asked, qwen3 there", qwen3Template, TemplateChatML, "template chatml as asked, but the tokenizer's own chat template is qwen3"},
-		{"chatml asked, llama 3 there", llama3Template, TemplateChatML, "not one kdnative renders"},
+		{"chatml asked, llama 3 there", llama3Template, TemplateChatML, "the tokenizer's chat template is not ChatML"},
+		{"auto, a ChatML template that does not compile", brokenChatML, "auto", "kdnative's hand-written chatml in place of the tokenizer's chat template, which cannot be rendered"},
+		{"auto, the tokenizer's own", llama3Template, "auto", ""},
 		{"chatml asked and there", plainChatML, TemplateChatML, ""},
 	} {
 		_, _, rep, err := LoadSFT(p, newFake(c.chat, true), Options{MaxLen: 100, Template: c.asked})

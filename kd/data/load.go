@@ -1,12 +1,10 @@
 package data
 
 import (
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strings"
 )
 
@@ -114,34 +112,25 @@ func fatalf(format string, a ...any) error {
 	return &fatal{fmt.Errorf(format, a...)}
 }
 
-// loadFile reads one file, calling parse on each non-blank line.
+// loadFile reads one file — JSONL (gzipped when it ends in .gz), or Parquet
+// when it ends in .parquet — calling parse on each non-blank line or row.
 func loadFile[T any](l *loader, path string, parse func(line []byte, at string) (T, error)) ([]T, error) {
-	f, err := os.Open(path)
+	src, err := openRecords(path, l.opt.MaxLineBytes, l.pairs)
 	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(path, ".gz") {
-		gz, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, fmt.Errorf("data: %s: %w", path, err)
-		}
-		defer gz.Close()
-		r = gz
-	}
+	defer src.Close()
 	l.rep.Files = append(l.rep.Files, path)
-	lr := newLineReader(r, l.opt.MaxLineBytes)
 	var out []T
 	lines, bad, drop, empty, blank := 0, 0, 0, 0, 0
 	var first *LineError
 	for {
-		line, tooLong, err := lr.next()
+		line, tooLong, pos, err := src.next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("data: reading %s after line %d: %w", path, lr.n, err)
+			return nil, fmt.Errorf("data: %w", err)
 		}
 		if !tooLong && len(strings.TrimSpace(string(line))) == 0 {
 			blank++
@@ -154,40 +143,45 @@ func loadFile[T any](l *loader, path string, parse func(line []byte, at string) 
 		if tooLong {
 			err = fmt.Errorf("line is longer than %d bytes (the line limit)", l.opt.MaxLineBytes)
 		} else {
-			v, err = parse(line, fmt.Sprintf("%s:%d", path, lr.n))
+			v, err = parse(line, pos.String())
 		}
 		if err == nil {
 			out = append(out, v)
 			l.rep.Examples++
 			continue
 		}
-		le := &LineError{File: path, Line: lr.n, Reason: err.Error()}
+		le := pos
+		le.Reason = err.Error()
 		if first == nil {
-			first = le
+			first = &le
 		}
 		var d *dropped
 		var ft *fatal
 		var ea *emptyAnswer
 		switch {
 		case errors.As(err, &ft):
-			return nil, le
+			return nil, &le
 		case errors.As(err, &ea):
 			empty++
 			l.rep.Empty++
 		case errors.As(err, &d):
 			drop++
 			l.rep.Dropped++
-			l.rep.problem(path, lr.n, err.Error())
+			l.rep.problem(le)
 		case l.opt.OnBadLine == BadLineStop:
-			return nil, le
+			return nil, &le
 		default:
 			bad++
 			l.rep.Skipped++
-			l.rep.problem(path, lr.n, err.Error())
+			l.rep.problem(le)
 		}
 	}
 	if len(out) == 0 {
-		msg := fmt.Sprintf("data: %s has no usable example (%d lines: %d bad, %d dropped for length, %d with an empty answer; %d blank)", path, lines, bad, drop, empty, blank)
+		what := "lines"
+		if isParquet(path) {
+			what = "rows"
+		}
+		msg := fmt.Sprintf("data: %s has no usable example (%d %s: %d bad, %d dropped for length, %d with an empty answer; %d blank)", path, lines, what, bad, drop, empty, blank)
 		if first != nil {
 			msg += "; first: " + first.Error()
 		}
@@ -269,7 +263,7 @@ func (l *loader) sftLine(line []byte, at string) (Example, error) {
 		case shapeText:
 			ex, err = t.text(rec.text, rec.open)
 		case shapePromptResponse:
-			if !rec.prompt.isMsgs && !rec.response.isMsgs {
+			if !rec.prompt.isMsgs && !rec.response.isMsgs && rec.tools == nil {
 				ex, err = t.promptResponse(rec.prompt.text, rec.response.text, rec.open)
 			} else {
 				msgs = append(rec.prompt.messages("user"), rec.response.messages("assistant")...)
@@ -278,7 +272,7 @@ func (l *loader) sftLine(line []byte, at string) (Example, error) {
 		// Only a final assistant turn can have been cut.
 		open := rec.open && (msgs == nil || msgs[len(msgs)-1].Role == "assistant")
 		if msgs != nil {
-			ex, err = t.conversation(msgs, open)
+			ex, err = t.conversation(msgs, rec.tools, open)
 		}
 		if err != nil {
 			return Example{}, configErr(err)

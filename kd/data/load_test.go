@@ -351,9 +351,9 @@ func TestChatWithoutTemplateStops(t *testing.T) {
 		t.Fatalf("messages without a template under skip: %v", err)
 	}
 	p = writeFile(t, "l.jsonl", `{"prompt": "p", "response": "r"}`+"\n")
-	_, _, _, err = LoadSFT(p, newFake(llama3Template, false), Options{MaxLen: 100, OnBadLine: BadLineSkip})
-	if err == nil || !strings.Contains(err.Error(), "not one kdnative renders") {
-		t.Fatalf("unsupported template: %v", err)
+	_, _, _, err = LoadSFT(p, newFake(brokenTemplate, false), Options{MaxLen: 100, OnBadLine: BadLineSkip})
+	if err == nil || !strings.Contains(err.Error(), "chat template") || !strings.Contains(err.Error(), "does not compile") {
+		t.Fatalf("a template that does not compile: %v", err)
 	}
 }
 
@@ -464,7 +464,7 @@ func TestLoadPairs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(train) != 3 || len(val) != 0 || rep.Template != TemplateChatML {
+	if len(train) != 3 || len(val) != 0 || rep.Template != TemplateJinja {
 		t.Fatalf("%d pairs, report %+v", len(train), rep)
 	}
 	prompt := cat(imS, bytesOf("user\nQ"), imE, nl, imS, bytesOf("assistant\n"))

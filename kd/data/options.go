@@ -3,6 +3,7 @@ package data
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
@@ -75,9 +76,11 @@ const (
 	BadLineSkip = "skip" // count it, report it, go on
 )
 
-// Template names.
+// Template names. Options.Template may also be the path of a .jinja file: a
+// chat template to render in place of the tokenizer's.
 const (
 	TemplateAuto   = "auto"
+	TemplateJinja  = "jinja" // the tokenizer's chat template, rendered by the Jinja engine
 	TemplateChatML = "chatml"
 	TemplateQwen3  = "qwen3"
 	TemplateNone   = "none"
@@ -107,8 +110,12 @@ type Options struct {
 	// (the last row may be shorter). Not for pairs.
 	Pack bool
 
-	// Template is "auto" (default), "chatml", "qwen3" or "none".
+	// Template is "auto" (default), "jinja", the path of a .jinja file,
+	// "chatml", "qwen3" or "none".
 	Template string
+	// TemplateDate is the day a chat template's strftime_now gives (Llama
+	// 3's "Today Date"); zero means DefaultTemplateDate.
+	TemplateDate time.Time
 	// SystemPrompt is the system message inserted when a conversation has
 	// none, in place of the template's default (chat templates only).
 	SystemPrompt string
@@ -175,9 +182,11 @@ func (o *Options) normalize() error {
 	switch o.Template {
 	case "":
 		o.Template = TemplateAuto
-	case TemplateAuto, TemplateChatML, TemplateQwen3, TemplateNone:
+	case TemplateAuto, TemplateJinja, TemplateChatML, TemplateQwen3, TemplateNone:
 	default:
-		return fmt.Errorf("data: template %q: want auto, chatml, qwen3 or none", o.Template)
+		if !strings.HasSuffix(o.Template, ".jinja") {
+			return fmt.Errorf("data: template %q: want auto, jinja, a .jinja file, chatml, qwen3 or none", o.Template)
+		}
 	}
 	if !(o.ValFraction >= 0 && o.ValFraction < 1) {
 		return fmt.Errorf("data: validation fraction %v: want 0 ≤ f < 1", o.ValFraction)
@@ -197,14 +206,24 @@ func (o *Options) normalize() error {
 	return nil
 }
 
-// LineError is a problem with one line of a data file.
+// LineError is a problem with one line of a data file (one row of a
+// Parquet file).
 type LineError struct {
 	File   string
-	Line   int // 1-based
+	Line   int // 1-based; for a Parquet row, its index in the file + 1
 	Reason string
+	// Parquet marks a row of a Parquet file, found at RowGroup and Row
+	// (both 0-based, Row within its row group, as pyarrow counts them).
+	Parquet       bool
+	RowGroup, Row int
 }
 
-func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason) }
+func (e *LineError) Error() string {
+	if e.Parquet {
+		return fmt.Sprintf("%s: row group %d, row %d (row %d of the file): %s", e.File, e.RowGroup, e.Row, e.Line-1, e.Reason)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason)
+}
 
 // Report says what loading did. Every line read is accounted for: Lines =
 // Examples + Skipped + Dropped + Empty (+ Blank lines, counted apart).
@@ -234,8 +253,8 @@ type Report struct {
 	// Tokens and LossTokens count the tokens of the examples and those with
 	// a label (for pairs: the response tokens of both sides).
 	Tokens, LossTokens int64
-	// Template is the template used ("chatml", "qwen3", "none"); empty when
-	// every line was pre-tokenized.
+	// Template is the template used ("jinja", "chatml", "qwen3", "none");
+	// empty when every line was pre-tokenized.
 	Template string
 	// TemplateNote says when the template is not the tokenizer's own (see
 	// Template.Note); "" otherwise.
@@ -250,9 +269,9 @@ type Report struct {
 	Problems []LineError
 }
 
-func (r *Report) problem(file string, line int, reason string) {
+func (r *Report) problem(le LineError) {
 	if len(r.Problems) < MaxProblems {
-		r.Problems = append(r.Problems, LineError{File: file, Line: line, Reason: reason})
+		r.Problems = append(r.Problems, le)
 	}
 }
 

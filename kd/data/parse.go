@@ -56,6 +56,9 @@ type record struct {
 	// open: the response stopped at the length limit (finish_reason
 	// "length"), so it is rendered without its end-of-turn or EOS token.
 	open bool
+	// tools is the line's "tools" (a list of function schemas), handed to
+	// the chat template; nil when absent.
+	tools json.RawMessage
 }
 
 // emptyAnswer is an SFT line whose assistant answer is empty (a teacher that
@@ -90,6 +93,12 @@ func parseLine(line []byte, pairs bool, vocab int) (record, error) {
 	r, err := parseText(obj, has)
 	if err != nil {
 		return record{}, err
+	}
+	if raw, ok := obj["tools"]; ok && !isNull(raw) && (r.shape == shapeChat || r.shape == shapePromptResponse) {
+		if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '[' {
+			return record{}, fmt.Errorf(`"tools" is %s, want a list of function schemas`, jsonKind(t))
+		}
+		r.tools = raw
 	}
 	finish, err := finishReason(obj)
 	if err != nil {

@@ -1,8 +1,10 @@
 package data
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -19,10 +21,13 @@ var errNoEOS = errors.New("text lines end with an EOS token, and the tokenizer n
 // Template renders text examples into tokens and labels (see the package
 // documentation for the formats and the loss mask).
 type Template struct {
-	kind   string // TemplateChatML, TemplateQwen3 or TemplateNone
+	kind   string // TemplateJinja, TemplateChatML, TemplateQwen3 or TemplateNone
 	asked  bool   // kind was named in Options, not resolved by auto
 	tok    Tokenizer
 	system string // inserted when a conversation has no system message first
+
+	chat     *chatTemplate // the compiled chat template (TemplateJinja)
+	fallback string        // why the hand-written template stands in for the model's
 
 	imStart, imEnd int32
 	thinkOpen      []int32 // "<think>" and "</think>" (qwen3)
@@ -35,7 +40,11 @@ type Template struct {
 
 // NewTemplate resolves opt.Template ("auto" or "" included) against the
 // tokenizer and returns the renderer. It reads Template, SystemPrompt,
-// NoDefaultSystem, EOS and BOS from opt.
+// NoDefaultSystem, EOS, BOS and TemplateDate from opt.
+//
+// Under auto a tokenizer with a chat template renders it (TemplateJinja);
+// the hand-written chatml or qwen3 stands in only for a ChatML template the
+// Jinja engine cannot compile, and Note says so.
 func NewTemplate(tok Tokenizer, opt Options) (*Template, error) {
 	if tok == nil {
 		return nil, errors.New("data: text data needs a tokenizer")
@@ -44,17 +53,66 @@ func NewTemplate(tok Tokenizer, opt Options) (*Template, error) {
 	start, hasStart := tok.TokenID("<|im_start|>")
 	end, hasEnd := tok.TokenID("<|im_end|>")
 	t := &Template{tok: tok, imStart: start, imEnd: end}
-	switch opt.Template {
-	case "", TemplateAuto:
-		if t.kind = autoKind(chat); t.kind == "" {
-			return nil, errors.New("data: the tokenizer's chat template is not one kdnative renders (ChatML as Qwen2/2.5/3 and SmolLM/SmolLM2 use it); set template chatml if the model uses ChatML, or none to train on plain prompt + response text")
+	eosName := opt.EOS
+	if eosName == "" {
+		if et, ok := tok.(EOSTokenizer); ok {
+			eosName = et.EOSToken()
 		}
-	case TemplateChatML, TemplateQwen3, TemplateNone:
+	}
+	date := opt.TemplateDate
+	if date.IsZero() {
+		date = DefaultTemplateDate
+	}
+	switch {
+	case opt.Template == "" || opt.Template == TemplateAuto:
+		if chat == "" {
+			t.kind = TemplateNone
+			break
+		}
+		c, err := compileChatTemplate(chat, templateSourceOf(tok), tok, eosName, date)
+		if err == nil {
+			t.kind, t.chat = TemplateJinja, c
+			break
+		}
+		if t.kind = autoKind(chat); t.kind == "" {
+			return nil, fmt.Errorf("data: %v", err)
+		}
+		t.fallback = err.Error()
+	case opt.Template == TemplateJinja:
+		if chat == "" {
+			return nil, errors.New("data: template jinja: the tokenizer has no chat template (no chat_template.jinja, no chat_template in tokenizer_config.json)")
+		}
+		c, err := compileChatTemplate(chat, templateSourceOf(tok), tok, eosName, date)
+		if err != nil {
+			return nil, fmt.Errorf("data: %v", err)
+		}
+		t.kind, t.chat, t.asked = TemplateJinja, c, true
+	case strings.HasSuffix(opt.Template, ".jinja"):
+		text, err := os.ReadFile(opt.Template)
+		if err != nil {
+			return nil, fmt.Errorf("data: chat template: %w", err)
+		}
+		c, err := compileChatTemplate(string(text), opt.Template, tok, eosName, date)
+		if err != nil {
+			return nil, fmt.Errorf("data: %v", err)
+		}
+		t.kind, t.chat, t.asked = TemplateJinja, c, true
+	case opt.Template == TemplateChatML || opt.Template == TemplateQwen3 || opt.Template == TemplateNone:
 		t.kind, t.asked = opt.Template, true
 	default:
-		return nil, fmt.Errorf("data: template %q: want auto, chatml, qwen3 or none", opt.Template)
+		return nil, fmt.Errorf("data: template %q: want auto, jinja, a .jinja file, chatml, qwen3 or none", opt.Template)
 	}
-	if t.kind != TemplateNone {
+	switch t.kind {
+	case TemplateJinja:
+		switch {
+		case opt.NoDefaultSystem && opt.SystemPrompt != "":
+			return nil, errors.New("data: both a system prompt and no default system prompt: choose one")
+		case opt.NoDefaultSystem && DefaultSystemPrompt(chat) != "":
+			return nil, errors.New("data: no default system prompt: the chat template writes its own default system message when a conversation has none; give the conversations a system message, or use template chatml")
+		case opt.SystemPrompt != "":
+			t.system = opt.SystemPrompt
+		}
+	case TemplateChatML, TemplateQwen3:
 		if !hasStart || !hasEnd {
 			return nil, fmt.Errorf("data: template %s needs the tokens <|im_start|> and <|im_end|>, which the tokenizer lacks", t.kind)
 		}
@@ -72,8 +130,10 @@ func NewTemplate(tok Tokenizer, opt Options) (*Template, error) {
 			t.thinkOpen = t.special("<think>")
 			t.thinkClose = t.special("</think>")
 		}
-	} else if opt.SystemPrompt != "" {
-		return nil, errors.New("data: a system prompt needs a chat template (template is none)")
+	default:
+		if opt.SystemPrompt != "" {
+			return nil, errors.New("data: a system prompt needs a chat template (template is none)")
+		}
 	}
 
 	if opt.BOS != "" {
@@ -82,12 +142,6 @@ func NewTemplate(tok Tokenizer, opt Options) (*Template, error) {
 			return nil, fmt.Errorf("data: BOS token %q is not in the vocabulary", opt.BOS)
 		}
 		t.bos, t.bosName, t.hasBOS = id, opt.BOS, true
-	}
-	eosName := opt.EOS
-	if eosName == "" {
-		if et, ok := tok.(EOSTokenizer); ok {
-			eosName = et.EOSToken()
-		}
 	}
 	if eosName != "" {
 		id, ok := tok.TokenID(eosName)
@@ -110,9 +164,18 @@ func NewTemplate(tok Tokenizer, opt Options) (*Template, error) {
 }
 
 // AutoTemplate is what template "auto" resolves to for a tokenizer's chat
-// template: "none" without one, "chatml" or "qwen3", and "" for a template
-// kdnative does not render (Llama 3, Mistral, Gemma, …).
-func AutoTemplate(chat string) string { return autoKind(chat) }
+// template: "none" without one, "jinja" for one the Jinja engine compiles,
+// else "chatml" or "qwen3" for a ChatML template (the hand-written stand-in)
+// and "" for one kdnative cannot render.
+func AutoTemplate(chat string) string {
+	if chat == "" {
+		return TemplateNone
+	}
+	if _, err := compileJinja(chat); err == nil {
+		return TemplateJinja
+	}
+	return autoKind(chat)
+}
 
 func autoKind(chat string) string {
 	switch {
@@ -127,26 +190,55 @@ func autoKind(chat string) string {
 	return ""
 }
 
-// Note says where the rendering may surprise: a template asked for that is
-// not the tokenizer's own, or plain text because the tokenizer has no chat
-// template at all (a model folder that lost its chat_template.jinja looks
-// like a base model). "" when the template is the tokenizer's own.
+// Note says where the rendering may surprise: the hand-written template
+// standing in for a chat template the Jinja engine cannot compile, a
+// template asked for that is not the tokenizer's own, or plain text because
+// the tokenizer has no chat template at all (a model folder that lost its
+// chat_template.jinja looks like a base model). "" when the template is the
+// tokenizer's own, rendered as transformers renders it.
 func (t *Template) Note() string {
-	own := autoKind(t.tok.ChatTemplate())
+	chat := t.tok.ChatTemplate()
+	own := autoKind(chat)
 	switch {
+	case t.fallback != "":
+		return fmt.Sprintf("kdnative's hand-written %s in place of the tokenizer's chat template, which cannot be rendered: %s", t.kind, t.fallback)
 	case !t.asked && own == TemplateNone:
 		return "the tokenizer has no chat template — no chat_template.jinja, no chat_template in tokenizer_config.json — so the text is rendered plain"
-	case !t.asked || own == t.kind:
+	case !t.asked:
 		return ""
-	case own == TemplateNone:
+	case t.kind == TemplateJinja && t.chat.source == templateSourceOf(t.tok):
+		return ""
+	case t.kind == TemplateJinja:
+		if chat == "" {
+			return fmt.Sprintf("chat template %s as asked; the tokenizer has none of its own", t.chat.source)
+		}
+		return fmt.Sprintf("chat template %s as asked, not the tokenizer's own", t.chat.source)
+	case own == TemplateNone && t.kind != TemplateNone:
 		return fmt.Sprintf("template %s as asked, but the tokenizer has no chat template — no chat_template.jinja, no chat_template in tokenizer_config.json — so the model's folder alone will not render this format", t.kind)
+	case own == t.kind || own == TemplateNone:
+		return ""
 	case own == "":
-		return fmt.Sprintf("template %s as asked, but the tokenizer's chat template is not one kdnative renders: check that the model was trained on %s", t.kind, t.kind)
+		return fmt.Sprintf("template %s as asked, but the tokenizer's chat template is not ChatML: check that the model was trained on %s", t.kind, t.kind)
 	}
 	return fmt.Sprintf("template %s as asked, but the tokenizer's own chat template is %s", t.kind, own)
 }
 
-// Name is the resolved template: "chatml", "qwen3" or "none".
+// ChatTemplateSourcer is implemented by tokenizers that know which file
+// their chat template came from, so that errors can name it.
+type ChatTemplateSourcer interface {
+	ChatTemplateSource() string
+}
+
+// templateSourceOf names the tokenizer's chat template in messages.
+func templateSourceOf(tok Tokenizer) string {
+	if s, ok := tok.(ChatTemplateSourcer); ok && s.ChatTemplateSource() != "" {
+		return s.ChatTemplateSource()
+	}
+	return "the tokenizer's chat_template.jinja or tokenizer_config.json chat_template"
+}
+
+// Name is the resolved template: "jinja" (the model's chat template),
+// "chatml", "qwen3" or "none".
 func (t *Template) Name() string { return t.kind }
 
 // SystemPrompt is the system message inserted into conversations without one.
@@ -223,13 +315,14 @@ func (t *Template) begin() *builder {
 // assistant turns. It needs a chat template and at least one assistant turn,
 // and no assistant turn may be empty.
 func (t *Template) Conversation(msgs []Message) (Example, error) {
-	return t.conversation(msgs, false)
+	return t.conversation(msgs, nil, false)
 }
 
-// conversation is Conversation; open leaves a final assistant turn without
-// its <|im_end|> and "\n": the answer stopped at the length limit, and the
-// model must not learn that it ends there.
-func (t *Template) conversation(msgs []Message, open bool) (Example, error) {
+// conversation is Conversation with the line's tools (for the chat
+// template); open leaves a final assistant turn without its end-of-turn
+// text (<|im_end|> and "\n" under chatml): the answer stopped at the length
+// limit, and the model must not learn that it ends there.
+func (t *Template) conversation(msgs []Message, tools json.RawMessage, open bool) (Example, error) {
 	seen := false
 	for i, m := range msgs {
 		if m.Role == "assistant" {
@@ -242,6 +335,12 @@ func (t *Template) conversation(msgs []Message, open bool) (Example, error) {
 	if !seen {
 		return Example{}, errors.New("no assistant message: nothing to learn")
 	}
+	if t.kind == TemplateJinja {
+		return t.jinjaConversation(msgs, tools, open)
+	}
+	if len(tools) > 0 {
+		return Example{}, fmt.Errorf(`"tools" needs the model's own chat template (template %s has no place for them)`, t.kind)
+	}
 	b, _, err := t.render(msgs, false, open)
 	if err != nil {
 		return Example{}, err
@@ -249,11 +348,14 @@ func (t *Template) conversation(msgs []Message, open bool) (Example, error) {
 	return b.ex, nil
 }
 
-// GenerationPrompt renders a conversation followed by the assistant header,
-// "<|im_start|>assistant\n", for sampling a reply (apply_chat_template with
-// add_generation_prompt). Under template none it is the messages' contents
-// concatenated, as plain text.
+// GenerationPrompt renders a conversation followed by the assistant header
+// ("<|im_start|>assistant\n" under ChatML), for sampling a reply
+// (apply_chat_template with add_generation_prompt). Under template none it
+// is the messages' contents concatenated, as plain text.
 func (t *Template) GenerationPrompt(msgs []Message) ([]int32, error) {
+	if t.kind == TemplateJinja {
+		return t.jinjaGenerationPrompt(msgs, nil)
+	}
 	if t.kind == TemplateNone {
 		b := t.begin()
 		var s strings.Builder
@@ -284,7 +386,7 @@ func (t *Template) promptResponse(prompt, response string, open bool) (Example, 
 		return Example{}, errors.New(`"response" is empty`)
 	}
 	if t.kind != TemplateNone {
-		return t.conversation([]Message{{Role: "user", Content: prompt}, {Role: "assistant", Content: response}}, open)
+		return t.conversation([]Message{{Role: "user", Content: prompt}, {Role: "assistant", Content: response}}, nil, open)
 	}
 	b := t.begin()
 	p, r := t.join(prompt, response)
@@ -318,6 +420,25 @@ func (t *Template) text(s string, open bool) (Example, error) {
 func (t *Template) Pair(prompt, chosen, rejected []Message) (Pair, error) {
 	if t.kind == TemplateNone {
 		return Pair{}, fmt.Errorf("%w (template is none)", errNeedsTemplate)
+	}
+	if t.kind == TemplateJinja {
+		for _, side := range []struct {
+			name string
+			msgs []Message
+		}{{"chosen", chosen}, {"rejected", rejected}} {
+			if len(side.msgs) == 0 {
+				return Pair{}, fmt.Errorf("%s: no response", side.name)
+			}
+			for i, m := range side.msgs {
+				if m.Role != "assistant" {
+					return Pair{}, fmt.Errorf("%s: message %d is %q, want assistant turns only", side.name, i, m.Role)
+				}
+				if strings.TrimSpace(m.Content) == "" && strings.TrimSpace(m.Reasoning) == "" {
+					return Pair{}, fmt.Errorf("%s: message %d (assistant) is empty", side.name, i)
+				}
+			}
+		}
+		return t.jinjaPair(prompt, chosen, rejected)
 	}
 	p, c, err := t.completion(prompt, chosen)
 	if err != nil {

@@ -69,19 +69,28 @@ func TestChatTemplatesMatchReference(t *testing.T) {
 		think          bool
 		kind, system   string
 	}{
+		// The model's own template, rendered by the Jinja engine.
+		{"qwen2.5", qwen25Template, false, TemplateAuto, ""},
+		{"smollm2", smolTemplate, false, TemplateAuto, ""},
+		{"qwen3", qwen3Template, true, TemplateAuto, ""},
+		// The hand-written stand-ins, asked for by name.
 		{"qwen2.5", qwen25Template, false, TemplateChatML, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."},
 		{"smollm2", smolTemplate, false, TemplateChatML, "You are a helpful AI assistant named SmolLM, trained by Hugging Face"},
 		{"qwen3", qwen3Template, true, TemplateQwen3, ""},
 	}
 	for _, m := range models {
-		t.Run(m.name, func(t *testing.T) {
+		t.Run(m.name+"/"+m.kind, func(t *testing.T) {
 			tok := newFake(m.template, m.think)
-			tpl, err := NewTemplate(tok, Options{})
+			tpl, err := NewTemplate(tok, Options{Template: m.kind})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tpl.Name() != m.kind || tpl.SystemPrompt() != m.system {
-				t.Fatalf("auto resolved to %q with system %q, want %q with %q", tpl.Name(), tpl.SystemPrompt(), m.kind, m.system)
+			wantKind := m.kind
+			if wantKind == TemplateAuto {
+				wantKind = TemplateJinja
+			}
+			if tpl.Name() != wantKind || tpl.SystemPrompt() != m.system {
+				t.Fatalf("resolved to %q with system %q, want %q with %q", tpl.Name(), tpl.SystemPrompt(), wantKind, m.system)
 			}
 			ref := renders[m.name]
 			if len(ref) == 0 {
@@ -89,7 +98,7 @@ func TestChatTemplatesMatchReference(t *testing.T) {
 			}
 			for _, c := range cases {
 				want, ok := ref[c.Name]
-				if c.Qwen3Only && m.kind != TemplateQwen3 {
+				if c.Qwen3Only && m.template != qwen3Template {
 					// chatml has no place for reasoning_content: refused, not dropped.
 					if _, err := tpl.Conversation(c.Messages); err == nil || !strings.Contains(err.Error(), "qwen3") {
 						t.Errorf("%s: reasoning_content under chatml: err %v, want a refusal naming qwen3", c.Name, err)
@@ -114,7 +123,11 @@ func TestChatTemplatesMatchReference(t *testing.T) {
 						t.Errorf("%s: tokens differ from the whole string's:\n%v\n%v", c.Name, ex.Tokens, whole)
 					}
 				}
-				if c.Name != "special_in_content" {
+				// Under the model's template the text is tokenized whole, so a
+				// token may straddle the header and the answer (newline_start:
+				// "\n\n" across "assistant\n" + "\n…"); it is taken whole, as
+				// transformers does (TestRealChatTemplatesMatchTransformers).
+				if c.Name != "special_in_content" && !(wantKind == TemplateJinja && c.Name == "newline_start") {
 					if got, want := tok.lossRuns(ex), expectedLoss(want.Full); !slices.Equal(got, want) {
 						t.Errorf("%s: loss on %q, want %q", c.Name, got, want)
 					}
@@ -186,12 +199,17 @@ func TestTemplateResolution(t *testing.T) {
 		want, errHas        string
 	}{
 		{"base model", "", TemplateAuto, false, TemplateNone, ""},
-		{"chatml", plainChatML, TemplateAuto, false, TemplateChatML, ""},
-		{"qwen3", qwen3Template, "", true, TemplateQwen3, ""},
-		{"llama3 refused", llama3Template, TemplateAuto, false, "", "not one kdnative renders"},
+		{"chatml", plainChatML, TemplateAuto, false, TemplateJinja, ""},
+		{"qwen3", qwen3Template, "", true, TemplateJinja, ""},
+		{"llama3", llama3Template, TemplateAuto, false, TemplateJinja, ""},
+		{"chatml that does not compile", brokenChatML, TemplateAuto, false, TemplateChatML, ""},
+		{"other that does not compile", brokenTemplate, TemplateAuto, false, "", "does not compile"},
 		{"forced none", llama3Template, TemplateNone, false, TemplateNone, ""},
 		{"forced chatml", "", TemplateChatML, false, TemplateChatML, ""},
-		{"bad name", "", "jinja", false, "", "want auto"},
+		{"forced qwen3", qwen3Template, TemplateQwen3, true, TemplateQwen3, ""},
+		{"jinja without a template", "", TemplateJinja, false, "", "has no chat template"},
+		{"bad name", "", "jinja2", false, "", "want auto"},
+		{"missing file", "", "nope/x.jinja", false, "", "nope/x.jinja"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tpl, err := NewTemplate(newFake(c.template, c.think), Options{Template: c.opt})
@@ -215,35 +233,45 @@ func TestTemplateResolution(t *testing.T) {
 	if _, err := NewTemplate(tok, Options{Template: TemplateChatML}); err == nil || !strings.Contains(err.Error(), "<|im_start|>") {
 		t.Fatalf("err %v", err)
 	}
-	// auto: a template mentioning <|im_start|> on a tokenizer without it.
-	tok.template = plainChatML
+	// auto: the hand-written stand-in needs the ChatML tokens too.
+	tok.template = brokenChatML
 	if _, err := NewTemplate(tok, Options{}); err == nil || !strings.Contains(err.Error(), "<|im_start|>") {
-		t.Fatal("auto accepted a ChatML template without the ChatML tokens")
+		t.Fatal("auto fell back to chatml without the ChatML tokens")
 	}
 }
 
 func TestSystemPromptOptions(t *testing.T) {
 	msgs := []Message{{Role: "user", Content: "u"}, {Role: "assistant", Content: "a"}}
-	for _, c := range []struct {
-		name string
-		opt  Options
-		want string
-	}{
-		{"default", Options{}, "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"},
-		{"override", Options{SystemPrompt: "Be terse."}, "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"},
-		{"none", Options{NoDefaultSystem: true}, "<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"},
-	} {
-		tok := newFake(qwen25Template, false)
-		tpl, err := NewTemplate(tok, c.opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ex, err := tpl.Conversation(msgs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := tok.decode(ex.Tokens); got != c.want {
-			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+	for _, kind := range []string{TemplateAuto, TemplateChatML} {
+		for _, c := range []struct {
+			name string
+			opt  Options
+			want string
+		}{
+			{"default", Options{}, "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"},
+			{"override", Options{SystemPrompt: "Be terse."}, "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"},
+			{"none", Options{NoDefaultSystem: true}, "<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"},
+		} {
+			tok := newFake(qwen25Template, false)
+			c.opt.Template = kind
+			tpl, err := NewTemplate(tok, c.opt)
+			if kind == TemplateAuto && c.opt.NoDefaultSystem {
+				// The model's template writes its default: it cannot be left out.
+				if err == nil || !strings.Contains(err.Error(), "default system message") {
+					t.Errorf("%s/%s: %v", kind, c.name, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ex, err := tpl.Conversation(msgs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tok.decode(ex.Tokens); got != c.want {
+				t.Errorf("%s/%s: %q, want %q", kind, c.name, got, c.want)
+			}
 		}
 	}
 	if _, err := NewTemplate(newFake("", false), Options{SystemPrompt: "x"}); err == nil {

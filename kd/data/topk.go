@@ -43,6 +43,10 @@ const topKMassTolerance = 1e-3
 func parseTopK(obj map[string]json.RawMessage, n, vocab int) (*TopK, error) {
 	rawIDs, hasIDs := obj["teacher_topk_ids"]
 	rawLPs, hasLPs := obj["teacher_topk_logprobs"]
+	// null is no teacher, as a missing field is (a Parquet row has every
+	// column, null where the record has no value).
+	hasIDs = hasIDs && !isNull(rawIDs)
+	hasLPs = hasLPs && !isNull(rawLPs)
 	if !hasIDs && !hasLPs {
 		return nil, nil
 	}

@@ -1,25 +1,25 @@
 package elicit
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kdnative/kdnative/kd/data"
 )
 
 // FeedbackConfig says how the teacher judges candidate responses.
 type FeedbackConfig struct {
 	Client *Client
-	// Input is JSONL of {"prompt", "responses": [a, b, …]} lines, or of
+	// Input is JSONL (or Parquet) of {"prompt", "responses": [a, b, …]} lines, or of
 	// {"prompt", "response"} lines (what kdnative generate writes with
 	// several samples a prompt), grouped by prompt text. Output receives
 	// {"id", "prompt", "chosen", "rejected"} lines that kdnative train's DPO
@@ -52,57 +52,51 @@ type candidates struct {
 }
 
 func readCandidates(path string, strict bool, log io.Writer) ([]candidates, int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer f.Close()
 	var out []candidates
 	byPrompt := map[string]int{} // prompt → index in out, for response lines
 	bad := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 256<<20)
-	for n := 1; sc.Scan(); n++ {
-		text := strings.TrimSpace(strings.TrimPrefix(sc.Text(), "\ufeff"))
-		if text == "" {
-			continue
-		}
+	// JSONL or Parquet: data.ForEachRecord reads both.
+	err := data.ForEachRecord(path, 256<<20, func(text []byte, at data.LineError, err error) error {
 		var rec struct {
 			Prompt    *string  `json:"prompt"`
 			Responses []string `json:"responses"`
 			Response  *string  `json:"response"`
 		}
-		err := json.Unmarshal([]byte(text), &rec)
-		switch {
-		case err != nil:
-			err = fmt.Errorf("not a JSON object with a string prompt and responses: %v", err)
-		case rec.Prompt == nil || *rec.Prompt == "":
-			err = errors.New(`no "prompt"`)
-		case rec.Responses == nil && rec.Response == nil:
-			err = errors.New(`neither "responses" nor "response"`)
-		case rec.Responses != nil && len(rec.Responses) < 2:
-			err = errors.New(`"responses" needs two or more candidates`)
+		if err == nil {
+			err = json.Unmarshal(text, &rec)
+			switch {
+			case err != nil:
+				err = fmt.Errorf("not a JSON object with a string prompt and responses: %v", err)
+			case rec.Prompt == nil || *rec.Prompt == "":
+				err = errors.New(`no "prompt"`)
+			case rec.Responses == nil && rec.Response == nil:
+				err = errors.New(`neither "responses" nor "response"`)
+			case rec.Responses != nil && len(rec.Responses) < 2:
+				err = errors.New(`"responses" needs two or more candidates`)
+			}
 		}
 		if err != nil {
-			if err := skipLine(log, path, n, err, strict); err != nil {
-				return nil, bad, err
+			if err := skipRecord(log, at, err, strict); err != nil {
+				return err
 			}
 			bad++
-			continue
+			return nil
 		}
+		n := at.Line
 		if rec.Responses != nil {
 			out = append(out, candidates{line: n, prompt: *rec.Prompt, responses: rec.Responses})
-			continue
+			return nil
 		}
 		if i, ok := byPrompt[*rec.Prompt]; ok {
 			out[i].responses = append(out[i].responses, *rec.Response)
-			continue
+			return nil
 		}
 		byPrompt[*rec.Prompt] = len(out)
 		out = append(out, candidates{line: n, prompt: *rec.Prompt, responses: []string{*rec.Response}})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, bad, fmt.Errorf("%s: %v", path, err)
+		return nil
+	})
+	if err != nil {
+		return nil, bad, err
 	}
 	kept := out[:0]
 	for _, c := range out {

@@ -1,18 +1,17 @@
 package elicit
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/kdnative/kdnative/kd/data"
 	"github.com/kdnative/kdnative/model/tokenizer"
 )
 
@@ -72,36 +71,27 @@ type promptLine struct {
 
 // readPrompts reads a prompt file: its usable lines and the bad ones' count.
 func readPrompts(path string, strict bool, log io.Writer, key string) ([]promptLine, int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer f.Close()
 	var out []promptLine
 	bad := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 256<<20)
-	for n := 1; sc.Scan(); n++ {
-		text := strings.TrimSpace(sc.Text())
-		if n == 1 {
-			text = strings.TrimPrefix(text, "\ufeff")
+	// JSONL or Parquet: data.ForEachRecord reads both.
+	err := data.ForEachRecord(path, 256<<20, func(rec []byte, at data.LineError, err error) error {
+		var p promptLine
+		if err == nil {
+			p, err = parsePrompt(string(rec), key)
 		}
-		if text == "" {
-			continue
-		}
-		p, err := parsePrompt(text, key)
 		if err != nil {
-			if err := skipLine(log, path, n, err, strict); err != nil {
-				return nil, bad, err
+			if err := skipRecord(log, at, err, strict); err != nil {
+				return err
 			}
 			bad++
-			continue
+			return nil
 		}
-		p.line = n
+		p.line = at.Line
 		out = append(out, p)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, bad, fmt.Errorf("%s: %v", path, err)
+		return nil
+	})
+	if err != nil {
+		return nil, bad, err
 	}
 	return out, bad, nil
 }
@@ -481,6 +471,21 @@ func mapID(tok *tokenizer.Tokenizer, t *TopLogprob) int {
 
 // skipLine handles a bad input line: under strict it is the run's error;
 // otherwise it is named on the log and skipped (the caller counts it).
+// skipRecord is skipLine at a record's position: a JSONL line, or a Parquet
+// row (its row group and row).
+func skipRecord(log io.Writer, at data.LineError, err error, strict bool) error {
+	if !at.Parquet {
+		return skipLine(log, at.File, at.Line, err, strict)
+	}
+	if strict {
+		return fmt.Errorf("%s: %v", at.String(), err)
+	}
+	if log != nil {
+		fmt.Fprintf(log, "%s skipped: %v\n", at.String(), err)
+	}
+	return nil
+}
+
 func skipLine(log io.Writer, path string, n int, err error, strict bool) error {
 	if strict {
 		return fmt.Errorf("%s line %d: %v", path, n, err)

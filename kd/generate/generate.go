@@ -115,9 +115,8 @@ func Run(ctx context.Context, be kdrt.Backend, c Config, log io.Writer) ([]Recor
 			if sp.EOS >= 0 {
 				p.StopTokens = append(append([]int32(nil), p.StopTokens...), sp.EOS)
 			}
-			if id, ok := tok.TokenID("<|im_end|>"); ok && tmpl.Name() != data.TemplateNone {
-				p.StopTokens = append(p.StopTokens, id)
-			}
+			// The chat template's end of turn (<|im_end|>, <|eot_id|>, …).
+			p.StopTokens = append(p.StopTokens, tmpl.StopTokens()...)
 			if len(c.StopStrings) > 0 {
 				p.Stop = func(gen []int32) bool { return cutAtStop(tok.Decode(gen), c.StopStrings) >= 0 }
 			}
@@ -204,29 +203,23 @@ func readPrompts(c Config) ([]promptLine, error) {
 	if c.PromptFile == "" {
 		return out, nil
 	}
-	f, err := os.Open(c.PromptFile)
-	if err != nil {
-		return nil, fmt.Errorf("generate: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
+	// JSONL or Parquet (data.ForEachRecord): one prompt per record.
+	err := data.ForEachRecord(c.PromptFile, 64<<20, func(rec []byte, at data.LineError, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %v", at.String(), err)
 		}
 		var pl promptLine
-		if err := json.Unmarshal([]byte(line), &pl); err != nil {
-			return nil, fmt.Errorf("%s:%d: not a JSON object: %v", c.PromptFile, n, err)
+		if err := json.Unmarshal(rec, &pl); err != nil {
+			return fmt.Errorf("%s: not a JSON object: %v", at.String(), err)
 		}
 		if pl.Prompt == nil && pl.Messages == nil {
-			return nil, fmt.Errorf(`%s:%d: want "prompt" or "messages"`, c.PromptFile, n)
+			return fmt.Errorf(`%s: want "prompt" or "messages"`, at.String())
 		}
 		out = append(out, pl)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", c.PromptFile, err)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("generate: %w", err)
 	}
 	return out, nil
 }

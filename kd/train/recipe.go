@@ -64,7 +64,8 @@ type DataRecipe struct {
 	// Overflow is truncate, drop or error for sequences longer than MaxLen.
 	Overflow string `yaml:"overflow"`
 	Pack     bool   `yaml:"pack"`
-	// Template is auto, chatml or none.
+	// Template is auto (the model's own chat template, rendered as
+	// transformers does), jinja, a .jinja file, chatml, qwen3 or none.
 	Template     string `yaml:"template"`
 	SystemPrompt string `yaml:"system_prompt"`
 	// OnBadLine is skip (count and report) or stop.

@@ -119,6 +119,15 @@ func TestRecipeValidate(t *testing.T) {
 			t.Errorf("validate: %v, want %q", err, want)
 		}
 	}
+	// data.template: the model's own, a template file, or a hand-written one.
+	for tpl, ok := range map[string]bool{"auto": true, "jinja": true, "chat/llama3.jinja": true, "qwen3": true, "chatml": true, "none": true, "llama3": false} {
+		r, _ := LoadRecipe(writeRecipe(t, goodRecipe))
+		r.Data.Template = tpl
+		err := r.Validate()
+		if (err == nil) != ok || (!ok && !strings.Contains(err.Error(), "data.template")) {
+			t.Errorf("data.template %q: %v", tpl, err)
+		}
+	}
 	empty := DefaultRecipe()
 	err = empty.Validate()
 	for _, want := range []string{"student: required", "data.train: required", "objectives: at least one", "output: required"} {

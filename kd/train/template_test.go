@@ -78,7 +78,7 @@ func TestSavedFoldersKeepTheChatTemplate(t *testing.T) {
 	r.Objectives.SFT = &SFTTerm{Weight: 1}
 	r.MaxSteps, r.SaveEvery = 4, 2
 	sum, log := run(t, r, false)
-	if !strings.Contains(log, "template chatml") || strings.Contains(log, "no chat template") {
+	if !strings.Contains(log, "template jinja") || strings.Contains(log, "no chat template") {
 		t.Fatalf("the data was not rendered with the folder's template:\n%s", log)
 	}
 	for _, dir := range append(sum.CheckpointDirs, sum.FinalDir) {
@@ -113,7 +113,7 @@ func TestTeacherCacheWithTemplate(t *testing.T) {
 	if err := CacheTeacher(context.Background(), cpu.New(), cc, &log); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
-	if !strings.Contains(log.String(), "template chatml") {
+	if !strings.Contains(log.String(), "template jinja") {
 		t.Fatalf("the cache was not made over templated data:\n%s", log.String())
 	}
 	student := filepath.Join(w.dir, "student-init")
@@ -134,7 +134,7 @@ func TestTeacherCacheWithTemplate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "made for other data") {
 		t.Fatalf("a cache over other tokens: %v", err)
 	}
-	for _, want := range []string{"the teacher cache's teacher's chat template (chatml, from chat_template.jinja in " + teacher + ")",
+	for _, want := range []string{"the teacher cache's teacher's chat template (jinja, from chat_template.jinja in " + teacher + ")",
 		"differs from the student's (" + student + " has none)"} {
 		if !strings.Contains(log.String(), want) {
 			t.Errorf("the log does not say %q:\n%s", want, log.String())
@@ -152,7 +152,7 @@ func TestTeacherTemplateDiffers(t *testing.T) {
 	r.Objectives.KD = &KDTerm{Weight: 1, Temperature: 1}
 	_, log := run(t, r, false)
 	for _, want := range []string{
-		"note: the teacher's chat template (chatml, from chat_template.jinja in " + w.teacher + ") differs from the student's (" + w.student + " has none)",
+		"note: the teacher's chat template (jinja, from chat_template.jinja in " + w.teacher + ") differs from the student's (" + w.student + " has none)",
 		"template none (the tokenizer has no chat template",
 	} {
 		if !strings.Contains(log, want) {

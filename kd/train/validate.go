@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/kdnative/kdnative/kd/loss"
 	kdrt "github.com/kdnative/kdnative/runtime"
@@ -44,7 +45,9 @@ func (r *Recipe) Validate() error {
 		bad(key, "%q is not one of %v", v, allowed)
 	}
 	oneOf("data.overflow", r.Data.Overflow, "truncate", "drop", "error")
-	oneOf("data.template", r.Data.Template, "auto", "chatml", "none")
+	if !strings.HasSuffix(r.Data.Template, ".jinja") { // a chat template file
+		oneOf("data.template", r.Data.Template, "auto", "jinja", "chatml", "qwen3", "none")
+	}
 	oneOf("data.on_bad_line", r.Data.OnBadLine, "skip", "stop")
 	o := r.Objectives
 	if o.SFT == nil && o.KD == nil && o.DPO == nil && o.Feature == nil {
