@@ -39,16 +39,16 @@ func (c *Config) ActivationBytes(B, T int) int64 {
 		mlp = 3 // and gate
 	}
 	// Per row: 4 residual-width buffers (in, norm1, mid, norm2), 4 norm
-	// statistics, q, k, v, the attention output and the MLP's buffers.
-	perLayerRow := 4*C + 4 + 2*qw + 2*kvw + mlp*F
+	// statistics, q, k, v, the attention output, one log-sum-exp per head
+	// and the MLP's buffers.
+	perLayerRow := 4*C + 4 + 2*qw + 2*kvw + int64(c.Heads) + mlp*F
 	// Outside the layers, per row: ids, positions, targets; the last hidden
-	// state, the final norm, scratch (3 residual widths) and the norm's 2
-	// statistics; logits and loss; the backward's scratch: 3 residual-width
-	// gradients, q/k/v/attention gradients, the MLP's, and the logits'.
-	perRow := 3 + 3*C + 2 + V + 1 + 3*C + 2*qw + 2*kvw + mlp*F + V
-	probs := kdrt.MulBytes(b, int64(c.Heads), t, t) // [B, NH, T, T] per layer
-	layer := kdrt.AddBytes(kdrt.MulBytes(N, perLayerRow), probs)
-	elems := kdrt.AddBytes(kdrt.MulBytes(int64(c.Layers), layer), kdrt.MulBytes(N, perRow))
+	// state, the final norm and its 2 statistics, scratch (a residual
+	// width); logits and loss; the fused q/k/v output and its gradient; the
+	// backward's scratch: 3 residual-width gradients, q/k/v/attention
+	// gradients, the MLP's, and the logits'.
+	perRow := 3 + 2*C + 2 + V + 1 + C + 2*(qw+2*kvw) + 3*C + 2*qw + 2*kvw + mlp*F + V
+	elems := kdrt.AddBytes(kdrt.MulBytes(int64(c.Layers), N, perLayerRow), kdrt.MulBytes(N, perRow))
 	return kdrt.MulBytes(f32, elems)
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 // countingBackend is the CPU backend with a chosen amount of free memory,
-// counting the bytes of every allocation.
+// counting the bytes allocated and not yet freed.
 type countingBackend struct {
 	*cpu.Backend
 	free      int64 // reported by FreeMemory; < 0: the real one
@@ -27,6 +27,13 @@ func (b *countingBackend) Alloc(name string, dt kdrt.DType, shape ...int) (*kdrt
 		b.allocated += n
 	}
 	return b.Backend.Alloc(name, dt, shape...)
+}
+
+func (b *countingBackend) Free(t *kdrt.Tensor) {
+	if n, err := kdrt.TensorBytes(t.DType, t.Shape...); err == nil {
+		b.allocated -= n
+	}
+	b.Backend.Free(t)
 }
 
 func (b *countingBackend) FreeMemory() (free, total int64, ok bool) {
@@ -64,6 +71,7 @@ func TestMemoryEstimatesMatchAllocations(t *testing.T) {
 			t.Errorf("%s: New allocated %d bytes of weights, WeightBytes says %d", cfg.ModelType, got, want)
 		}
 		for _, bt := range [][2]int{{1, 1}, {3, 7}, {2, 16}} {
+			m.freeActs()
 			be.allocated = 0
 			if err := m.prepare(bt[0], bt[1]); err != nil {
 				t.Fatal(err)
@@ -89,7 +97,7 @@ func TestMemoryEstimatesMatchAllocations(t *testing.T) {
 // overflow nor wrap around to small numbers.
 func TestMemoryEstimatesSaturate(t *testing.T) {
 	c := BuiltinTiny()
-	for _, bt := range [][2]int{{1_000_000_000_000, 512}, {math.MaxInt, math.MaxInt}, {1, math.MaxInt}} {
+	for _, bt := range [][2]int{{1_000_000_000_000, 8192}, {math.MaxInt, math.MaxInt}, {1, math.MaxInt}} {
 		if got := c.ActivationBytes(bt[0], bt[1]); got != math.MaxInt64 {
 			t.Errorf("ActivationBytes(%d, %d) = %d, want saturation", bt[0], bt[1], got)
 		}

@@ -70,7 +70,7 @@ func TestBackendNoteNotBeforeUsageErrors(t *testing.T) {
 		{"bench", "--batch", "0", "--config", "c.json"},
 		{"bench"},
 		{"eval", "--model", "m", "--data", "d", "--batch-size", "0"},
-		{"eval", "--model", "m", "--data", "d", "--template", "jinja"},
+		{"eval", "--model", "m", "--data", "d", "--template", "vicuna"},
 		{"demo-assets"},
 	} {
 		_, stderr, err := runApp(t, args...)

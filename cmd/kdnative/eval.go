@@ -6,6 +6,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/kdnative/kdnative/kd/data"
+
 	"github.com/kdnative/kdnative/kd/train"
 )
 
@@ -56,6 +58,8 @@ func checkEvalFlags(c *cli.Context) error {
 		return fmt.Errorf("eval: --max-len %d must be positive (or 0: the model's positions)", c.Int("max-len"))
 	case !slices.Contains([]string{"stop", "skip"}, c.String("on-bad-line")):
 		return fmt.Errorf("eval: --on-bad-line %q is not one of stop, skip", c.String("on-bad-line"))
+	case data.CheckTemplate(c.String("template")) != nil:
+		return fmt.Errorf("eval: --template: %v", data.CheckTemplate(c.String("template")))
 	case c.String("teacher") != "" && c.String("teacher-cache") != "":
 		return fmt.Errorf("eval: give --teacher or --teacher-cache, not both")
 	}

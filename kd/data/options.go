@@ -179,14 +179,11 @@ func (o *Options) normalize() error {
 	default:
 		return fmt.Errorf("data: on bad line %q: want stop or skip", o.OnBadLine)
 	}
-	switch o.Template {
-	case "":
+	if o.Template == "" {
 		o.Template = TemplateAuto
-	case TemplateAuto, TemplateJinja, TemplateChatML, TemplateQwen3, TemplateNone:
-	default:
-		if !strings.HasSuffix(o.Template, ".jinja") {
-			return fmt.Errorf("data: template %q: want auto, jinja, a .jinja file, chatml, qwen3 or none", o.Template)
-		}
+	}
+	if err := CheckTemplate(o.Template); err != nil {
+		return err
 	}
 	if !(o.ValFraction >= 0 && o.ValFraction < 1) {
 		return fmt.Errorf("data: validation fraction %v: want 0 ≤ f < 1", o.ValFraction)
@@ -308,4 +305,18 @@ func (r Report) String() string {
 		fmt.Fprintf(&b, "\n  … and %d more", n)
 	}
 	return b.String()
+}
+
+// CheckTemplate says whether name is a template option data accepts: auto,
+// jinja, a .jinja file, chatml, qwen3 or none. Commands call it to refuse a
+// wrong --template before they load anything.
+func CheckTemplate(name string) error {
+	switch name {
+	case TemplateAuto, TemplateJinja, TemplateChatML, TemplateQwen3, TemplateNone:
+		return nil
+	}
+	if strings.HasSuffix(name, ".jinja") {
+		return nil
+	}
+	return fmt.Errorf("data: template %q: want auto, jinja, a .jinja file, chatml, qwen3 or none", name)
 }

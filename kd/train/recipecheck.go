@@ -38,6 +38,8 @@ func checkRecipeYAML(doc *yaml.Node) []recipeProblem {
 	return out
 }
 
+var yamlUnmarshaler = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+
 func checkNode(n *yaml.Node, t reflect.Type, path string, out *[]recipeProblem) {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
@@ -54,6 +56,14 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, out *[]recipeProblem) 
 	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return // the key's default (an objective left off)
+	}
+	if reflect.PointerTo(t).Implements(yamlUnmarshaler) {
+		// A type that reads its own YAML (EvalTask: a file name or a
+		// mapping) says itself what is wrong.
+		if err := n.Decode(reflect.New(t).Interface()); err != nil {
+			bad("%v", err)
+		}
+		return
 	}
 	switch t.Kind() {
 	case reflect.Struct:
