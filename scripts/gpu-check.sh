@@ -75,6 +75,11 @@ if [ "$size" -gt 60000000 ]; then
   exit 1
 fi
 echo "built $out ($((size / 1000000)) MB): on a machine with an NVIDIA GPU, bash $out/run.sh (docs/gpu.md)"
+# The device tool carries the working tree with the folder, 64 MiB in all.
+tree=$(git ls-files -z --cached --others --exclude-standard 2>/dev/null | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
+if [ -n "$tree" ] && [ $((tree + size)) -gt $((60 << 20)) ]; then
+  echo "gpu-check: warning: the working tree ($((tree / 1000000)) MB) and $out together pass 60 MiB; the device tool carries 64 MiB at most" >&2
+fi
 if [ $dry = 1 ]; then
   bash "$out/run.sh" --dry-run
 fi

@@ -282,7 +282,7 @@ def step_line(name, r, res, stage):
         return f"  {name:<34} {why_missing(res, stage)}"
     if r.get("error"):
         return f"  {name:<34} not measured: {r['error'][:150]}"
-    if r.get("batch") and r["batch"] != res["env"].get("batch"):
+    if r.get("batch") and r["batch"] != res["env"].get("batch") and res["env"].get("mode") != "dry":
         name = f"{name} (batch {r['batch']})"
     if r.get("partial"):
         name += " (partial)"

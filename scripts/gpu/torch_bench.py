@@ -157,7 +157,7 @@ def run_student(env):
     sec, loss = env.time_steps(step)
     return env.row("student step", "transformers Qwen2, bf16 autocast, SDPA, cross-entropy on full logits",
                    sec, loss, flops.training_flops(d | {"model_type": cfg.model_type}, env.B, env.T),
-                   {"attn_implementation": model.config._attn_implementation,
+                   {"attn_implementation": getattr(model.config, "_attn_implementation", None),
                     "precision": "bf16 autocast, fp32 master weights"})
 
 
@@ -202,7 +202,7 @@ def run_kd_plain(env):
     sec, loss = env.time_steps(step)
     return env.row("kd step", "transformers Qwen2, bf16 autocast, SDPA, plain forward KL on full logits",
                    sec, loss, model_flops,
-                   {"temperature": tau, "attn_implementation": student.config._attn_implementation,
+                   {"temperature": tau, "attn_implementation": getattr(student.config, "_attn_implementation", None),
                     "precision": "bf16 autocast, fp32 master weights; teacher bf16"})
 
 
@@ -256,7 +256,7 @@ def run_kd_liger(env):
     return env.row("kd step", f"transformers Qwen2, bf16 autocast, SDPA, Liger {liger_version} LigerFusedLinearJSD(beta=0)",
                    sec, loss, model_flops,
                    {"temperature": tau, "liger_kernel": liger_version,
-                    "attn_implementation": student.config._attn_implementation,
+                    "attn_implementation": getattr(student.config, "_attn_implementation", None),
                     "precision": "bf16 autocast, fp32 master weights; teacher bf16"})
 
 
