@@ -178,6 +178,34 @@ func TestAllocatorReuses(t *testing.T) {
 	g.Free(y)
 }
 
+// TestPeakBytes: the high-water mark (runtime.PeakMemory) counts what the
+// size classes hand out — a 3 MiB tensor takes a 4 MiB block (2 MiB
+// classes), a 4000-byte one 4096 bytes (512-byte classes) — keeps the peak
+// after a free, and ResetPeak brings it down to what is in use.
+func TestPeakBytes(t *testing.T) {
+	g := gpuOrSkip(t)
+	var pm kdrt.PeakMemory = g
+	pm.ResetPeak()
+	base := g.Memory().InUse
+	big, err := g.Alloc("big", kdrt.F32, 3<<20/4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, err := g.Alloc("small", kdrt.F32, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Free(big)
+	if got, want := pm.PeakBytes()-base, uint64(4<<20+4096); got != want {
+		t.Errorf("peak %d bytes above the start, want %d", got, want)
+	}
+	pm.ResetPeak()
+	if got, want := pm.PeakBytes(), g.Memory().InUse; got != want {
+		t.Errorf("after ResetPeak the peak is %d, want the %d bytes in use", got, want)
+	}
+	g.Free(small)
+}
+
 // TestMatMul compares every transpose combination with the CPU, in F32 and
 // BF16, with β ≠ 0 accumulating into C.
 func TestMatMul(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -46,8 +48,10 @@ func TestBenchKernelsRuns(t *testing.T) {
 // lm_head) against an online teacher at Qwen2.5-0.5B's width and vocabulary,
 // fused and chunked under the default memory budget versus plain (every
 // [N × V] logit in memory at once), with the peak GPU memory the call added
-// (the allocator's counter) and tokens/s. It needs a real GPU (the emulator
-// would take hours); scripts/gpu-check.sh runs it:
+// (the allocator's counter) and tokens/s. N is 4,096 tokens, or
+// KDNATIVE_BENCH_TOKENS (the GPU check sets 8,192: a batch of 8 × 1024). It
+// needs a real GPU (the emulator would take hours); scripts/gpu-check.sh
+// runs it:
 //
 //	./cuda.test -test.run '^$' -test.bench KDFusedVsPlainGPU -test.benchtime 3x
 func BenchmarkKDFusedVsPlainGPU(b *testing.B) {
@@ -55,7 +59,11 @@ func BenchmarkKDFusedVsPlainGPU(b *testing.B) {
 	if err != nil {
 		b.Skipf("needs an NVIDIA GPU: %v", err)
 	}
-	const N, C, V = 4096, 896, 151936
+	const C, V = 896, 151936
+	N := 4096
+	if n, err := strconv.Atoi(os.Getenv("KDNATIVE_BENCH_TOKENS")); err == nil && n > 0 {
+		N = n
+	}
 	for _, variant := range []struct {
 		name string
 		opt  loss.Options

@@ -41,20 +41,36 @@ func TestProbe(t *testing.T) {
 	}
 }
 
+// TestRegistered checks that the CUDA backend is registered and that
+// opening it through the registry does what the machine allows: on a machine
+// where Probe finds a driver and a GPU it opens (kernels compiled or loaded
+// from the cache, cuBLAS bound), and elsewhere it fails with the probe's own
+// error, which names what is missing.
 func TestRegistered(t *testing.T) {
 	if !slices.Contains(runtime.Names(), "cuda") {
 		t.Fatalf("cuda not registered: %v", runtime.Names())
 	}
-	// Until the kernels land, opening CUDA fails everywhere, with the probe's
-	// error or with what it found.
-	_, _, err := runtime.Open("cuda")
+	be, _, err := runtime.Open("cuda")
+	_, devs, perr := Probe()
+	if perr == nil {
+		// A GPU is here: the backend must open on it. A failure names the
+		// library or the kernel that stopped it (cuBLAS, NVRTC, a compile).
+		if err != nil {
+			t.Fatalf("Probe found %v, but runtime.Open(\"cuda\") failed: %v", devs, err)
+		}
+		if be.Name() != "cuda" || !strings.Contains(be.Describe(), devs[0].Name) {
+			t.Errorf("opened %q (%s); want the cuda backend on %s", be.Name(), be.Describe(), devs[0].Name)
+		}
+		t.Log(be.Describe())
+		return
+	}
 	if err == nil {
-		t.Fatal(`runtime.Open("cuda") succeeded before the backend exists`)
+		t.Fatalf("runtime.Open(\"cuda\") succeeded although Probe failed: %v", perr)
 	}
-	if _, _, perr := Probe(); perr == nil && !strings.Contains(err.Error(), "not implemented yet") {
-		t.Errorf("Open with a GPU: %v", err)
+	if !errors.Is(err, perr) || !strings.Contains(err.Error(), `device "cuda"`) {
+		t.Errorf("Open without a GPU: %v; want the probe's error (%v) under device \"cuda\"", err, perr)
 	}
-	t.Log(err)
+	t.Logf("no GPU here, as Open says: %v", err)
 }
 
 func TestDeviceInfoString(t *testing.T) {

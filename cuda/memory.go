@@ -157,6 +157,11 @@ func (b *Backend) ResetPeak() {
 	b.alloc.peakInUse = b.alloc.inUse
 }
 
+// PeakBytes is the allocator's high-water mark (runtime.PeakMemory).
+func (b *Backend) PeakBytes() uint64 { return b.Memory().PeakInUse }
+
+var _ kdrt.PeakMemory = (*Backend)(nil)
+
 // IsOutOfMemory reports whether err is a GPU out-of-memory error.
 func IsOutOfMemory(err error) bool {
 	var e *OutOfMemoryError

@@ -22,6 +22,9 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "seq", Value: 64, Usage: "tokens per sequence"},
 			&cli.IntFlag{Name: "steps", Value: 3, Usage: "training steps timed (after one untimed warm-up step)"},
 			&cli.BoolFlag{Name: "kernels", Usage: "time each GPU kernel against the machine's ceilings (needs --device cuda)"},
+			&cli.StringFlag{Name: "teacher", Usage: "time KD steps against this online teacher (a model folder): forward KL at T=2, fused"},
+			&cli.StringFlag{Name: "teacher-config", Usage: "like --teacher, with random weights of this config.json's shape"},
+			&cli.StringFlag{Name: "json", Usage: "also write the result to this file as JSON"},
 		},
 		Action: func(c *cli.Context) error {
 			if !c.Bool("kernels") {
@@ -51,8 +54,20 @@ func benchCommand() *cli.Command {
 				}
 				return err
 			}
-			_, err = train.Bench(be, train.BenchConfig{Model: c.String("model"), Config: c.String("config"),
-				B: c.Int("batch"), T: c.Int("seq"), Steps: c.Int("steps")}, c.App.Writer)
+			bc := train.BenchConfig{Model: c.String("model"), Config: c.String("config"),
+				Teacher: c.String("teacher"), TeacherConfig: c.String("teacher-config"),
+				B: c.Int("batch"), T: c.Int("seq"), Steps: c.Int("steps")}
+			if g, ok := be.(*cuda.Backend); ok { // MFU against this card's own GEMM ceiling too
+				if ceil, err := g.MeasureCeilings(); err == nil {
+					bc.GEMMTFLOPs = ceil.BF16TFLOPs
+				} else {
+					fmt.Fprintf(c.App.ErrWriter, "kdnative: the GEMM ceiling could not be measured: %v\n", err)
+				}
+			}
+			res, err := train.Bench(be, bc, c.App.Writer)
+			if err == nil && c.String("json") != "" {
+				err = res.WriteJSON(c.String("json"))
+			}
 			return err
 		},
 	}
