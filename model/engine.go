@@ -34,8 +34,10 @@ const DefaultKVBytes = 1 << 30
 // (prefill), so a new sequence starts between two steps of the others
 // without waiting for them, and a finished one frees its row at once.
 // Every sequence has its own key/value cache, positions and sampling
-// parameters; its tokens are those Generate gives it alone (greedy decoding
-// exactly, up to float rounding in near ties).
+// parameters; its tokens are those Generate gives it alone. A prompt read in
+// one chunk goes through the same ops as Generate's (bit for bit on the
+// CPU); the later chunks of a longer one attend through the decoding
+// step's attention, which rounds differently (~1e-6).
 //
 // An Engine is not safe for concurrent use: one goroutine adds, steps and
 // reads the sequences.
@@ -55,6 +57,7 @@ type Engine struct {
 	q, k, v, att          *kdrt.Tensor
 	gate, up, act         *kdrt.Tensor // [StepTokens, F]
 	logits                *kdrt.Tensor // [MaxRows, V]
+	probs                 *kdrt.Tensor // [NH·StepTokens²]: a whole first chunk's attention
 	id, pos               *kdrt.Tensor // I32 [StepTokens]
 	host                  []float32
 	all                   []*kdrt.Tensor
@@ -119,6 +122,7 @@ func (m *Model) NewEngine(cfg EngineConfig) (*Engine, error) {
 	e.q, e.k, e.v, e.att = alloc("engine.q", kdrt.F32, N, qw), alloc("engine.k", kdrt.F32, N, kv), alloc("engine.v", kdrt.F32, N, kv), alloc("engine.att", kdrt.F32, N, qw)
 	e.gate, e.up, e.act = alloc("engine.gate", kdrt.F32, N, F), alloc("engine.up", kdrt.F32, N, F), alloc("engine.act", kdrt.F32, N, F)
 	e.logits = alloc("engine.logits", kdrt.F32, cfg.MaxRows, c.Vocab)
+	e.probs = alloc("engine.probs", kdrt.F32, c.Heads*N*N)
 	e.id, e.pos = alloc("engine.id", kdrt.I32, N), alloc("engine.pos", kdrt.I32, N)
 	if err != nil {
 		e.Close()
@@ -450,9 +454,19 @@ func (e *Engine) Step() ([]*Seq, error) {
 			p := kdrt.AttentionParams{B: 1, T: 1, NH: c.Heads, NKV: c.KVHeads, HD: c.HeadDim, Scale: scale, Window: l.window}
 			for _, en := range plan {
 				s := en.s
-				be.Copy(be.Slice(s.kc[i], s.fed, s.fed+en.n), be.Slice(k, en.at, en.at+en.n))
-				be.Copy(be.Slice(s.vc[i], s.fed, s.fed+en.n), be.Slice(v, en.at, en.at+en.n))
-				for j := range en.n {
+				at, n := en.at, en.n
+				be.Copy(be.Slice(s.kc[i], s.fed, s.fed+n), be.Slice(k, at, at+n))
+				be.Copy(be.Slice(s.vc[i], s.fed, s.fed+n), be.Slice(v, at, at+n))
+				if s.fed == 0 && n > 1 {
+					// A sequence's first chunk sees only itself: the training
+					// forward's attention (what Generate's prefill runs) does
+					// it in matrix products.
+					pc := p
+					pc.T = n
+					be.Attention(be.Slice(att, at, at+n), be.Slice(e.probs, 0, c.Heads*n*n), be.Slice(q, at, at+n), be.Slice(k, at, at+n), be.Slice(v, at, at+n), pc)
+					continue
+				}
+				for j := range n {
 					r := en.at + j
 					be.AttentionDecode(be.Slice(att, r, r+1), be.Slice(q, r, r+1), s.kc[i], s.vc[i], p, s.fed+j)
 				}

@@ -15,22 +15,22 @@ import (
 
 // common are the fields both endpoints share.
 type common struct {
-	Model             *string         `json:"model"`
-	MaxTokens         *int            `json:"max_tokens"`
-	Temperature       *float64        `json:"temperature"`
-	TopP              *float64        `json:"top_p"`
-	TopK              *int            `json:"top_k"`
-	RepetitionPenalty *float64        `json:"repetition_penalty"`
-	N                 *int            `json:"n"`
-	Stop              json.RawMessage `json:"stop"`
-	Seed              *int64          `json:"seed"`
-	Stream            bool            `json:"stream"`
+	Model             *string   `json:"model"`
+	MaxTokens         *int      `json:"max_tokens"`
+	Temperature       *float64  `json:"temperature"`
+	TopP              *float64  `json:"top_p"`
+	TopK              *int      `json:"top_k"`
+	RepetitionPenalty *float64  `json:"repetition_penalty"`
+	N                 *int      `json:"n"`
+	Stop              stopField `json:"stop"`
+	Seed              *int64    `json:"seed"`
+	Stream            bool      `json:"stream"`
 	StreamOptions     *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
 	PresencePenalty  *float64       `json:"presence_penalty"`
 	FrequencyPenalty *float64       `json:"frequency_penalty"`
-	LogitBias        map[string]any `json:"logit_bias"`
+	LogitBias        logitBiasField `json:"logit_bias"`
 }
 
 // plan is a validated request.
@@ -95,22 +95,7 @@ func (s *Server) checkCommon(c *common, p *plan, defaultMax int) *reqError {
 		}
 		p.n = *c.N
 	}
-	if len(c.Stop) > 0 && string(c.Stop) != "null" {
-		var one string
-		if json.Unmarshal(c.Stop, &one) == nil {
-			p.stops = []string{one}
-		} else if err := json.Unmarshal(c.Stop, &p.stops); err != nil {
-			return badf("stop", "stop: want a string or an array of strings")
-		}
-		if len(p.stops) > 16 {
-			return badf("stop", "stop has %d strings: want at most 16", len(p.stops))
-		}
-		for _, st := range p.stops {
-			if st == "" {
-				return badf("stop", "stop strings must not be empty")
-			}
-		}
-	}
+	p.stops = c.Stop.stops
 	if c.Seed != nil {
 		p.params.Seed = uint64(*c.Seed)
 	} else {
@@ -129,7 +114,7 @@ func (s *Server) checkCommon(c *common, p *plan, defaultMax int) *reqError {
 	if c.FrequencyPenalty != nil && *c.FrequencyPenalty != 0 {
 		return badf("frequency_penalty", "frequency_penalty is not supported (use repetition_penalty)")
 	}
-	if len(c.LogitBias) > 0 {
+	if c.LogitBias.set {
 		return badf("logit_bias", "logit_bias is not supported")
 	}
 	if sp := s.tok.Special(); sp.EOS >= 0 {

@@ -133,6 +133,8 @@ func TestBodyMemoryBounded(t *testing.T) {
 		{"/v1/chat/completions", m + `"messages":[{"role":"user","content":"a"}`, `,{"role":"user","content":"a"}`, `]}`, false, 400, "more than 128 entries"},
 		{"/v1/completions", m + `"prompt":"`, "ab", `"}`, true, 400, "more than fits"},
 		{"/v1/completions", m + `"max_tokens":2,"prompt":"a","ignored":"`, "x", `"}`, false, 200, ""},
+		{"/v1/completions", m + `"prompt":"a","stop":["a"`, `,"a"`, `]}`, false, 400, "at most 16"},
+		{"/v1/completions", m + `"prompt":"a","logit_bias":{"1":1`, `,"1":1`, `}}`, false, 400, "logit_bias is not supported"},
 	}
 	runtime.GC()
 	var before runtime.MemStats
@@ -206,6 +208,28 @@ func TestCountsBeforeTokenizing(t *testing.T) {
 		if status != 400 || e == nil || !strings.Contains(e["message"].(string), c.says) || e["param"] != "prompt" {
 			t.Errorf("%.80s: %d %v, want 400 saying %q", c.body, status, out, c.says)
 		}
+	}
+}
+
+// TestStopAndLogitBiasBounded: stop strings and logit_bias entries are
+// refused at the first one too many, as they stream in.
+func TestStopAndLogitBiasBounded(t *testing.T) {
+	_, ts := newServer(t, false, Config{})
+	for _, c := range []struct{ body, param, says string }{
+		{`{"model":"demo-teacher","prompt":"a","stop":["a"` + strings.Repeat(`,"a"`, 16) + `]}`, "stop", "more than 16"},
+		{`{"model":"demo-teacher","prompt":"a","stop":["a",""]}`, "stop", "must not be empty"},
+		{`{"model":"demo-teacher","prompt":"a","stop":["a",1]}`, "stop", "want a string or an array of strings"},
+		{`{"model":"demo-teacher","prompt":"a","logit_bias":{"5":-100}}`, "logit_bias", "not supported"},
+	} {
+		status, out, _ := post(t, ts.URL+"/v1/completions", c.body)
+		e, _ := out["error"].(map[string]any)
+		if status != 400 || e == nil || !strings.Contains(e["message"].(string), c.says) || e["param"] != c.param {
+			t.Errorf("%.80s: %d %v, want 400 saying %q", c.body, status, out, c.says)
+		}
+	}
+	status, out, _ := post(t, ts.URL+"/v1/completions", `{"model":"demo-teacher","prompt":"a","max_tokens":2,"logit_bias":{},"stop":null}`)
+	if status != 200 {
+		t.Fatalf("empty logit_bias, null stop: %d %v", status, out)
 	}
 }
 

@@ -228,6 +228,75 @@ func (m *chatMessages) decodeStream(dec *json.Decoder) error {
 	return err
 }
 
+// maxStops bounds the stop strings.
+const maxStops = 16
+
+// stopField is "stop": a string or an array of at most maxStops strings.
+type stopField struct{ stops []string }
+
+func (f *stopField) decodeStream(dec *json.Decoder) error {
+	bad := badf("stop", "stop: want a string or an array of strings")
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	switch t := tok.(type) {
+	case nil:
+		return nil
+	case string:
+		f.stops = []string{t}
+	case json.Delim:
+		if t != '[' {
+			return bad
+		}
+		for dec.More() {
+			if len(f.stops) == maxStops {
+				return badf("stop", "stop has more than %d strings: want at most %d", maxStops, maxStops)
+			}
+			tok, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			s, ok := tok.(string)
+			if !ok {
+				return bad
+			}
+			f.stops = append(f.stops, s)
+		}
+		if _, err := dec.Token(); err != nil { // ]
+			return err
+		}
+	default:
+		return bad
+	}
+	for _, s := range f.stops {
+		if s == "" {
+			return badf("stop", "stop strings must not be empty")
+		}
+	}
+	return nil
+}
+
+// logitBiasField is "logit_bias", which is not supported: null or {} is
+// accepted, an entry is refused at once.
+type logitBiasField struct{ set bool }
+
+func (f *logitBiasField) decodeStream(dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil || tok == nil {
+		return err
+	}
+	if tok != json.Delim('{') {
+		return badf("logit_bias", "logit_bias: want an object")
+	}
+	if dec.More() {
+		f.set = true
+		return badf("logit_bias", "logit_bias is not supported")
+	}
+	_, err = dec.Token() // }
+	return err
+}
+
 // userField is a JSON path as the user wrote it: encoding/json names the
 // fields of embedded structs with the struct's Go name ("common.max_tokens").
 func userField(f string) string {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -152,9 +151,7 @@ func TestCompletionMatchesGenerate(t *testing.T) {
 	}
 	var joined string
 	for i := range toks {
-		// The server reads prompts in with the decoding step's attention,
-		// Generate with the training forward's: float rounding differs.
-		if math.Abs(tlp[i].(float64)-float64(g.LogProbs[i])) > 1e-5 {
+		if float32(tlp[i].(float64)) != g.LogProbs[i] {
 			t.Fatalf("token_logprobs[%d] = %v, Generate %v", i, tlp[i], g.LogProbs[i])
 		}
 		if len(top[i].(map[string]any)) == 0 || int(offs[i].(float64)) != len(prompt)+len(joined) {
