@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/kdnative/kdnative/kd/generate"
@@ -26,7 +28,9 @@ func generateCommand() *cli.Command {
 			&cli.IntFlag{Name: "n", Value: 1, Usage: "samples per prompt"},
 			&cli.StringSliceFlag{Name: "stop", Usage: "stop string (repeatable)"},
 			&cli.IntFlag{Name: "logprobs", Usage: "report the log-probability of each token and this many alternatives"},
-			&cli.StringFlag{Name: "output", Usage: "write JSONL here instead of printing"},
+			&cli.StringFlag{Name: "output", Usage: "write JSONL here instead of printing, each completion as it is done; an existing file is resumed"},
+			&cli.IntFlag{Name: "batch-size", Value: generate.DefaultBatchSize, Usage: "completions generated together"},
+			&cli.IntFlag{Name: "kv-cache-mb", Value: generate.DefaultKVCacheBytes >> 20, Usage: "memory for the key/value caches of the completions being generated, in MiB"},
 		},
 		Action: func(c *cli.Context) error {
 			be, err := openBackend(c)
@@ -36,7 +40,8 @@ func generateCommand() *cli.Command {
 			_, err = generate.Run(c.Context, be, generate.Config{
 				Model: c.String("model"), Prompts: c.StringSlice("prompt"), PromptFile: c.String("prompts"),
 				Template: c.String("template"), SystemPrompt: c.String("system-prompt"), Samples: c.Int("n"),
-				StopStrings: c.StringSlice("stop"), Output: c.String("output"),
+				StopStrings: c.StringSlice("stop"), Output: c.String("output"), BatchSize: c.Int("batch-size"),
+				KVCacheBytes: int64(c.Int("kv-cache-mb")) << 20, Progress: c.App.ErrWriter, Terminal: stderrTerminal(),
 				Params: model.GenerateParams{MaxTokens: c.Int("max-tokens"), Temperature: c.Float64("temperature"),
 					TopK: c.Int("top-k"), TopP: c.Float64("top-p"), RepetitionPenalty: c.Float64("repetition-penalty"),
 					Seed: c.Uint64("seed"), TopLogProbs: c.Int("logprobs")},
@@ -44,4 +49,11 @@ func generateCommand() *cli.Command {
 			return err
 		},
 	}
+}
+
+// stderrTerminal reports whether standard error is a terminal (progress is
+// redrawn in place there, and written as plain lines elsewhere).
+func stderrTerminal() bool {
+	fi, err := os.Stderr.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -14,8 +14,14 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "model", Required: true, Usage: "Hugging Face model folder (with its tokenizer)"},
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8000", Usage: "host:port to listen on (localhost only by default)"},
 			&cli.StringFlag{Name: "model-name", Usage: "the model's id in the API (default: the folder's name)"},
-			&cli.IntFlag{Name: "max-queue", Value: 16, Usage: "requests that may wait for the model; beyond that they get 429"},
+			&cli.IntFlag{Name: "max-batch", Value: serve.DefaultMaxBatch, Usage: "sequences decoded together (continuous batching); more gives more throughput and memory"},
+			&cli.IntFlag{Name: "max-queue", Value: serve.DefaultMaxQueue, Usage: "requests that may wait for a free batch row; beyond that they get 429"},
+			&cli.IntFlag{Name: "kv-cache-mb", Value: serve.DefaultKVCacheBytes >> 20, Usage: "memory for the key/value caches of all running sequences, in MiB"},
 			&cli.IntFlag{Name: "max-tokens-cap", Usage: "upper bound on max_tokens (0: the model's positions)"},
+			&cli.IntFlag{Name: "max-body-mb", Value: serve.DefaultMaxBodyBytes >> 20, Usage: "largest request body in MiB; larger ones get 413"},
+			&cli.IntFlag{Name: "body-memory-mb", Value: serve.DefaultBodyMemoryBytes >> 20, Usage: "memory in MiB for the request bodies being read at once (at least 3 × --max-body-mb); further bodies wait"},
+			&cli.IntFlag{Name: "max-connections", Value: serve.DefaultMaxConnections, Usage: "open connections at most; further clients wait to be accepted"},
+			&cli.DurationFlag{Name: "read-timeout", Value: serve.DefaultReadTimeout, Usage: "time to receive a request, headers and body; slower ones get 408"},
 			&cli.StringFlag{Name: "template", Value: "auto", Usage: "chat format: auto (the model's chat template), chatml or qwen3"},
 		},
 		Action: func(c *cli.Context) error {
@@ -25,7 +31,10 @@ func serveCommand() *cli.Command {
 			}
 			s, err := serve.New(be, serve.Config{
 				Model: c.String("model"), Addr: c.String("addr"), ModelName: c.String("model-name"),
-				MaxQueue: c.Int("max-queue"), MaxTokensCap: c.Int("max-tokens-cap"), Template: c.String("template"),
+				MaxBatch: c.Int("max-batch"), MaxQueue: c.Int("max-queue"), KVCacheBytes: int64(c.Int("kv-cache-mb")) << 20,
+				MaxTokensCap: c.Int("max-tokens-cap"), MaxBodyBytes: int64(c.Int("max-body-mb")) << 20,
+				BodyMemoryBytes: int64(c.Int("body-memory-mb")) << 20, MaxConnections: c.Int("max-connections"),
+				ReadTimeout: c.Duration("read-timeout"), Template: c.String("template"),
 				Log: c.App.ErrWriter,
 			})
 			if err != nil {

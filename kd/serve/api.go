@@ -15,22 +15,22 @@ import (
 
 // common are the fields both endpoints share.
 type common struct {
-	Model             *string         `json:"model"`
-	MaxTokens         *int            `json:"max_tokens"`
-	Temperature       *float64        `json:"temperature"`
-	TopP              *float64        `json:"top_p"`
-	TopK              *int            `json:"top_k"`
-	RepetitionPenalty *float64        `json:"repetition_penalty"`
-	N                 *int            `json:"n"`
-	Stop              json.RawMessage `json:"stop"`
-	Seed              *int64          `json:"seed"`
-	Stream            bool            `json:"stream"`
+	Model             *string   `json:"model"`
+	MaxTokens         *int      `json:"max_tokens"`
+	Temperature       *float64  `json:"temperature"`
+	TopP              *float64  `json:"top_p"`
+	TopK              *int      `json:"top_k"`
+	RepetitionPenalty *float64  `json:"repetition_penalty"`
+	N                 *int      `json:"n"`
+	Stop              stopField `json:"stop"`
+	Seed              *int64    `json:"seed"`
+	Stream            bool      `json:"stream"`
 	StreamOptions     *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
 	PresencePenalty  *float64       `json:"presence_penalty"`
 	FrequencyPenalty *float64       `json:"frequency_penalty"`
-	LogitBias        map[string]any `json:"logit_bias"`
+	LogitBias        logitBiasField `json:"logit_bias"`
 }
 
 // plan is a validated request.
@@ -95,22 +95,7 @@ func (s *Server) checkCommon(c *common, p *plan, defaultMax int) *reqError {
 		}
 		p.n = *c.N
 	}
-	if len(c.Stop) > 0 && string(c.Stop) != "null" {
-		var one string
-		if json.Unmarshal(c.Stop, &one) == nil {
-			p.stops = []string{one}
-		} else if err := json.Unmarshal(c.Stop, &p.stops); err != nil {
-			return badf("stop", "stop: want a string or an array of strings")
-		}
-		if len(p.stops) > 16 {
-			return badf("stop", "stop has %d strings: want at most 16", len(p.stops))
-		}
-		for _, st := range p.stops {
-			if st == "" {
-				return badf("stop", "stop strings must not be empty")
-			}
-		}
-	}
+	p.stops = c.Stop.stops
 	if c.Seed != nil {
 		p.params.Seed = uint64(*c.Seed)
 	} else {
@@ -129,7 +114,7 @@ func (s *Server) checkCommon(c *common, p *plan, defaultMax int) *reqError {
 	if c.FrequencyPenalty != nil && *c.FrequencyPenalty != 0 {
 		return badf("frequency_penalty", "frequency_penalty is not supported (use repetition_penalty)")
 	}
-	if len(c.LogitBias) > 0 {
+	if c.LogitBias.set {
 		return badf("logit_bias", "logit_bias is not supported")
 	}
 	if sp := s.tok.Special(); sp.EOS >= 0 {
@@ -151,7 +136,14 @@ func (s *Server) fit(p *plan, param string) *reqError {
 		}
 		maxLen = max(maxLen, len(ids))
 	}
-	mt := P - maxLen
+	// The key/value cache of one sequence must fit the server's budget.
+	perToken := s.e.KVBytesPerToken()
+	kvRoom := int(s.cfg.KVCacheBytes/perToken) - maxLen
+	if kvRoom < 1 {
+		return badf(param, "%s: the prompt is %d tokens, and its key/value cache (%s) would not fit in this server's budget of %s (start kdnative serve with a larger --kv-cache-mb)",
+			param, maxLen, mb(int64(maxLen+1)*perToken), mb(s.cfg.KVCacheBytes))
+	}
+	mt := min(P-maxLen, kvRoom)
 	if p.maxTokens > 0 {
 		mt = min(mt, p.maxTokens)
 	}
@@ -165,21 +157,24 @@ func (s *Server) fit(p *plan, param string) *reqError {
 // completionRequest is POST /v1/completions.
 type completionRequest struct {
 	common
-	Prompt   json.RawMessage `json:"prompt"`
-	Logprobs *int            `json:"logprobs"`
-	Echo     bool            `json:"echo"`
-	Suffix   *string         `json:"suffix"`
-	BestOf   *int            `json:"best_of"`
+	Prompt   promptField `json:"prompt"`
+	Logprobs *int        `json:"logprobs"`
+	Echo     bool        `json:"echo"`
+	Suffix   *string     `json:"suffix"`
+	BestOf   *int        `json:"best_of"`
 }
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
-	var req completionRequest
-	if e := readJSON(w, r, &req); e != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", e.msg, e.param)
+	req := completionRequest{Prompt: promptField{lim: &s.lim}}
+	release, herr := s.readRequest(r, &req)
+	if herr != nil {
+		s.write(w, herr)
 		return
 	}
 	var p plan
-	if e := s.planCompletion(&req, &p); e != nil {
+	e := s.planCompletion(&req, &p)
+	release()
+	if e != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request_error", e.msg, e.param)
 		return
 	}
@@ -205,54 +200,26 @@ func (s *Server) planCompletion(req *completionRequest, p *plan) *reqError {
 		}
 		p.logprobs, p.topLP = true, *req.Logprobs
 	}
-	if len(req.Prompt) == 0 || string(req.Prompt) == "null" {
+	pr := &req.Prompt
+	if !pr.set {
 		return badf("prompt", "prompt is required")
 	}
-	var one string
-	var many []string
-	var ids []int32
-	var idss [][]int32
+	// Counts first: nothing is tokenized for a request that asks too much.
+	if n := max(len(pr.texts), len(pr.ids)); n*p.n > maxChoices {
+		return badf("prompt", "%d prompts × n %d: at most %d completions a request", n, p.n, maxChoices)
+	}
 	sp := s.tok.Special()
-	encode := func(t string) []int32 {
-		var out []int32
+	for _, t := range pr.texts {
+		var ids []int32
 		if sp.AddBOS && sp.BOS >= 0 {
-			out = append(out, sp.BOS)
+			ids = append(ids, sp.BOS)
 		}
-		return append(out, s.tok.Encode(t)...)
+		p.texts = append(p.texts, t)
+		p.prompts = append(p.prompts, append(ids, s.tok.Encode(t)...))
 	}
-	switch {
-	case json.Unmarshal(req.Prompt, &one) == nil:
-		p.texts = []string{one}
-		p.prompts = [][]int32{encode(one)}
-	case json.Unmarshal(req.Prompt, &many) == nil:
-		if len(many) == 0 {
-			return badf("prompt", "prompt is an empty array")
-		}
-		for _, t := range many {
-			p.texts = append(p.texts, t)
-			p.prompts = append(p.prompts, encode(t))
-		}
-	case json.Unmarshal(req.Prompt, &ids) == nil:
-		idss = [][]int32{ids}
-		fallthrough
-	case idss != nil || json.Unmarshal(req.Prompt, &idss) == nil:
-		if len(idss) == 0 {
-			return badf("prompt", "prompt is an empty array")
-		}
-		for _, ids := range idss {
-			for _, id := range ids {
-				if id < 0 || int(id) >= s.m.Config.Vocab {
-					return badf("prompt", "prompt token %d is outside the vocabulary (0 to %d)", id, s.m.Config.Vocab-1)
-				}
-			}
-			p.prompts = append(p.prompts, ids)
-			p.texts = append(p.texts, s.tok.Decode(ids))
-		}
-	default:
-		return badf("prompt", "prompt: want a string, an array of strings, or token ids")
-	}
-	if len(p.prompts)*p.n > 64 {
-		return badf("prompt", "%d prompts × n %d: at most 64 completions a request", len(p.prompts), p.n)
+	for _, ids := range pr.ids {
+		p.prompts = append(p.prompts, ids)
+		p.texts = append(p.texts, s.tok.Decode(ids))
 	}
 	return s.fit(p, "prompt")
 }
@@ -260,7 +227,7 @@ func (s *Server) planCompletion(req *completionRequest, p *plan) *reqError {
 // chatRequest is POST /v1/chat/completions.
 type chatRequest struct {
 	common
-	Messages            []chatMessage   `json:"messages"`
+	Messages            chatMessages    `json:"messages"`
 	MaxCompletionTokens *int            `json:"max_completion_tokens"`
 	Logprobs            *bool           `json:"logprobs"`
 	TopLogprobs         *int            `json:"top_logprobs"`
@@ -277,13 +244,16 @@ type chatMessage struct {
 }
 
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
-	var req chatRequest
-	if e := readJSON(w, r, &req); e != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", e.msg, e.param)
+	req := chatRequest{Messages: chatMessages{lim: &s.lim}}
+	release, herr := s.readRequest(r, &req)
+	if herr != nil {
+		s.write(w, herr)
 		return
 	}
 	var p plan
-	if e := s.planChat(&req, &p); e != nil {
+	e := s.planChat(&req, &p)
+	release()
+	if e != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request_error", e.msg, e.param)
 		return
 	}
@@ -322,11 +292,12 @@ func (s *Server) planChat(req *chatRequest, p *plan) *reqError {
 	if s.tmpl == nil {
 		return badf("messages", "chat completions are unavailable: %v", s.tmplErr)
 	}
-	if len(req.Messages) == 0 {
+	if len(req.Messages.msgs) == 0 {
 		return badf("messages", "messages is required: want at least one {role, content}")
 	}
-	msgs := make([]data.Message, len(req.Messages))
-	for i, m := range req.Messages {
+	msgs := make([]data.Message, len(req.Messages.msgs))
+	textBytes := 0
+	for i, m := range req.Messages.msgs {
 		param := fmt.Sprintf("messages[%d]", i)
 		if m.Role == nil {
 			return badf(param+".role", "%s.role is required", param)
@@ -345,15 +316,17 @@ func (s *Server) planChat(req *chatRequest, p *plan) *reqError {
 			return e
 		}
 		msgs[i] = data.Message{Role: role, Content: text, Reasoning: m.Reasoning}
+		if textBytes += len(text) + len(m.Reasoning); textBytes > s.lim.maxBytes {
+			return badf("messages", "messages hold more than %d bytes of text: more than fits in the model's %d positions", s.lim.maxBytes, s.lim.positions)
+		}
 	}
 	ids, err := s.tmpl.GenerationPrompt(msgs)
 	if err != nil {
 		return badf("messages", "messages: %v", err)
 	}
 	p.prompts, p.texts = [][]int32{ids}, []string{""}
-	if id, ok := s.tok.TokenID("<|im_end|>"); ok {
-		p.stopIDs = append(p.stopIDs, id)
-	}
+	// The chat template's end of turn (<|im_end|>, <|eot_id|>, …).
+	p.stopIDs = append(p.stopIDs, s.tmpl.StopTokens()...)
 	return s.fit(p, "messages")
 }
 

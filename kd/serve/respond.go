@@ -2,6 +2,7 @@ package serve
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -145,7 +146,20 @@ func cutAtStop(text string, stops []string) int {
 	return best
 }
 
-// respond runs the plan on the worker and answers, streamed or whole.
+// choiceState is one choice of a response as the handler follows it.
+type choiceState struct {
+	job      *seqJob
+	prompt   int // index in plan.prompts
+	tr       *tracker
+	gen      model.Generation // the latest published
+	seen     int              // tokens given to tr
+	started  bool             // the stream has its first chunk
+	finished bool
+	res      result
+}
+
+// respond hands the plan's sequences to the scheduler and answers as they
+// come: streamed token by token, or whole at the end.
 func (s *Server) respond(w http.ResponseWriter, r *http.Request, p *plan, chat bool) {
 	id, created := newID("cmpl-"), now()
 	object := "text_completion"
@@ -166,105 +180,145 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, p *plan, chat b
 		}
 		return c
 	}
-	results := make([]result, len(p.prompts)*p.n)
-	promptTokens, completionTokens := 0, 0
-	var genErr error
 	ctx := r.Context()
-	ok := s.enqueue(w, r, func() {
-		for pi, ids := range p.prompts {
-			promptTokens += len(ids)
-			for k := range p.n {
-				idx := pi*p.n + k
-				params := p.params
-				params.Seed += uint64(k)
-				params.StopTokens = p.stopIDs
-				params.TopLogProbs = p.topLP
-				tr := &tracker{s: s, stops: p.stops}
-				var gen *model.Generation
-				type pending struct {
-					delta string
-					toks  []int
+	req := &request{ctx: ctx, notify: make(chan struct{}, 1)}
+	var choices []*choiceState
+	promptTokens := 0
+	for pi, ids := range p.prompts {
+		promptTokens += len(ids)
+		for k := range p.n {
+			params := p.params
+			params.Seed += uint64(k)
+			params.StopTokens = p.stopIDs
+			params.TopLogProbs = p.topLP
+			if len(p.stops) > 0 {
+				stops := p.stops
+				// Runs on the scheduler after each token, as Generate's Stop.
+				params.Stop = func(g []int32) bool { return cutAtStop(s.tok.Decode(g), stops) >= 0 }
+			}
+			j := &seqJob{req: req, seq: &model.Seq{Prompt: ids, Params: params}}
+			req.jobs = append(req.jobs, j)
+			choices = append(choices, &choiceState{job: j, prompt: pi, tr: &tracker{s: s, stops: p.stops}})
+		}
+	}
+	if !s.submit(req) {
+		select {
+		case <-s.stop:
+			writeError(w, http.StatusServiceUnavailable, "server_error", "the server is shutting down", "")
+		default:
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusTooManyRequests, "rate_limit_exceeded",
+				fmt.Sprintf("the server is busy: %d requests are already waiting for the model; retry later (or start kdnative serve with a larger --max-queue or --max-batch)", s.cfg.MaxQueue), "")
+		}
+		return
+	}
+	if sse != nil {
+		for idx, c := range choices {
+			c.tr.emit = func(delta string, toks []int) {
+				var lp any
+				if p.logprobs {
+					lp = s.logprobsJSON(chat, pick(&c.gen, toks, c.tr), p, p.texts[c.prompt])
 				}
-				var held []pending // with logprobs, chunks wait for Generate's log-probabilities
-				send := func(delta string, toks []int) {
-					var lp any
-					if p.logprobs {
-						lp = s.logprobsJSON(chat, pick(gen, toks, tr), p, p.texts[pi])
-					}
-					if chat {
-						sse.send(chunk([]any{map[string]any{"index": idx, "delta": map[string]any{"content": delta}, "logprobs": lp, "finish_reason": nil}}))
-					} else {
-						sse.send(chunk([]any{map[string]any{"index": idx, "text": delta, "logprobs": lp, "finish_reason": nil}}))
-					}
-				}
-				if sse != nil {
-					if chat {
-						sse.send(chunk([]any{map[string]any{"index": idx, "delta": map[string]any{"role": "assistant", "content": ""}, "logprobs": nil, "finish_reason": nil}}))
-					}
-					tr.emit = send
-					if p.logprobs {
-						tr.emit = func(delta string, toks []int) { held = append(held, pending{delta, toks}) }
-					}
-				}
-				params.Stop = func(g []int32) bool { return ctx.Err() != nil || tr.step(g) }
-				gen, genErr = s.m.Generate(ids, params)
-				if genErr != nil {
-					return
-				}
-				if sse != nil {
-					for _, h := range held {
-						send(h.delta, h.toks)
-					}
-					tr.emit = send
-				}
-				results[idx] = tr.finish(gen, p.stopIDs)
-				completionTokens += results[idx].n
-				if sse != nil {
-					if chat {
-						sse.send(chunk([]any{map[string]any{"index": idx, "delta": map[string]any{}, "logprobs": nil, "finish_reason": results[idx].finish}}))
-					} else {
-						sse.send(chunk([]any{map[string]any{"index": idx, "text": "", "logprobs": nil, "finish_reason": results[idx].finish}}))
-					}
+				if chat {
+					sse.send(chunk([]any{map[string]any{"index": idx, "delta": map[string]any{"content": delta}, "logprobs": lp, "finish_reason": nil}}))
+				} else {
+					sse.send(chunk([]any{map[string]any{"index": idx, "text": delta, "logprobs": lp, "finish_reason": nil}}))
 				}
 			}
 		}
-	})
-	if !ok {
+	}
+	completionTokens := 0
+	var genErr error
+	for left := len(choices); left > 0; {
+		select {
+		case <-req.notify:
+		case <-ctx.Done():
+			s.withdraw(req) // the scheduler drops what runs at its next step
+			return
+		}
+		for idx, c := range choices {
+			if c.finished {
+				continue
+			}
+			gen, done, err := c.job.snapshot()
+			if err != nil {
+				genErr = err
+				c.finished = true
+				left--
+				continue
+			}
+			if len(gen.Tokens) == 0 && !done {
+				continue
+			}
+			c.gen = gen
+			if sse != nil {
+				if chat && !c.started {
+					sse.send(chunk([]any{map[string]any{"index": idx, "delta": map[string]any{"role": "assistant", "content": ""}, "logprobs": nil, "finish_reason": nil}}))
+				}
+				c.started = true
+				n := len(gen.Tokens)
+				if done && gen.Finish == "stop" && n > 0 && slices.Contains(p.stopIDs, gen.Tokens[n-1]) {
+					n-- // finish drops the stop token
+				}
+				for ; c.seen < n; c.seen++ {
+					c.tr.step(gen.Tokens[:c.seen+1])
+				}
+			}
+			if !done {
+				continue
+			}
+			c.res = c.tr.finish(&c.gen, p.stopIDs)
+			c.finished = true
+			left--
+			completionTokens += c.res.n
+			if sse != nil {
+				if chat {
+					sse.send(chunk([]any{map[string]any{"index": idx, "delta": map[string]any{}, "logprobs": nil, "finish_reason": c.res.finish}}))
+				} else {
+					sse.send(chunk([]any{map[string]any{"index": idx, "text": "", "logprobs": nil, "finish_reason": c.res.finish}}))
+				}
+			}
+		}
+	}
+	if genErr != nil && ctx.Err() != nil {
 		return
 	}
 	usage := map[string]int{"prompt_tokens": promptTokens, "completion_tokens": completionTokens, "total_tokens": promptTokens + completionTokens}
+	status := http.StatusInternalServerError
+	if errors.Is(genErr, errShutdown) {
+		status = http.StatusServiceUnavailable
+	}
 	if sse != nil {
-		if !sse.started && genErr == nil && ctx.Err() == nil {
-			sse.start()
+		if genErr != nil && !sse.started {
+			writeError(w, status, "server_error", genErr.Error(), "")
+			return
 		}
 		if genErr != nil {
 			sse.send(map[string]apiError{"error": {Message: genErr.Error(), Type: "server_error"}})
 		} else if p.usage {
 			sse.send(map[string]any{"id": id, "object": object, "created": created, "model": s.cfg.ModelName, "choices": []any{}, "usage": usage})
 		}
-		if sse.started {
-			fmt.Fprint(w, "data: [DONE]\n\n")
-			sse.flush()
-		}
+		fmt.Fprint(w, "data: [DONE]\n\n")
+		sse.flush()
 		return
 	}
 	if genErr != nil {
-		writeError(w, http.StatusInternalServerError, "server_error", genErr.Error(), "")
+		writeError(w, status, "server_error", genErr.Error(), "")
 		return
 	}
-	choices := make([]any, len(results))
-	for i, res := range results {
+	out := make([]any, len(choices))
+	for i, c := range choices {
 		var lp any
 		if p.logprobs {
-			lp = s.logprobsJSON(chat, res.toks, p, p.texts[i/p.n])
+			lp = s.logprobsJSON(chat, c.res.toks, p, p.texts[c.prompt])
 		}
 		if chat {
-			choices[i] = map[string]any{"index": i, "message": map[string]any{"role": "assistant", "content": res.text}, "logprobs": lp, "finish_reason": res.finish}
+			out[i] = map[string]any{"index": i, "message": map[string]any{"role": "assistant", "content": c.res.text}, "logprobs": lp, "finish_reason": c.res.finish}
 		} else {
-			choices[i] = map[string]any{"index": i, "text": res.text, "logprobs": lp, "finish_reason": res.finish}
+			out[i] = map[string]any{"index": i, "text": c.res.text, "logprobs": lp, "finish_reason": c.res.finish}
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": object, "created": created, "model": s.cfg.ModelName, "choices": choices, "usage": usage})
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": object, "created": created, "model": s.cfg.ModelName, "choices": out, "usage": usage})
 }
 
 func pick(g *model.Generation, idx []int, t *tracker) []tokInfo {

@@ -12,13 +12,23 @@
 // logit_bias, non-zero presence_penalty / frequency_penalty, tools,
 // response_format other than text, and non-text content parts. max_tokens
 // beyond the room the model has left after the prompt (or beyond
-// Config.MaxTokensCap) is lowered to it; the answer's finish_reason
-// "length" says so. text_offset counts bytes, not characters.
+// Config.MaxTokensCap, or what the key/value cache budget holds) is lowered
+// to it; the answer's finish_reason "length" says so. text_offset counts
+// bytes, not characters.
 //
-// The model computes one generation at a time: requests wait in a queue of
-// Config.MaxQueue; beyond it they get 429 with Retry-After. A client that
-// goes away is dropped from the queue, and its running generation stops at
-// the next token.
+// Concurrent requests are decoded together (continuous batching, see
+// scheduler.go): up to Config.MaxBatch sequences share each forward pass,
+// a new one joins between two steps, and each streams its own tokens.
+// Requests beyond the batch wait in a queue of Config.MaxQueue; beyond it
+// they get 429 with Retry-After. A client that goes away is dropped from
+// the queue, and its running sequences leave the batch at the next step.
+//
+// Memory is bounded: a body larger than Config.MaxBodyBytes gets 413, the
+// bodies being parsed share Config.BodyMemoryBytes, counts and sizes are
+// checked while the JSON is decoded (before anything is tokenized), the
+// key/value caches share Config.KVCacheBytes, connections are capped at
+// Config.MaxConnections, and a request must arrive within
+// Config.ReadTimeout. docs/serving.md has the numbers.
 package serve
 
 import (
@@ -34,15 +44,18 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kdnative/kdnative/kd/data"
 	"github.com/kdnative/kdnative/model"
 	"github.com/kdnative/kdnative/model/tokenizer"
 	kdrt "github.com/kdnative/kdnative/runtime"
+	"golang.org/x/sync/semaphore"
 )
 
-// Config is what `kdnative serve` was asked to do.
+// Config is what `kdnative serve` was asked to do. Zero values take the
+// defaults (the Default* constants).
 type Config struct {
 	// Model is the Hugging Face model folder (with its tokenizer).
 	Model string
@@ -50,19 +63,34 @@ type Config struct {
 	Addr string
 	// ModelName is the model's id in the API; default the folder's base name.
 	ModelName string
-	// MaxQueue is how many requests may wait for the model; default 16.
+	// MaxBatch is how many sequences are decoded together (--max-batch).
+	MaxBatch int
+	// MaxQueue is how many requests may wait for a free row (--max-queue);
+	// beyond it they get 429.
 	MaxQueue int
+	// KVCacheBytes bounds the key/value caches of all running sequences
+	// (--kv-cache-mb).
+	KVCacheBytes int64
 	// MaxTokensCap, when > 0, bounds max_tokens.
 	MaxTokensCap int
+	// MaxBodyBytes bounds a request body (--max-body-mb): larger ones get 413.
+	MaxBodyBytes int64
+	// BodyMemoryBytes bounds the memory that the bodies being read and
+	// parsed take together (--body-memory-mb); a body waits for room. It
+	// must be at least 3 × MaxBodyBytes.
+	BodyMemoryBytes int64
+	// MaxConnections bounds the open connections (--max-connections);
+	// further clients wait to be accepted.
+	MaxConnections int
+	// ReadTimeout bounds the time to read a request, headers and body
+	// (--read-timeout).
+	ReadTimeout time.Duration
 	// Template renders chat messages: "auto" (default; the model's chat
 	// template), "chatml" or "qwen3", as kd/data.
 	Template string
 	// Log receives one line per start and stop of Run; nil is silent.
 	Log io.Writer
 }
-
-// maxBody bounds a request body.
-const maxBody = 32 << 20
 
 // Server answers the API. It is an http.Handler.
 type Server struct {
@@ -72,26 +100,28 @@ type Server struct {
 	tmpl    *data.Template // nil when chat is unavailable
 	tmplErr error
 	created int64
+	lim     inputLimits
+	bodyMem *semaphore.Weighted
+	// e is the scheduler goroutine's; handlers only call its Config,
+	// KVBytesPerToken and Check, which read what does not change.
+	e *model.Engine
 
 	mu      sync.Mutex
-	waiting []*job
+	waiting []*request
 	wake    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
 	closing sync.Once
 
-	// beforeJob, when set (tests), runs in the worker before each job.
-	beforeJob func()
+	// afterAdmit, when set (tests), runs on the scheduler after a request's
+	// last sequence joined the batch; beforeStep before each decoding step.
+	afterAdmit, beforeStep func()
+	// peakBatch is the most sequences one step has decoded together (the
+	// scheduler's; tests read it after the requests).
+	peakBatch atomic.Int64
 }
 
-type job struct {
-	ctx  context.Context
-	run  func()
-	done chan struct{}
-	ran  bool // set by the worker before done closes
-}
-
-// New loads the model and tokenizer and starts the worker; Close stops it.
+// New loads the model and tokenizer and starts the scheduler; Close stops it.
 func New(be kdrt.Backend, cfg Config) (*Server, error) {
 	if cfg.Model == "" {
 		return nil, errors.New("serve: no model folder")
@@ -102,8 +132,29 @@ func New(be kdrt.Backend, cfg Config) (*Server, error) {
 	if cfg.ModelName == "" {
 		cfg.ModelName = filepath.Base(filepath.Clean(cfg.Model))
 	}
+	def := func(v *int64, d int64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.MaxBodyBytes, DefaultMaxBodyBytes)
+	def(&cfg.BodyMemoryBytes, max(DefaultBodyMemoryBytes, bodyFactor*cfg.MaxBodyBytes))
+	def(&cfg.KVCacheBytes, DefaultKVCacheBytes)
+	if cfg.BodyMemoryBytes < bodyFactor*cfg.MaxBodyBytes {
+		return nil, fmt.Errorf("serve: --body-memory-mb (%s) must be at least %d × --max-body-mb (%s): reading one body of the largest size takes that much",
+			mb(cfg.BodyMemoryBytes), bodyFactor, mb(cfg.MaxBodyBytes))
+	}
 	if cfg.MaxQueue <= 0 {
-		cfg.MaxQueue = 16
+		cfg.MaxQueue = DefaultMaxQueue
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
 	}
 	if cfg.Template == "" {
 		cfg.Template = data.TemplateAuto
@@ -119,12 +170,22 @@ func New(be kdrt.Backend, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, m: m, tok: tok, created: time.Now().Unix(),
+	e, err := m.NewEngine(model.EngineConfig{MaxRows: cfg.MaxBatch, KVBytes: cfg.KVCacheBytes})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, m: m, tok: tok, e: e, created: time.Now().Unix(), bodyMem: semaphore.NewWeighted(cfg.BodyMemoryBytes),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	longest := 4 // an unknown character is one token of up to 4 bytes
+	for id := range tok.VocabSize() {
+		longest = max(longest, len(tok.Decode([]int32{int32(id)})))
+	}
+	s.lim = inputLimits{positions: m.Config.MaxPositions, vocab: m.Config.Vocab, maxBytes: 2 * longest * m.Config.MaxPositions}
 	tmpl, err := data.NewTemplate(tok, data.Options{Template: cfg.Template, MaxLen: m.Config.MaxPositions})
 	switch {
 	case err != nil:
 		if cfg.Template != data.TemplateAuto {
+			e.Close()
 			return nil, err
 		}
 		s.tmplErr = err
@@ -133,18 +194,18 @@ func New(be kdrt.Backend, cfg Config) (*Server, error) {
 	default:
 		s.tmpl = tmpl
 	}
-	go s.worker()
+	go s.schedule()
 	return s, nil
 }
 
-// Close stops the worker once the running job ends; queued jobs are dropped.
+// Close stops the scheduler: running and queued requests end with an error.
 func (s *Server) Close() {
 	s.closing.Do(func() { close(s.stop) })
 	<-s.done
 }
 
 // Run listens on Config.Addr until ctx ends, then shuts down gracefully
-// (in-flight requests get a few seconds) and stops the worker.
+// (in-flight requests get a few seconds) and stops the scheduler.
 func (s *Server) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
@@ -153,11 +214,20 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.serve(ctx, ln)
 }
 
+// httpServer is the http.Server with the limits: header and body read
+// timeouts, idle keep-alive connections closed. Responses have no write
+// timeout (a long generation streams for minutes).
+func (s *Server) httpServer(ctx context.Context) *http.Server {
+	return &http.Server{Handler: s, ReadHeaderTimeout: min(DefaultReadHeaderTimeout, s.cfg.ReadTimeout), ReadTimeout: s.cfg.ReadTimeout,
+		IdleTimeout: DefaultIdleTimeout, MaxHeaderBytes: 64 << 10, BaseContext: func(net.Listener) context.Context { return ctx }}
+}
+
 func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	defer s.Close()
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 30 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	ln = newLimitListener(ln, s.cfg.MaxConnections)
+	hs := s.httpServer(ctx)
 	if s.cfg.Log != nil {
-		fmt.Fprintf(s.cfg.Log, "serving %s at http://%s/v1 (OpenAI-compatible; Ctrl-C stops)\n", s.cfg.ModelName, ln.Addr())
+		fmt.Fprintf(s.cfg.Log, "serving %s at http://%s/v1 (OpenAI-compatible; %d sequences decoded together; Ctrl-C stops)\n", s.cfg.ModelName, ln.Addr(), s.cfg.MaxBatch)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -175,108 +245,6 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 		fmt.Fprintln(s.cfg.Log, "server stopped")
 	}
 	return nil
-}
-
-// worker runs the queued jobs one at a time.
-func (s *Server) worker() {
-	defer close(s.done)
-	for {
-		s.mu.Lock()
-		var j *job
-		if len(s.waiting) > 0 {
-			j, s.waiting = s.waiting[0], s.waiting[1:]
-		}
-		s.mu.Unlock()
-		if j == nil {
-			select {
-			case <-s.wake:
-				continue
-			case <-s.stop:
-				s.mu.Lock()
-				for _, w := range s.waiting {
-					close(w.done)
-				}
-				s.waiting = nil
-				s.mu.Unlock()
-				return
-			}
-		}
-		if j.ctx.Err() == nil {
-			if s.beforeJob != nil {
-				s.beforeJob()
-			}
-			j.ran = true
-			j.run()
-		}
-		close(j.done)
-	}
-}
-
-// submit queues a job, false when the queue is full or the server closed.
-func (s *Server) submit(j *job) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	select {
-	case <-s.stop:
-		return false
-	default:
-	}
-	if len(s.waiting) >= s.cfg.MaxQueue {
-		return false
-	}
-	s.waiting = append(s.waiting, j)
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-	return true
-}
-
-// withdraw takes a job out of the queue, false when it has started.
-func (s *Server) withdraw(j *job) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, w := range s.waiting {
-		if w == j {
-			s.waiting = append(s.waiting[:i], s.waiting[i+1:]...)
-			return true
-		}
-	}
-	return false
-}
-
-// enqueue runs fn on the worker and waits for it; it answers 429 (and
-// returns false) when the queue is full.
-func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, fn func()) bool {
-	var perr any
-	j := &job{ctx: r.Context(), done: make(chan struct{}), run: func() {
-		defer func() { perr = recover() }()
-		fn()
-	}}
-	if !s.submit(j) {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, "rate_limit_exceeded",
-			fmt.Sprintf("the server is busy: %d requests are already waiting for the model; retry later", s.cfg.MaxQueue), "")
-		return false
-	}
-	select {
-	case <-j.done:
-	case <-r.Context().Done():
-		if s.withdraw(j) {
-			return false
-		}
-		<-j.done
-	}
-	if perr != nil {
-		panic(perr)
-	}
-	if !j.ran {
-		if r.Context().Err() == nil {
-			writeError(w, http.StatusServiceUnavailable, "server_error", "the server is shutting down", "")
-		}
-		return false
-	}
-	return true
 }
 
 // apiError is an OpenAI error body's "error".
@@ -362,28 +330,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) modelObject() map[string]any {
 	return map[string]any{"id": s.cfg.ModelName, "object": "model", "created": s.created, "owned_by": "kdnative"}
-}
-
-// readJSON decodes the body into v; errors name the field.
-func readJSON(w http.ResponseWriter, r *http.Request, v any) *reqError {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		return badf("", "cannot read the request body: %v", err)
-	}
-	if len(strings.TrimSpace(string(body))) == 0 {
-		return badf("", "the request body is empty: want a JSON object")
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			if te.Field == "" {
-				return badf("", "the request body must be a JSON object, not %s", te.Value)
-			}
-			return badf(te.Field, "%s: want %s, got %s", te.Field, te.Type, te.Value)
-		}
-		return badf("", "the request body is not valid JSON: %v", err)
-	}
-	return nil
 }
 
 func newID(prefix string) string {

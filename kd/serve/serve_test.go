@@ -378,23 +378,20 @@ func TestValidation(t *testing.T) {
 }
 
 func TestQueueFull(t *testing.T) {
-	s, ts := newServer(t, false, Config{MaxQueue: 1})
+	s, ts := newServer(t, false, Config{MaxQueue: 1, MaxBatch: 1})
 	started, release := make(chan struct{}, 4), make(chan struct{})
-	s.beforeJob = func() {
+	s.afterAdmit = func() {
 		started <- struct{}{}
 		<-release
 	}
 	body := `{"model":"demo-teacher","prompt":"The whale ","max_tokens":3,"temperature":0}`
 	results := make(chan int, 2)
 	go func() { results <- postStatus(ts.URL+"/v1/completions", body) }()
-	<-started // the first holds the worker
+	<-started // the first holds the scheduler
 	go func() { results <- postStatus(ts.URL+"/v1/completions", body) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s.mu.Lock()
-		n := len(s.waiting)
-		s.mu.Unlock()
-		if n == 1 {
+		if s.queued() == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -415,9 +412,9 @@ func TestQueueFull(t *testing.T) {
 }
 
 func TestWithdrawOnDisconnect(t *testing.T) {
-	s, ts := newServer(t, false, Config{MaxQueue: 1})
+	s, ts := newServer(t, false, Config{MaxQueue: 1, MaxBatch: 1})
 	started, release := make(chan struct{}, 4), make(chan struct{})
-	s.beforeJob = func() {
+	s.afterAdmit = func() {
 		started <- struct{}{}
 		<-release
 	}
@@ -432,10 +429,7 @@ func TestWithdrawOnDisconnect(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s.mu.Lock()
-		n := len(s.waiting)
-		s.mu.Unlock()
-		if n == 0 {
+		if s.queued() == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
