@@ -66,8 +66,8 @@ func TestAttentionStateLinearInT(t *testing.T) {
 	lse4, all4 := state(4096)
 	probs := func(T int) int { return cfg.Layers * 8 * cfg.Heads * T * T * 4 } // what [B, NH, T, T] F32 per layer took
 	t.Logf("attention's saved state, Qwen2.5-0.5B shape, batch 8, %d layers (F32):", cfg.Layers)
-	t.Logf("  T=1024: %.1f MiB (of which lse %.2f MiB); the probabilities were %.1f MiB", mib(all1), mib(lse1), mib(probs(1024)))
-	t.Logf("  T=4096: %.1f MiB (of which lse %.2f MiB); the probabilities were %.1f MiB", mib(all4), mib(lse4), mib(probs(4096)))
+	t.Logf("  T=1024: %.1f MiB (of which lse %.2f MiB); the probabilities were %.1f MiB", mibOf(all1), mibOf(lse1), mibOf(probs(1024)))
+	t.Logf("  T=4096: %.1f MiB (of which lse %.2f MiB); the probabilities were %.1f MiB", mibOf(all4), mibOf(lse4), mibOf(probs(4096)))
 	t.Logf("  ratio 4096/1024: %.2f× (the probabilities: %.0f×)", float64(all4)/float64(all1), float64(probs(4096))/float64(probs(1024)))
 	if lse1 != cfg.Layers*8*cfg.Heads*1024*4 {
 		t.Errorf("lse at T=1024 takes %d bytes, want [B, NH, T] F32 per layer = %d", lse1, cfg.Layers*8*cfg.Heads*1024*4)
@@ -77,4 +77,4 @@ func TestAttentionStateLinearInT(t *testing.T) {
 	}
 }
 
-func mib(n int) float64 { return float64(n) / (1 << 20) }
+func mibOf(n int) float64 { return float64(n) / (1 << 20) }

@@ -57,7 +57,7 @@ type Engine struct {
 	q, k, v, att          *kdrt.Tensor
 	gate, up, act         *kdrt.Tensor // [StepTokens, F]
 	logits                *kdrt.Tensor // [MaxRows, V]
-	probs                 *kdrt.Tensor // [NH·StepTokens²]: a whole first chunk's attention
+	lse                   *kdrt.Tensor // [NH·StepTokens]: a whole first chunk's attention log-sum-exps
 	id, pos               *kdrt.Tensor // I32 [StepTokens]
 	host                  []float32
 	all                   []*kdrt.Tensor
@@ -122,7 +122,7 @@ func (m *Model) NewEngine(cfg EngineConfig) (*Engine, error) {
 	e.q, e.k, e.v, e.att = alloc("engine.q", kdrt.F32, N, qw), alloc("engine.k", kdrt.F32, N, kv), alloc("engine.v", kdrt.F32, N, kv), alloc("engine.att", kdrt.F32, N, qw)
 	e.gate, e.up, e.act = alloc("engine.gate", kdrt.F32, N, F), alloc("engine.up", kdrt.F32, N, F), alloc("engine.act", kdrt.F32, N, F)
 	e.logits = alloc("engine.logits", kdrt.F32, cfg.MaxRows, c.Vocab)
-	e.probs = alloc("engine.probs", kdrt.F32, c.Heads*N*N)
+	e.lse = alloc("engine.lse", kdrt.F32, c.Heads*N)
 	e.id, e.pos = alloc("engine.id", kdrt.I32, N), alloc("engine.pos", kdrt.I32, N)
 	if err != nil {
 		e.Close()
@@ -463,7 +463,7 @@ func (e *Engine) Step() ([]*Seq, error) {
 					// it in matrix products.
 					pc := p
 					pc.T = n
-					be.Attention(be.Slice(att, at, at+n), be.Slice(e.probs, 0, c.Heads*n*n), be.Slice(q, at, at+n), be.Slice(k, at, at+n), be.Slice(v, at, at+n), pc)
+					be.Attention(be.Slice(att, at, at+n), be.Slice(e.lse, 0, c.Heads*n), be.Slice(q, at, at+n), be.Slice(k, at, at+n), be.Slice(v, at, at+n), pc)
 					continue
 				}
 				for j := range n {
