@@ -12,6 +12,8 @@ import (
 
 	"github.com/kdnative/kdnative/kd/elicit"
 	"github.com/kdnative/kdnative/kd/serve"
+	"github.com/kdnative/kdnative/model"
+	"github.com/kdnative/kdnative/runtime"
 )
 
 func elicitCommand() *cli.Command {
@@ -43,7 +45,7 @@ func elicitCommand() *cli.Command {
 				fmt.Fprintln(c.App.Writer, rep)
 				return nil
 			},
-		}, elicitLabelCommand(), elicitExpandCommand(), elicitFeedbackCommand()},
+		}, elicitLabelCommand(), elicitExpandCommand(), elicitFeedbackCommand(), elicitSelfCommand()},
 	}
 }
 
@@ -75,6 +77,12 @@ func teacherFlags() []cli.Flag {
 // teacherClient makes the client the flags ask for; done stops a local
 // teacher.
 func teacherClient(c *cli.Context) (client *elicit.Client, done func(), err error) {
+	return teacherClientOn(c, nil)
+}
+
+// teacherClientOn is teacherClient with a local teacher on be (nil: the
+// backend --device opens).
+func teacherClientOn(c *cli.Context, be runtime.Backend) (client *elicit.Client, done func(), err error) {
 	client = &elicit.Client{Model: c.String("model"), Timeout: c.Duration("timeout"), MaxRetries: c.Int("retries")}
 	if c.Int("retries") == 0 {
 		client.MaxRetries = -1
@@ -95,9 +103,10 @@ func teacherClient(c *cli.Context) (client *elicit.Client, done func(), err erro
 		client.BaseURL = c.String("endpoint")
 		return client, func() {}, nil
 	case c.String("local") != "":
-		be, err := openBackend(c)
-		if err != nil {
-			return nil, nil, err
+		if be == nil {
+			if be, err = openBackend(c); err != nil {
+				return nil, nil, err
+			}
 		}
 		dir := c.String("local")
 		if client.Model == "" {
@@ -230,6 +239,104 @@ func elicitFeedbackCommand() *cli.Command {
 				cfg.Progress = c.App.ErrWriter
 			}
 			sum, err := elicit.Feedback(c.Context, cfg)
+			fmt.Fprintln(c.App.Writer, sum)
+			return err
+		},
+	}
+}
+
+func elicitSelfCommand() *cli.Command {
+	return &cli.Command{
+		Name: "self",
+		Usage: "the student answers each prompt --n times, a rule or the teacher keeps the good answers, and they become SFT data (STaR, self-rewarding): " +
+			"JSONL {id, prompt, response[, messages], finish_reason, score, sample}; resumable",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "student", Required: true, Usage: "the student: a Hugging Face model folder or a .gguf file, with its tokenizer"},
+			&cli.StringFlag{Name: "student-template", Value: "auto", Usage: "how prompts are put to the student: auto (its chat template), a .jinja file, chatml, qwen3 or none (the text as is)"},
+			&cli.StringFlag{Name: "prompts", Required: true, Usage: `JSONL or Parquet of {"prompt": text} or {"messages": [...]} records, with the reference answer beside them for a rule`},
+			&cli.StringFlag{Name: "prompt-field", Value: "prompt", Usage: `the field holding the prompt text (e.g. GSM8K's "question"; "messages" is read only under "prompt")`},
+			&cli.StringFlag{Name: "output", Required: true, Usage: "JSONL of the kept answers, in the prompts' order; an existing one is continued"},
+			&cli.StringFlag{Name: "journal", DefaultText: "the output's name with .samples.jsonl", Usage: "JSONL of every answer and judgement as made (what a resumed run does not redo; what the student wrote and the judge said)"},
+			&cli.IntFlag{Name: "n", Value: 4, Usage: "answers per prompt"},
+			&cli.StringFlag{Name: "system", Usage: "system prompt put before each prompt"},
+			&cli.IntFlag{Name: "max-tokens", Value: 256, Usage: "answer length limit in tokens (an answer cut there has finish_reason \"length\")"},
+			&cli.Float64Flag{Name: "temperature", Value: 0.8, Usage: "sampling temperature (0: greedy, the same answer every time)"},
+			&cli.IntFlag{Name: "top-k", Usage: "sample among the k most likely tokens (0: all)"},
+			&cli.Float64Flag{Name: "top-p", Value: 1, Usage: "nucleus sampling"},
+			&cli.Float64Flag{Name: "repetition-penalty", Value: 1, Usage: "make tokens already in the text this much less likely, as transformers does (1: off)"},
+			&cli.StringSliceFlag{Name: "stop", Usage: "stop string (repeatable): an answer ends before it"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed: each answer is sampled with a seed made from it and the answer's id, so a run gives the same answers at any batch size and after a resume"},
+			&cli.IntFlag{Name: "batch-size", Value: 8, Usage: "answers the student decodes together"},
+			&cli.IntFlag{Name: "kv-cache-mb", Value: 1024, Usage: "memory for the key/value caches of the answers being decoded, in MiB"},
+			// The rule.
+			&cli.StringFlag{Name: "answer-field", Usage: "rule: the prompt record's field with the reference answer (a string, number or list); an answer is kept when its extracted final answer matches"},
+			&cli.StringFlag{Name: "reference-extract", Usage: "rule: extract the reference from the field as --extract does (a field holding a whole solution, GSM8K's \"… #### 72\")"},
+			&cli.StringFlag{Name: "extract", Usage: "rule: how the final answer is found in the student's answer: boxed, gsm8k, last_number, first_number or a regular expression (its one group); default the whole answer (last_number under --match numeric)"},
+			&cli.BoolFlag{Name: "extract-last", Usage: "rule: take the last match of an --extract regular expression, not the first"},
+			&cli.StringFlag{Name: "match", Value: "exact", Usage: "rule: exact (after --normalize), numeric (within --tolerance) or contains"},
+			&cli.StringFlag{Name: "normalize", Value: "text", Usage: "rule: text (SQuAD: case, punctuation, articles), math (Minerva) or none"},
+			&cli.Float64Flag{Name: "tolerance", Value: 1e-6, Usage: "rule: absolute tolerance of --match numeric"},
+			&cli.Float64Flag{Name: "rel-tolerance", Usage: "rule: tolerance of --match numeric relative to the larger magnitude"},
+			&cli.StringFlag{Name: "must-match", Usage: "rule: a regular expression the (extracted) answer must match"},
+			// The teacher as judge (with --endpoint or --local).
+			&cli.StringFlag{Name: "criteria", DefaultText: "helpfulness, correctness and clarity", Usage: "teacher judge: what it looks for"},
+			&cli.StringFlag{Name: "judge-prompt", Usage: "teacher judge: prompt replacing the built-in one; {criteria}, {prompt}, {response}, {reference} and {max} are filled in"},
+			&cli.StringFlag{Name: "reference-field", Usage: "teacher judge: a prompt record field shown to the judge as the reference answer"},
+			&cli.IntFlag{Name: "max-score", Value: 10, Usage: "teacher judge: the top of the scale it scores on (0 to this)"},
+			&cli.Float64Flag{Name: "min-score", Value: 7, Usage: "teacher judge: the score an answer needs to be kept"},
+			&cli.IntFlag{Name: "judge-max-tokens", Value: 16, Usage: "teacher judge: judgement length limit"},
+			// What is kept.
+			&cli.StringFlag{Name: "keep", Value: "all", Usage: "all (every passing answer, best first, up to --max-per-prompt) or best (the best-scored passing answer only); the same text is kept once"},
+			&cli.IntFlag{Name: "max-per-prompt", DefaultText: "no bound", Usage: "with --keep all: at most this many answers per prompt"},
+			&cli.BoolFlag{Name: "strict", Usage: "stop at a bad prompt record instead of counting and skipping it"},
+			// The teacher as judge: where it is (and --concurrency: answers judged at once).
+		}, teacherFlags()...),
+		Action: func(c *cli.Context) error {
+			rule := &elicit.RuleJudge{AnswerField: c.String("answer-field"), ReferenceExtract: c.String("reference-extract"),
+				Extract: c.String("extract"), ExtractLast: c.Bool("extract-last"), MustMatch: c.String("must-match")}
+			rule.Match, rule.Normalize = c.String("match"), c.String("normalize")
+			rule.Tolerance, rule.RelTolerance = c.Float64("tolerance"), c.Float64("rel-tolerance")
+			teacher := c.String("endpoint") != "" || c.String("local") != ""
+			hasRule := rule.AnswerField != "" || rule.MustMatch != ""
+			switch {
+			case teacher && hasRule:
+				return fmt.Errorf("give one judge: a rule (--answer-field, --must-match) or the teacher (--endpoint or --local), not both")
+			case !teacher && !hasRule:
+				return fmt.Errorf("give a judge: a rule (--answer-field with the reference's field, or --must-match REGEX) or the teacher (--endpoint URL --model NAME, or --local DIR)")
+			}
+			if !teacher {
+				if err := rule.Check(); err != nil {
+					return err
+				}
+			}
+			be, err := openBackend(c)
+			if err != nil {
+				return err
+			}
+			student, err := elicit.OpenStudent(be, c.String("student"), c.String("student-template"))
+			if err != nil {
+				return err
+			}
+			student.Params = model.GenerateParams{MaxTokens: c.Int("max-tokens"), Temperature: c.Float64("temperature"), TopK: c.Int("top-k"),
+				TopP: c.Float64("top-p"), RepetitionPenalty: c.Float64("repetition-penalty")}
+			student.Stop, student.BatchSize, student.KVBytes = c.StringSlice("stop"), c.Int("batch-size"), int64(c.Int("kv-cache-mb"))<<20
+			cfg := elicit.SelfConfig{Sampler: student, Judge: rule, Prompts: c.String("prompts"), PromptField: c.String("prompt-field"),
+				Output: c.String("output"), Journal: c.String("journal"), N: c.Int("n"), System: c.String("system"), Seed: c.Uint64("seed"),
+				Keep: c.String("keep"), MaxPerPrompt: c.Int("max-per-prompt"), Concurrency: c.Int("concurrency"),
+				MaxFailures: c.Int("max-failures"), StrictInput: c.Bool("strict"), Log: c.App.ErrWriter}
+			if teacher {
+				client, done, err := teacherClientOn(c, be)
+				if err != nil {
+					return err
+				}
+				defer done()
+				cfg.Judge = &elicit.TeacherJudge{Client: client, Criteria: c.String("criteria"), Prompt: c.String("judge-prompt"),
+					ReferenceField: c.String("reference-field"), MaxScore: c.Int("max-score"), MinScore: c.Float64("min-score"), MaxTokens: c.Int("judge-max-tokens")}
+			}
+			if !c.Bool("quiet") {
+				cfg.Progress = c.App.ErrWriter
+			}
+			sum, err := elicit.Self(c.Context, cfg)
 			fmt.Fprintln(c.App.Writer, sum)
 			return err
 		},

@@ -27,6 +27,13 @@
 //	{"chosen": [msgs], "rejected": [msgs]}             pair with implicit prompt (DPO)
 //	{"prompt_input_ids", "chosen_input_ids", "rejected_input_ids"}  pre-tokenized pair (DPO)
 //
+// A prompt/response or messages line written by `kdnative elicit label
+// --top-logprobs K --student-tokenizer DIR` — "teacher_tokens" and
+// "teacher_top_logprobs" with student ids beside it — carries a sparse
+// teacher (Example.TopK) as a pre-tokenized line's teacher_topk_ids and
+// teacher_topk_logprobs do: see labelled.go for how it is placed on the
+// rendered tokens and when such a line is refused.
+//
 // Messages are {"role", "content"} with role system, user or assistant
 // (ShareGPT's {"from", "value"} with from system, human or gpt is accepted
 // too); an assistant message may carry "reasoning_content" where the template

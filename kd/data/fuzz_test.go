@@ -2,6 +2,7 @@ package data
 
 import (
 	"bufio"
+	"bytes"
 	"os"
 	"testing"
 )
@@ -20,8 +21,16 @@ func FuzzParseLine(f *testing.F) {
 	}
 	file.Close()
 	for _, s := range []string{``, `{}`, `null`, `[]`, `{"input_ids": [1e400]}`, `{"input_ids": [-0]}`,
-		`{"messages": [{"role": "assistant", "content": "</think>"}]}`, `{"prompt": "", "response": "\n\n"}`} {
+		`{"messages": [{"role": "assistant", "content": "</think>"}]}`, `{"prompt": "", "response": "\n\n"}`,
+		`{"prompt": "p", "response": "ab", "teacher_tokens": [{"token": "a", "logprob": -0.5, "id": 97}, {"token": "b", "logprob": -0.5, "id": 98}], "teacher_top_logprobs": [[{"token": "a", "logprob": -0.5, "id": 97}], [{"token": "c", "logprob": -1, "id": null}]]}`,
+		`{"prompt": "p", "response": "\n\n", "teacher_tokens": [{"token": "\n", "logprob": -0.5, "id": 10}, {"token": "\n", "logprob": -0.5, "id": 10}], "teacher_top_logprobs": [[{"token": "\n", "logprob": -0.5, "id": 10}], [{"token": "\n", "logprob": -1, "id": 10}]]}`} {
 		f.Add([]byte(s))
+	}
+	if label, err := os.ReadFile("testdata/parquet/label.jsonl"); err == nil {
+		sc := bufio.NewScanner(bytes.NewReader(label))
+		for sc.Scan() {
+			f.Add(append([]byte(nil), sc.Bytes()...))
+		}
 	}
 	toks := []Tokenizer{newFake("", false), newFake(plainChatML, false), newFake(qwen3Template, true)}
 	f.Fuzz(func(t *testing.T, line []byte) {
@@ -43,6 +52,14 @@ func FuzzParseLine(f *testing.F) {
 					}
 					if _, err := MakeBatch([]Example{ex}, 0, 0); err != nil {
 						t.Fatal(err)
+					}
+					if ex.TopK != nil {
+						if len(ex.TopK.Has) != len(ex.Tokens) || len(ex.TopK.IDs) != len(ex.Tokens)*ex.TopK.K {
+							t.Fatalf("teacher top-k %+v for %d tokens", ex.TopK, len(ex.Tokens))
+						}
+						if _, _, _, _, _, err := MakeTopK([]Example{ex}, len(ex.Tokens)); err != nil {
+							t.Fatal(err)
+						}
 					}
 				}
 				l = &loader{tok: tok, opt: opt, rep: &Report{}, pairs: true}

@@ -242,11 +242,8 @@ func (l *loader) sftLine(line []byte, at string) (Example, error) {
 		ex.Tokens = rec.ids
 		ex.Labels = rec.labels
 		ex.TopK = rec.topK
-		if rec.topK != nil {
-			if l.topK != 0 && rec.topK.K != l.topK {
-				return Example{}, fmt.Errorf("teacher top-k has k = %d, earlier lines %d", rec.topK.K, l.topK)
-			}
-			l.topK = rec.topK.K
+		if err := l.checkTopK(rec.topK); err != nil {
+			return Example{}, err
 		}
 		if ex.Labels == nil {
 			ex.Labels = append([]int32(nil), rec.ids...)
@@ -277,6 +274,17 @@ func (l *loader) sftLine(line []byte, at string) (Example, error) {
 		if err != nil {
 			return Example{}, configErr(err)
 		}
+		if rec.labelNoIDs {
+			l.rep.TeacherNoIDs++
+		}
+		if rec.label != nil {
+			if ex, err = alignLabel(ex, rec.label, rec.answer(), l.tok); err != nil {
+				return Example{}, err
+			}
+			if err := l.checkTopK(ex.TopK); err != nil {
+				return Example{}, err
+			}
+		}
 		if open {
 			ex, err := l.fit(ex)
 			if err == nil {
@@ -286,6 +294,30 @@ func (l *loader) sftLine(line []byte, at string) (Example, error) {
 		}
 	}
 	return l.fit(ex)
+}
+
+// checkTopK holds a load to one k of sparse teacher.
+func (l *loader) checkTopK(tk *TopK) error {
+	if tk == nil {
+		return nil
+	}
+	if l.topK != 0 && tk.K != l.topK {
+		return fmt.Errorf("teacher top-k has k = %d, earlier lines %d", tk.K, l.topK)
+	}
+	l.topK = tk.K
+	return nil
+}
+
+// answer is the text of a record's last answer: its response, or its last
+// message's content.
+func (r record) answer() string {
+	switch {
+	case r.shape == shapeChat:
+		return r.messages[len(r.messages)-1].Content
+	case r.response.isMsgs:
+		return r.response.msgs[len(r.response.msgs)-1].Content
+	}
+	return r.response.text
 }
 
 // messages is the field as a conversation: its messages, or its string as

@@ -20,7 +20,8 @@ type Example struct {
 	Tokens []int32
 	Labels []int32
 	// TopK is the teacher's sparse distribution per token, when the data
-	// carries one (pre-tokenized lines with teacher_topk_ids/logprobs).
+	// carries one (pre-tokenized lines with teacher_topk_ids/logprobs, or
+	// elicit label records with student ids).
 	TopK *TopK
 }
 
@@ -247,6 +248,10 @@ type Report struct {
 	// (the line's finish_reason is "length"): their last answer has no
 	// end-of-turn or EOS target, so the model does not learn to stop there.
 	Open int
+	// TeacherNoIDs counts the lines with the teacher's top logprobs but no
+	// student ids (elicit label without --student-tokenizer): trained on
+	// their text, without a sparse teacher.
+	TeacherNoIDs int
 	// Tokens and LossTokens count the tokens of the examples and those with
 	// a label (for pairs: the response tokens of both sides).
 	Tokens, LossTokens int64
@@ -294,6 +299,9 @@ func (r Report) String() string {
 	}
 	if r.Open > 0 {
 		fmt.Fprintf(&b, ", %d cut at the length limit (finish_reason \"length\": no end-of-turn target)", r.Open)
+	}
+	if r.TeacherNoIDs > 0 {
+		fmt.Fprintf(&b, ", %d with teacher logprobs but no student token ids (no sparse teacher: elicit label --student-tokenizer maps them)", r.TeacherNoIDs)
 	}
 	if r.Skipped > 0 {
 		fmt.Fprintf(&b, ", %d bad lines skipped", r.Skipped)

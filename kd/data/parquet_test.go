@@ -19,7 +19,7 @@ func parquetFile(name string) string { return filepath.Join("testdata", "parquet
 // examples (and the counts) that the equivalent JSONL gives.
 func TestParquetLoadsLikeJSONL(t *testing.T) {
 	opt := Options{MaxLen: 256, Vocab: 300}
-	for _, name := range []string{"prompt_response", "messages", "text", "tokens"} {
+	for _, name := range []string{"prompt_response", "messages", "text", "tokens", "label"} {
 		tok := newFake(plainChatML, false)
 		pq, _, prep, err := LoadSFT(parquetFile(name+".parquet"), tok, opt)
 		if err != nil {
@@ -38,6 +38,9 @@ func TestParquetLoadsLikeJSONL(t *testing.T) {
 		}
 		if name == "tokens" && (pq[0].TopK == nil || pq[0].TopK.K != 2 || pq[2].TopK != nil) {
 			t.Errorf("tokens: teacher top-k not carried: %+v", pq[0].TopK)
+		}
+		if name == "label" && (pq[0].TopK == nil || pq[0].TopK.K != 2 || pq[1].TopK == nil || pq[2].TopK != nil || prep.Open != 1) {
+			t.Errorf("label: the teacher of elicit label records not carried: %+v, %+v", pq[0].TopK, prep)
 		}
 	}
 	tok := newFake(plainChatML, false)

@@ -59,6 +59,11 @@ type record struct {
 	// tools is the line's "tools" (a list of function schemas), handed to
 	// the chat template; nil when absent.
 	tools json.RawMessage
+	// label is the teacher of an `elicit label` record (teacher_tokens and
+	// teacher_top_logprobs with student ids); labelNoIDs: the record has
+	// them without ids.
+	label      *labelTeacher
+	labelNoIDs bool
 }
 
 // emptyAnswer is an SFT line whose assistant answer is empty (a teacher that
@@ -105,6 +110,11 @@ func parseLine(line []byte, pairs bool, vocab int) (record, error) {
 		return record{}, err
 	}
 	r.open = finish == "length"
+	if r.shape == shapeChat || r.shape == shapePromptResponse {
+		if r.label, r.labelNoIDs, err = parseLabelTeacher(obj, vocab); err != nil {
+			return record{}, err
+		}
+	}
 	return r, nil
 }
 

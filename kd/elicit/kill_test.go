@@ -155,3 +155,124 @@ func TestLabelSurvivesSIGKILL(t *testing.T) {
 	}
 	t.Logf("%d records survived the kill, %d written after", len(kept), nPrompts-len(kept))
 }
+
+// TestSelfSurvivesSIGKILL kills `kdnative elicit self` with SIGKILL in the
+// middle of a run: a second run of the same command keeps every whole line
+// of the output and the journal, samples and judges only what is missing,
+// and ends with the output an uninterrupted run writes, byte for byte —
+// every kept answer exactly once, in the prompts' order.
+func TestSelfSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the kdnative binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "kdnative")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/kdnative")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	const nPrompts, n = 60, 4
+	var pb strings.Builder
+	for i := range nPrompts {
+		fmt.Fprintf(&pb, `{"prompt":"Call me Ishmael, number %d."}`+"\n", i)
+	}
+	prompts := filepath.Join(dir, "prompts.jsonl")
+	if err := os.WriteFile(prompts, []byte(pb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := func(out string) []string {
+		return []string{"--device", "cpu", "elicit", "self", "--student", demoModel(t), "--student-template", "chatml",
+			"--prompts", prompts, "--output", out, "--must-match", ",", "--n", fmt.Sprint(n), "--max-tokens", "32",
+			"--temperature", "1", "--seed", "3", "--batch-size", "2", "--quiet"}
+	}
+	runToEnd := func(out, logName string) {
+		t.Helper()
+		cmd := exec.Command(bin, args(out)...)
+		logData, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", logName, err, logData)
+		}
+	}
+	whole := filepath.Join(dir, "whole.jsonl")
+	runToEnd(whole, "the uninterrupted run")
+
+	out := filepath.Join(dir, "out.jsonl")
+	journal := strings.TrimSuffix(out, ".jsonl") + ".samples.jsonl"
+	cmd := exec.Command(bin, args(out)...)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		data, _ := os.ReadFile(journal)
+		if bytes.Count(data, []byte("\n")) >= nPrompts*n/2 { // a quarter of the answers, judged
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("self exited (%v) before the kill\n%s", err, log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-exited
+			t.Fatalf("too few journal lines after 120 s\n%s", log.String())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	cmd.Process.Kill() // SIGKILL: no chance to clean up
+	<-exited
+	if cmd.ProcessState.Success() {
+		t.Log("the first run finished before the kill landed")
+	}
+	wholeLines := func(path string) [][]byte {
+		b, _ := os.ReadFile(path)
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			lines := bytes.SplitAfter(b[:i+1], []byte("\n"))
+			return lines[:len(lines)-1]
+		}
+		return nil
+	}
+	keptOut, keptJournal := wholeLines(out), wholeLines(journal)
+
+	runToEnd(out, "the second run")
+	want, _ := os.ReadFile(whole)
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the output after a kill and a resume differs from an uninterrupted run's:\n%s\nvs\n%s", got, want)
+	}
+	if bytes.Count(want, []byte("\n")) == 0 {
+		t.Fatal("nothing was kept: the test needs some answers to match")
+	}
+	for i, line := range keptOut {
+		if !bytes.HasPrefix(got, bytes.Join(keptOut[:i+1], nil)) {
+			t.Fatalf("output line %d changed across the kill: %s", i+1, line)
+		}
+	}
+	final := wholeLines(journal)
+	for i, line := range keptJournal {
+		if !bytes.Equal(final[i], line) {
+			t.Fatalf("journal line %d changed across the kill:\nbefore %s\nafter  %s", i+1, line, final[i])
+		}
+	}
+	seen := map[string]bool{}
+	for _, line := range final {
+		var rec struct{ ID string }
+		if err := json.Unmarshal(line, &rec); err != nil {
+			t.Fatalf("journal line %q: %v", line, err)
+		}
+		if seen[rec.ID] {
+			t.Fatalf("journal: %s written twice", rec.ID)
+		}
+		seen[rec.ID] = true
+	}
+	if len(final) != 2*nPrompts*n {
+		t.Fatalf("journal has %d lines, want an answer and a judgement for each of %d answers", len(final), nPrompts*n)
+	}
+	t.Logf("%d journal lines and %d output lines survived the kill; %d output lines in all", len(keptJournal), len(keptOut), bytes.Count(got, []byte("\n")))
+}

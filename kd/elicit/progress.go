@@ -28,7 +28,10 @@ type progress struct {
 	// perRequest: each unit is one request, so a failed or skipped one is
 	// not waited for (expand's units are instructions, many per request).
 	perRequest bool
-	now        func() time.Time
+	// failedOne and failedMany name a failed unit ("request failed",
+	// "requests failed" by default).
+	failedOne, failedMany string
+	now                   func() time.Time
 
 	total, resumed           int
 	written, failed, skipped int
@@ -110,10 +113,12 @@ func (p *progress) line(now time.Time, final bool) string {
 	if p.resumed > 0 {
 		parts = append(parts, fmt.Sprintf("%d already there", p.resumed))
 	}
-	if p.failed == 1 {
-		parts = append(parts, "1 request failed")
-	} else if p.failed > 0 {
-		parts = append(parts, fmt.Sprintf("%d requests failed", p.failed))
+	one, many := p.failedOne, p.failedMany
+	if one == "" {
+		one, many = "request failed", "requests failed"
+	}
+	if p.failed > 0 {
+		parts = append(parts, count(p.failed, one, many))
 	}
 	if p.skipped > 0 {
 		parts = append(parts, fmt.Sprintf("%d skipped", p.skipped))

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/kdnative/kdnative/kd/data"
+	"github.com/kdnative/kdnative/kd/tasks/answer"
 )
 
 // The kinds of example.
@@ -25,11 +26,11 @@ const (
 	KindPerplexity = "perplexity"
 )
 
-// The ways a generation is scored.
+// The ways a generation is scored: the answer package's matches, or a judge.
 const (
-	ScoreExact    = "exact"
-	ScoreNumeric  = "numeric"
-	ScoreContains = "contains"
+	ScoreExact    = answer.MatchExact
+	ScoreNumeric  = answer.MatchNumeric
+	ScoreContains = answer.MatchContains
 	ScoreJudge    = "judge"
 )
 
@@ -424,7 +425,7 @@ func (p *parser) generate(ex *Example) error {
 	}
 	if ex.Score == ScoreNumeric {
 		for _, a := range ex.Answers {
-			v, ok := ParseNumber(a)
+			v, ok := answer.ParseNumber(a)
 			if !ok {
 				p.fail("answer %q is not a number (score numeric)", a)
 			}
@@ -432,10 +433,10 @@ func (p *parser) generate(ex *Example) error {
 		}
 	}
 	ex.Extract = p.str("extract", false, "")
-	if ex.Extract != "" && !isPreset(ex.Extract) {
+	if ex.Extract != "" && !answer.IsPreset(ex.Extract) {
 		re, err := regexp.Compile(ex.Extract)
 		if err != nil {
-			p.fail(`"extract" %q is not a preset (%s) and not a valid regular expression: %v`, ex.Extract, strings.Join(presetNames, ", "), err)
+			p.fail(`"extract" %q is not a preset (%s) and not a valid regular expression: %v`, ex.Extract, strings.Join(answer.Presets, ", "), err)
 		} else if re.NumSubexp() > 1 {
 			p.fail(`"extract" %q has %d groups; use one (its text is the answer) or none (the whole match is)`, ex.Extract, re.NumSubexp())
 		}
@@ -448,11 +449,11 @@ func (p *parser) generate(ex *Example) error {
 	default:
 		p.fail(`"extract_match" %q: want first or last`, m)
 	}
-	if p.has("extract_match") && (ex.Extract == "" || isPreset(ex.Extract)) {
+	if p.has("extract_match") && (ex.Extract == "" || answer.IsPreset(ex.Extract)) {
 		p.fail(`"extract_match" applies to an "extract" regular expression (presets choose their own match)`)
 	}
-	ex.Normalize = p.str("normalize", false, NormalizeText)
-	if !slices.Contains([]string{NormalizeText, NormalizeMath, NormalizeNone}, ex.Normalize) {
+	ex.Normalize = p.str("normalize", false, answer.NormalizeText)
+	if !slices.Contains([]string{answer.NormalizeText, answer.NormalizeMath, answer.NormalizeNone}, ex.Normalize) {
 		p.fail("unknown normalize %q (want text, math or none)", ex.Normalize)
 	}
 	ex.Tolerance = p.num("tolerance", defaultTolerance)
