@@ -422,3 +422,121 @@ func TestSparseDivergence(t *testing.T) {
 		}
 	}
 }
+
+// ---- cross-tokenizer divergence ----
+
+// xtokMatch is a random vocabulary match: M pairs (student id, teacher id),
+// flat, and each side's other ids in increasing order.
+func (p *pair) xtokMatch(Vs, Vt, M int) (pairs, sfree, tfree []int32) {
+	sp, tp := p.rng.Perm(Vs)[:M], p.rng.Perm(Vt)[:M]
+	sIn, tIn := make([]bool, Vs), make([]bool, Vt)
+	for k := range M {
+		pairs = append(pairs, int32(sp[k]), int32(tp[k]))
+		sIn[sp[k]], tIn[tp[k]] = true, true
+	}
+	for i, in := range sIn {
+		if !in {
+			sfree = append(sfree, int32(i))
+		}
+	}
+	for j, in := range tIn {
+		if !in {
+			tfree = append(tfree, int32(j))
+		}
+	}
+	return pairs, sfree, tfree
+}
+
+// TestCrossTokenizerDivergence runs the cross-tokenizer divergence (matched
+// forward KL and ULD's sorted L1 over the rest, with merge scales) on the
+// GPU against the CPU and against the float64 instance of the CPU's
+// algorithm, over vocabularies of both orders of size (up to Qwen's 151,936
+// against Llama 3's 128,256), with and without matched ids and gradients.
+//
+// ULD's gradient at a free id is ±(its probability) by the sign of its
+// difference with the teacher's entry of the same rank; where the two sorted
+// curves cross, float32 and float64 may disagree on a sign. The rows' merge
+// scales therefore keep one curve above the other (scale e⁻³ on one side;
+// the logits of both are uniform in [−4, 4], so their sorted probabilities
+// differ by less than that), with each side above in some row; the sign
+// logic at crossings is checked in float64 by runtime/cpu's tests.
+func TestCrossTokenizerDivergence(t *testing.T) {
+	p := newPair(t)
+	shapes := []struct {
+		N, Vs, Vt, M int
+		T, a, b      float32
+		scales       bool
+	}{
+		{5, 11, 7, 0, 1, 0, 1, false},
+		{5, 1000, 700, 300, 1.5, 0.3, 0.7, true},
+		{5, 700, 1000, 0, 0.75, 0, 1, true},
+		{5, 50000, 32000, 20000, 1, 0.4, 0.6, true},
+		{3, 151936, 128256, 100000, 1, 0.66, 0.34, true},
+	}
+	for _, sh := range shapes {
+		pairs, sfree, tfree := p.xtokMatch(sh.Vs, sh.Vt, sh.M)
+		var pc, pg *kdrt.Tensor
+		if sh.M > 0 {
+			pc, pg = p.ints("pairs", pairs, sh.M, 2)
+		}
+		sfc, sfg := p.ints("sfree", sfree, len(sfree))
+		tfc, tfg := p.ints("tfree", tfree, len(tfree))
+		mc := kdrt.VocabMatch{Pairs: pc, StudentFree: sfc, TeacherFree: tfc}
+		mg := kdrt.VocabMatch{Pairs: pg, StudentFree: sfg, TeacherFree: tfg}
+		for _, grad := range []bool{false, true} {
+			name := fmt.Sprintf("%d×(%d vs %d)/M=%d/T=%g/grad=%v", sh.N, sh.Vs, sh.Vt, sh.M, sh.T, grad)
+			par := kdrt.CrossTokenizerParams{Temperature: sh.T, MatchedWeight: sh.a, UnmatchedWeight: sh.b}
+			sc, sg := p.logits("student", sh.N, sh.Vs, 4, -1)
+			tc, tg := p.logits("teacher", sh.N, sh.Vt, 4, -1)
+			var slc, slg, tlc, tlg *kdrt.Tensor
+			var sl64, tl64 []float64
+			if sh.scales {
+				sl, tl := make([]float32, sh.N), make([]float32, sh.N)
+				for n := range sh.N {
+					// Odd rows: the student's curve above; even rows: below.
+					if n%2 == 1 {
+						sl[n], tl[n] = -0.5*p.rng.Float32(), -3-p.rng.Float32()
+					} else {
+						sl[n], tl[n] = -3-p.rng.Float32(), -0.5*p.rng.Float32()
+					}
+				}
+				slc, slg = p.from("slog", kdrt.F32, sl, sh.N)
+				tlc, tlg = p.from("tlog", kdrt.F32, tl, sh.N)
+				sl64, tl64 = p.host(slc), p.host(tlc)
+			}
+			w := p.rowWeights(sh.N) // row 1: weight 0
+			wc, wg := p.from("weights", kdrt.F32, w, sh.N)
+			oc, og := p.rand("losses", kdrt.F32, 1, sh.N) // overwritten
+			var dc, dg, dlc, dlg *kdrt.Tensor
+			var want []float64
+			if grad {
+				dc, dg = p.rand("dstudent", kdrt.F32, 1/float32(sh.Vs), sh.N, sh.Vs) // accumulated into
+				dlc, dlg = p.rand("dslog", kdrt.F32, 1, sh.N)                        // overwritten
+				want = p.host(dc)
+			}
+			p.cpu.CrossTokenizerDivergence(oc, dc, dlc, sc, tc, slc, tlc, wc, mc, par)
+			p.gpu.CrossTokenizerDivergence(og, dg, dlg, sg, tg, slg, tlg, wg, mg, par)
+			p.check(name+" losses", oc, og, lossCPUTol(sh.Vs))
+			if grad {
+				p.check(name+" dstudent", dc, dg, lossCPUTol(sh.Vs))
+				p.check(name+" dslog", dlc, dlg, lossCPUTol(sh.Vs))
+			}
+
+			losses, dsl := make([]float64, sh.N), make([]float64, sh.N)
+			w64 := make([]float64, sh.N)
+			for i, v := range w {
+				w64[i] = float64(v)
+			}
+			var dsl64 []float64
+			if grad {
+				dsl64 = dsl
+			}
+			cpu.CrossTokenizerRows64(losses, want, dsl64, p.host(sc), p.host(tc), sl64, tl64, w64, sh.N, sh.Vs, sh.Vt, pairs, sfree, tfree, par)
+			p.check64(name+" losses", losses, og, 2e-5)
+			if grad {
+				p.check64(name+" dstudent", want, dg, 2e-5)
+				p.check64(name+" dslog", dsl, dlg, 2e-5)
+			}
+		}
+	}
+}
