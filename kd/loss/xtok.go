@@ -27,7 +27,9 @@ type CrossTokenizerConfig struct {
 	NoTSquared bool
 	// MatchedWeight multiplies the forward KL over the matched ids,
 	// UnmatchedWeight the sorted L1 over the rest (ULD alone: 0 and 1;
-	// GOLD's adaptive weights: M/Vt and 1 − M/Vt for M matched ids).
+	// GOLD's adaptive weights: M/Vt and 1 − M/Vt for M matched ids). The
+	// sorted term is left out, as GOLD leaves it out, when every id of
+	// either side is matched.
 	MatchedWeight, UnmatchedWeight float64
 }
 
@@ -324,6 +326,14 @@ func CrossTokenizer(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kd
 
 	// The spans.
 	p := kdrt.CrossTokenizerParams{Temperature: float32(cfg.Temperature), MatchedWeight: float32(cfg.MatchedWeight), UnmatchedWeight: float32(cfg.UnmatchedWeight)}
+	if match.M == match.Vs || match.M == match.Vt {
+		// As GOLD: the sorted term only when both sides have ids outside
+		// the shared vocabulary. With one side empty it would be the other
+		// side's unshared mass alone: a constant for the teacher's, and for
+		// the student's a push of its own unshared tokens (a BPE student's
+		// merges, against a byte-level teacher) towards zero.
+		p.UnmatchedWeight = 0
+	}
 	dslog := make([]float32, G)
 	needScaleGrad := grad && len(rows.StudentPrefix) > 0
 	for g0 := 0; g0 < G; g0 += R {
