@@ -3,9 +3,11 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
+	"github.com/kdnative/kdnative/kd/loss"
 	kdrt "github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/cpu"
 )
@@ -539,4 +541,174 @@ func TestCrossTokenizerDivergence(t *testing.T) {
 			}
 		}
 	}
+}
+
+// xtokSpans are aligned rows for the fused cross-tokenizer loss tests: G
+// spans over Ns student and Nt teacher rows, some merging several tokens
+// on either side.
+func xtokSpans(r *rand.Rand, Ns, Nt, Vs, Vt int) loss.AlignedRows {
+	var a loss.AlignedRows
+	s, t := 0, 0
+	for s < Ns-3 && t < Nt-3 {
+		ns, nt := 1+r.IntN(3), 1+r.IntN(3)
+		g := int32(len(a.Student))
+		for k := range ns - 1 {
+			a.StudentPrefix = append(a.StudentPrefix, loss.Prefix{Span: g, Row: int32(s + k), Token: int32(r.IntN(Vs))})
+		}
+		for k := range nt - 1 {
+			a.TeacherPrefix = append(a.TeacherPrefix, loss.Prefix{Span: g, Row: int32(t + k), Token: int32(r.IntN(Vt))})
+		}
+		a.Student = append(a.Student, int32(s+ns-1))
+		a.Teacher = append(a.Teacher, int32(t+nt-1))
+		s, t = s+ns, t+nt
+	}
+	return a
+}
+
+// TestCrossTokenizerFused runs kd/loss's fused cross-tokenizer loss on the
+// GPU and on the CPU with the same inputs — hidden states and lm_head in
+// F32 and BF16 storage, an online teacher (hidden states and head), and a
+// top-k teacher held on the host (scattered into the teacher's logits on
+// the device) — at two chunk sizes, and compares the loss and the
+// gradients to the hidden states and the lm_head. This covers the gathers
+// and scatters (Embedding, EmbeddingBackward) and the merged tokens'
+// backward (CrossEntropyBackward) the loss drives around the op.
+func TestCrossTokenizerFused(t *testing.T) {
+	p := newPair(t)
+	const Ns, C, Vs, Nt, Ct, Vt, M, K = 40, 24, 300, 50, 16, 259, 120, 8
+	pairs, sfree, tfree := p.xtokMatch(Vs, Vt, M)
+	var pr [][2]int32
+	for k := 0; k < len(pairs); k += 2 {
+		pr = append(pr, [2]int32{pairs[k], pairs[k+1]})
+	}
+	mc, err := loss.NewVocabMatch(p.cpu, pr, sfree, tfree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mg, err := loss.NewVocabMatch(p.gpu, pr, sfree, tfree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mg.Free()
+	rows := xtokSpans(p.rng, Ns, Nt, Vs, Vt)
+	// A host top-k teacher: K ids per row with log-probabilities of a
+	// random distribution, and the log of the rest.
+	tk := loss.TeacherTopKHost{K: K, Vocab: Vt, IDs: make([]int32, Nt*K), LogProbs: make([]float32, Nt*K), Tail: make([]float32, Nt)}
+	for r := range Nt {
+		perm := p.rng.Perm(Vt)
+		rest := 1.0
+		for k := range K {
+			pk := rest * (0.2 + 0.3*p.rng.Float64())
+			rest -= pk
+			tk.IDs[r*K+k], tk.LogProbs[r*K+k] = int32(perm[k]), float32(math.Log(pk))
+		}
+		tk.Tail[r] = float32(math.Log(rest))
+	}
+	cfg := loss.CrossTokenizerConfig{Temperature: 1.5, MatchedWeight: 0.4, UnmatchedWeight: 0.6}
+	for _, dt := range dtypes {
+		for _, teacherKind := range []string{"online", "topk"} {
+			for _, chunk := range []int{7, 0} {
+				name := fmt.Sprintf("%s/%s/chunk=%d", dtName(dt), teacherKind, chunk)
+				hc, hg := p.from("hidden", dt, p.randVals(Ns*C, 1), Ns, C)
+				wc, wg := p.from("head", dt, p.randVals(Vs*C, 0.5), Vs, C)
+				gwc, gwg := p.zeros("dhead", kdrt.F32, Vs, C)
+				dhc, dhg := p.zeros("dhidden", kdrt.F32, Ns, C)
+				var tc, tg loss.Teacher = tk, tk
+				if teacherKind == "online" {
+					thc, thg := p.from("teacher hidden", dt, p.randVals(Nt*Ct, 1), Nt, Ct)
+					twc, twg := p.from("teacher head", dt, p.randVals(Vt*Ct, 0.5), Vt, Ct)
+					tc, tg = loss.TeacherHidden{Hidden: thc, Head: twc}, loss.TeacherHidden{Hidden: thg, Head: twg}
+				}
+				opt := loss.Options{ChunkRows: chunk}
+				rc, err := loss.CrossTokenizer(p.cpu, hc, loss.Head{W: wc, G: gwc}, dhc, tc, rows, mc, cfg, 0.8, opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rg, err := loss.CrossTokenizer(p.gpu, hg, loss.Head{W: wg, G: gwg}, dhg, tg, rows, mg, cfg, 0.8, opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if math.Abs(rg.Loss-rc.Loss) > 1e-4*math.Max(1, math.Abs(rc.Loss)) {
+					t.Errorf("%s: loss GPU %.7g, CPU %.7g", name, rg.Loss, rc.Loss)
+				}
+				p.check(name+" dhidden", dhc, dhg, 1e-4)
+				p.check(name+" dhead", gwc, gwg, 1e-4)
+			}
+		}
+	}
+}
+
+// randVals are n values uniform in [−scale, scale).
+func (p *pair) randVals(n int, scale float32) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = scale * (2*p.rng.Float32() - 1)
+	}
+	return v
+}
+
+// BenchmarkCrossTokenizerGPU times the fused cross-tokenizer loss (align:
+// matched forward KL and ULD's sorted L1, forward and backward) on the GPU
+// for 1,024 spans between a Llama-3-sized student vocabulary (128,256) and a
+// Qwen2.5-sized teacher (151,936), half the ids matched, every span merging
+// one earlier token on each side. It needs a real GPU (the emulator would
+// take hours):
+//
+//	./cuda.test -test.run '^$' -test.bench CrossTokenizerGPU -test.benchtime 3x
+func BenchmarkCrossTokenizerGPU(b *testing.B) {
+	g, err := Open()
+	if err != nil {
+		b.Skipf("needs an NVIDIA GPU: %v", err)
+	}
+	const G, C, Ct, Vs, Vt, M = 1024, 896, 896, 128256, 151936, 64000
+	r := rand.New(rand.NewPCG(1, 1))
+	s := &benchSet{b: g, r: r}
+	defer s.free()
+	hidden, th := s.rand("h", kdrt.F32, 1, 2*G, C), s.rand("th", kdrt.F32, 1, 2*G, Ct)
+	head := loss.Head{W: s.rand("w", kdrt.F32, 0.05, Vs, C), G: s.rand("gw", kdrt.F32, 0, Vs, C)}
+	teacher := loss.TeacherHidden{Hidden: th, Head: s.rand("tw", kdrt.F32, 0.05, Vt, Ct)}
+	dHidden := s.rand("dh", kdrt.F32, 0, 2*G, C)
+	if s.err != nil {
+		b.Fatal(s.err)
+	}
+	sp, tp := r.Perm(Vs)[:M], r.Perm(Vt)[:M]
+	var pairs [][2]int32
+	sIn, tIn := make([]bool, Vs), make([]bool, Vt)
+	for k := range M {
+		pairs = append(pairs, [2]int32{int32(sp[k]), int32(tp[k])})
+		sIn[sp[k]], tIn[tp[k]] = true, true
+	}
+	var sfree, tfree []int32
+	for i, in := range sIn {
+		if !in {
+			sfree = append(sfree, int32(i))
+		}
+	}
+	for j, in := range tIn {
+		if !in {
+			tfree = append(tfree, int32(j))
+		}
+	}
+	m, err := loss.NewVocabMatch(g, pairs, sfree, tfree)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Free()
+	var rows loss.AlignedRows
+	for i := range int32(G) {
+		rows.Student = append(rows.Student, 2*i+1)
+		rows.Teacher = append(rows.Teacher, 2*i+1)
+		rows.StudentPrefix = append(rows.StudentPrefix, loss.Prefix{Span: i, Row: 2 * i, Token: int32(r.IntN(Vs))})
+		rows.TeacherPrefix = append(rows.TeacherPrefix, loss.Prefix{Span: i, Row: 2 * i, Token: int32(r.IntN(Vt))})
+	}
+	cfg := loss.CrossTokenizerConfig{Temperature: 1, MatchedWeight: float64(M) / Vt, UnmatchedWeight: 1 - float64(M)/Vt}
+	for b.Loop() {
+		if _, err := loss.CrossTokenizer(g, hidden, head, dHidden, teacher, rows, m, cfg, 1, loss.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		if err := g.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(G)*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
 }

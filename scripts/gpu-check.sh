@@ -52,6 +52,8 @@ echo "== training step (Qwen2.5-0.5B shape, random weights, sequence 1024)"
 "$here/kdnative" --device cuda bench --config qwen2.5-0.5b.json --batch "${BATCH:-8}" --seq 1024 --steps 3 > step.txt 2>&1 || { status=1; }
 echo "== fused KD loss (vocabulary 151,936) on the GPU"
 (cd cuda && ./cuda.test -test.run '^$' -test.bench KDFusedVsPlainGPU -test.benchtime 3x 2>&1) > kd.txt || status=1
+echo "== cross-tokenizer loss (vocabularies 128,256 and 151,936) on the GPU"
+(cd cuda && ./cuda.test -test.run '^$' -test.bench CrossTokenizerGPU -test.benchtime 3x 2>&1) > xtok.txt || status=1
 echo "== PyTorch on the same GPU (when python3 has torch and transformers)"
 if python3 -c 'import torch, transformers' 2>/dev/null; then
   python3 torch_bench.py --config qwen2.5-0.5b.json --batch "${BATCH:-8}" --seq 1024 > torch.txt 2>&1 || status=1
@@ -64,6 +66,7 @@ grep -cE '^--- FAIL' tests.log | sed 's/^/tests failed: /'
 cat kernels.txt
 tail -n 5 step.txt
 grep -E '^Benchmark' kd.txt
+grep -E '^Benchmark' xtok.txt
 grep '^{' torch.txt
 exit $status
 RUN
