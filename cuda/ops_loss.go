@@ -215,8 +215,10 @@ const xtokThreads = 256
 
 // xtokScratchBytes bounds the sort scratch of one CrossTokenizerDivergence
 // launch; rows beyond it go in further launches (waves) over the same
-// scratch.
-const xtokScratchBytes = 256 << 20
+// scratch. At 16 bytes per free student id and 8 per free teacher id, 512
+// MiB holds about 160 rows of two 150k vocabularies: enough blocks to fill
+// a large GPU.
+const xtokScratchBytes = 512 << 20
 
 // CrossTokenizerDivergence implements runtime.Backend (kernel loss_xtok):
 // one block per row sorts the row's free student ids by logit (a stable
