@@ -209,3 +209,87 @@ func (b *Backend) SparseDivergence(losses, dstudent, student, ids, logprobs, tai
 		b.dptr(losses), b.dptr(dstudent), b.dptr(student), b.dptr(ids), b.dptr(logprobs), b.dptr(tail),
 		b.dptr(weights), int32(V), int32(K), tailBucket, d.kind, d.invT, d.beta, d.alpha, d.lb, d.l1b, d.la, d.l1a)
 }
+
+// xtokThreads is loss_xtok's block size (XTOK_THREADS in kernels/loss.cu).
+const xtokThreads = 256
+
+// xtokScratchBytes bounds the sort scratch of one CrossTokenizerDivergence
+// launch; rows beyond it go in further launches (waves) over the same
+// scratch. At 16 bytes per free student id and 8 per free teacher id, 512
+// MiB holds about 160 rows of two 150k vocabularies: enough blocks to fill
+// a large GPU.
+const xtokScratchBytes = 512 << 20
+
+// CrossTokenizerDivergence implements runtime.Backend (kernel loss_xtok):
+// one block per row sorts the row's free student ids by logit (a stable
+// 4-bit LSD radix sort of (key, id) pairs in global scratch) and the
+// teacher's free logits likewise, walks both sorted lists for the ULD term
+// and its gradient, and compares the matched ids directly. Scratch is 16
+// bytes per free student id and 8 per free teacher id, per row, for a wave
+// of rows at a time (xtokScratchBytes). The vocabulary match's ids are not
+// read back to be checked (the CPU checks them; kd/loss builds them once):
+// an id outside its vocabulary reads out of bounds.
+func (b *Backend) CrossTokenizerDivergence(losses, dstudent, dslog, student, teacher, slog, tlog, weights *kdrt.Tensor, m kdrt.VocabMatch, p kdrt.CrossTokenizerParams) {
+	const op = "cross-tokenizer divergence"
+	N, Vs, Vt := student.Rows(), student.Cols(), teacher.Cols()
+	if teacher.Rows() != N || losses.Numel() != N || weights.Numel() != N {
+		panic(fmt.Sprintf("cuda: %s %v vs %v (losses %v, weights %v): shapes do not agree", op, student, teacher, losses, weights))
+	}
+	if dstudent != nil && dstudent.Numel() != student.Numel() {
+		panic(fmt.Sprintf("cuda: %s: %v and %v differ in size", op, dstudent, student))
+	}
+	for _, v := range []*kdrt.Tensor{dslog, slog, tlog} {
+		if v != nil && v.Numel() != N {
+			panic(fmt.Sprintf("cuda: %s: %v should have %d elements, one per row", op, v, N))
+		}
+	}
+	lossF32(op, losses, dstudent, dslog, student, teacher, slog, tlog, weights)
+	lossWidth(op, Vs, student)
+	lossWidth(op, Vt, teacher)
+	if m.StudentFree == nil || m.TeacherFree == nil {
+		panic(fmt.Sprintf("cuda: %s: the vocabulary match has no free-id lists", op))
+	}
+	M := 0
+	if m.Pairs != nil {
+		lossI32(op, m.Pairs)
+		if m.Pairs.Cols() != 2 {
+			panic(fmt.Sprintf("cuda: %s: pairs %v must be [M, 2]", op, m.Pairs))
+		}
+		M = m.Pairs.Rows()
+	}
+	lossI32(op, m.StudentFree)
+	lossI32(op, m.TeacherFree)
+	ns, nt := m.StudentFree.Numel(), m.TeacherFree.Numel()
+	if M+ns != Vs || M+nt != Vt {
+		panic(fmt.Sprintf("cuda: %s: the vocabulary match (%d pairs, %d and %d free ids) does not cover vocabularies of %d and %d", op, M, ns, nt, Vs, Vt))
+	}
+	if N == 0 {
+		return
+	}
+	perRow := 16*ns + 8*nt
+	wave := max(1, min(N, xtokScratchBytes/max(perRow, 1)))
+	sk, ok := b.scratch(op, kdrt.I32, max(1, wave*2*ns))
+	if !ok {
+		return
+	}
+	defer b.Free(sk)
+	sv, ok := b.scratch(op, kdrt.I32, max(1, wave*2*ns))
+	if !ok {
+		return
+	}
+	defer b.Free(sv)
+	tk, ok := b.scratch(op, kdrt.I32, max(1, wave*2*nt))
+	if !ok {
+		return
+	}
+	defer b.Free(tk)
+	invT := 1 / p.Temperature
+	for r0 := 0; r0 < N; r0 += wave {
+		rows := min(wave, N-r0)
+		b.launch(op, "loss_xtok", d1(rows), d1(xtokThreads), 0,
+			b.dptr(losses), b.dptr(dstudent), b.dptr(dslog), b.dptr(student), b.dptr(teacher),
+			b.dptr(slog), b.dptr(tlog), b.dptr(weights), b.dptr(m.Pairs), int32(M),
+			b.dptr(m.StudentFree), int32(ns), b.dptr(m.TeacherFree), int32(nt), int32(Vs), int32(Vt), invT,
+			p.MatchedWeight, p.UnmatchedWeight, b.dptr(sk), b.dptr(sv), b.dptr(tk), int32(r0))
+	}
+}

@@ -3,9 +3,11 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
+	"github.com/kdnative/kdnative/kd/loss"
 	kdrt "github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/cpu"
 )
@@ -421,4 +423,292 @@ func TestSparseDivergence(t *testing.T) {
 			}
 		}
 	}
+}
+
+// ---- cross-tokenizer divergence ----
+
+// xtokMatch is a random vocabulary match: M pairs (student id, teacher id),
+// flat, and each side's other ids in increasing order.
+func (p *pair) xtokMatch(Vs, Vt, M int) (pairs, sfree, tfree []int32) {
+	sp, tp := p.rng.Perm(Vs)[:M], p.rng.Perm(Vt)[:M]
+	sIn, tIn := make([]bool, Vs), make([]bool, Vt)
+	for k := range M {
+		pairs = append(pairs, int32(sp[k]), int32(tp[k]))
+		sIn[sp[k]], tIn[tp[k]] = true, true
+	}
+	for i, in := range sIn {
+		if !in {
+			sfree = append(sfree, int32(i))
+		}
+	}
+	for j, in := range tIn {
+		if !in {
+			tfree = append(tfree, int32(j))
+		}
+	}
+	return pairs, sfree, tfree
+}
+
+// TestCrossTokenizerDivergence runs the cross-tokenizer divergence (matched
+// forward KL and ULD's sorted L1 over the rest, with merge scales) on the
+// GPU against the CPU and against the float64 instance of the CPU's
+// algorithm, over vocabularies of both orders of size (up to Qwen's 151,936
+// against Llama 3's 128,256), with and without matched ids and gradients.
+//
+// ULD's gradient at a free id is ±(its probability) by the sign of its
+// difference with the teacher's entry of the same rank; where the two sorted
+// curves cross, float32 and float64 may disagree on a sign. The rows' merge
+// scales therefore keep one curve above the other (scale e⁻³ on one side;
+// the logits of both are uniform in [−4, 4], so their sorted probabilities
+// differ by less than that), with each side above in some row; the sign
+// logic at crossings is checked in float64 by runtime/cpu's tests.
+func TestCrossTokenizerDivergence(t *testing.T) {
+	p := newPair(t)
+	shapes := []struct {
+		N, Vs, Vt, M int
+		T, a, b      float32
+		scales       bool
+	}{
+		{5, 11, 7, 0, 1, 0, 1, false},
+		{5, 1000, 700, 300, 1.5, 0.3, 0.7, true},
+		{5, 700, 1000, 0, 0.75, 0, 1, true},
+		{5, 50000, 32000, 20000, 1, 0.4, 0.6, true},
+		{3, 151936, 128256, 100000, 1, 0.66, 0.34, true},
+	}
+	for _, sh := range shapes {
+		pairs, sfree, tfree := p.xtokMatch(sh.Vs, sh.Vt, sh.M)
+		var pc, pg *kdrt.Tensor
+		if sh.M > 0 {
+			pc, pg = p.ints("pairs", pairs, sh.M, 2)
+		}
+		sfc, sfg := p.ints("sfree", sfree, len(sfree))
+		tfc, tfg := p.ints("tfree", tfree, len(tfree))
+		mc := kdrt.VocabMatch{Pairs: pc, StudentFree: sfc, TeacherFree: tfc}
+		mg := kdrt.VocabMatch{Pairs: pg, StudentFree: sfg, TeacherFree: tfg}
+		for _, grad := range []bool{false, true} {
+			name := fmt.Sprintf("%d×(%d vs %d)/M=%d/T=%g/grad=%v", sh.N, sh.Vs, sh.Vt, sh.M, sh.T, grad)
+			par := kdrt.CrossTokenizerParams{Temperature: sh.T, MatchedWeight: sh.a, UnmatchedWeight: sh.b}
+			sc, sg := p.logits("student", sh.N, sh.Vs, 4, -1)
+			tc, tg := p.logits("teacher", sh.N, sh.Vt, 4, -1)
+			var slc, slg, tlc, tlg *kdrt.Tensor
+			var sl64, tl64 []float64
+			if sh.scales {
+				sl, tl := make([]float32, sh.N), make([]float32, sh.N)
+				for n := range sh.N {
+					// Odd rows: the student's curve above; even rows: below.
+					if n%2 == 1 {
+						sl[n], tl[n] = -0.5*p.rng.Float32(), -3-p.rng.Float32()
+					} else {
+						sl[n], tl[n] = -3-p.rng.Float32(), -0.5*p.rng.Float32()
+					}
+				}
+				slc, slg = p.from("slog", kdrt.F32, sl, sh.N)
+				tlc, tlg = p.from("tlog", kdrt.F32, tl, sh.N)
+				sl64, tl64 = p.host(slc), p.host(tlc)
+			}
+			w := p.rowWeights(sh.N) // row 1: weight 0
+			wc, wg := p.from("weights", kdrt.F32, w, sh.N)
+			oc, og := p.rand("losses", kdrt.F32, 1, sh.N) // overwritten
+			var dc, dg, dlc, dlg *kdrt.Tensor
+			var want []float64
+			if grad {
+				dc, dg = p.rand("dstudent", kdrt.F32, 1/float32(sh.Vs), sh.N, sh.Vs) // accumulated into
+				dlc, dlg = p.rand("dslog", kdrt.F32, 1, sh.N)                        // overwritten
+				want = p.host(dc)
+			}
+			p.cpu.CrossTokenizerDivergence(oc, dc, dlc, sc, tc, slc, tlc, wc, mc, par)
+			p.gpu.CrossTokenizerDivergence(og, dg, dlg, sg, tg, slg, tlg, wg, mg, par)
+			p.check(name+" losses", oc, og, lossCPUTol(sh.Vs))
+			if grad {
+				p.check(name+" dstudent", dc, dg, lossCPUTol(sh.Vs))
+				p.check(name+" dslog", dlc, dlg, lossCPUTol(sh.Vs))
+			}
+
+			losses, dsl := make([]float64, sh.N), make([]float64, sh.N)
+			w64 := make([]float64, sh.N)
+			for i, v := range w {
+				w64[i] = float64(v)
+			}
+			var dsl64 []float64
+			if grad {
+				dsl64 = dsl
+			}
+			cpu.CrossTokenizerRows64(losses, want, dsl64, p.host(sc), p.host(tc), sl64, tl64, w64, sh.N, sh.Vs, sh.Vt, pairs, sfree, tfree, par)
+			p.check64(name+" losses", losses, og, 2e-5)
+			if grad {
+				p.check64(name+" dstudent", want, dg, 2e-5)
+				p.check64(name+" dslog", dsl, dlg, 2e-5)
+			}
+		}
+	}
+}
+
+// xtokSpans are aligned rows for the fused cross-tokenizer loss tests: G
+// spans over Ns student and Nt teacher rows, some merging several tokens
+// on either side.
+func xtokSpans(r *rand.Rand, Ns, Nt, Vs, Vt int) loss.AlignedRows {
+	var a loss.AlignedRows
+	s, t := 0, 0
+	for s < Ns-3 && t < Nt-3 {
+		ns, nt := 1+r.IntN(3), 1+r.IntN(3)
+		g := int32(len(a.Student))
+		for k := range ns - 1 {
+			a.StudentPrefix = append(a.StudentPrefix, loss.Prefix{Span: g, Row: int32(s + k), Token: int32(r.IntN(Vs))})
+		}
+		for k := range nt - 1 {
+			a.TeacherPrefix = append(a.TeacherPrefix, loss.Prefix{Span: g, Row: int32(t + k), Token: int32(r.IntN(Vt))})
+		}
+		a.Student = append(a.Student, int32(s+ns-1))
+		a.Teacher = append(a.Teacher, int32(t+nt-1))
+		s, t = s+ns, t+nt
+	}
+	return a
+}
+
+// TestCrossTokenizerFused runs kd/loss's fused cross-tokenizer loss on the
+// GPU and on the CPU with the same inputs — hidden states and lm_head in
+// F32 and BF16 storage, an online teacher (hidden states and head), and a
+// top-k teacher held on the host (scattered into the teacher's logits on
+// the device) — at two chunk sizes, and compares the loss and the
+// gradients to the hidden states and the lm_head. This covers the gathers
+// and scatters (Embedding, EmbeddingBackward) and the merged tokens'
+// backward (CrossEntropyBackward) the loss drives around the op.
+func TestCrossTokenizerFused(t *testing.T) {
+	p := newPair(t)
+	const Ns, C, Vs, Nt, Ct, Vt, M, K = 40, 24, 300, 50, 16, 259, 120, 8
+	pairs, sfree, tfree := p.xtokMatch(Vs, Vt, M)
+	var pr [][2]int32
+	for k := 0; k < len(pairs); k += 2 {
+		pr = append(pr, [2]int32{pairs[k], pairs[k+1]})
+	}
+	mc, err := loss.NewVocabMatch(p.cpu, pr, sfree, tfree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mg, err := loss.NewVocabMatch(p.gpu, pr, sfree, tfree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mg.Free()
+	rows := xtokSpans(p.rng, Ns, Nt, Vs, Vt)
+	// A host top-k teacher: K ids per row with log-probabilities of a
+	// random distribution, and the log of the rest.
+	tk := loss.TeacherTopKHost{K: K, Vocab: Vt, IDs: make([]int32, Nt*K), LogProbs: make([]float32, Nt*K), Tail: make([]float32, Nt)}
+	for r := range Nt {
+		perm := p.rng.Perm(Vt)
+		rest := 1.0
+		for k := range K {
+			pk := rest * (0.2 + 0.3*p.rng.Float64())
+			rest -= pk
+			tk.IDs[r*K+k], tk.LogProbs[r*K+k] = int32(perm[k]), float32(math.Log(pk))
+		}
+		tk.Tail[r] = float32(math.Log(rest))
+	}
+	cfg := loss.CrossTokenizerConfig{Temperature: 1.5, MatchedWeight: 0.4, UnmatchedWeight: 0.6}
+	for _, dt := range dtypes {
+		for _, teacherKind := range []string{"online", "topk"} {
+			for _, chunk := range []int{7, 0} {
+				name := fmt.Sprintf("%s/%s/chunk=%d", dtName(dt), teacherKind, chunk)
+				hc, hg := p.from("hidden", dt, p.randVals(Ns*C, 1), Ns, C)
+				wc, wg := p.from("head", dt, p.randVals(Vs*C, 0.5), Vs, C)
+				gwc, gwg := p.zeros("dhead", kdrt.F32, Vs, C)
+				dhc, dhg := p.zeros("dhidden", kdrt.F32, Ns, C)
+				var tc, tg loss.Teacher = tk, tk
+				if teacherKind == "online" {
+					thc, thg := p.from("teacher hidden", dt, p.randVals(Nt*Ct, 1), Nt, Ct)
+					twc, twg := p.from("teacher head", dt, p.randVals(Vt*Ct, 0.5), Vt, Ct)
+					tc, tg = loss.TeacherHidden{Hidden: thc, Head: twc}, loss.TeacherHidden{Hidden: thg, Head: twg}
+				}
+				opt := loss.Options{ChunkRows: chunk}
+				rc, err := loss.CrossTokenizer(p.cpu, hc, loss.Head{W: wc, G: gwc}, dhc, tc, rows, mc, cfg, 0.8, opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rg, err := loss.CrossTokenizer(p.gpu, hg, loss.Head{W: wg, G: gwg}, dhg, tg, rows, mg, cfg, 0.8, opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if math.Abs(rg.Loss-rc.Loss) > 1e-4*math.Max(1, math.Abs(rc.Loss)) {
+					t.Errorf("%s: loss GPU %.7g, CPU %.7g", name, rg.Loss, rc.Loss)
+				}
+				p.check(name+" dhidden", dhc, dhg, 1e-4)
+				p.check(name+" dhead", gwc, gwg, 1e-4)
+			}
+		}
+	}
+}
+
+// randVals are n values uniform in [−scale, scale).
+func (p *pair) randVals(n int, scale float32) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = scale * (2*p.rng.Float32() - 1)
+	}
+	return v
+}
+
+// BenchmarkCrossTokenizerGPU times the fused cross-tokenizer loss (align:
+// matched forward KL and ULD's sorted L1, forward and backward) on the GPU
+// for 1,024 spans between a Llama-3-sized student vocabulary (128,256) and a
+// Qwen2.5-sized teacher (151,936), half the ids matched, every span merging
+// one earlier token on each side. It needs a real GPU (the emulator would
+// take hours):
+//
+//	./cuda.test -test.run '^$' -test.bench CrossTokenizerGPU -test.benchtime 3x
+func BenchmarkCrossTokenizerGPU(b *testing.B) {
+	g, err := Open()
+	if err != nil {
+		b.Skipf("needs an NVIDIA GPU: %v", err)
+	}
+	const G, C, Ct, Vs, Vt, M = 1024, 896, 896, 128256, 151936, 64000
+	r := rand.New(rand.NewPCG(1, 1))
+	s := &benchSet{b: g, r: r}
+	defer s.free()
+	hidden, th := s.rand("h", kdrt.F32, 1, 2*G, C), s.rand("th", kdrt.F32, 1, 2*G, Ct)
+	head := loss.Head{W: s.rand("w", kdrt.F32, 0.05, Vs, C), G: s.rand("gw", kdrt.F32, 0, Vs, C)}
+	teacher := loss.TeacherHidden{Hidden: th, Head: s.rand("tw", kdrt.F32, 0.05, Vt, Ct)}
+	dHidden := s.rand("dh", kdrt.F32, 0, 2*G, C)
+	if s.err != nil {
+		b.Fatal(s.err)
+	}
+	sp, tp := r.Perm(Vs)[:M], r.Perm(Vt)[:M]
+	var pairs [][2]int32
+	sIn, tIn := make([]bool, Vs), make([]bool, Vt)
+	for k := range M {
+		pairs = append(pairs, [2]int32{int32(sp[k]), int32(tp[k])})
+		sIn[sp[k]], tIn[tp[k]] = true, true
+	}
+	var sfree, tfree []int32
+	for i, in := range sIn {
+		if !in {
+			sfree = append(sfree, int32(i))
+		}
+	}
+	for j, in := range tIn {
+		if !in {
+			tfree = append(tfree, int32(j))
+		}
+	}
+	m, err := loss.NewVocabMatch(g, pairs, sfree, tfree)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Free()
+	var rows loss.AlignedRows
+	for i := range int32(G) {
+		rows.Student = append(rows.Student, 2*i+1)
+		rows.Teacher = append(rows.Teacher, 2*i+1)
+		rows.StudentPrefix = append(rows.StudentPrefix, loss.Prefix{Span: i, Row: 2 * i, Token: int32(r.IntN(Vs))})
+		rows.TeacherPrefix = append(rows.TeacherPrefix, loss.Prefix{Span: i, Row: 2 * i, Token: int32(r.IntN(Vt))})
+	}
+	cfg := loss.CrossTokenizerConfig{Temperature: 1, MatchedWeight: float64(M) / Vt, UnmatchedWeight: 1 - float64(M)/Vt}
+	for b.Loop() {
+		if _, err := loss.CrossTokenizer(g, hidden, head, dHidden, teacher, rows, m, cfg, 1, loss.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		if err := g.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(G)*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
 }

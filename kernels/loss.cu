@@ -397,3 +397,211 @@ extern "C" __global__ void __launch_bounds__(1024) loss_sparse_divergence(float*
     // does; the ids are distinct by contract and disjoint from the tail ids).
     for (int k = threadIdx.x; k < K; k += blockDim.x) atomicAdd(&drow[rid[k]], wi * (qgs[k] - expf(lq[k]) * sg));
 }
+
+// ---------------------------------------------------------------------------
+// Cross-tokenizer divergence: forward KL over the ids both vocabularies
+// have, Universal Logit Distillation (sorted L1) over the rest (runtime/cpu
+// xtok.go, formula for formula).
+
+// The block size of loss_xtok: the radix sort's counters take 16·256 ints
+// (16 KiB) of static shared memory.
+#define XTOK_THREADS 256
+
+// xtok_key maps a logit to an unsigned key whose increasing order is the
+// logit's decreasing order (the float's bits, sign-folded, inverted);
+// xtok_unkey gives the logit back exactly.
+__device__ __forceinline__ unsigned xtok_key(float x) {
+    unsigned u = __float_as_uint(x);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ~u;
+}
+__device__ __forceinline__ float xtok_unkey(unsigned k) {
+    unsigned u = ~k;
+    u = (u & 0x80000000u) ? (u & 0x7fffffffu) : ~u;
+    return __uint_as_float(u);
+}
+
+// xtok_scan returns the exclusive prefix sum of v over the block's threads
+// in threadIdx order (a Hillis–Steele scan in sh[blockDim.x]). Every thread
+// calls it.
+__device__ int xtok_scan(int v, int* sh) {
+    const int t = threadIdx.x;
+    sh[t] = v;
+    __syncthreads();
+    for (int o = 1; o < (int)blockDim.x; o <<= 1) {
+        int x = t >= o ? sh[t - o] : 0;
+        __syncthreads();
+        sh[t] += x;
+        __syncthreads();
+    }
+    int incl = sh[t];
+    __syncthreads();
+    return incl - v;
+}
+
+// xtok_sort sorts n keys k0 (with their values v0 when v0 is not null) in
+// increasing order, stably, by eight 4-bit LSD radix passes; k1 and v1 are
+// scratch of the same size. Each thread owns a contiguous segment of the
+// keys, so that counting by (digit, thread) and scattering in segment order
+// keep equal keys in input order. A pass whose digit is the same for every
+// key moves nothing. It returns 0 when the result is in k0/v0 and 1 when in
+// k1/v1. cnt is shared int[16·blockDim.x], sh shared int[blockDim.x]. Every
+// thread of the block calls it.
+__device__ int xtok_sort(unsigned* k0, int* v0, unsigned* k1, int* v1, int n, int* cnt, int* sh) {
+    const int T = blockDim.x, t = threadIdx.x;
+    const int per = (n + T - 1) / T;
+    const int lo = min(n, t * per), hi = min(n, lo + per);
+    int cur = 0;
+    for (int shift = 0; shift < 32; shift += 4) {
+        const unsigned* ks = cur ? k1 : k0;
+        const int* vs = cur ? v1 : v0;
+        unsigned* kd = cur ? k0 : k1;
+        int* vd = cur ? v0 : v1;
+        int c[16];
+        for (int d = 0; d < 16; d++) c[d] = 0;
+        for (int e = lo; e < hi; e++) c[(ks[e] >> shift) & 15u]++;
+        for (int d = 0; d < 16; d++) cnt[d * T + t] = c[d];
+        __syncthreads();
+        // Exclusive scan of cnt in (digit, thread) order: thread t scans the
+        // 16 entries [16t, 16t + 16), the block scan adds what precedes them.
+        int local[16], sum = 0;
+        for (int k = 0; k < 16; k++) {
+            local[k] = sum;
+            sum += cnt[16 * t + k];
+        }
+        int base = xtok_scan(sum, sh);
+        for (int k = 0; k < 16; k++) cnt[16 * t + k] = base + local[k];
+        __syncthreads();
+        bool skip = false;
+        for (int d = 0; d < 16; d++) {
+            int end = d < 15 ? cnt[(d + 1) * T] : n;
+            if (end - cnt[d * T] == n) skip = true;
+        }
+        if (!skip) { // uniform across the block
+            for (int d = 0; d < 16; d++) c[d] = cnt[d * T + t];
+            for (int e = lo; e < hi; e++) {
+                unsigned k = ks[e];
+                int pos = c[(k >> shift) & 15u]++;
+                kd[pos] = k;
+                if (vs != 0) vd[pos] = vs[e];
+            }
+            cur ^= 1;
+        }
+        __syncthreads();
+    }
+    return cur;
+}
+
+// xtok_lse computes a row's max of x·(1/τ) and log Σ exp(x·(1/τ) − max), the
+// sum accumulated in double (CPU logSoftmax64Sum). Every thread calls it.
+__device__ void xtok_lse(const float* row, int V, float invT, float& mx, float& logSum) {
+    float m = KD_NEG_INF;
+    double s = 0.0;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) {
+        float x = __fmul_rn(row[j], invT);
+        if (x > m) {
+            s = (m == KD_NEG_INF) ? 1.0 : s * exp((double)(m - x)) + 1.0;
+            m = x;
+        } else if (x != KD_NEG_INF) {
+            s += (double)expf(x - m);
+        }
+    }
+    float M = block_max(m);
+    double part = (m == KD_NEG_INF) ? 0.0 : s * exp((double)(m - M));
+    double S = block_sum_d(part);
+    mx = M;
+    logSum = (M == KD_NEG_INF) ? 0.0f : (float)log(S);
+}
+
+__device__ __forceinline__ float xtok_sign(float x) { return (float)((x > 0.0f) - (x < 0.0f)); }
+
+// loss_xtok is CrossTokenizerDivergence for the rows row0 + blockIdx.x, one
+// block of XTOK_THREADS per row: student [N, Vs], teacher [N, Vt], slog and
+// tlog [N] or null, weights [N]; pairs I32 [M, 2] (student id, teacher id),
+// sfree I32 [ns] and tfree I32 [nt] the other ids in increasing order.
+// Scratch per block (blockIdx.x): sk, sv [2·ns] for the student's free
+// (key, id) pairs and tk [2·nt] for the teacher's free keys.
+extern "C" __global__ void loss_xtok(float* losses, float* ds, float* dslog, const float* student, const float* teacher,
+                                     const float* slog, const float* tlog, const float* weights, const int* pairs, int M,
+                                     const int* sfree, int ns, const int* tfree, int nt, int Vs, int Vt, float invT,
+                                     float aw, float bw, unsigned* sk, int* sv, unsigned* tk, int row0) {
+    __shared__ int xtok_cnt[16 * XTOK_THREADS];
+    __shared__ int xtok_sh[XTOK_THREADS];
+    const int n = row0 + blockIdx.x, t = threadIdx.x;
+    const float w = weights[n];
+    if (w == 0.0f) {
+        if (t == 0) {
+            losses[n] = 0.0f;
+            if (dslog != 0) dslog[n] = 0.0f;
+        }
+        return;
+    }
+    const float* srow = student + (i64)n * Vs;
+    const float* trow = teacher + (i64)n * Vt;
+    const float cs = slog != 0 ? slog[n] : 0.0f, ct = tlog != 0 ? tlog[n] : 0.0f;
+    float mxS, lsS, mxT, lsT;
+    xtok_lse(srow, Vs, invT, mxS, lsS);
+    xtok_lse(trow, Vt, invT, mxT, lsT);
+
+    unsigned* sk0 = sk + (i64)blockIdx.x * 2 * ns;
+    unsigned* sk1 = sk0 + ns;
+    int* sv0 = sv + (i64)blockIdx.x * 2 * ns;
+    int* sv1 = sv0 + ns;
+    unsigned* tk0 = tk + (i64)blockIdx.x * 2 * nt;
+    unsigned* tk1 = tk0 + nt;
+    for (int r = t; r < ns; r += blockDim.x) {
+        int i = sfree[r];
+        sk0[r] = xtok_key(srow[i]);
+        sv0[r] = i;
+    }
+    for (int r = t; r < nt; r += blockDim.x) tk0[r] = xtok_key(trow[tfree[r]]);
+    __syncthreads();
+    const int sc = xtok_sort(sk0, sv0, sk1, sv1, ns, xtok_cnt, xtok_sh);
+    const int tc = xtok_sort(tk0, 0, tk1, 0, nt, xtok_cnt, xtok_sh);
+    const unsigned* skr = sc ? sk1 : sk0;
+    const int* svr = sc ? sv1 : sv0;
+    const unsigned* tkr = tc ? tk1 : tk0;
+
+    // Pass 1: the matched KL, the sorted L1 and S = Σ q·∂D/∂q.
+    double kl = 0.0, uld = 0.0, S = 0.0;
+    for (int k = t; k < M; k += blockDim.x) {
+        int i = pairs[2 * k], j = pairs[2 * k + 1];
+        float lmt = ct + logsm(__fmul_rn(trow[j], invT), mxT, lsT);
+        float mt = expf(lmt);
+        S += (double)(-aw * mt);
+        if (mt > 0.0f) kl += (double)(mt * (lmt - (cs + logsm(__fmul_rn(srow[i], invT), mxS, lsS))));
+    }
+    const int L = max(ns, nt);
+    for (int r = t; r < L; r += blockDim.x) {
+        float a = 0.0f, b = 0.0f;
+        if (r < ns) a = expf(cs + logsm(__fmul_rn(xtok_unkey(skr[r]), invT), mxS, lsS));
+        if (r < nt) b = expf(ct + logsm(__fmul_rn(xtok_unkey(tkr[r]), invT), mxT, lsT));
+        uld += (double)fabsf(a - b);
+        if (r < ns) S += (double)(bw * a * xtok_sign(a - b));
+    }
+    kl = block_sum_d(kl);
+    uld = block_sum_d(uld);
+    S = block_sum_d(S);
+    if (t == 0) {
+        losses[n] = (float)((double)w * ((double)aw * kl + (double)bw * uld));
+        if (dslog != 0) dslog[n] = (float)((double)w * S);
+    }
+    if (ds == 0) return;
+
+    // Pass 2: the softmax chain ∂D/∂s_i = (1/τ)·(q_i·∂D/∂q_i − q_i·S), each
+    // id written by one thread (matched and free ids are disjoint).
+    float* drow = ds + (i64)n * Vs;
+    const float wi = w * invT, Sf = (float)S;
+    for (int k = t; k < M; k += blockDim.x) {
+        int i = pairs[2 * k], j = pairs[2 * k + 1];
+        float mt = expf(ct + logsm(__fmul_rn(trow[j], invT), mxT, lsT));
+        float q = expf(logsm(__fmul_rn(srow[i], invT), mxS, lsS));
+        drow[i] += wi * (-aw * mt - q * Sf);
+    }
+    for (int r = t; r < ns; r += blockDim.x) {
+        float ls = logsm(__fmul_rn(xtok_unkey(skr[r]), invT), mxS, lsS);
+        float a = expf(cs + ls);
+        float b = r < nt ? expf(ct + logsm(__fmul_rn(xtok_unkey(tkr[r]), invT), mxT, lsT)) : 0.0f;
+        drow[svr[r]] += wi * (bw * a * xtok_sign(a - b) - expf(ls) * Sf);
+    }
+}

@@ -96,4 +96,55 @@ type LossOps interface {
 	// the tail is 1 − Σ top-k, which quantized log-probabilities make
 	// unreliable when the top-k holds nearly all the mass.
 	SparseDivergence(losses, dstudent, student, ids, logprobs, tail, weights *Tensor, p DivergenceParams)
+	// CrossTokenizerOps are the divergences between different tokenizers.
+	CrossTokenizerOps
+}
+
+// VocabMatch pairs the ids of two vocabularies (a student's and a
+// teacher's of another tokenizer) for CrossTokenizerDivergence: the ids
+// whose tokens both vocabularies have, and the others of each side. Every
+// id of each vocabulary appears exactly once, in Pairs or in its side's
+// free list. The tensors are I32 and built once per run.
+type VocabMatch struct {
+	// Pairs [M, 2] holds (student id, teacher id) of the tokens both
+	// vocabularies have; nil when M = 0 (ULD compares everything sorted).
+	Pairs *Tensor
+	// StudentFree [Vs − M] and TeacherFree [Vt − M] are the other ids of
+	// each side, in increasing order.
+	StudentFree, TeacherFree *Tensor
+}
+
+// CrossTokenizerParams configure CrossTokenizerDivergence.
+type CrossTokenizerParams struct {
+	// Temperature τ divides the student's and the teacher's logits.
+	Temperature float32
+	// MatchedWeight multiplies the forward KL over the matched ids and
+	// UnmatchedWeight the sorted L1 distance (ULD) over the free ids.
+	MatchedWeight, UnmatchedWeight float32
+}
+
+// CrossTokenizerOps are the losses between a student and a teacher whose
+// tokenizers differ (kd/loss's cross-tokenizer objectives).
+type CrossTokenizerOps interface {
+	// CrossTokenizerDivergence compares, for each row n, the student's
+	// distribution m_s = exp(slog[n])·softmax(student[n]/τ) over its Vs ids
+	// with the teacher's m_t = exp(tlog[n])·softmax(teacher[n]/τ) over its Vt
+	// ids (the scales exp(slog), exp(tlog) ≤ 1 are the probabilities of the
+	// tokens merged into an aligned span, as GOLD merges them):
+	//
+	//	D = a·Σ_{(i,j) ∈ Pairs} m_t[j]·(log m_t[j] − log m_s[i])
+	//	  + b·Σ_r |sort↓(m_s[StudentFree])_r − sort↓(m_t[TeacherFree])_r|
+	//
+	// with a = MatchedWeight, b = UnmatchedWeight, the sorted vectors padded
+	// with zeros to the longer one (Universal Logit Distillation's
+	// Wasserstein-1 between sorted probabilities, Boizard et al. 2024).
+	// losses[n] = weights[n]·D; when dstudent is not nil it accumulates
+	// dstudent[n] += weights[n]·∂D/∂student[n], and when dslog is not nil it
+	// is set to weights[n]·∂D/∂slog[n] (through which the caller reaches the
+	// merged tokens' own logits). student, dstudent are [N, Vs], teacher is
+	// [N, Vt], slog, tlog (nil: 0), losses, weights and dslog F32 [N]. A row
+	// of weight 0 gets loss 0 and no gradient. Ties in the sort are broken
+	// by logit, then by id (which changes only which of two equal values a
+	// gradient goes to).
+	CrossTokenizerDivergence(losses, dstudent, dslog, student, teacher, slog, tlog, weights *Tensor, m VocabMatch, p CrossTokenizerParams)
 }

@@ -58,7 +58,11 @@ func (t *trainer) evaluate() (Eval, error) {
 	if t.pairs != nil {
 		return t.evaluatePairs()
 	}
-	return EvaluateSFT(t.be, t.student, t.teacher, t.val, t.r.BatchSize, t.pad, t.lossOpt)
+	teacher := t.teacher
+	if t.xt != nil {
+		teacher = nil // its rows are not the student's: no KL per token
+	}
+	return EvaluateSFT(t.be, t.student, teacher, t.val, t.r.BatchSize, t.pad, t.lossOpt)
 }
 
 // EvaluateSFT measures a student's mean cross-entropy (and perplexity) on

@@ -100,6 +100,20 @@ type KDTerm struct {
 	// Cache is a teacher cache (kdnative cache-teacher) to use as the
 	// teacher instead of running one.
 	Cache string `yaml:"cache"`
+	// CrossTokenizer, uld or align, distills from a teacher whose tokenizer
+	// differs from the student's, aligning the two tokenizations by their
+	// text (docs/cross-tokenizer.md): uld compares sorted probabilities
+	// (Universal Logit Distillation), align the ids both vocabularies have
+	// by forward KL and the rest by ULD (TRL's GOLD).
+	CrossTokenizer string `yaml:"cross_tokenizer"`
+	// MatchedWeight (align) weighs the forward KL over the shared ids, and
+	// 1 − it ULD over the rest; unset: GOLD's share of shared ids in the
+	// teacher's vocabulary.
+	MatchedWeight *float64 `yaml:"matched_weight"`
+	// TeacherMaxLen is the teacher's longest sequence in its own tokens
+	// (cross_tokenizer; 0: the teacher's max_position_embeddings, as
+	// cache-teacher's default).
+	TeacherMaxLen int `yaml:"teacher_max_len"`
 }
 
 // DPOTerm is preference optimization on (prompt, chosen, rejected).

@@ -86,6 +86,9 @@ type trainer struct {
 	saidVocab  bool
 	cache      *cache.Reader
 	evalTasks  evalTaskSet // the recipe's eval_tasks (evaltasks.go)
+	// xt is set when the kd term's teacher has another tokenizer
+	// (objectives.kd.cross_tokenizer; xtok.go).
+	xt *xtokState
 }
 
 // Run trains as the recipe says and returns what happened. Progress goes to
@@ -145,6 +148,9 @@ func (t *trainer) setup(opt Options) error {
 		return fmt.Errorf("data.max_len %d is longer than the student allows (%d positions, max_position_embeddings in %s)",
 			r.Data.MaxLen, cfg.MaxPositions, filepath.Join(r.Student, "config.json"))
 	}
+	if k := r.Objectives.KD; k != nil && k.CrossTokenizer != "" {
+		t.xt = &xtokState{mode: k.CrossTokenizer}
+	}
 	if r.Teacher != "" {
 		if err := t.loadTeacher(tok); err != nil {
 			return err
@@ -166,7 +172,11 @@ func (t *trainer) setup(opt Options) error {
 		if t.kd, err = r.Objectives.KD.Config(); err != nil {
 			return err
 		}
-		if t.teacher == nil {
+		if t.xt != nil {
+			if err := t.setupXTok(t.dataOptions()); err != nil {
+				return err
+			}
+		} else if t.teacher == nil {
 			if t.loader == nil || !hasTopK(t.train) {
 				return errors.New("objectives.kd needs a teacher: set teacher to a model folder, or give pre-tokenized data with teacher_topk_ids and teacher_topk_logprobs")
 			}
@@ -224,6 +234,9 @@ func (t *trainer) setup(opt Options) error {
 }
 
 func (t *trainer) loadTeacher(tok *tokenizer.Tokenizer) error {
+	if t.xt != nil {
+		return t.loadXTokTeacher()
+	}
 	var err error
 	if t.teacher, err = model.LoadDir(t.r.Teacher, t.be); err != nil {
 		return fmt.Errorf("teacher: %w", err)
@@ -233,13 +246,14 @@ func (t *trainer) loadTeacher(tok *tokenizer.Tokenizer) error {
 		return fmt.Errorf("teacher: %w", err)
 	}
 	if ttok.Hash() != tok.Hash() {
-		return fmt.Errorf("the teacher's tokenizer (%s) differs from the student's: token ids would not mean the same thing; distill between models of one tokenizer family", t.r.Teacher)
+		return fmt.Errorf("the teacher's tokenizer (%s) differs from the student's: token ids would not mean the same thing; distill between models of one tokenizer family, or set objectives.kd.cross_tokenizer (align or uld) to align the two tokenizations by their text", t.r.Teacher)
 	}
 	t.noteTemplates("the teacher", t.r.Teacher, ttok)
 	return nil
 }
 
-func (t *trainer) loadData() error {
+// dataOptions are the recipe's data options for the student's tokenizer.
+func (t *trainer) dataOptions() data.Options {
 	r := &t.r
 	opts := data.Options{MaxLen: r.Data.MaxLen, Overflow: r.Data.Overflow, Pack: r.Data.Pack, Template: r.Data.Template,
 		SystemPrompt: r.Data.SystemPrompt, Seed: r.Seed, ValFraction: r.Data.ValFraction, ValFile: r.Data.Val,
@@ -247,7 +261,13 @@ func (t *trainer) loadData() error {
 	if opts.ValFile != "" {
 		opts.ValFraction = 0
 	}
-	if t.cache != nil {
+	return opts
+}
+
+func (t *trainer) loadData() error {
+	r := &t.r
+	opts := t.dataOptions()
+	if t.cache != nil && t.xt == nil { // a cross-tokenizer cache belongs to the teacher's examples
 		opts.BeforeSplit = attachCache(t.cache)
 	}
 	sp := t.tok.Special()
@@ -455,7 +475,11 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 		st.sft += l / o.SFT.Weight
 		st.loss += l
 	}
-	if o.KD != nil {
+	if o.KD != nil && t.xt != nil {
+		if err := t.xtokKD(st, rows, b, h, head, dh, w); err != nil {
+			return err
+		}
+	} else if o.KD != nil {
 		var teacher loss.Teacher
 		mask := targetMask(b.Targets)
 		if t.sparse {
@@ -580,6 +604,9 @@ func targetMask(targets []int32) []float32 {
 // openCache opens the recipe's teacher cache and checks that it was made
 // with the student's tokenizer and at the recipe's temperature.
 func (t *trainer) openCache() error {
+	if t.xt != nil {
+		return t.openXTokCache()
+	}
 	k := t.r.Objectives.KD
 	r, err := cache.Open(k.Cache)
 	if err != nil {
@@ -592,7 +619,7 @@ func (t *trainer) openCache() error {
 	}
 	if h.TokenizerHash != t.tok.Hash() {
 		r.Close()
-		return fmt.Errorf("the teacher cache %s was made with another tokenizer (teacher %s): token ids would not mean the same thing", k.Cache, h.Teacher)
+		return fmt.Errorf("the teacher cache %s was made with another tokenizer (teacher %s): token ids would not mean the same thing; set objectives.kd.cross_tokenizer (align or uld) to distill across tokenizers", k.Cache, h.Teacher)
 	}
 	// The cache holds the teacher's view of the data as its template
 	// rendered it; a student folder with another template renders other

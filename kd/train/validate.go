@@ -66,6 +66,7 @@ func (r *Recipe) Validate() error {
 		if _, err := o.KD.Config(); err != nil {
 			bad("objectives.kd", "%v", err)
 		}
+		r.validateCrossTokenizer(bad)
 	}
 	if o.DPO != nil {
 		weight("objectives.dpo", o.DPO.Weight)
@@ -178,4 +179,41 @@ func (d *DPOTerm) Config() (loss.DPOConfig, error) {
 		c.Beta = 0.1 // TRL's default
 	}
 	return c, c.Validate()
+}
+
+// validateCrossTokenizer checks objectives.kd's cross-tokenizer keys.
+func (r *Recipe) validateCrossTokenizer(bad func(key, format string, a ...any)) {
+	k := r.Objectives.KD
+	switch k.CrossTokenizer {
+	case "":
+		if k.MatchedWeight != nil || k.TeacherMaxLen != 0 {
+			bad("objectives.kd", "matched_weight and teacher_max_len apply to cross_tokenizer only")
+		}
+		return
+	case "uld", "align":
+	default:
+		bad("objectives.kd.cross_tokenizer", "%q is not one of [uld align]", k.CrossTokenizer)
+		return
+	}
+	if k.Divergence != "" && k.Divergence != "forward_kl" {
+		bad("objectives.kd.divergence", "%s cannot be used with cross_tokenizer (align compares the shared ids by forward KL, as GOLD does with beta 0; uld sorts)", k.Divergence)
+	}
+	if w := k.MatchedWeight; w != nil && (k.CrossTokenizer != "align" || !(*w >= 0 && *w <= 1)) {
+		bad("objectives.kd.matched_weight", "%g must be in [0, 1], with cross_tokenizer: align", *w)
+	}
+	if k.TeacherMaxLen < 0 {
+		bad("objectives.kd.teacher_max_len", "%d must be ≥ 0", k.TeacherMaxLen)
+	}
+	if r.Teacher == "" && k.Cache == "" {
+		bad("objectives.kd.cross_tokenizer", "needs a teacher (teacher: a model folder or GGUF file) or a teacher cache (objectives.kd.cache)")
+	}
+	if r.Data.Pack {
+		bad("data.pack", "cannot be used with objectives.kd.cross_tokenizer (each example is aligned with the teacher's tokenization of it)")
+	}
+	if r.Data.Overflow == "drop" {
+		bad("data.overflow", "drop cannot be used with objectives.kd.cross_tokenizer (the two tokenizers would drop different examples); use truncate")
+	}
+	if r.Objectives.Feature != nil {
+		bad("objectives.feature", "cannot be used with objectives.kd.cross_tokenizer (the teacher's hidden states are of other tokens)")
+	}
 }

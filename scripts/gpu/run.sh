@@ -269,8 +269,20 @@ st_kdloss() {
   KDNATIVE_BENCH_TOKENS=$((BATCH * SEQ)) ./cuda.test -test.v -test.run '^$' -test.bench KDFusedVsPlainGPU -test.benchtime 3x
 }
 
+# The fused cross-tokenizer loss (kd/loss CrossTokenizer) at Llama 3's and
+# Qwen2.5's vocabularies (128,256 and 151,936).
+st_xtokloss() {
+  cd cuda || return 1
+  if [ "$DRY" = 1 ]; then
+    ./cuda.test -test.list 'BenchmarkCrossTokenizerGPU' | grep -qx BenchmarkCrossTokenizerGPU || return 1
+    echo "dry run: BenchmarkCrossTokenizerGPU needs a GPU"
+    return 0
+  fi
+  ./cuda.test -test.v -test.run '^$' -test.bench CrossTokenizerGPU -test.benchtime 3x
+}
+
 export -f st_env st_wheels st_tests st_tests_long bench bench_or_half st_kd st_student torch_row \
-  st_torch_student st_torch_kd_plain st_torch_kd_liger st_kernels st_kdloss
+  st_torch_student st_torch_kd_plain st_torch_kd_liger st_kernels st_kdloss st_xtokloss
 
 if [ "$DRY" = 1 ]; then
   echo "== dry run: ${NO_GPU_WHY:-asked for with --dry-run}; each stage runs up to its first GPU call"
@@ -288,6 +300,7 @@ stage student 90 st_student
 stage torch-student 75 st_torch_student
 stage kernels 60 st_kernels
 stage kdloss 75 st_kdloss
+stage xtokloss 40 st_xtokloss
 stage tests-long 120 st_tests_long
 
 if [ "$DRY" = 1 ]; then
