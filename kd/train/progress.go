@@ -23,6 +23,7 @@ func (t *trainer) report(st stepStats) {
 	if t.pairs != nil {
 		line += fmt.Sprintf(" acc %.2f margin %.3f", st.dpoMetrics.Accuracy, st.dpoMetrics.Margin)
 	}
+	line += t.onpolicyLine(st)
 	line += fmt.Sprintf("  lr %.2e  |g| %.3f", st.lr, st.gradNorm)
 	if known {
 		line += fmt.Sprintf("  %.0f tok/s  %s left", tps, formatLeft(left))
@@ -53,6 +54,7 @@ func (t *trainer) report(st stepStats) {
 		if t.pairs != nil {
 			rec["reward_accuracy"], rec["reward_margin"] = st.dpoMetrics.Accuracy, st.dpoMetrics.Margin
 		}
+		t.onpolicyRecord(rec, st)
 		t.metrics.write(rec)
 	}
 }
