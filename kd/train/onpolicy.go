@@ -317,9 +317,10 @@ func (t *trainer) openSamples() error {
 	return err
 }
 
-// promptOf is a row's prompt and its length: the tokens before the first
-// learnt one (the first assistant turn, or the response), or the first
-// prompt_tokens tokens of a row learnt whole.
+// promptOf is the length of a row's prompt: the tokens before the first
+// learnt one (the first assistant turn, or the response), or for a row
+// learnt whole its first prompt_tokens tokens (all but the last of a
+// shorter row).
 func promptOf(e data.Example, promptTokens int) int {
 	for i, l := range e.Labels {
 		if l != data.IgnoreIndex {
@@ -353,12 +354,19 @@ func (t *trainer) checkPrompts(o *OnPolicyTerm) error {
 // checkEndpointTokenizer asks the endpoint how it tokenizes a probe text
 // and refuses a teacher whose ids differ from the student's.
 func (t *trainer) checkEndpointTokenizer(e *rollout.Endpoint) error {
+	// A plain sentence and the start of the first response (the data's own
+	// script), short enough for any model's positions.
 	probe := "The quick brown fox jumps over the lazy dog, 1234567890 times."
 	if len(t.train) > 0 {
 		r := t.train[0]
-		probe += " " + t.tok.Decode(r.Tokens[promptOf(r, t.r.Objectives.OnPolicy.PromptTokens):])
+		text := []rune(t.tok.Decode(r.Tokens[promptOf(r, t.r.Objectives.OnPolicy.PromptTokens):]))
+		probe += " " + string(text[:min(len(text), 40)])
 	}
 	want := t.tok.Encode(probe)
+	for len(want) > t.student.Config.MaxPositions/2 && len(probe) > 1 {
+		probe = string([]rune(probe)[:len([]rune(probe))/2])
+		want = t.tok.Encode(probe)
+	}
 	got, err := e.Tokenize(context.Background(), probe)
 	if err != nil {
 		return fmt.Errorf("objectives.onpolicy.teacher_endpoint: %w", err)

@@ -6,12 +6,16 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kdnative/kdnative/kd/serve"
 	"github.com/kdnative/kdnative/model"
 	"github.com/kdnative/kdnative/runtime/cpu"
 )
@@ -264,4 +268,189 @@ func sameRun(t *testing.T, a, b string) {
 func init() {
 	// Tests do not wait for the teacher endpoint's production backoff.
 	endpointBackoff = time.Millisecond
+}
+
+// teacherServer serves the demo world's teacher with kdnative serve's
+// handler; every request after the first okRequests gets 503.
+func teacherServer(t *testing.T, w *demoWorld, okRequests int64) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	s, err := serve.New(cpu.New(), serve.Config{Model: w.teacher, ModelName: "teacher"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int64
+	ts := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if n.Add(1) > okRequests {
+			rw.Header().Set("Content-Type", "application/json")
+			rw.WriteHeader(http.StatusServiceUnavailable)
+			rw.Write([]byte(`{"error":{"message":"the teacher is down for maintenance","type":"server_error"}}`))
+			return
+		}
+		s.ServeHTTP(rw, r)
+	}))
+	t.Cleanup(func() { ts.Close(); s.Close() })
+	return ts, &n
+}
+
+// TestOnPolicyEndpointFailsThenResumes: with the teacher behind an
+// endpoint (kdnative serve), a run whose endpoint stops answering retries
+// with backoff, then stops with an error naming the endpoint, after
+// writing a checkpoint of the last whole step; --resume against the
+// endpoint back up (at another address) ends with the same weights, losses
+// and samples as a run that never failed.
+func TestOnPolicyEndpointFailsThenResumes(t *testing.T) {
+	w := newDemoWorld(t, 48)
+	term := OnPolicyTerm{Loss: "reverse_kl_pg", Lambda: ptr(0.75), TeacherModel: "teacher", EvalSamples: ptr(4)}
+	base := w.recipe("", term)
+	base.Teacher = ""
+	base.MaxSteps, base.LogEvery, base.SaveEvery = 8, 1, 0
+
+	healthy, _ := teacherServer(t, w, 1<<40)
+	straight := base
+	straight.Objectives.OnPolicy = ptr(*base.Objectives.OnPolicy)
+	straight.Objectives.OnPolicy.TeacherEndpoint = healthy.URL + "/v1"
+	straight.Output = filepath.Join(w.dir, "straight")
+	run(t, straight, false)
+
+	// 1 tokenizer probe, 1 evaluation, then a scoring request per step
+	// whose batch the student sampled: the endpoint fails during step 5 or
+	// later, whatever the data batches.
+	failing, n := teacherServer(t, w, 6)
+	stopped := base
+	stopped.Objectives.OnPolicy = ptr(*base.Objectives.OnPolicy)
+	stopped.Objectives.OnPolicy.TeacherEndpoint = failing.URL + "/v1"
+	stopped.Output = filepath.Join(w.dir, "stopped")
+	var log bytes.Buffer
+	_, err := Run(context.Background(), cpu.New(), stopped, Options{Log: &log})
+	if err == nil {
+		t.Fatalf("the run did not fail\n%s", log.String())
+	}
+	msg := err.Error()
+	t.Logf("the failing run said: %v", msg)
+	for _, want := range []string{"teacher endpoint " + failing.URL, "503", "down for maintenance", "after 6 attempts", "--resume"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the error does not say %q: %v", want, msg)
+		}
+	}
+	if got := n.Load(); got != 6+6 {
+		t.Errorf("%d requests, want 6 answered and 6 attempts of the failing one", got)
+	}
+	ckpts, _ := filepath.Glob(filepath.Join(stopped.Output, "checkpoint-*"))
+	if len(ckpts) != 1 || !strings.Contains(msg, ckpts[0]) {
+		t.Fatalf("checkpoints %v; error %v", ckpts, msg)
+	}
+
+	back, _ := teacherServer(t, w, 1<<40)
+	stopped.Objectives.OnPolicy.TeacherEndpoint = back.URL + "/v1"
+	run(t, stopped, true)
+	sameRun(t, straight.Output, stopped.Output)
+}
+
+// TestOnPolicyRefusesTeachers: an endpoint that cannot be reached, or that
+// tokenizes otherwise than the student, and a local teacher with another
+// tokenizer, are refused before training, saying why.
+func TestOnPolicyRefusesTeachers(t *testing.T) {
+	w := newDemoWorld(t, 16)
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	other := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "application/json")
+		rw.Write([]byte(`{"choices":[{"index":0,"text":"","prompt_token_ids":[1, 2, 3],"prompt_logprobs":[null,{"2":{"logprob":-1,"rank":1}},{"3":{"logprob":-1,"rank":1}}]}]}`))
+	}))
+	defer other.Close()
+	otherTok := filepath.Join(w.dir, "other-teacher")
+	os.MkdirAll(otherTok, 0o755)
+	for _, f := range []string{"config.json", "model.safetensors"} {
+		copyTestFile(t, filepath.Join(w.teacher, f), filepath.Join(otherTok, f))
+	}
+	// the same tokenizer with a special token renamed: another tokenizer
+	raw, _ := os.ReadFile(filepath.Join(w.teacher, "tokenizer.json"))
+	os.WriteFile(filepath.Join(otherTok, "tokenizer.json"), []byte(strings.ReplaceAll(string(raw), "<|im_start|>", "<|start|>")), 0o644)
+	copyTestFile(t, filepath.Join(w.teacher, "tokenizer_config.json"), filepath.Join(otherTok, "tokenizer_config.json"))
+	for _, c := range []struct {
+		name string
+		term OnPolicyTerm
+		want string
+	}{
+		{"unreachable", OnPolicyTerm{Loss: "reverse_kl_pg", TeacherEndpoint: gone.URL, TeacherModel: "t"}, "cannot reach"},
+		{"tokenizer", OnPolicyTerm{Loss: "reverse_kl_pg", TeacherEndpoint: other.URL, TeacherModel: "t"}, "tokenizes differently"},
+		{"local tokenizer", OnPolicyTerm{Loss: "jsd", Teacher: otherTok}, "another tokenizer"},
+		{"key", OnPolicyTerm{Loss: "reverse_kl_pg", TeacherEndpoint: other.URL, TeacherModel: "t", TeacherAPIKeyEnv: "KDNATIVE_TEST_NO_SUCH_KEY"}, "KDNATIVE_TEST_NO_SUCH_KEY is empty or not set"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := w.recipe(filepath.Join(w.dir, strings.ReplaceAll(c.name, " ", "-")), c.term)
+			r.Teacher = ""
+			var log bytes.Buffer
+			_, err := Run(context.Background(), cpu.New(), r, Options{Log: &log})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("%v, want an error saying %q\n%s", err, c.want, log.String())
+			}
+		})
+	}
+}
+
+// TestOnPolicyNeedsPrompts: rows learnt whole ({"text"}) have no prompt to
+// sample from: refused, naming prompt_tokens (with it they train: the
+// other tests).
+func TestOnPolicyNeedsPrompts(t *testing.T) {
+	w := newDemoWorld(t, 16)
+	r := w.recipe(filepath.Join(w.dir, "np"), OnPolicyTerm{Loss: "jsd"})
+	r.Objectives.OnPolicy.PromptTokens = 0
+	_, err := Run(context.Background(), cpu.New(), r, Options{})
+	if err == nil || !strings.Contains(err.Error(), "16 of 16 rows") || !strings.Contains(err.Error(), "prompt_tokens") {
+		t.Fatalf("%v", err)
+	}
+}
+
+// TestOnPolicyRecipeChecks: every objectives.onpolicy key out of its domain
+// is reported, naming the key.
+func TestOnPolicyRecipeChecks(t *testing.T) {
+	base := DefaultRecipe()
+	base.Student, base.Data.Train, base.Output, base.MaxSteps = "s", "d.jsonl", "o", 1
+	for _, c := range []struct {
+		edit func(r *Recipe, o *OnPolicyTerm)
+		want string
+	}{
+		{func(r *Recipe, o *OnPolicyTerm) {}, "objectives.onpolicy: needs a teacher"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Weight = 0 }, "objectives.onpolicy.weight: 0 must be positive"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Lambda = ptr(1.5) }, "objectives.onpolicy.lambda: 1.5 must be in [0, 1]"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Loss = "kl" }, `objectives.onpolicy.loss: "kl" is not one of`},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Temperature = ptr(0.0) }, "objectives.onpolicy.temperature: 0 must be positive"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.TopP = 2 }, "objectives.onpolicy.top_p: 2 must be in (0, 1]"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.MaxNewTokens = -1 }, "objectives.onpolicy.max_new_tokens"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Beta = ptr(-0.5) }, "objectives.onpolicy.beta: -0.5 must be in [0, 1]"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Loss, o.Beta = "reverse_kl_pg", ptr(0.5) }, "objectives.onpolicy.beta: is JSD's β"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Discount = 0.5 }, "objectives.onpolicy.discount: applies to loss reverse_kl_pg only"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Loss, o.Discount = "reverse_kl_pg", 2 }, "objectives.onpolicy.discount: 2 must be in [0, 1]"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.TeacherEndpoint, o.TeacherModel = "http://x/v1", "m" }, "objectives.onpolicy.loss: jsd compares"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Loss, o.TeacherEndpoint = "reverse_kl_pg", "http://x/v1" }, "objectives.onpolicy.teacher_model: required"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Loss, o.TeacherEndpoint, o.TeacherModel = "reverse_kl_pg", "x:8000", "m" }, "not an http:// or https:// URL"},
+		{func(r *Recipe, o *OnPolicyTerm) {
+			o.Loss, o.TeacherEndpoint, o.TeacherModel, o.SeqKD = "reverse_kl_pg", "http://x/v1", "m", true
+		}, "objectives.onpolicy.seq_kd"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, o.TeacherEndpoint = "self", "http://x/v1" }, "either teacher_endpoint or teacher"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, o.TeacherModel = "self", "m" }, "go with teacher_endpoint"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, r.Data.Pack = "self", true }, "set data.pack false"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, o.PromptTokens = "self", -1 }, "objectives.onpolicy.prompt_tokens"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, o.EvalSamples = "self", ptr(-1) }, "objectives.onpolicy.eval_samples"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, r.Objectives.DPO = "self", &DPOTerm{Weight: 1} }, "cannot be mixed with sft, kd, feature or onpolicy"},
+	} {
+		r := base
+		o := &OnPolicyTerm{Weight: 1}
+		r.Objectives.OnPolicy = o
+		c.edit(&r, o)
+		err := r.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v, want an error saying %q", err, c.want)
+		}
+	}
+	// A recipe file with the term parses strictly, and a typo is named.
+	_, err := ParseRecipe([]byte("objectives:\n  onpolicy: {weight: 1, lamda: 0.5}\n"), "r.yaml")
+	if err == nil || !strings.Contains(err.Error(), "unknown key objectives.onpolicy.lamda (did you mean lambda?)") {
+		t.Fatalf("%v", err)
+	}
+	r, err := ParseRecipe([]byte("teacher: t\nobjectives:\n  onpolicy: {weight: 1, lambda: 0.5, loss: reverse_kl_pg, discount: 1}\n"), "r.yaml")
+	if err != nil || *r.Objectives.OnPolicy.Lambda != 0.5 || r.Objectives.OnPolicy.lossName() != "reverse_kl_pg" {
+		t.Fatalf("%+v %v", r.Objectives.OnPolicy, err)
+	}
 }
