@@ -424,7 +424,9 @@ func TestOnPolicyRecipeChecks(t *testing.T) {
 		{func(r *Recipe, o *OnPolicyTerm) { o.Loss, o.Discount = "reverse_kl_pg", 2 }, "objectives.onpolicy.discount: 2 must be in [0, 1]"},
 		{func(r *Recipe, o *OnPolicyTerm) { o.TeacherEndpoint, o.TeacherModel = "http://x/v1", "m" }, "objectives.onpolicy.loss: jsd compares"},
 		{func(r *Recipe, o *OnPolicyTerm) { o.Loss, o.TeacherEndpoint = "reverse_kl_pg", "http://x/v1" }, "objectives.onpolicy.teacher_model: required"},
-		{func(r *Recipe, o *OnPolicyTerm) { o.Loss, o.TeacherEndpoint, o.TeacherModel = "reverse_kl_pg", "x:8000", "m" }, "not an http:// or https:// URL"},
+		{func(r *Recipe, o *OnPolicyTerm) {
+			o.Loss, o.TeacherEndpoint, o.TeacherModel = "reverse_kl_pg", "x:8000", "m"
+		}, "not an http:// or https:// URL"},
 		{func(r *Recipe, o *OnPolicyTerm) {
 			o.Loss, o.TeacherEndpoint, o.TeacherModel, o.SeqKD = "reverse_kl_pg", "http://x/v1", "m", true
 		}, "objectives.onpolicy.seq_kd"},
