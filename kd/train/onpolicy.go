@@ -525,35 +525,16 @@ func (t *trainer) onpolicyMicroBatch(st *stepStats, w float64, rows []data.Examp
 	}
 	st.tokens += n
 	t.teacherFor = nil
-	head := loss.Head{W: t.student.Head().W, G: t.student.Head().G}
 	weight := o.Weight * w
 	var term float64
 	switch o.lossName() {
 	case lossJSD:
-		start = time.Now()
-		th, err := op.teacher.ForwardHidden(b.Batch)
-		if err != nil {
-			return fmt.Errorf("teacher: %w", err)
-		}
-		st.op.score += time.Since(start)
-		h, err := t.student.ForwardHidden(b.Batch)
+		l, took, err := onpolicyJSD(t.be, t.student, op.teacher, b, o.beta(), o.temperature(), weight, t.lossOpt)
 		if err != nil {
 			return err
 		}
-		dh, err := t.be.Alloc("grad.hidden", kdrt.F32, h.Shape...)
-		if err != nil {
-			return err
-		}
-		defer t.be.Free(dh)
-		cfg := loss.KDConfig{Divergence: kdrt.JSD, Temperature: o.temperature(), Beta: o.beta(), NoTSquared: true, Tail: kdrt.TailBucket}
-		res, err := loss.KD(t.be, h, head, dh, loss.TeacherHidden{Hidden: th, Head: op.teacher.Head().W}, targetMask(b.Targets), cfg, weight, t.lossOpt)
-		if err != nil {
-			return err
-		}
-		term = res.Loss
-		if err := t.student.BackwardHidden(dh); err != nil {
-			return err
-		}
+		term = l
+		st.op.score += took
 	case lossPG:
 		start = time.Now()
 		scores, err := op.scorer.Score(ctx, b.Sequences())
@@ -594,6 +575,7 @@ func (t *trainer) onpolicyMicroBatch(st *stepStats, w float64, rows []data.Examp
 			return err
 		}
 		defer t.be.Free(dh)
+		head := loss.Head{W: t.student.Head().W, G: t.student.Head().G}
 		res, err := loss.PolicyGradient(t.be, h, head, dh, b.Targets, behaviour, adv, weight, t.lossOpt)
 		if err != nil {
 			return err
@@ -606,6 +588,37 @@ func (t *trainer) onpolicyMicroBatch(st *stepStats, w float64, rows []data.Examp
 	st.op.loss += term / o.Weight
 	st.loss += term
 	return nil
+}
+
+// onpolicyJSD is the jsd term on a batch of rollouts: the teacher's and the
+// student's forward passes, GKD's generalized JSD(β) at temperature T over
+// the whole vocabulary at every response position (as TRL's
+// GKDTrainer.generalized_jsd_loss: the mean over the response tokens, no
+// T²), times weight, and the student's backward. It returns the loss and
+// the time the teacher took.
+func onpolicyJSD(be kdrt.Backend, student, teacher *model.Model, b rollout.Batch, beta, T, weight float64, opt loss.Options) (float64, time.Duration, error) {
+	start := time.Now()
+	th, err := teacher.ForwardHidden(b.Batch)
+	if err != nil {
+		return 0, 0, fmt.Errorf("teacher: %w", err)
+	}
+	took := time.Since(start)
+	h, err := student.ForwardHidden(b.Batch)
+	if err != nil {
+		return 0, 0, err
+	}
+	dh, err := be.Alloc("grad.hidden", kdrt.F32, h.Shape...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer be.Free(dh)
+	cfg := loss.KDConfig{Divergence: kdrt.JSD, Temperature: T, Beta: beta, NoTSquared: true, Tail: kdrt.TailBucket}
+	head := loss.Head{W: student.Head().W, G: student.Head().G}
+	res, err := loss.KD(be, h, head, dh, loss.TeacherHidden{Hidden: th, Head: teacher.Head().W}, targetMask(b.Targets), cfg, weight, opt)
+	if err != nil {
+		return 0, 0, err
+	}
+	return res.Loss, took, student.BackwardHidden(dh)
 }
 
 // onpolicyLine is the progress line's on-policy part.
