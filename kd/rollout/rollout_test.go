@@ -81,6 +81,14 @@ func TestSampleMatchesGenerate(t *testing.T) {
 	if !slices.Equal(again[0].Response, got[2].Response) || !slices.Equal(again[1].Response, got[0].Response) {
 		t.Fatal("a row's response changed with the batch it was sampled in")
 	}
+	// MaxLen bounds prompt + response.
+	capped, err := s.Sample(context.Background(), testPrompts[:1], seeds[:1], rollout.Params{Temperature: 1, MaxNewTokens: 24, MaxLen: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(capped[0].Prompt) + len(capped[0].Response); n > 20 || (capped[0].Finish == "length" && n != 20) {
+		t.Fatalf("MaxLen 20: %d tokens (%s)", n, capped[0].Finish)
+	}
 	groups, err := s.SampleGroups(context.Background(), testPrompts[:2], 3, []uint64{1, 2, 3, 4, 5, 6}, p)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +115,7 @@ func TestSampleRefuses(t *testing.T) {
 		{testPrompts[:1], []uint64{1}, rollout.Params{MaxNewTokens: 4, Temperature: math.NaN()}, "temperature NaN"},
 		{[][]int32{{}}, []uint64{1}, rollout.Params{MaxNewTokens: 4}, "prompt 0 is empty"},
 		{[][]int32{long}, []uint64{1}, rollout.Params{MaxNewTokens: 4}, "no room for a response"},
+		{[][]int32{testPrompts[0]}, []uint64{1}, rollout.Params{MaxNewTokens: 4, MaxLen: 17}, "17 positions at most"},
 		{testPrompts[:2], []uint64{1}, rollout.Params{MaxNewTokens: 4}, "1 seeds for 2 prompts"},
 	} {
 		_, err := s.Sample(context.Background(), c.prompts, c.seeds, c.p)

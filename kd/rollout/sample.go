@@ -19,8 +19,11 @@ type Params struct {
 	// TopK, when > 0, samples among the TopK most likely tokens only.
 	TopK int
 	// MaxNewTokens bounds each response; a prompt that leaves less room in
-	// the model's positions gets what is left.
+	// the model's positions (or in MaxLen) gets what is left.
 	MaxNewTokens int
+	// MaxLen, when > 0, bounds prompt + response (the training length, or
+	// what the teacher can score); the model's positions bound it anyway.
+	MaxLen int
 	// StopTokens end a response (EOS, the chat template's end of turn); the
 	// stop token is kept as the response's last token, a target like any
 	// other, so the student learns where to stop.
@@ -38,6 +41,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("rollout: top_k %d must be ≥ 0", p.TopK)
 	case p.MaxNewTokens <= 0:
 		return fmt.Errorf("rollout: max_new_tokens %d must be positive", p.MaxNewTokens)
+	case p.MaxLen < 0:
+		return fmt.Errorf("rollout: max length %d must be ≥ 0", p.MaxLen)
 	}
 	return nil
 }
@@ -129,6 +134,9 @@ func (s *Sampler) Sample(ctx context.Context, prompts [][]int32, seeds []uint64,
 		return nil, fmt.Errorf("rollout: %d seeds for %d prompts", len(seeds), len(prompts))
 	}
 	positions := s.m.Config.MaxPositions
+	if p.MaxLen > 0 {
+		positions = min(positions, p.MaxLen)
+	}
 	seqs := make([]*model.Seq, len(prompts))
 	promptTokens, maxLen := 0, 0
 	for i, pr := range prompts {
@@ -137,7 +145,7 @@ func (s *Sampler) Sample(ctx context.Context, prompts [][]int32, seeds []uint64,
 		}
 		room := positions - len(pr)
 		if room < 1 {
-			return nil, fmt.Errorf("rollout: prompt %d has %d tokens, and the model has %d positions: no room for a response", i, len(pr), positions)
+			return nil, fmt.Errorf("rollout: prompt %d has %d tokens, and sequences have %d positions at most: no room for a response", i, len(pr), positions)
 		}
 		gp := model.GenerateParams{MaxTokens: min(p.MaxNewTokens, room), Temperature: p.Temperature, TopK: p.TopK,
 			TopP: p.TopP, Seed: seeds[i], StopTokens: p.StopTokens}

@@ -294,7 +294,16 @@ func (t *trainer) setupOnPolicy() error {
 		return err
 	}
 	stops = append(stops, tmpl.StopTokens()...)
-	op.params = rollout.Params{Temperature: o.temperature(), TopP: o.TopP, MaxNewTokens: o.maxNew(), StopTokens: stops}
+	// A sampled sequence fits data.max_len, the student and the teacher; an
+	// endpoint scores a sequence as a prompt that leaves room for the one
+	// token it generates (vLLM's max_tokens ≥ 1).
+	maxLen := min(t.r.Data.MaxLen, t.student.Config.MaxPositions)
+	if op.teacher != nil {
+		maxLen = min(maxLen, op.teacher.Config.MaxPositions)
+	} else {
+		maxLen = min(maxLen, t.student.Config.MaxPositions-1)
+	}
+	op.params = rollout.Params{Temperature: o.temperature(), TopP: o.TopP, MaxNewTokens: o.maxNew(), MaxLen: maxLen, StopTokens: stops}
 	if op.params.TopP == 1 {
 		op.params.TopP = 0
 	}
@@ -451,12 +460,12 @@ func (t *trainer) restoreOnPolicy(s *onpolicyState) error {
 }
 
 // rowsAsRollouts are data rows as rollouts: the prompt and the data's
-// response, not sampled.
-func rowsAsRollouts(rows []data.Example, promptTokens int) []rollout.Rollout {
+// response (not sampled), cut to maxLen tokens in all.
+func rowsAsRollouts(rows []data.Example, promptTokens, maxLen int) []rollout.Rollout {
 	out := make([]rollout.Rollout, len(rows))
 	for i, r := range rows {
-		n := promptOf(r, promptTokens)
-		out[i] = rollout.Rollout{Prompt: r.Tokens[:n], Response: r.Tokens[n:]}
+		n := min(promptOf(r, promptTokens), maxLen-1)
+		out[i] = rollout.Rollout{Prompt: r.Tokens[:n], Response: r.Tokens[n:min(len(r.Tokens), maxLen)]}
 	}
 	return out
 }
@@ -465,7 +474,7 @@ func rowsAsRollouts(rows []data.Example, promptTokens int) []rollout.Rollout {
 func (t *trainer) onpolicyMicroBatch(st *stepStats, w float64, rows []data.Example) error {
 	op, o := t.op, t.op.term
 	ctx := context.Background()
-	from := rowsAsRollouts(rows, o.PromptTokens)
+	from := rowsAsRollouts(rows, o.PromptTokens, op.params.MaxLen)
 	prompts := make([][]int32, len(from))
 	for i, r := range from {
 		prompts[i] = r.Prompt
@@ -675,7 +684,7 @@ func (t *trainer) evalOnPolicy(step int, rec map[string]any) error {
 	}
 	o := t.op.term
 	rows := t.val[:min(len(t.val), o.evalSamples())]
-	from := rowsAsRollouts(rows, o.PromptTokens)
+	from := rowsAsRollouts(rows, o.PromptTokens, t.op.params.MaxLen)
 	prompts := make([][]int32, len(from))
 	seeds := make([]uint64, len(from))
 	for i, r := range from {
