@@ -38,7 +38,7 @@ func (t *trainer) report(st stepStats) {
 	}
 	if t.step%every == 0 || t.step == t.total {
 		rec := map[string]any{"step": t.step, "loss": st.loss, "lr": st.lr, "grad_norm": st.gradNorm,
-			"tokens": t.tokens, "elapsed_s": elapsed}
+			"tokens": t.tokens, "elapsed_s": elapsed, "step_s": st.wall.Seconds()}
 		if known {
 			rec["tokens_per_s"] = tps
 		}
