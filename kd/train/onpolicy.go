@@ -198,7 +198,8 @@ type onpolicy struct {
 	params  rollout.Params
 	pcg     *rand.PCG // the sampling random state (saved in checkpoints)
 	rng     *rand.Rand
-	samples *metricsLog // samples.jsonl
+	pending []preparedBatch // the step's micro-batches not yet run
+	samples *metricsLog     // samples.jsonl
 	// mark is where the data and the sampling stood before the running
 	// step, to undo a step the teacher endpoint failed.
 	mark struct {
@@ -395,13 +396,93 @@ func (t *trainer) checkEndpointTokenizer(e *rollout.Endpoint) error {
 	return nil
 }
 
-// markStep remembers where the data and the sampling stand before a step.
-func (t *trainer) markStep() {
+// preparedBatch is one micro-batch's rollouts, sampled when the step began.
+type preparedBatch struct {
+	rs      []rollout.Rollout
+	sampled bool // by the student (else the data's, or the teacher's under seq_kd)
+}
+
+// beginStep prepares a step's on-policy micro-batches: it remembers where
+// the data and the sampling stand (to undo a step the teacher endpoint
+// fails), reads the rows of all GradAccum micro-batches ahead, decides for
+// each whether the student samples it (λ), and samples every such row of
+// the step in one call — one engine batch, one forward pass per decoding
+// step for all of them (the teacher's rows likewise under seq_kd). The
+// weights do not change within a step, so this is what sampling each
+// micro-batch in turn would give. The data position is then put back, and
+// the micro-batches read the same rows.
+func (t *trainer) beginStep(st *stepStats) error {
 	if t.op == nil {
-		return
+		return nil
 	}
-	t.op.mark.data = t.loader.State()
-	t.op.mark.rng, _ = t.op.pcg.MarshalBinary()
+	op, o := t.op, t.op.term
+	op.mark.data = t.loader.State()
+	op.mark.rng, _ = op.pcg.MarshalBinary()
+	op.pending = op.pending[:0]
+	var studentP, teacherP [][]int32
+	var studentS, teacherS []uint64
+	var who []int // per micro-batch: 1 student, 2 teacher, 0 data
+	for range t.r.GradAccum {
+		rows, _, err := t.loader.NextRows(t.r.BatchSize)
+		if err != nil {
+			return err
+		}
+		from := rowsAsRollouts(rows, o.PromptTokens, op.params.MaxLen)
+		u := op.rng.Float64()
+		k := 0
+		switch {
+		case u < o.lambda():
+			k = 1
+		case o.SeqKD:
+			k = 2
+		}
+		for _, r := range from {
+			seed := op.rng.Uint64()
+			switch k {
+			case 1:
+				studentP, studentS = append(studentP, r.Prompt), append(studentS, seed)
+			case 2:
+				teacherP, teacherS = append(teacherP, r.Prompt), append(teacherS, seed)
+			}
+		}
+		who = append(who, k)
+		op.pending = append(op.pending, preparedBatch{rs: from, sampled: k == 1})
+	}
+	if err := t.loader.Restore(op.mark.data); err != nil {
+		return err
+	}
+	start := time.Now()
+	ctx := context.Background()
+	var studentR, teacherR []rollout.Rollout
+	var err error
+	if len(studentP) > 0 {
+		if studentR, err = op.student.Sample(ctx, studentP, studentS, op.params); err != nil {
+			return err
+		}
+	}
+	if len(teacherP) > 0 {
+		if teacherR, err = op.tsample.Sample(ctx, teacherP, teacherS, op.params); err != nil {
+			return err
+		}
+		for i := range teacherR { // the teacher's samples: not the student's policy
+			teacherR[i].SampleLogProbs, teacherR[i].LogProbs = nil, nil
+		}
+	}
+	st.op.gen += time.Since(start)
+	for i, k := range who {
+		n := len(op.pending[i].rs)
+		switch k {
+		case 1:
+			op.pending[i].rs, studentR = studentR[:n], studentR[n:]
+			st.op.sampled += n
+			for _, r := range op.pending[i].rs {
+				st.op.respToks += len(r.Response)
+			}
+		case 2:
+			op.pending[i].rs, teacherR = teacherR[:n], teacherR[n:]
+		}
+	}
+	return nil
 }
 
 // stepFailed turns a failed step into the run's error. When the teacher
@@ -474,40 +555,16 @@ func rowsAsRollouts(rows []data.Example, promptTokens, maxLen int) []rollout.Rol
 func (t *trainer) onpolicyMicroBatch(st *stepStats, w float64, rows []data.Example) error {
 	op, o := t.op, t.op.term
 	ctx := context.Background()
-	from := rowsAsRollouts(rows, o.PromptTokens, op.params.MaxLen)
-	prompts := make([][]int32, len(from))
-	for i, r := range from {
-		prompts[i] = r.Prompt
+	if len(op.pending) == 0 {
+		return errors.New("on-policy: a micro-batch the step did not prepare")
 	}
-	u := op.rng.Float64()
-	seeds := make([]uint64, len(rows))
-	for i := range seeds {
-		seeds[i] = op.rng.Uint64()
+	mb := op.pending[0]
+	op.pending = op.pending[1:]
+	if len(mb.rs) != len(rows) || len(rows) > 0 && !slices.Equal(mb.rs[0].Prompt, rows[0].Tokens[:len(mb.rs[0].Prompt)]) {
+		return errors.New("on-policy: the micro-batch's rows are not the ones the step sampled for")
 	}
-	start := time.Now()
-	rs := from
-	var err error
-	sampled := u < o.lambda()
-	switch {
-	case sampled:
-		rs, err = op.student.Sample(ctx, prompts, seeds, op.params)
-	case o.SeqKD:
-		rs, err = op.tsample.Sample(ctx, prompts, seeds, op.params)
-		for i := range rs { // the teacher's samples: not the student's policy
-			rs[i].SampleLogProbs, rs[i].LogProbs = nil, nil
-		}
-	}
-	if err != nil {
-		return err
-	}
-	st.op.gen += time.Since(start)
+	rs, sampled := mb.rs, mb.sampled
 	st.op.rows += len(rs)
-	if sampled {
-		st.op.sampled += len(rs)
-		for _, r := range rs {
-			st.op.respToks += len(r.Response)
-		}
-	}
 	b, err := rollout.MakeBatch(rs, t.pad, 0)
 	if err != nil {
 		return err
@@ -545,7 +602,7 @@ func (t *trainer) onpolicyMicroBatch(st *stepStats, w float64, rows []data.Examp
 		term = l
 		st.op.score += took
 	case lossPG:
-		start = time.Now()
+		start := time.Now()
 		scores, err := op.scorer.Score(ctx, b.Sequences())
 		if err != nil {
 			return err

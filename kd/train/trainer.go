@@ -400,8 +400,10 @@ type stepStats struct {
 // trainStep runs GradAccum micro-batches and one optimizer update.
 func (t *trainer) trainStep() (stepStats, error) {
 	var st stepStats
-	t.markStep()
 	t0 := time.Now()
+	if err := t.beginStep(&st); err != nil { // on-policy sampling (onpolicy.go)
+		return st, err
+	}
 	if err := t.student.ZeroGrad(); err != nil {
 		return st, err
 	}
