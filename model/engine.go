@@ -501,10 +501,11 @@ func (e *Engine) Step() ([]*Seq, error) {
 			continue
 		}
 		p := s.Params
-		tok, lp, top := choose(e.host[row*V:(row+1)*V], s.tokens, p, s.rng)
+		tok, lp, slp, top := choose(e.host[row*V:(row+1)*V], s.tokens, p, s.rng)
 		row++
 		o := &s.Gen
 		o.Tokens, o.LogProbs = append(o.Tokens, tok), append(o.LogProbs, lp)
+		o.SampleLogProbs = append(o.SampleLogProbs, slp)
 		if p.TopLogProbs > 0 {
 			o.Top = append(o.Top, top)
 		}

@@ -49,6 +49,11 @@ type Generation struct {
 	// LogProbs[i] is the log-probability of Tokens[i] under the model's
 	// distribution at temperature 1, before any sampling transform.
 	LogProbs []float32
+	// SampleLogProbs[i] is the log-probability of Tokens[i] under the
+	// distribution it was drawn from (after the repetition penalty,
+	// temperature, top-k and top-p): what an importance weight against the
+	// sampling policy needs. 0 under greedy decoding.
+	SampleLogProbs []float32
 	// Top[i] are the TopLogProbs most likely tokens at step i.
 	Top [][]TokenLogProb
 	// Finish is "stop" (a stop token) or "length" (MaxTokens).
@@ -124,9 +129,10 @@ func (m *Model) GenerateBatch(prompts [][]int32, p GenerateParams) ([]*Generatio
 			if done[b] {
 				continue // finished rows run along but their output is kept
 			}
-			tok, lp, top := choose(logits[b*V:(b+1)*V], seen[b], p, rngs[b])
+			tok, lp, slp, top := choose(logits[b*V:(b+1)*V], seen[b], p, rngs[b])
 			o := outs[b]
 			o.Tokens, o.LogProbs = append(o.Tokens, tok), append(o.LogProbs, lp)
+			o.SampleLogProbs = append(o.SampleLogProbs, slp)
 			if p.TopLogProbs > 0 {
 				o.Top = append(o.Top, top)
 			}
@@ -149,8 +155,9 @@ func (m *Model) GenerateBatch(prompts [][]int32, p GenerateParams) ([]*Generatio
 }
 
 // choose applies the sampling transforms to logits and draws a token; it
-// returns the token's raw log-probability and the top alternatives.
-func choose(logits []float32, seen []int32, p GenerateParams, r *rand.Rand) (int32, float32, []TokenLogProb) {
+// returns the token's raw log-probability, its log-probability under the
+// distribution it was drawn from, and the top alternatives.
+func choose(logits []float32, seen []int32, p GenerateParams, r *rand.Rand) (int32, float32, float32, []TokenLogProb) {
 	V := len(logits)
 	raw := make([]float64, V)
 	mx := math.Inf(-1)
@@ -190,7 +197,7 @@ func choose(logits []float32, seen []int32, p GenerateParams, r *rand.Rand) (int
 			best = i
 		}
 	}
-	pick := best
+	pick, slp := best, 0.0
 	if p.Temperature > 0 {
 		idx := make([]int, V)
 		for i := range idx {
@@ -222,16 +229,17 @@ func choose(logits []float32, seen []int32, p GenerateParams, r *rand.Rand) (int
 			}
 		}
 		u := r.Float64() * sum
-		pick = idx[keep-1]
+		at := keep - 1
 		for j := range keep {
 			u -= probs[j]
 			if u <= 0 {
-				pick = idx[j]
+				at = j
 				break
 			}
 		}
+		pick, slp = idx[at], math.Log(probs[at]/sum)
 	}
-	return int32(pick), float32(raw[pick] - lse), top
+	return int32(pick), float32(raw[pick] - lse), float32(slp), top
 }
 
 // generator holds the key/value caches of B rows and one position's buffers.

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/kdnative/kdnative/kd/serve"
+	"github.com/kdnative/kdnative/runtime/cpu"
 	"github.com/urfave/cli/v2"
 )
 
@@ -145,7 +148,9 @@ func TestFlagHelp(t *testing.T) {
 
 // TestExampleRecipesRun: after `kdnative demo-assets demo-assets`, every
 // recipe in examples/recipes/ trains as it is (for a few steps), from a
-// fresh folder, as a newcomer would run it.
+// fresh folder, as a newcomer would run it. A recipe whose teacher is an
+// endpoint gets the demo teacher served as its comment says (kdnative
+// serve --model demo-assets/teacher --model-name teacher), on a free port.
 func TestExampleRecipesRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains three recipes for a few steps (half a minute)")
@@ -168,7 +173,17 @@ func TestExampleRecipesRun(t *testing.T) {
 	for _, r := range recipes {
 		name := strings.TrimSuffix(filepath.Base(r), ".yaml")
 		t.Run(name, func(t *testing.T) {
-			stdout, stderr, err := runApp(t, "--device", "cpu", "train", r, "--set", "max_steps=2")
+			args := []string{"--device", "cpu", "train", r, "--set", "max_steps=2"}
+			if strings.Contains(name, "endpoint") {
+				s, err := serve.New(cpu.New(), serve.Config{Model: "demo-assets/teacher", ModelName: "teacher"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ts := httptest.NewServer(s)
+				defer func() { ts.Close(); s.Close() }()
+				args = append(args, "--set", "objectives.onpolicy.teacher_endpoint="+ts.URL+"/v1")
+			}
+			stdout, stderr, err := runApp(t, args...)
 			if err != nil || !strings.Contains(stdout, "done: 2 steps") {
 				t.Fatalf("%v\n%s%s", err, stdout, stderr)
 			}

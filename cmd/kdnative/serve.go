@@ -23,6 +23,7 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-connections", Value: serve.DefaultMaxConnections, Usage: "open connections at most; further clients wait to be accepted"},
 			&cli.DurationFlag{Name: "read-timeout", Value: serve.DefaultReadTimeout, Usage: "time to receive a request, headers and body; slower ones get 408"},
 			&cli.StringFlag{Name: "template", Value: "auto", Usage: "chat format: auto (the model's chat template), chatml or qwen3"},
+			&cli.IntFlag{Name: "score-tokens", Value: serve.DefaultScoreTokens, Usage: "tokens of one forward pass when scoring prompts (echo, prompt_logprobs); more is faster and takes more memory"},
 		},
 		Action: func(c *cli.Context) error {
 			be, err := openBackend(c)
@@ -35,7 +36,7 @@ func serveCommand() *cli.Command {
 				MaxTokensCap: c.Int("max-tokens-cap"), MaxBodyBytes: int64(c.Int("max-body-mb")) << 20,
 				BodyMemoryBytes: int64(c.Int("body-memory-mb")) << 20, MaxConnections: c.Int("max-connections"),
 				ReadTimeout: c.Duration("read-timeout"), Template: c.String("template"),
-				Log: c.App.ErrWriter,
+				ScoreTokens: c.Int("score-tokens"), Log: c.App.ErrWriter,
 			})
 			if err != nil {
 				return err

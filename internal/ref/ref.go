@@ -207,3 +207,44 @@ func RelErr(got, want []float64) float64 {
 	}
 	return math.Sqrt(d) / math.Max(math.Sqrt(w), 1e-30)
 }
+
+// PolicyGradientLoss is the importance-weighted policy-gradient loss of
+// on-policy distillation, straight from its definition:
+// (scale/n)·Σ_t −exp(log π(y_t) − behaviour_t)·adv_t, with log π(y_t) =
+// log softmax(logits[t])[targets[t]], over the rows whose target is ≥ 0
+// (n of them).
+func PolicyGradientLoss(logits [][]float64, targets []int, behaviour, adv []float64, scale float64) float64 {
+	var s float64
+	n := 0
+	for t, y := range targets {
+		if y < 0 {
+			continue
+		}
+		n++
+		lp := -CrossEntropy(logits[t], y)
+		s -= math.Exp(lp-behaviour[t]) * adv[t]
+	}
+	return scale * s / float64(n)
+}
+
+// DiscountedReverseKL is the advantage of each position of a sequence in
+// reverse-KL on-policy distillation: −Σ_{s ≥ t} γ^(s−t)·(student_s −
+// teacher_s) over the positions s ≥ t that are kept, the exponent counting
+// kept positions only (γ⁰ = 1, also at γ = 0). Positions not kept get 0.
+func DiscountedReverseKL(student, teacher []float64, keep []bool, gamma float64) []float64 {
+	out := make([]float64, len(student))
+	for t := range student {
+		if !keep[t] {
+			continue
+		}
+		k := 0
+		for s := t; s < len(student); s++ {
+			if !keep[s] {
+				continue
+			}
+			out[t] -= math.Pow(gamma, float64(k)) * (student[s] - teacher[s])
+			k++
+		}
+	}
+	return out
+}

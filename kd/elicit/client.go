@@ -224,18 +224,22 @@ func retryable(err error) bool {
 	return true // network errors, attempt timeouts, resets
 }
 
-type badResponseError struct{ err error }
-
-func (e *badResponseError) Error() string {
-	return "the endpoint's answer is not a chat completion: " + e.err.Error()
+type badResponseError struct {
+	what string // "a chat completion"
+	err  error
 }
 
-func (c *Client) url() string {
+func (e *badResponseError) Error() string {
+	return "the endpoint's answer is not " + e.what + ": " + e.err.Error()
+}
+
+// url is the API root joined with path ("/chat/completions").
+func (c *Client) url(path string) string {
 	u := strings.TrimRight(c.BaseURL, "/")
 	if i := strings.Index(u, "://"); i >= 0 && !strings.Contains(u[i+3:], "/") {
 		u += "/v1"
 	}
-	return u + "/chat/completions"
+	return u + path
 }
 
 // Chat sends req (its Model defaults to c.Model), retrying as the Client
@@ -244,9 +248,33 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest) (ChatResponse, error
 	if req.Model == "" {
 		req.Model = c.Model
 	}
-	body, err := json.Marshal(req)
+	var out ChatResponse
+	err := c.Post(ctx, "/chat/completions", "a chat completion", req, func(data []byte) error {
+		out = ChatResponse{}
+		if err := json.Unmarshal(data, &out); err != nil {
+			return err
+		}
+		if len(out.Choices) == 0 {
+			return errors.New("no choices")
+		}
+		return nil
+	})
 	if err != nil {
 		return ChatResponse{}, err
+	}
+	return out, nil
+}
+
+// Post sends req as JSON to path under the API root ("/completions") and
+// gives a 200 answer's body to decode, retrying as the Client says: a
+// failed attempt, or an answer decode refuses (a cut or garbled body), is
+// tried again with backoff. what names the answer expected ("a chat
+// completion") in errors. The error of the last attempt is returned, with
+// the attempt count.
+func (c *Client) Post(ctx context.Context, path, what string, req any, decode func(data []byte) error) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
 	}
 	retries := c.MaxRetries
 	if retries == 0 {
@@ -258,19 +286,19 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest) (ChatResponse, error
 		backoff = 500 * time.Millisecond
 	}
 	for attempt := 0; ; attempt++ {
-		resp, err := c.once(ctx, body)
+		err := c.once(ctx, path, what, body, decode)
 		if err == nil {
-			return resp, nil
+			return nil
 		}
 		err = c.redact(err)
 		if ctx.Err() != nil {
-			return ChatResponse{}, ctx.Err()
+			return ctx.Err()
 		}
 		if !retryable(err) || attempt >= retries {
 			if attempt > 0 {
 				err = fmt.Errorf("%w (after %d attempts)", err, attempt+1)
 			}
-			return ChatResponse{}, err
+			return err
 		}
 		if c.OnRetry != nil {
 			c.OnRetry(err)
@@ -283,7 +311,7 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest) (ChatResponse, error
 		}
 		select {
 		case <-ctx.Done():
-			return ChatResponse{}, ctx.Err()
+			return ctx.Err()
 		case <-time.After(wait):
 		}
 	}
@@ -304,16 +332,16 @@ func (c *Client) redact(err error) error {
 	return errors.New(strings.ReplaceAll(err.Error(), c.APIKey, "[redacted]"))
 }
 
-func (c *Client) once(ctx context.Context, body []byte) (ChatResponse, error) {
+func (c *Client) once(ctx context.Context, path, what string, body []byte, decode func([]byte) error) error {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 120 * time.Second
 	}
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, c.url(), bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, c.url(path), bytes.NewReader(body))
 	if err != nil {
-		return ChatResponse{}, err
+		return err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	if c.APIKey != "" {
@@ -322,25 +350,25 @@ func (c *Client) once(ctx context.Context, body []byte) (ChatResponse, error) {
 	hresp, err := c.httpClient().Do(hreq)
 	if err != nil {
 		if actx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
-			return ChatResponse{}, fmt.Errorf("no answer within %v", timeout)
+			return fmt.Errorf("no answer within %v", timeout)
 		}
 		var re *RedirectError
 		if errors.As(err, &re) {
-			return ChatResponse{}, re
+			return re
 		}
 		var op *net.OpError
 		if errors.As(err, &op) {
-			return ChatResponse{}, fmt.Errorf("cannot reach %s: %v", c.url(), op.Err)
+			return fmt.Errorf("cannot reach %s: %v", c.url(path), op.Err)
 		}
-		return ChatResponse{}, err
+		return err
 	}
 	defer hresp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(hresp.Body, 256<<20))
 	if err != nil {
 		if actx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
-			return ChatResponse{}, fmt.Errorf("no answer within %v", timeout)
+			return fmt.Errorf("no answer within %v", timeout)
 		}
-		return ChatResponse{}, &badResponseError{err}
+		return &badResponseError{what, err}
 	}
 	if hresp.StatusCode != http.StatusOK {
 		se := &StatusError{Status: hresp.StatusCode, RetryAfter: -1}
@@ -367,14 +395,10 @@ func (c *Client) once(ctx context.Context, body []byte) (ChatResponse, error) {
 				se.RetryAfter = max(time.Until(t), 0)
 			}
 		}
-		return ChatResponse{}, se
+		return se
 	}
-	var out ChatResponse
-	if err := json.Unmarshal(data, &out); err != nil {
-		return ChatResponse{}, &badResponseError{err}
+	if err := decode(data); err != nil {
+		return &badResponseError{what, err}
 	}
-	if len(out.Choices) == 0 {
-		return ChatResponse{}, &badResponseError{errors.New("no choices")}
-	}
-	return out, nil
+	return nil
 }

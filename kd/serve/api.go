@@ -47,6 +47,9 @@ type plan struct {
 	usage     bool // stream_options.include_usage
 	topLP     int
 	logprobs  bool
+	// score is what a completions request asked of the scoring (echo,
+	// prompt_logprobs; score.go), nil when nothing.
+	score *scoreOptions
 }
 
 func (s *Server) checkCommon(c *common, p *plan, defaultMax int) *reqError {
@@ -162,6 +165,10 @@ type completionRequest struct {
 	Echo     bool        `json:"echo"`
 	Suffix   *string     `json:"suffix"`
 	BestOf   *int        `json:"best_of"`
+	// vLLM's scoring extensions (score.go).
+	PromptLogprobs         *int  `json:"prompt_logprobs"`
+	ReturnTokensAsTokenIDs *bool `json:"return_tokens_as_token_ids"`
+	ReturnTokenIDs         *bool `json:"return_token_ids"`
 }
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
@@ -178,15 +185,26 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request_error", e.msg, e.param)
 		return
 	}
+	if o := p.score; o != nil && o.wantsScores() {
+		var herr *httpError
+		if o.scored, herr = s.scorePrompts(r.Context(), p.prompts, o.topK()); herr != nil {
+			s.write(w, herr)
+			return
+		}
+	}
+	if p.score != nil && p.score.scoreOnly {
+		s.scoreOnly(w, &p)
+		return
+	}
 	s.respond(w, r, &p, false)
 }
 
 func (s *Server) planCompletion(req *completionRequest, p *plan) *reqError {
-	if e := s.checkCommon(&req.common, p, 16); e != nil {
+	if e := planScoring(req, p); e != nil {
 		return e
 	}
-	if req.Echo {
-		return badf("echo", "echo is not supported")
+	if e := s.checkCommon(&req.common, p, 16); e != nil {
+		return e
 	}
 	if req.Suffix != nil && *req.Suffix != "" {
 		return badf("suffix", "suffix is not supported")

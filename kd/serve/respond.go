@@ -315,7 +315,9 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, p *plan, chat b
 		if chat {
 			out[i] = map[string]any{"index": i, "message": map[string]any{"role": "assistant", "content": c.res.text}, "logprobs": lp, "finish_reason": c.res.finish}
 		} else {
-			out[i] = map[string]any{"index": i, "text": c.res.text, "logprobs": lp, "finish_reason": c.res.finish}
+			ch := map[string]any{"index": i, "text": c.res.text, "logprobs": lp, "finish_reason": c.res.finish}
+			s.addScores(ch, p, c.prompt, c.res.toks) // echo, prompt_logprobs (score.go)
+			out[i] = ch
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": object, "created": created, "model": s.cfg.ModelName, "choices": out, "usage": usage})

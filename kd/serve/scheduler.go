@@ -107,6 +107,7 @@ func (s *Server) schedule() {
 	for {
 		select {
 		case <-s.stop:
+			s.failScoring(errShutdown)
 			for _, j := range running {
 				finish(j, errShutdown)
 			}
@@ -122,6 +123,7 @@ func (s *Server) schedule() {
 		default:
 		}
 		running = s.admit(running)
+		s.runScoring() // scoring requests, between two decoding steps (score.go)
 		// Sequences whose client went away leave the batch.
 		running = slices.DeleteFunc(running, func(j *seqJob) bool {
 			if j.req.ctx.Err() == nil {

@@ -8,7 +8,12 @@
 // with "data: [DONE]") and stream_options.include_usage. Two extensions
 // follow vLLM: top_k and repetition_penalty.
 //
-// Not supported (400 when asked for): echo, suffix, best_of > 1,
+// Scoring follows vLLM: echo and prompt_logprobs on /v1/completions give
+// every prompt token's log-probability and the top alternatives with their
+// ids, for a batch of prompts in one request (score.go); kd/rollout's
+// Endpoint reads them, from this server or from vLLM.
+//
+// Not supported (400 when asked for): suffix, best_of > 1,
 // logit_bias, non-zero presence_penalty / frequency_penalty, tools,
 // response_format other than text, and non-text content parts. max_tokens
 // beyond the room the model has left after the prompt (or beyond
@@ -85,6 +90,9 @@ type Config struct {
 	// ReadTimeout bounds the time to read a request, headers and body
 	// (--read-timeout).
 	ReadTimeout time.Duration
+	// ScoreTokens bounds the tokens of one scoring forward pass (echo,
+	// prompt_logprobs); default DefaultScoreTokens.
+	ScoreTokens int
 	// Template renders chat messages: "auto" (default; the model's chat
 	// template), "chatml" or "qwen3", as kd/data.
 	Template string
@@ -108,6 +116,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	waiting []*request
+	scoring []*scoreJob // scoring requests waiting for the scheduler (score.go)
 	wake    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}

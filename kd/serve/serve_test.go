@@ -337,7 +337,10 @@ func TestValidation(t *testing.T) {
 		{"/v1/completions", `{"model":"demo-teacher","prompt":"a","max_tokens":0}`, "max_tokens"},
 		{"/v1/completions", `{"model":"demo-teacher","prompt":"a","stop":5}`, "stop"},
 		{"/v1/completions", `{"model":"demo-teacher","prompt":"a","logprobs":21}`, "logprobs"},
-		{"/v1/completions", `{"model":"demo-teacher","prompt":"a","echo":true}`, "echo"},
+		{"/v1/completions", `{"model":"demo-teacher","prompt":"a","echo":true,"stream":true}`, "echo"},
+		{"/v1/completions", `{"model":"demo-teacher","prompt":"a","prompt_logprobs":1,"stream":true}`, "prompt_logprobs"},
+		{"/v1/completions", `{"model":"demo-teacher","prompt":"a","prompt_logprobs":21}`, "prompt_logprobs"},
+		{"/v1/completions", `{"model":"demo-teacher","prompt":"a","prompt_logprobs":-1}`, "prompt_logprobs"},
 		{"/v1/completions", `{"model":"demo-teacher","prompt":"` + long + `"}`, "128 positions"},
 		{"/v1/chat/completions", `{"model":"demo-teacher","messages":[{"role":"user","content":"hi"}]}`, "chat template"},
 	} {

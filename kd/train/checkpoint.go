@@ -37,6 +37,8 @@ type trainingState struct {
 	Tokens    int64            `json:"tokens"`
 	Data      data.LoaderState `json:"data"`
 	Total     int              `json:"total_steps"`
+	// OnPolicy is the on-policy sampling state (onpolicy.go).
+	OnPolicy *onpolicyState `json:"onpolicy,omitempty"`
 }
 
 // tokenizerFiles are the tokenizer-side files transformers writes beside a
@@ -120,7 +122,7 @@ func (t *trainer) saveFinal() error {
 }
 
 func (t *trainer) writeState(path string) error {
-	st := trainingState{Step: t.step, AdamWStep: t.opt.StepCount(), Tokens: t.tokens, Total: t.total}
+	st := trainingState{Step: t.step, AdamWStep: t.opt.StepCount(), Tokens: t.tokens, Total: t.total, OnPolicy: t.saveOnPolicy()}
 	if t.pairs != nil {
 		st.Data = t.pairs.State()
 	} else {
@@ -198,6 +200,9 @@ func (t *trainer) restore(dir string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("resume from %s: %w (was the data or the seed changed?)", dir, err)
+	}
+	if err := t.restoreOnPolicy(st.OnPolicy); err != nil {
+		return err
 	}
 	if st.Total != t.total {
 		t.logf("resume: the run now has %d steps (it had %d); the learning-rate schedule follows the new length", t.total, st.Total)

@@ -96,6 +96,9 @@ func (t *trainer) writeEval(step int, ev Eval) error {
 		}
 		rec["tasks"] = all
 	}
+	if err := t.evalOnPolicy(step, rec); err != nil {
+		return err
+	}
 	t.metrics.write(rec)
 	return nil
 }

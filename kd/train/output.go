@@ -44,7 +44,7 @@ func refuseUsed(dir, what, hint string) error {
 var modelFile = regexp.MustCompile(`^(config\.json|model\.safetensors|model\.safetensors\.index\.json|model-\d{5}-of-\d{5}\.safetensors)$`)
 
 // runFile matches the other files and folders of a run's output.
-var runFile = regexp.MustCompile(`^(recipe\.yaml|metrics\.jsonl|loss\.png|checkpoint-\d+|checkpoint-\d+\.old)$`)
+var runFile = regexp.MustCompile(`^(recipe\.yaml|metrics\.jsonl|samples\.jsonl|loss\.png|checkpoint-\d+|checkpoint-\d+\.old)$`)
 
 // isTemp says whether name is a temporary file or folder kdnative writes on
 // the way to a rename: ".checkpoint-N.tmp", ".model.safetensors.tmp-*",

@@ -23,6 +23,7 @@ func (t *trainer) report(st stepStats) {
 	if t.pairs != nil {
 		line += fmt.Sprintf(" acc %.2f margin %.3f", st.dpoMetrics.Accuracy, st.dpoMetrics.Margin)
 	}
+	line += t.onpolicyLine(st)
 	line += fmt.Sprintf("  lr %.2e  |g| %.3f", st.lr, st.gradNorm)
 	if known {
 		line += fmt.Sprintf("  %.0f tok/s  %s left", tps, formatLeft(left))
@@ -37,7 +38,7 @@ func (t *trainer) report(st stepStats) {
 	}
 	if t.step%every == 0 || t.step == t.total {
 		rec := map[string]any{"step": t.step, "loss": st.loss, "lr": st.lr, "grad_norm": st.gradNorm,
-			"tokens": t.tokens, "elapsed_s": elapsed}
+			"tokens": t.tokens, "elapsed_s": elapsed, "step_s": st.wall.Seconds()}
 		if known {
 			rec["tokens_per_s"] = tps
 		}
@@ -53,6 +54,7 @@ func (t *trainer) report(st stepStats) {
 		if t.pairs != nil {
 			rec["reward_accuracy"], rec["reward_margin"] = st.dpoMetrics.Accuracy, st.dpoMetrics.Margin
 		}
+		t.onpolicyRecord(rec, st)
 		t.metrics.write(rec)
 	}
 }

@@ -78,6 +78,8 @@ type Objectives struct {
 	KD      *KDTerm      `yaml:"kd"`
 	DPO     *DPOTerm     `yaml:"dpo"`
 	Feature *FeatureTerm `yaml:"feature"`
+	// OnPolicy is on-policy distillation (onpolicy.go).
+	OnPolicy *OnPolicyTerm `yaml:"onpolicy"`
 }
 
 // SFTTerm is cross-entropy on the data's responses.

@@ -86,6 +86,7 @@ type trainer struct {
 	saidVocab  bool
 	cache      *cache.Reader
 	evalTasks  evalTaskSet // the recipe's eval_tasks (evaltasks.go)
+	op         *onpolicy   // objectives.onpolicy (onpolicy.go)
 	// xt is set when the kd term's teacher has another tokenizer
 	// (objectives.kd.cross_tokenizer; xtok.go).
 	xt *xtokState
@@ -197,6 +198,9 @@ func (t *trainer) setup(opt Options) error {
 			}
 		}
 	}
+	if err := t.setupOnPolicy(); err != nil {
+		return err
+	}
 	if err := t.checkBatchMemory(); err != nil {
 		return err
 	}
@@ -229,8 +233,10 @@ func (t *trainer) setup(opt Options) error {
 	if err := t.saveRecipe(); err != nil {
 		return err
 	}
-	t.metrics, err = openMetrics(filepath.Join(r.Output, "metrics.jsonl"), t.step)
-	return err
+	if t.metrics, err = openMetrics(filepath.Join(r.Output, "metrics.jsonl"), t.step); err != nil {
+		return err
+	}
+	return t.openSamples()
 }
 
 func (t *trainer) loadTeacher(tok *tokenizer.Tokenizer) error {
@@ -345,7 +351,7 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 		}
 		stats, err := t.trainStep()
 		if err != nil {
-			return nil, fmt.Errorf("step %d: %w", t.step+1, err)
+			return nil, t.stepFailed(err)
 		}
 		t.step++
 		t.report(stats)
@@ -390,6 +396,9 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 	if err := t.metrics.close(); err != nil {
 		return nil, err
 	}
+	if err := t.closeOnPolicy(); err != nil {
+		return nil, err
+	}
 	if err := plotLosses(filepath.Join(t.r.Output, "metrics.jsonl"), filepath.Join(t.r.Output, "loss.png")); err != nil {
 		t.logf("loss curve: %v", err)
 	}
@@ -404,11 +413,17 @@ type stepStats struct {
 	gradNorm, lr       float64
 	tokens             int
 	dpoMetrics         loss.DPOMetrics
+	op                 onpolicyStats // objectives.onpolicy's (onpolicy.go)
+	wall               time.Duration // the step's time
 }
 
 // trainStep runs GradAccum micro-batches and one optimizer update.
 func (t *trainer) trainStep() (stepStats, error) {
 	var st stepStats
+	t0 := time.Now()
+	if err := t.beginStep(&st); err != nil { // on-policy sampling (onpolicy.go)
+		return st, err
+	}
 	if err := t.student.ZeroGrad(); err != nil {
 		return st, err
 	}
@@ -436,14 +451,24 @@ func (t *trainer) trainStep() (stepStats, error) {
 	}
 	st.gradNorm = norm
 	t.tokens += int64(st.tokens)
+	st.wall = time.Since(t0)
 	return st, nil
 }
 
-// sftMicroBatch runs the token-level objectives (sft, kd) on one batch.
+// sftMicroBatch runs the token-level objectives (sft, kd, feature, and
+// onpolicy on the rows' prompts) on one batch.
 func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 	rows, b, err := t.loader.NextRows(t.r.BatchSize)
 	if err != nil {
 		return err
+	}
+	if t.op != nil {
+		if err := t.onpolicyMicroBatch(st, w, rows); err != nil {
+			return err
+		}
+		if o := t.r.Objectives; o.SFT == nil && o.KD == nil && o.Feature == nil {
+			return nil
+		}
 	}
 	t.teacherFor = nil // the teacher has not seen this batch
 	h, err := t.student.ForwardHidden(b)

@@ -50,8 +50,8 @@ func (r *Recipe) Validate() error {
 	}
 	oneOf("data.on_bad_line", r.Data.OnBadLine, "skip", "stop")
 	o := r.Objectives
-	if o.SFT == nil && o.KD == nil && o.DPO == nil && o.Feature == nil {
-		bad("objectives", "at least one of sft, kd, dpo, feature is required")
+	if o.SFT == nil && o.KD == nil && o.DPO == nil && o.Feature == nil && o.OnPolicy == nil {
+		bad("objectives", "at least one of sft, kd, dpo, feature, onpolicy is required")
 	}
 	weight := func(key string, w float64) {
 		if !(w > 0) || math.IsInf(w, 0) {
@@ -73,8 +73,8 @@ func (r *Recipe) Validate() error {
 		if _, err := o.DPO.Config(); err != nil {
 			bad("objectives.dpo", "%v", err)
 		}
-		if o.SFT != nil || o.KD != nil || o.Feature != nil {
-			bad("objectives.dpo", "trains on preference pairs and cannot be mixed with sft, kd or feature in one run")
+		if o.SFT != nil || o.KD != nil || o.Feature != nil || o.OnPolicy != nil {
+			bad("objectives.dpo", "trains on preference pairs and cannot be mixed with sft, kd, feature or onpolicy in one run")
 		}
 	}
 	if o.Feature != nil {
@@ -83,6 +83,9 @@ func (r *Recipe) Validate() error {
 		if r.Teacher == "" {
 			bad("objectives.feature", "needs an online teacher (teacher: a model folder)")
 		}
+	}
+	if o.OnPolicy != nil {
+		o.OnPolicy.check(r, bad)
 	}
 	p := r.Optim
 	if !(p.LR > 0) {

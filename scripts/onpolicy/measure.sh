@@ -1,0 +1,25 @@
+#!/bin/sh
+# Trains the demo's student from the demo's teacher three ways with the same number of
+# optimizer steps, batch, learning-rate schedule and teacher — off-policy KD (forward KL on
+# the data's text, the built-in demo's recipe), on-policy distillation with GKD's JSD, and
+# on-policy distillation with the reverse-KL policy gradient — then measures each student
+# (scripts/onpolicy/main.go) and prints the table of docs/on-policy.md.
+#
+#   sh scripts/onpolicy/measure.sh [STEPS] [WORKDIR]     (default 300 steps, /tmp/onpolicy-measure)
+set -eu
+STEPS=${1:-300}
+WORK=${2:-/tmp/onpolicy-measure}
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$WORK"
+cd "$REPO"
+CGO_ENABLED=0 go build -o "$WORK/kdnative" ./cmd/kdnative
+CGO_ENABLED=0 go build -o "$WORK/measure" ./scripts/onpolicy
+cd "$WORK"
+./kdnative --device cpu demo-assets demo-assets >/dev/null
+common="--set max_steps=$STEPS --set log_every=1 --set eval_every=0 --set save_every=0 --overwrite"
+./kdnative --device cpu train "$REPO/kd/demo/assets/recipes/distill.yaml" $common \
+	--set student=demo-assets/student-init --set teacher=demo-assets/teacher \
+	--set data.train=demo-assets/train.jsonl --set data.val=demo-assets/val.jsonl --set output=runs/kd > kd.log
+./kdnative --device cpu train "$REPO/examples/recipes/onpolicy-jsd.yaml" $common --set output=runs/onpolicy-jsd > onpolicy-jsd.log
+./kdnative --device cpu train "$REPO/examples/recipes/onpolicy-rkl.yaml" $common --set output=runs/onpolicy-rkl > onpolicy-rkl.log
+./measure -assets demo-assets runs/kd runs/onpolicy-jsd runs/onpolicy-rkl
