@@ -1,7 +1,9 @@
 package cpu
 
 import (
+	kdrt "github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/cpu/sgemm"
+	"github.com/kdnative/kdnative/runtime/half"
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 )
@@ -58,4 +60,93 @@ func matmul[F Float](c, a, b []F, rowsA, colsA, rowsB, colsB int, transA, transB
 		return
 	}
 	gemm(transA, transB, m, n, k, alpha, a, colsA, b, colsB, beta, c, n)
+}
+
+// gemmPanel is about how many float32 elements of a BF16 operand matmulBF16
+// widens at a time (4 MiB): a [V, C] lm_head is converted a panel of rows
+// at a time, never whole. A variable so that tests can force many panels.
+var gemmPanel = 1 << 20
+
+// matmulBF16 is MatMul with BF16 operands (A and B share a dtype) or a BF16
+// C: C = α·op(A)·op(B) + β·C computed by the float32 GEMM on widened
+// copies, C's columns a panel at a time, each BF16 output element rounded
+// once. op(A) is [m, k], op(B) [k, n], C [m, n].
+func matmulBF16(c, a, b *kdrt.Tensor, m, n, k int, transA, transB bool, alpha, beta float32) {
+	if m == 0 || n == 0 {
+		return
+	}
+	var f frame
+	defer f.done()
+	av := f.in(a)
+	// Columns of C per panel: op(B)'s panel is k × nb, C's m × nb.
+	nb := max(1, min(n, gemmPanel/max(k, m, 1)))
+	nb = (nb + 15) / 16 * 16
+	var bw, cw []float32
+	if b.DType == kdrt.BF16 {
+		bw = f.get(k * min(nb, n))
+	}
+	if c.DType == kdrt.BF16 {
+		cw = f.get(m * min(nb, n))
+	}
+	ldb := b.Cols()
+	for n0 := 0; n0 < n; n0 += nb {
+		n1 := min(n0+nb, n)
+		w := n1 - n0
+		// op(B)[:, n0:n1]: rows n0…n1 of B when transposed, else columns.
+		var bp []float32
+		bld := ldb
+		switch {
+		case b.DType == kdrt.F32 && transB:
+			bp = Float32s(b)[n0*ldb:]
+		case b.DType == kdrt.F32:
+			bp = Float32s(b)[n0:]
+		case transB:
+			bp, bld = bw[:w*ldb], ldb
+			widen(bp, BF16Bits(b)[n0*ldb:n1*ldb])
+		default:
+			bp, bld = bw[:k*w], w
+			src := BF16Bits(b)
+			for r := range k {
+				for j := range w {
+					bp[r*w+j] = half.BF16ToF32(src[r*ldb+n0+j])
+				}
+			}
+		}
+		var cp []float32
+		cld := n
+		if c.DType == kdrt.F32 {
+			cp = Float32s(c)[n0:]
+		} else {
+			cp, cld = cw[:m*w], w
+			if beta != 0 {
+				src := BF16Bits(c)
+				for r := range m {
+					for j := range w {
+						cp[r*w+j] = half.BF16ToF32(src[r*n+n0+j])
+					}
+				}
+			}
+		}
+		if k == 0 {
+			for r := range m {
+				for j := range w {
+					if beta == 0 {
+						cp[r*cld+j] = 0
+					} else {
+						cp[r*cld+j] *= beta
+					}
+				}
+			}
+		} else {
+			gemm(transA, transB, m, w, k, alpha, av, a.Cols(), bp, bld, beta, cp, cld)
+		}
+		if c.DType == kdrt.BF16 {
+			dst := BF16Bits(c)
+			for r := range m {
+				for j := range w {
+					dst[r*n+n0+j] = half.F32ToBF16(cp[r*w+j])
+				}
+			}
+		}
+	}
 }
