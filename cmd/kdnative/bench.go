@@ -22,8 +22,12 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "seq", Value: 64, Usage: "tokens per sequence"},
 			&cli.IntFlag{Name: "steps", Value: 3, Usage: "training steps timed (after one untimed warm-up step)"},
 			&cli.BoolFlag{Name: "kernels", Usage: "time each GPU kernel against the machine's ceilings (needs --device cuda)"},
+			newPrecisionFlag(),
 		},
 		Action: func(c *cli.Context) error {
+			if err := checkPrecision(c); err != nil {
+				return err
+			}
 			if !c.Bool("kernels") {
 				if (c.String("model") == "") == (c.String("config") == "") {
 					return fmt.Errorf("bench: give --model DIR or --config config.json (one of them)")
@@ -52,7 +56,7 @@ func benchCommand() *cli.Command {
 				return err
 			}
 			_, err = train.Bench(be, train.BenchConfig{Model: c.String("model"), Config: c.String("config"),
-				B: c.Int("batch"), T: c.Int("seq"), Steps: c.Int("steps")}, c.App.Writer)
+				B: c.Int("batch"), T: c.Int("seq"), Steps: c.Int("steps"), Precision: c.String("precision")}, c.App.Writer)
 			return err
 		},
 	}

@@ -27,8 +27,12 @@ func generateCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "stop", Usage: "stop string (repeatable)"},
 			&cli.IntFlag{Name: "logprobs", Usage: "report the log-probability of each token and this many alternatives"},
 			&cli.StringFlag{Name: "output", Usage: "write JSONL here instead of printing"},
+			newPrecisionFlag(),
 		},
 		Action: func(c *cli.Context) error {
+			if err := checkPrecision(c); err != nil {
+				return err
+			}
 			be, err := openBackend(c)
 			if err != nil {
 				return err
@@ -36,7 +40,7 @@ func generateCommand() *cli.Command {
 			_, err = generate.Run(c.Context, be, generate.Config{
 				Model: c.String("model"), Prompts: c.StringSlice("prompt"), PromptFile: c.String("prompts"),
 				Template: c.String("template"), SystemPrompt: c.String("system-prompt"), Samples: c.Int("n"),
-				StopStrings: c.StringSlice("stop"), Output: c.String("output"),
+				StopStrings: c.StringSlice("stop"), Output: c.String("output"), Precision: c.String("precision"),
 				Params: model.GenerateParams{MaxTokens: c.Int("max-tokens"), Temperature: c.Float64("temperature"),
 					TopK: c.Int("top-k"), TopP: c.Float64("top-p"), RepetitionPenalty: c.Float64("repetition-penalty"),
 					Seed: c.Uint64("seed"), TopLogProbs: c.Int("logprobs")},

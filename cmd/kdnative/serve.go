@@ -17,8 +17,12 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-queue", Value: 16, Usage: "requests that may wait for the model; beyond that they get 429"},
 			&cli.IntFlag{Name: "max-tokens-cap", Usage: "upper bound on max_tokens (0: the model's positions)"},
 			&cli.StringFlag{Name: "template", Value: "auto", Usage: "chat format: auto (the model's chat template), chatml or qwen3"},
+			newPrecisionFlag(),
 		},
 		Action: func(c *cli.Context) error {
+			if err := checkPrecision(c); err != nil {
+				return err
+			}
 			be, err := openBackend(c)
 			if err != nil {
 				return err
@@ -26,7 +30,7 @@ func serveCommand() *cli.Command {
 			s, err := serve.New(be, serve.Config{
 				Model: c.String("model"), Addr: c.String("addr"), ModelName: c.String("model-name"),
 				MaxQueue: c.Int("max-queue"), MaxTokensCap: c.Int("max-tokens-cap"), Template: c.String("template"),
-				Log: c.App.ErrWriter,
+				Log: c.App.ErrWriter, Precision: c.String("precision"),
 			})
 			if err != nil {
 				return err

@@ -38,6 +38,9 @@ type Config struct {
 	StopStrings []string
 	// Output is a JSONL file; empty prints the completions.
 	Output string
+	// Precision is auto (the backend's default), bf16, fp32 or tf32: how the
+	// model is stored and multiplied (runtime.UsePrecision).
+	Precision string
 }
 
 // Record is one completion, as written to the JSONL output.
@@ -66,7 +69,11 @@ type promptLine struct {
 
 // Run generates the completions.
 func Run(ctx context.Context, be kdrt.Backend, c Config, log io.Writer) ([]Record, error) {
-	m, err := model.LoadDir(c.Model, be)
+	prec, err := kdrt.UsePrecision(be, c.Precision)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.LoadDir(c.Model, be, model.ForPrecision(prec, false)...)
 	if err != nil {
 		return nil, err
 	}

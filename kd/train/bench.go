@@ -16,6 +16,8 @@ import (
 type BenchConfig struct {
 	Model, Config string
 	B, T, Steps   int
+	// Precision is auto, bf16, fp32 or tf32 (runtime.UsePrecision).
+	Precision string
 }
 
 // BenchResult is what Bench measured.
@@ -30,14 +32,18 @@ type BenchResult struct {
 func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	var res BenchResult
 	var m *model.Model
-	var err error
+	prec, err := kdrt.UsePrecision(be, c.Precision)
+	if err != nil {
+		return res, err
+	}
+	opts := model.ForPrecision(prec, true)
 	switch {
 	case c.Model != "":
-		m, err = model.LoadDir(c.Model, be)
+		m, err = model.LoadDir(c.Model, be, opts...)
 	case c.Config != "":
 		var cfg *model.Config
 		if cfg, err = model.LoadConfig(c.Config); err == nil {
-			if m, err = model.New(cfg, be); err == nil {
+			if m, err = model.New(cfg, be, opts...); err == nil {
 				err = m.InitRandom(1)
 			}
 		}
@@ -59,7 +65,7 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	}
 	var slots []optim.Slot
 	for _, p := range m.Params() {
-		slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Decay: !p.NoDecay})
+		slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Master: p.Master, Decay: !p.NoDecay})
 	}
 	opt, err := optim.NewAdamW(be, slots, optim.DefaultAdamW)
 	if err != nil {
