@@ -100,8 +100,16 @@ func narrow(dst []uint16, src []float32) {
 
 // The scratch pool: float32 slices in power-of-two size classes, so that the
 // widened copies of a training step's operands are reused from op to op
-// instead of allocated and collected each time.
-var scratchPools [64]sync.Pool
+// instead of allocated, zeroed and collected each time. A sync.Pool would
+// drop them at every garbage collection, which these large allocations
+// themselves trigger; this pool keeps a few per class for as long as the
+// process runs (what one op used at once, the largest op's operands).
+const scratchPerClass = 4
+
+var scratch struct {
+	sync.Mutex
+	free [64][][]float32
+}
 
 func sizeClass(n int) int {
 	if n <= 1 {
@@ -112,9 +120,14 @@ func sizeClass(n int) int {
 
 func getScratch(n int) []float32 {
 	c := sizeClass(n)
-	if p, ok := scratchPools[c].Get().(*[]float32); ok {
-		return (*p)[:n]
+	scratch.Lock()
+	if l := len(scratch.free[c]); l > 0 {
+		s := scratch.free[c][l-1]
+		scratch.free[c] = scratch.free[c][:l-1]
+		scratch.Unlock()
+		return s[:n]
 	}
+	scratch.Unlock()
 	return make([]float32, n, 1<<c)
 }
 
@@ -124,7 +137,11 @@ func putScratch(s []float32) {
 	if 1<<c != len(s) {
 		return // not one of ours
 	}
-	scratchPools[c].Put(&s)
+	scratch.Lock()
+	if len(scratch.free[c]) < scratchPerClass {
+		scratch.free[c] = append(scratch.free[c], s)
+	}
+	scratch.Unlock()
 }
 
 // BF16Bits returns the BF16 tensor's elements as bfloat16 bit patterns; writes
