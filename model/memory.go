@@ -39,8 +39,15 @@ func (c *Config) weightBytes(dt kdrt.DType, master bool) int64 {
 // allocates for that batch shape; it is kept until the shape changes).
 func (c *Config) ActivationBytes(B, T int) int64 { return c.activationBytes(kdrt.F32, B, T) }
 
-// activationBytes is ActivationBytes for activations stored in dt (the
+// ActivationBytesAs is ActivationBytes for activations stored in dt (the
 // statistics and ids are 4 bytes whatever dt is).
+func (c *Config) ActivationBytesAs(dt kdrt.DType, B, T int) int64 { return c.activationBytes(dt, B, T) }
+
+// InferenceBytes is what the inference forward (InferHidden) allocates for B
+// sequences of T tokens with storage dt: one layer's buffers, whatever the
+// depth.
+func (c *Config) InferenceBytes(dt kdrt.DType, B, T int) int64 { return c.inferBytes(dt, B, T) }
+
 func (c *Config) activationBytes(dt kdrt.DType, B, T int) int64 {
 	b, t := int64(B), int64(T)
 	N := kdrt.MulBytes(b, t)
