@@ -41,6 +41,8 @@ type Backend struct {
 	err error // the first error since the last Sync
 
 	counts LaunchCounts // what was queued since ResetLaunches
+
+	precision kdrt.Precision // cuBLAS's math mode follows it (SetPrecision)
 }
 
 var (

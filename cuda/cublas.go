@@ -110,6 +110,16 @@ func cudaType(op string, t *kdrt.Tensor) int32 {
 	panic(fmt.Sprintf("cuda %s: %v: dtype %s not supported (F32 or BF16)", op, t, t.DType))
 }
 
+// gemmTypes panics unless the operands are a combination cublasGemmEx
+// multiplies with FP32 compute: A and B of one dtype, C of theirs or F32
+// (BF16·BF16 → F32 gives logits and weight gradients straight from the
+// accumulator).
+func gemmTypes(op string, c, a, b *kdrt.Tensor) {
+	if a.DType != b.DType || (c.DType != a.DType && c.DType != kdrt.F32) {
+		panic(fmt.Sprintf("cuda %s: %v = %v·%v: cuBLAS multiplies operands of one dtype into that dtype or F32", op, c, a, b))
+	}
+}
+
 // gemmDims are the row-major sizes of C = op(A)·op(B).
 func gemmDims(c, a, b *kdrt.Tensor, transA, transB bool) (M, N, K int) {
 	M, K = a.Rows(), a.Cols()
@@ -137,6 +147,7 @@ func (b *Backend) MatMul(c, a, bm *kdrt.Tensor, transA, transB bool, alpha, beta
 	}
 	ta, tb := cudaType("matmul", a), cudaType("matmul", bm)
 	tc := cudaType("matmul", c)
+	gemmTypes("matmul", c, a, bm)
 	if K == 0 { // C = β·C, and C = 0 when β = 0 even where C held NaN
 		scaleOrZero(b, c, beta)
 		return
@@ -182,6 +193,7 @@ func scaleOrZero(b *Backend, c *kdrt.Tensor, beta float32) {
 // cublasGemmStridedBatchedEx in FP32 compute.
 func (b *Backend) BatchedMatMul(c, a, bm *kdrt.Tensor, transA, transB bool, M, N, K, count int, strideA, strideB, strideC int, alpha, beta float32) {
 	ta, tb, tc := cudaType("batched matmul", a), cudaType("batched matmul", bm), cudaType("batched matmul", c)
+	gemmTypes("batched matmul", c, a, bm)
 	lda, ldb := K, N
 	if transA {
 		lda = M

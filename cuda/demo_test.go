@@ -20,8 +20,10 @@ import (
 
 // TestDemoMatchesCPU runs the built-in demo (online-teacher KD with the
 // fused, chunked loss, AdamW, evaluation, checkpoints, and sampling through
-// the KV cache) for a few steps on the GPU and on the CPU: the student's KL
-// to the teacher before and after must agree, and must fall.
+// the KV cache) for a few steps on the GPU and on the CPU, both in bf16 (the
+// GPU's default: BF16 weights and activations, the teacher's inference
+// forward, F32 masters, logits and losses): the student's KL to the teacher
+// before and after must agree, and must fall.
 func TestDemoMatchesCPU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains the demo twice")
@@ -37,7 +39,7 @@ func TestDemoMatchesCPU(t *testing.T) {
 		var log bytes.Buffer
 		out := filepath.Join(t.TempDir(), "demo")
 		err := demo.Run(context.Background(), be, demo.Options{Output: out, Log: &log,
-			Sets: []string{"max_steps=6", "save_every=0", "eval_every=0", "batch_size=4", "data.max_len=64", "data.val=" + val}})
+			Sets: []string{"max_steps=6", "save_every=0", "eval_every=0", "batch_size=4", "data.max_len=64", "data.val=" + val, "precision=bf16"}})
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", be.Name(), err, log.String())
 		}

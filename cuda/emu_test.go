@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -290,7 +291,34 @@ func (d *emuDevice) checkGuards() cuResult {
 // column-major is Cᵀ = op(B)ᵀ·op(A)ᵀ row-major.
 func (d *emuDevice) cublas() *cublas {
 	c := &cublas{version: "emulated"}
-	c.cublasGetStatusStr = func(cublasStatus) *byte { return d.cstr("CUBLAS_STATUS_INVALID_VALUE") }
+	c.cublasGetStatusStr = func(s cublasStatus) *byte {
+		if s == 15 {
+			return d.cstr("CUBLAS_STATUS_NOT_SUPPORTED")
+		}
+		return d.cstr("CUBLAS_STATUS_INVALID_VALUE")
+	}
+	// The math mode: under CUBLAS_TF32_TENSOR_OP_MATH an F32 product rounds
+	// its inputs to TF32 (10 mantissa bits, to nearest, ties away: PTX's
+	// cvt.rna.tf32.f32) and accumulates in FP32.
+	mode := int32(cublasDefaultMath)
+	c.cublasSetMathMode = func(_ uintptr, m int32) cublasStatus {
+		if m != cublasDefaultMath && m != cublasPedanticMath && m != cublasTF32Math {
+			return 7
+		}
+		mode = m
+		return 0
+	}
+	tf32 := func(g blas32.General) blas32.General {
+		r := blas32.General{Rows: g.Rows, Cols: g.Cols, Stride: g.Stride, Data: make([]float32, len(g.Data))}
+		for i, v := range g.Data {
+			u := math.Float32bits(v)
+			if u&0x7f800000 != 0x7f800000 { // finite: add half of the dropped 13 bits, then drop them
+				u = (u + 0x1000) &^ 0x1fff
+			}
+			r.Data[i] = math.Float32frombits(u)
+		}
+		return r
+	}
 	// matrix is the row-major view of a column-major operand: rows × cols of
 	// the transpose, converted to float32 when it is BF16.
 	matrix := func(ptr uint64, t int32, rows, cols, ld int) (blas32.General, func()) {
@@ -323,6 +351,11 @@ func (d *emuDevice) cublas() *cublas {
 			(transb == cublasOpN && ldb < max(1, k)) || (transb == cublasOpT && ldb < max(1, n)) || ldc < max(1, m) {
 			return 7 // CUBLAS_STATUS_INVALID_VALUE
 		}
+		// cuBLAS's FP32-compute combinations: A and B of one type, C of
+		// theirs or F32.
+		if at != bt || (ct != at && ct != cudaR32F) {
+			return 15 // CUBLAS_STATUS_NOT_SUPPORTED
+		}
 		al, be := *(*float32)(alpha), *(*float32)(beta)
 		// op(A) is m×k: A column-major is m×k (N) or k×m (T); its row-major
 		// view swaps those. Likewise op(B) is k×n.
@@ -336,6 +369,9 @@ func (d *emuDevice) cublas() *cublas {
 		}
 		A, _ := matrix(a, at, ar, ac, int(lda))
 		B, _ := matrix(b, bt, br, bc, int(ldb))
+		if mode == cublasTF32Math && at == cudaR32F {
+			A, B = tf32(A), tf32(B)
+		}
 		C, store := matrix(cc, ct, int(n), int(m), int(ldc))
 		if be == 0 {
 			for i := range C.Rows {

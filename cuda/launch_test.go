@@ -27,7 +27,7 @@ func stepLaunches(t *testing.T, g *Backend) (fwd, bwd, opt LaunchCounts) {
 	batch := randomBatch(rand.New(rand.NewPCG(1, 2)), 2, 13, m.Config.Vocab)
 	var slots []optim.Slot
 	for _, p := range m.Params() {
-		slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Decay: !p.NoDecay})
+		slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Master: p.Master, Decay: !p.NoDecay})
 	}
 	o, err := optim.NewAdamW(g, slots, optim.DefaultAdamW)
 	if err != nil {
@@ -84,6 +84,11 @@ func TestStepLaunches(t *testing.T) {
 	t.Logf("one step of the 2-layer Qwen2 fixture:\n%s", sb.String())
 	if got, want := fwd.Total()+bwd.Total(), maxStepLaunches; got > want {
 		t.Errorf("the model's forward and backward queue %d operations, more than the %d of the fused kernels", got, want)
+	}
+	// The optimizer is multi-tensor: the gradient norm's partial sums, the
+	// clip factor and the update of every parameter, whatever their number.
+	if got := opt.Total(); got > 3 {
+		t.Errorf("the AdamW step queues %d operations, more than the 3 of the multi-tensor kernels", got)
 	}
 }
 

@@ -51,6 +51,17 @@ func ewSameDType(op string, ts ...*kdrt.Tensor) kdrt.DType {
 	return dt
 }
 
+// gradDType panics unless the parameter gradients gs (nil skipped) are F32
+// or dt, the activations' dtype: mixed precision accumulates BF16
+// activations' contributions into F32 gradients.
+func gradDType(op string, dt kdrt.DType, gs ...*kdrt.Tensor) {
+	for _, g := range gs {
+		if g != nil && g.DType != kdrt.F32 && g.DType != dt {
+			panic(fmt.Sprintf("cuda: %s: gradient %v must be F32 or %s, the activations' dtype", op, g, dt))
+		}
+	}
+}
+
 // ewDType panics unless t has dtype dt.
 func ewDType(op string, t *kdrt.Tensor, dt kdrt.DType) {
 	if t.DType != dt {
@@ -92,11 +103,13 @@ func (b *Backend) AddBias(y, bias *kdrt.Tensor) {
 }
 
 // BiasBackward implements runtime.Backend: dbias[C] += Σ_rows dy[N, C],
-// deterministically (fp32 partial sums per chunk of rows, added in order).
+// deterministically (fp32 partial sums per chunk of rows, added in order);
+// dbias is F32 or dy's dtype.
 func (b *Backend) BiasBackward(dbias, dy *kdrt.Tensor) {
 	const op = "bias backward"
 	ewCols(op, dbias.Numel(), dy)
-	dt := ewSameDType(op, dbias, dy)
+	dt := ewSameDType(op, dy)
+	gradDType(op, dt, dbias)
 	N, C := dy.Rows(), dy.Cols()
 	if N == 0 || C == 0 {
 		return
@@ -108,7 +121,7 @@ func (b *Backend) BiasBackward(dbias, dy *kdrt.Tensor) {
 	}
 	b.launch(op, kernelFor("ew_bias_partial", dt), dim3{uint32(blocks(C, 32)), uint32(chunks), 1}, dim3{32, 8, 1}, 0,
 		b.dptr(part), b.dptr(dy), int32(N), int32(C), int32(rows))
-	b.launch(op, kernelFor("ew_colsum", dt), d1(blocks(C, ewThreads)), d1(ewThreads), 0,
+	b.launch(op, kernelFor("ew_colsum", dbias.DType), d1(blocks(C, ewThreads)), d1(ewThreads), 0,
 		b.dptr(dbias), b.dptr(part), int32(chunks), int32(C))
 	b.Free(part)
 }
@@ -208,8 +221,8 @@ func (b *Backend) Embedding(out, ids, table *kdrt.Tensor) {
 }
 
 // EmbeddingBackward implements runtime.Backend: dtable[ids[n], :] += dout[n, :]
-// by atomic adds (rows with a repeated id add in no fixed order). Ids
-// outside [0, V) are skipped.
+// by atomic adds (rows with a repeated id add in no fixed order); dtable is
+// F32 or dout's dtype. Ids outside [0, V) are skipped.
 func (b *Backend) EmbeddingBackward(dtable, dout, ids *kdrt.Tensor) {
 	const op = "embedding backward"
 	C := dtable.Cols()
@@ -218,12 +231,17 @@ func (b *Backend) EmbeddingBackward(dtable, dout, ids *kdrt.Tensor) {
 	if dout.Rows() != ids.Numel() {
 		panic(fmt.Sprintf("cuda: embedding backward %v for %v: row count differs", dout, ids))
 	}
-	dt := ewSameDType(op, dtable, dout)
+	dt := ewSameDType(op, dout)
+	gradDType(op, dt, dtable)
 	N := ids.Numel()
 	if N == 0 || C == 0 {
 		return
 	}
-	b.launch(op, kernelFor("ew_embedding_backward", dt), ewRows(N), d1(ewThreads), 0,
+	kernel := kernelFor("ew_embedding_backward", dt)
+	if dtable.DType != dt {
+		kernel = kernelFor("ew_embedding_backward_f32grad", dt)
+	}
+	b.launch(op, kernel, ewRows(N), d1(ewThreads), 0,
 		b.dptr(dtable), b.dptr(dout), b.dptr(ids), int32(N), int32(C), int32(dtable.Rows()))
 }
 
@@ -259,7 +277,7 @@ func (b *Backend) rope(op string, x, pos, invFreq *kdrt.Tensor, sign float32) {
 // projection, its bias and RoPE of q and k in one kernel, one block per row.
 func (b *Backend) QKVBiasRoPE(q, k, v, qkv, bias, pos, invFreq *kdrt.Tensor) {
 	const op = "qkv bias rope"
-	dt, NH, NKV, HD := b.qkvCheck(op, qkv, bias, q, k, v, pos, invFreq)
+	dt, NH, NKV, HD := b.qkvCheck(op, qkv, bias, false, q, k, v, pos, invFreq)
 	N := q.Rows()
 	if N == 0 || HD == 0 {
 		return
@@ -275,7 +293,7 @@ func (b *Backend) QKVBiasRoPE(q, k, v, qkv, bias, pos, invFreq *kdrt.Tensor) {
 // ew_colsum then adds the partials into dbias.
 func (b *Backend) QKVBiasRoPEBackward(dqkv, dbias, dq, dk, dv, pos, invFreq *kdrt.Tensor) {
 	const op = "qkv bias rope backward"
-	dt, NH, NKV, HD := b.qkvCheck(op, dqkv, dbias, dq, dk, dv, pos, invFreq)
+	dt, NH, NKV, HD := b.qkvCheck(op, dqkv, dbias, true, dq, dk, dv, pos, invFreq)
 	N, W := dqkv.Rows(), dqkv.Cols()
 	if N == 0 || HD == 0 {
 		return
@@ -299,27 +317,31 @@ func (b *Backend) QKVBiasRoPEBackward(dqkv, dbias, dq, dk, dv, pos, invFreq *kdr
 	b.launch(op, kernelFor("ew_qkv_bias_rope_backward", dt), d1(chunks), d1(threads), 4*(HD+W),
 		b.dptr(dqkv), b.dptr(part), b.dptr(dq), b.dptr(dk), b.dptr(dv), b.dptr(pos), b.dptr(invFreq),
 		int32(N), int32(NH), int32(NKV), int32(HD))
-	b.launch(op, kernelFor("ew_colsum", dt), d1(blocks(W, ewThreads)), d1(ewThreads), 0,
+	b.launch(op, kernelFor("ew_colsum", dbias.DType), d1(blocks(W, ewThreads)), d1(ewThreads), 0,
 		b.dptr(dbias), b.dptr(part), int32(chunks), int32(W))
 	b.Free(part)
 }
 
 // qkvCheck panics unless q [N, NH·HD], k and v [N, NKV·HD] are the column
 // blocks of qkv [N, W], bias (when given) has W elements, all of one storage
-// dtype, and (with invFreq) pos is I32 [N] and invFreq F32 [HD/2]. Without
-// invFreq nothing rotates and the head size does not matter; any common
-// divisor of the widths serves (their greatest).
-func (b *Backend) qkvCheck(op string, qkv, bias, q, k, v, pos, invFreq *kdrt.Tensor) (dt kdrt.DType, NH, NKV, HD int) {
+// dtype (except a bias gradient, biasGrad, which may be F32), and (with
+// invFreq) pos is I32 [N] and invFreq F32 [HD/2]. Without invFreq nothing
+// rotates and the head size does not matter; any common divisor of the
+// widths serves (their greatest).
+func (b *Backend) qkvCheck(op string, qkv, bias *kdrt.Tensor, biasGrad bool, q, k, v, pos, invFreq *kdrt.Tensor) (dt kdrt.DType, NH, NKV, HD int) {
 	N := qkv.Rows()
 	if q.Rows() != N || k.Rows() != N || v.Rows() != N || v.Cols() != k.Cols() || q.Cols()+2*k.Cols() != qkv.Cols() ||
 		(bias != nil && bias.Numel() != qkv.Cols()) {
 		panic(fmt.Sprintf("cuda: %s: %v is not [%v %v %v] (bias %v)", op, qkv, q, k, v, bias))
 	}
 	ts := []*kdrt.Tensor{qkv, q, k, v}
-	if bias != nil {
+	if bias != nil && !biasGrad {
 		ts = append(ts, bias)
 	}
 	dt = ewSameDType(op, ts...)
+	if biasGrad {
+		gradDType(op, dt, bias)
+	}
 	if invFreq == nil {
 		HD = gcd(q.Cols(), k.Cols())
 	} else {

@@ -7,25 +7,27 @@ import (
 )
 
 // The normalization ops (kernels/norm.cu). Accepted dtypes: x, out, dout, dx
-// and the parameters w, b with their gradients dw, db share one storage dtype,
-// F32 or BF16 (arithmetic in fp32); the saved statistics mean [N] and rstd
-// [N] are always F32. Anything else panics.
+// and the parameters w, b share one storage dtype, F32 or BF16 (arithmetic
+// in fp32); the parameter gradients dw, db are F32 or that dtype (their
+// column sums are fp32 partials either way); the saved statistics mean [N]
+// and rstd [N] are always F32. Anything else panics.
 
 // normThreads is the block size of a row kernel for rows of C elements: about
 // 8 elements per thread, a multiple of 32 between 32 and 1024.
 func normThreads(C int) int { return min(1024, 32*blocks(blocks(C, 8), 32)) }
 
 // normCheck panics unless x is [N, C] with the float tensors xs of the same
-// storage dtype as x, the [C] parameters ps with C elements, and the [N]
-// statistics stats F32 with N elements. It returns x's dtype.
-func normCheck(op string, x *kdrt.Tensor, rowsLike, ps, stats []*kdrt.Tensor) kdrt.DType {
+// storage dtype as x, the [C] parameters ps with C elements (of x's dtype,
+// except the gradients grads, which may be F32), and the [N] statistics
+// stats F32 with N elements. It returns x's dtype.
+func normCheck(op string, x *kdrt.Tensor, rowsLike, ps, stats []*kdrt.Tensor, grads ...*kdrt.Tensor) kdrt.DType {
 	N, C := x.Rows(), x.Cols()
 	for _, t := range rowsLike {
 		if t.Numel() != x.Numel() {
 			panic(fmt.Sprintf("cuda: %s: %v and %v differ in size", op, x, t))
 		}
 	}
-	for _, t := range ps {
+	for _, t := range append(append([]*kdrt.Tensor(nil), ps...), grads...) {
 		if t.Numel() != C {
 			panic(fmt.Sprintf("cuda: %s: %v should have %d elements (the columns of %v)", op, t, C, x))
 		}
@@ -35,7 +37,9 @@ func normCheck(op string, x *kdrt.Tensor, rowsLike, ps, stats []*kdrt.Tensor) kd
 			panic(fmt.Sprintf("cuda: %s: %v should be F32 with %d elements (the rows of %v)", op, t, N, x))
 		}
 	}
-	return ewSameDType(op, append(append([]*kdrt.Tensor{x}, rowsLike...), ps...)...)
+	dt := ewSameDType(op, append(append([]*kdrt.Tensor{x}, rowsLike...), ps...)...)
+	gradDType(op, dt, grads...)
+	return dt
 }
 
 // RMSNorm implements runtime.Backend: out = x·rstd·w, rstd[n] =
@@ -58,7 +62,7 @@ func (b *Backend) RMSNorm(out, rstd, x, w *kdrt.Tensor, eps float32) {
 // order. Rows wider than normMaxFusedC take three kernels instead.
 func (b *Backend) RMSNormBackward(dx, dw, dout, x, w, rstd *kdrt.Tensor) {
 	const op = "rmsnorm backward"
-	dt := normCheck(op, x, []*kdrt.Tensor{dx, dout}, []*kdrt.Tensor{w, dw}, []*kdrt.Tensor{rstd})
+	dt := normCheck(op, x, []*kdrt.Tensor{dx, dout}, []*kdrt.Tensor{w}, []*kdrt.Tensor{rstd}, dw)
 	N, C := x.Rows(), x.Cols()
 	if N == 0 || C == 0 {
 		return
@@ -76,7 +80,7 @@ func (b *Backend) RMSNormBackward(dx, dw, dout, x, w, rstd *kdrt.Tensor) {
 	}
 	b.launch(op, kernelFor("norm_rmsnorm_backward", dt), d1(chunks), d1(normThreads(C)), 4*C,
 		b.dptr(dx), b.dptr(part), b.dptr(dout), b.dptr(x), b.dptr(w), b.dptr(rstd), int32(N), int32(C))
-	b.launch(op, kernelFor("norm_colsum", dt), d1(blocks(C, ewThreads)), d1(ewThreads), 0,
+	b.launch(op, kernelFor("norm_colsum", dw.DType), d1(blocks(C, ewThreads)), d1(ewThreads), 0,
 		b.dptr(dw), b.dptr(part), int32(chunks), int32(C))
 	b.Free(part)
 }
@@ -116,7 +120,7 @@ func (b *Backend) LayerNorm(out, mean, rstd, x, w, bias *kdrt.Tensor, eps float3
 // row); dw += Σ_n dout·xhat and db += Σ_n dout column-wise, deterministically.
 func (b *Backend) LayerNormBackward(dx, dw, db, dout, x, w, mean, rstd *kdrt.Tensor) {
 	const op = "layernorm backward"
-	dt := normCheck(op, x, []*kdrt.Tensor{dx, dout}, []*kdrt.Tensor{w, dw, db}, []*kdrt.Tensor{mean, rstd})
+	dt := normCheck(op, x, []*kdrt.Tensor{dx, dout}, []*kdrt.Tensor{w}, []*kdrt.Tensor{mean, rstd}, dw, db)
 	N, C := x.Rows(), x.Cols()
 	if N == 0 || C == 0 {
 		return
@@ -147,10 +151,9 @@ func (b *Backend) normColumns(op string, dt kdrt.DType, dw, db, dout, x, mean, r
 	}
 	b.launch(op, kernelFor("norm_partial", dt), dim3{uint32(blocks(C, 32)), uint32(chunks), 1}, dim3{32, 8, 1}, 0,
 		pw, pb, b.dptr(dout), b.dptr(x), b.dptr(mean), b.dptr(rstd), int32(N), int32(C), int32(rows))
-	colsum := kernelFor("norm_colsum", dt)
-	b.launch(op, colsum, d1(blocks(C, ewThreads)), d1(ewThreads), 0, b.dptr(dw), pw, int32(chunks), int32(C))
+	b.launch(op, kernelFor("norm_colsum", dw.DType), d1(blocks(C, ewThreads)), d1(ewThreads), 0, b.dptr(dw), pw, int32(chunks), int32(C))
 	if db != nil {
-		b.launch(op, colsum, d1(blocks(C, ewThreads)), d1(ewThreads), 0, b.dptr(db), pb, int32(chunks), int32(C))
+		b.launch(op, kernelFor("norm_colsum", db.DType), d1(blocks(C, ewThreads)), d1(ewThreads), 0, b.dptr(db), pb, int32(chunks), int32(C))
 	}
 	b.Free(part)
 }

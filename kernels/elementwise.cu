@@ -122,8 +122,8 @@ KD_EXPORT(ew_embedding, (T * out, const int* ids, const T* table, int N, int C, 
 // dtable[ids[n], :] += dout[n, :] with atomic adds (repeated ids add up; the
 // order of fp32 additions between rows sharing an id is not fixed). Ids
 // outside [0, V) are skipped.
-template <typename T>
-__device__ void ew_embedding_backward_impl(T* dtable, const T* dout, const int* ids, int N, int C, int V) {
+template <typename G, typename T>
+__device__ void ew_embedding_backward_impl(G* dtable, const T* dout, const int* ids, int N, int C, int V) {
     for (int n = blockIdx.x; n < N; n += gridDim.x) {
         int id = ids[n];
         if (id < 0 || id >= V) continue;
@@ -133,7 +133,11 @@ __device__ void ew_embedding_backward_impl(T* dtable, const T* dout, const int* 
     }
 }
 KD_EXPORT(ew_embedding_backward, (T * dtable, const T* dout, const int* ids, int N, int C, int V),
-          ew_embedding_backward_impl<T>(dtable, dout, ids, N, C, V))
+          (ew_embedding_backward_impl<T, T>(dtable, dout, ids, N, C, V)))
+// The same into an F32 table gradient from dout of storage T (mixed
+// precision keeps parameter gradients in F32).
+KD_EXPORT(ew_embedding_backward_f32grad, (float* dtable, const T* dout, const int* ids, int N, int C, int V),
+          (ew_embedding_backward_impl<float, T>(dtable, dout, ids, N, C, V)))
 
 // ---------------------------------------------------------------- RoPE
 

@@ -78,3 +78,48 @@ func TestAttentionStateLinearInT(t *testing.T) {
 }
 
 func mibOf(n int) float64 { return float64(n) / (1 << 20) }
+
+// TestHiddenPathHasNoLogits: the training forward the fused losses use
+// (ForwardHidden, its backward, and the inference forward) allocates no
+// [N × V] tensor — for the Qwen2.5-0.5B shape at batch 8 × 1024 that would
+// be 5 GB of logits and as much again for their gradient; only Forward,
+// which returns logits, makes them.
+func TestHiddenPathHasNoLogits(t *testing.T) {
+	cfg, err := LoadConfig(filepath.Join("..", "scripts", "gpu", "qwen2.5-0.5b.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const B, T = 8, 1024
+	for _, dt := range []kdrt.DType{kdrt.F32, kdrt.BF16} {
+		be := &sizeBackend{bytes: map[string]int{}}
+		m, err := New(cfg, be, Storage(dt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clear(be.bytes)
+		if err := m.prepare(B, T); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.prepareInfer(B, T); err != nil {
+			t.Fatal(err)
+		}
+		logitBytes := B * T * cfg.Vocab * dt.Size()
+		total := 0
+		for name, n := range be.bytes {
+			total += n
+			if strings.Contains(name, "logits") {
+				t.Errorf("%s: the hidden-state path allocates %q (%d bytes)", dt, name, n)
+			}
+		}
+		t.Logf("%s: training activations + inference buffers at B=%d T=%d: %.2f GiB; one [N × V] tensor would be %.2f GiB",
+			dt, B, T, float64(total)/(1<<30), float64(logitBytes)/(1<<30))
+		// Forward does make them.
+		clear(be.bytes)
+		if err := m.prepareLogits(B * T); err != nil {
+			t.Fatal(err)
+		}
+		if be.bytes["logits"] != B*T*cfg.Vocab*4 {
+			t.Errorf("%s: Forward's logits take %d bytes, want F32 [N V] = %d", dt, be.bytes["logits"], B*T*cfg.Vocab*4)
+		}
+	}
+}

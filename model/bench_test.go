@@ -50,14 +50,16 @@ func BenchmarkTrainStep(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		B, T int
-	}{{"gpt2-124M", 4, 64}, {"llama-8L-512", 1, 256}} {
-		b.Run(fmt.Sprintf("%s/B=%d,T=%d", bc.name, bc.B, bc.T), func(b *testing.B) {
+		prec kdrt.Precision
+	}{{"gpt2-124M", 4, 64, kdrt.PrecisionFP32}, {"llama-8L-512", 1, 256, kdrt.PrecisionFP32},
+		{"gpt2-124M", 4, 64, kdrt.PrecisionBF16}, {"llama-8L-512", 1, 256, kdrt.PrecisionBF16}} {
+		b.Run(fmt.Sprintf("%s/B=%d,T=%d/%s", bc.name, bc.B, bc.T, bc.prec), func(b *testing.B) {
 			cfg, err := model.ParseConfig([]byte(benchConfigs[bc.name]), bc.name)
 			if err != nil {
 				b.Fatal(err)
 			}
 			be := cpu.New()
-			m, err := model.New(cfg, be)
+			m, err := model.New(cfg, be, model.ForPrecision(bc.prec, true)...)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -69,7 +71,7 @@ func BenchmarkTrainStep(b *testing.B) {
 			}
 			var slots []optim.Slot
 			for _, p := range m.Params() {
-				slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Decay: !p.NoDecay})
+				slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Master: p.Master, Decay: !p.NoDecay})
 			}
 			opt, err := optim.NewAdamW(be, slots, optim.DefaultAdamW)
 			if err != nil {

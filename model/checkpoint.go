@@ -132,15 +132,16 @@ func (e *ckptEntry) joinFrom(src [][]float32) []float32 {
 }
 
 // LoadDir reads a Hugging Face model folder (config.json and model.safetensors
-// or a sharded index) into a new model on be. The config is checked against
+// or a sharded index) into a new model on be, stored as opts say (F32 by
+// default; F32, BF16 and F16 checkpoints are all read). The config is checked against
 // the weights' shapes before anything is allocated, so a damaged config.json
 // (vocab_size 10¹⁰ beside a 259-row embedding) is a shape error, not an
 // allocation of terabytes; and New refuses weights larger than the backend's
 // free memory. A path ending in .gguf is read as a GGUF file instead (see
 // loadGGUF).
-func LoadDir(dir string, be kdrt.Backend) (*Model, error) {
+func LoadDir(dir string, be kdrt.Backend, opts ...Option) (*Model, error) {
 	if gguf.IsGGUFPath(dir) {
-		return loadGGUF(dir, be)
+		return loadGGUF(dir, be, opts...)
 	}
 	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
@@ -154,7 +155,7 @@ func LoadDir(dir string, be kdrt.Backend) (*Model, error) {
 	if err := shapeOnly(cfg).matchCheckpoint(set, dir); err != nil {
 		return nil, err
 	}
-	m, err := New(cfg, be)
+	m, err := New(cfg, be, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -268,11 +269,13 @@ func (m *Model) importTensors(grads bool, get func(ckptEntry) ([]float32, error)
 		}
 		e.splitInto(data, bufs)
 		for i, p := range e.parts {
-			dst := p.W
+			var err error
 			if grads {
-				dst = p.G
+				err = m.be.Upload(p.G, bufs[i])
+			} else {
+				err = m.setValue(p, bufs[i])
 			}
-			if err := m.be.Upload(dst, bufs[i]); err != nil {
+			if err != nil {
 				return err
 			}
 		}
@@ -295,13 +298,19 @@ func (m *Model) SetGrads(vals map[string][]float32) error {
 
 // ExportTensors returns the model's weights (grads=false) or gradients
 // (grads=true) under their checkpoint names, in the checkpoint's layout: what
-// transformers' state_dict (or named_parameters' .grad) would hold.
+// transformers' state_dict (or named_parameters' .grad) would hold. The
+// weights are the F32 master copies where the model keeps them (so a
+// checkpoint of a mixed-precision run resumes exactly), else W widened to
+// float32.
 func (m *Model) ExportTensors(grads bool) (map[string][]float32, map[string][]int, error) {
 	vals, shapes := map[string][]float32{}, map[string][]int{}
 	for _, e := range m.checkpointEntries() {
 		bufs := make([][]float32, len(e.parts))
 		for i, p := range e.parts {
 			t := p.W
+			if p.Master != nil {
+				t = p.Master
+			}
 			if grads {
 				if p.G == nil {
 					return nil, nil, fmt.Errorf("model: no gradient for %s: run a backward first", p.Name)

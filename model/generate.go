@@ -272,15 +272,16 @@ func (m *Model) newGenerator(B, Tmax int) (*generator, error) {
 		return t
 	}
 	kv := c.KVHeads * c.HeadDim
+	dt := m.dt // the cache and activations in the model's storage; logits F32
 	for range c.Layers {
-		g.kc = append(g.kc, alloc("kv.k", kdrt.F32, B*Tmax, kv))
-		g.vc = append(g.vc, alloc("kv.v", kdrt.F32, B*Tmax, kv))
+		g.kc = append(g.kc, alloc("kv.k", dt, B*Tmax, kv))
+		g.vc = append(g.vc, alloc("kv.v", dt, B*Tmax, kv))
 	}
 	C, F := c.Hidden, c.Intermediate
-	g.x, g.h, g.tmp, g.normF = alloc("x", kdrt.F32, B, C), alloc("h", kdrt.F32, B, C), alloc("tmp", kdrt.F32, B, C), alloc("normF", kdrt.F32, B, C)
+	g.x, g.h, g.tmp, g.normF = alloc("x", dt, B, C), alloc("h", dt, B, C), alloc("tmp", dt, B, C), alloc("normF", dt, B, C)
 	g.mean, g.rstd = alloc("mean", kdrt.F32, B), alloc("rstd", kdrt.F32, B)
-	g.q, g.k, g.v, g.att = alloc("q", kdrt.F32, B, c.Heads*c.HeadDim), alloc("k", kdrt.F32, B, kv), alloc("v", kdrt.F32, B, kv), alloc("att", kdrt.F32, B, c.Heads*c.HeadDim)
-	g.gate, g.up, g.act = alloc("gate", kdrt.F32, B, F), alloc("up", kdrt.F32, B, F), alloc("act", kdrt.F32, B, F)
+	g.q, g.k, g.v, g.att = alloc("q", dt, B, c.Heads*c.HeadDim), alloc("k", dt, B, kv), alloc("v", dt, B, kv), alloc("att", dt, B, c.Heads*c.HeadDim)
+	g.gate, g.up, g.act = alloc("gate", dt, B, F), alloc("up", dt, B, F), alloc("act", dt, B, F)
 	g.logits = alloc("logits", kdrt.F32, B, c.Vocab)
 	g.id, g.pos = alloc("id", kdrt.I32, B), alloc("pos", kdrt.I32, B)
 	if err != nil {
@@ -317,15 +318,16 @@ func (g *generator) prefill(prompts [][]int32, P int) ([]float32, error) {
 	if P > 0 && slices.ContainsFunc(g.pad, func(x int) bool { return x > 0 }) {
 		batch.KeyStart = g.pad
 	}
-	h, err := m.ForwardHidden(batch)
+	// The prompts' inference forward, its keys and values copied into the
+	// caches layer by layer.
+	h, err := m.infer(batch, nil, func(i int, k, v *kdrt.Tensor) {
+		for b := range B {
+			be.Copy(be.Slice(g.kc[i], b*g.Tmax, b*g.Tmax+P), be.Slice(k, b*P, (b+1)*P))
+			be.Copy(be.Slice(g.vc[i], b*g.Tmax, b*g.Tmax+P), be.Slice(v, b*P, (b+1)*P))
+		}
+	})
 	if err != nil {
 		return nil, err
-	}
-	for i := range m.layers {
-		for b := range B {
-			be.Copy(be.Slice(g.kc[i], b*g.Tmax, b*g.Tmax+P), be.Slice(m.acts.layers[i].k, b*P, (b+1)*P))
-			be.Copy(be.Slice(g.vc[i], b*g.Tmax, b*g.Tmax+P), be.Slice(m.acts.layers[i].v, b*P, (b+1)*P))
-		}
 	}
 	for b := range B {
 		be.Copy(be.Slice(g.normF, b, b+1), be.Slice(h, b*P+P-1, b*P+P))

@@ -14,7 +14,7 @@ import (
 // transformers' names, with llama.cpp's Q/K permutation undone. Every
 // tensor must be of a type gguf.Dequantize reads; that is checked before any
 // is read.
-func loadGGUF(path string, be kdrt.Backend) (*Model, error) {
+func loadGGUF(path string, be kdrt.Backend, opts ...Option) (*Model, error) {
 	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, err
@@ -35,7 +35,7 @@ func loadGGUF(path string, be kdrt.Backend) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := New(cfg, be)
+	m, err := New(cfg, be, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 // countingBackend is the CPU backend with a chosen amount of free memory,
-// counting the bytes allocated and not yet freed.
+// counting the bytes of every allocation.
 type countingBackend struct {
 	*cpu.Backend
 	free      int64 // reported by FreeMemory; < 0: the real one
@@ -27,13 +27,6 @@ func (b *countingBackend) Alloc(name string, dt kdrt.DType, shape ...int) (*kdrt
 		b.allocated += n
 	}
 	return b.Backend.Alloc(name, dt, shape...)
-}
-
-func (b *countingBackend) Free(t *kdrt.Tensor) {
-	if n, err := kdrt.TensorBytes(t.DType, t.Shape...); err == nil {
-		b.allocated -= n
-	}
-	b.Backend.Free(t)
 }
 
 func (b *countingBackend) FreeMemory() (free, total int64, ok bool) {
@@ -52,43 +45,52 @@ func gpt2Config(t *testing.T) *Config {
 	return c
 }
 
-// TestMemoryEstimatesMatchAllocations: WeightBytes, ActivationBytes and the
-// generator's size are what New, a forward's buffers and a generation really
-// allocate, for both architectures (the checks that refuse oversized plans
-// rely on them).
+// TestMemoryEstimatesMatchAllocations: the weights', activations',
+// inference forward's and generator's sizes are what New, a training
+// forward's buffers, an inference forward's and a generation really
+// allocate, for both architectures and both storage dtypes (the checks that
+// refuse oversized plans rely on them).
 func TestMemoryEstimatesMatchAllocations(t *testing.T) {
 	for _, cfg := range []*Config{BuiltinTiny(), gpt2Config(t)} {
-		be := &countingBackend{Backend: cpu.New(), free: -1}
-		m, err := New(cfg, be)
-		if err != nil {
-			t.Fatal(err)
-		}
-		inv := int64(0)
-		if m.invFreq != nil {
-			inv = int64(m.invFreq.Bytes())
-		}
-		if got, want := be.allocated-inv, cfg.WeightBytes(); got != want {
-			t.Errorf("%s: New allocated %d bytes of weights, WeightBytes says %d", cfg.ModelType, got, want)
-		}
-		for _, bt := range [][2]int{{1, 1}, {3, 7}, {2, 16}} {
-			m.freeActs()
-			be.allocated = 0
-			if err := m.prepare(bt[0], bt[1]); err != nil {
-				t.Fatal(err)
-			}
-			if got, want := be.allocated, cfg.ActivationBytes(bt[0], bt[1]); got != want {
-				t.Errorf("%s B=%d T=%d: the activations took %d bytes, ActivationBytes says %d", cfg.ModelType, bt[0], bt[1], got, want)
-			}
-			be.allocated = 0
-			g, err := m.newGenerator(bt[0], bt[1])
+		for _, dt := range []kdrt.DType{kdrt.F32, kdrt.BF16} {
+			be := &countingBackend{Backend: cpu.New(), free: -1}
+			m, err := New(cfg, be, Storage(dt), MasterWeights())
 			if err != nil {
 				t.Fatal(err)
 			}
-			host := int64(len(g.host)) * 4
-			if got, want := be.allocated+host, cfg.decoderBytes(bt[0], bt[1]); got != want {
-				t.Errorf("%s B=%d Tmax=%d: the generator took %d bytes, decoderBytes says %d", cfg.ModelType, bt[0], bt[1], got, want)
+			inv := int64(0)
+			if m.invFreq != nil {
+				inv = int64(m.invFreq.Bytes())
 			}
-			g.free()
+			if got, want := be.allocated-inv, cfg.weightBytes(dt, true); got != want {
+				t.Errorf("%s %s: New allocated %d bytes of weights, weightBytes says %d", cfg.ModelType, dt, got, want)
+			}
+			for _, bt := range [][2]int{{1, 1}, {3, 7}, {2, 16}} {
+				be.allocated = 0
+				if err := m.prepare(bt[0], bt[1]); err != nil {
+					t.Fatal(err)
+				}
+				if got, want := be.allocated, cfg.activationBytes(dt, bt[0], bt[1]); got != want {
+					t.Errorf("%s %s B=%d T=%d: the activations took %d bytes, activationBytes says %d", cfg.ModelType, dt, bt[0], bt[1], got, want)
+				}
+				be.allocated = 0
+				if err := m.prepareInfer(bt[0], bt[1]); err != nil {
+					t.Fatal(err)
+				}
+				if got, want := be.allocated, cfg.inferBytes(dt, bt[0], bt[1]); got != want {
+					t.Errorf("%s %s B=%d T=%d: the inference forward took %d bytes, inferBytes says %d", cfg.ModelType, dt, bt[0], bt[1], got, want)
+				}
+				be.allocated = 0
+				g, err := m.newGenerator(bt[0], bt[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				host := int64(len(g.host)) * 4
+				if got, want := be.allocated+host, cfg.decoderBytes(dt, bt[0], bt[1]); got != want {
+					t.Errorf("%s %s B=%d Tmax=%d: the generator took %d bytes, decoderBytes says %d", cfg.ModelType, dt, bt[0], bt[1], got, want)
+				}
+				g.free()
+			}
 		}
 	}
 }
@@ -97,10 +99,17 @@ func TestMemoryEstimatesMatchAllocations(t *testing.T) {
 // overflow nor wrap around to small numbers.
 func TestMemoryEstimatesSaturate(t *testing.T) {
 	c := BuiltinTiny()
-	for _, bt := range [][2]int{{1_000_000_000_000, 8192}, {math.MaxInt, math.MaxInt}, {1, math.MaxInt}} {
+	for _, bt := range [][2]int{{100_000_000_000_000, 512}, {math.MaxInt, math.MaxInt}, {1, math.MaxInt}} {
 		if got := c.ActivationBytes(bt[0], bt[1]); got != math.MaxInt64 {
 			t.Errorf("ActivationBytes(%d, %d) = %d, want saturation", bt[0], bt[1], got)
 		}
+	}
+	// Just below saturation the estimate is still the product, not wrapped.
+	if got, per := c.ActivationBytes(1_000_000_000_000, 512), c.ActivationBytes(1, 512); got != per*1_000_000_000_000 {
+		t.Errorf("ActivationBytes(10¹², 512) = %d, want 10¹² × %d", got, per)
+	}
+	if got := c.inferBytes(kdrt.BF16, math.MaxInt, math.MaxInt); got != math.MaxInt64 {
+		t.Errorf("inferBytes(MaxInt, MaxInt) = %d", got)
 	}
 	if got := c.KVCacheBytes(1, math.MaxInt); got != math.MaxInt64 {
 		t.Errorf("KVCacheBytes(1, MaxInt) = %d", got)

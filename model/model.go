@@ -10,9 +10,15 @@ import (
 
 // Model is a transformer on one backend: its parameters, their gradients, and
 // the activations of the last forward pass.
+//
+// Weights and activations are stored in the model's dtype (F32, or BF16 for
+// mixed precision, see Storage); parameter gradients, normalization
+// statistics, attention's log-sum-exps, logits and losses are F32 whatever
+// it is.
 type Model struct {
 	Config *Config
 	be     kdrt.Backend
+	dt     kdrt.DType // storage of weights and activations
 
 	params              []*Param
 	byName              map[string]*Param
@@ -24,35 +30,48 @@ type Model struct {
 	grads               *kdrt.Tensor // every parameter's gradient, one buffer (ZeroGrad is one memset)
 	qkv                 map[*layer]*qkvFused
 	acts                *activations
-	ckptPrefix          string // GPT-2's checkpoint name prefix ("transformer." or "")
-	lossCount           int    // target tokens in the last forward
+	logits              *logitBufs // Forward's [N × V] logits and their gradient (only Forward makes them)
+	inf                 *inferBufs // the inference forward's buffers (infer.go)
+	lastInfer           bool       // the last forward was InferHidden
+	ckptPrefix          string     // GPT-2's checkpoint name prefix ("transformer." or "")
+	lossCount           int        // target tokens in the last forward
 	haveForward, haveCE bool
 }
 
-// New allocates a model with zeroed parameters on be. Use InitRandom, Load or
-// LoadDir to give it weights. Weights larger than be's free memory are an
-// error that gives both sizes.
-func New(cfg *Config, be kdrt.Backend) (*Model, error) {
-	if err := cfg.checkWeightMemory(be); err != nil {
+// New allocates a model with zeroed parameters on be, stored as opts say
+// (F32 by default). Use InitRandom, Load or LoadDir to give it weights.
+// Weights larger than be's free memory are an error that gives both sizes.
+func New(cfg *Config, be kdrt.Backend, opts ...Option) (*Model, error) {
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.checkWeightMemory(be, o.dtype, o.master); err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
-	m := &Model{Config: cfg, be: be, byName: map[string]*Param{}, ckptPrefix: "transformer."}
-	var allocErr error
+	m := &Model{Config: cfg, be: be, dt: o.dtype, byName: map[string]*Param{}, ckptPrefix: "transformer."}
 	m.params, m.embed, m.pos, m.layers, m.normFW, m.normFB, m.head = cfg.structure(func(s paramSpec) *Param {
-		p := &Param{Name: s.name, Shape: s.shape, kind: s.kind, NoDecay: s.kind != kindMatrix}
-		if allocErr == nil {
-			p.W, allocErr = be.Alloc(s.name, kdrt.F32, s.shape...)
-		}
-		return p
+		return &Param{Name: s.name, Shape: s.shape, kind: s.kind, NoDecay: s.kind != kindMatrix}
 	})
-	if allocErr != nil {
-		return nil, fmt.Errorf("model: allocating parameters: %w", allocErr)
-	}
 	for _, p := range m.params {
 		m.byName[p.Name] = p
 	}
+	// The q, k, v weights are views of one buffer per layer; the others
+	// have their own.
 	if err := m.fuseQKV(); err != nil {
 		return nil, err
+	}
+	for _, p := range m.params {
+		var err error
+		if p.W == nil {
+			p.W, err = be.Alloc(p.Name, o.dtype, p.Shape...)
+		}
+		if err == nil && o.master {
+			p.Master, err = be.Alloc("master."+p.Name, kdrt.F32, p.Shape...)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("model: allocating parameters: %w", err)
+		}
 	}
 	if cfg.Arch == Llama {
 		inv := cfg.InvFreq()
@@ -133,7 +152,7 @@ func (m *Model) validate(b Batch) error {
 // ForwardHidden runs the model up to the final norm and returns its output,
 // the last hidden state [B·T, C] (valid until the next forward).
 func (m *Model) ForwardHidden(b Batch) (*kdrt.Tensor, error) {
-	m.haveForward, m.haveCE = false, false
+	m.haveForward, m.haveCE, m.lastInfer = false, false, false
 	if err := m.validate(b); err != nil {
 		return nil, err
 	}
@@ -193,13 +212,19 @@ func (m *Model) ForwardHidden(b Batch) (*kdrt.Tensor, error) {
 }
 
 // Forward runs the model to logits [B·T, V] and, when the batch has targets,
-// returns the mean cross-entropy over the target tokens (else NaN).
+// returns the mean cross-entropy over the target tokens (else NaN). It is
+// the one forward that makes the [B·T × V] logits (F32, straight from the
+// product's float32 accumulator); ForwardHidden, which the fused losses
+// use, never does.
 func (m *Model) Forward(b Batch) (loss float64, err error) {
 	if _, err := m.ForwardHidden(b); err != nil {
 		return 0, err
 	}
-	a := m.acts
-	m.be.MatMul(a.logits, a.normF, m.head.W, false, true, 1, 0)
+	if err := m.prepareLogits(b.B * b.T); err != nil {
+		return 0, err
+	}
+	a, lg := m.acts, m.logits
+	m.be.MatMul(lg.logits, a.normF, m.head.W, false, true, 1, 0)
 	if b.Targets == nil {
 		return math.NaN(), m.be.Sync()
 	}
@@ -212,12 +237,12 @@ func (m *Model) Forward(b Batch) (loss float64, err error) {
 	if m.lossCount == 0 {
 		return 0, errors.New("model: the batch has no target tokens (every target is ignored)")
 	}
-	if err := m.be.UploadInt32(a.targets, b.Targets); err != nil {
+	if err := m.be.UploadInt32(lg.targets, b.Targets); err != nil {
 		return 0, err
 	}
-	m.be.CrossEntropy(a.losses, a.logits, a.targets)
+	m.be.CrossEntropy(lg.losses, lg.logits, lg.targets)
 	host := make([]float32, len(b.Targets))
-	if err := m.be.Download(a.losses, host); err != nil {
+	if err := m.be.Download(lg.losses, host); err != nil {
 		return 0, err
 	}
 	var sum float64
@@ -228,13 +253,21 @@ func (m *Model) Forward(b Batch) (loss float64, err error) {
 	return sum / float64(m.lossCount), nil
 }
 
-// Logits returns the last forward's logits [B·T, V].
-func (m *Model) Logits() *kdrt.Tensor { return m.acts.logits }
+// Logits returns the last Forward's logits [B·T, V] (F32).
+func (m *Model) Logits() *kdrt.Tensor {
+	if m.logits == nil {
+		return nil
+	}
+	return m.logits.logits
+}
 
 // Hidden returns hidden state i of the last forward, as transformers'
 // output_hidden_states numbers them: i < L is the residual stream entering
 // layer i (0 is the embedding output), i = L is the output of the final norm.
 func (m *Model) Hidden(i int) (*kdrt.Tensor, error) {
+	if m.lastInfer {
+		return m.inferHidden(i)
+	}
 	if m.acts == nil || !m.haveForward {
 		return nil, errors.New("model: no forward pass has run")
 	}
@@ -291,7 +324,7 @@ func (m *Model) fuse(name string, ps []*Param) (*kdrt.Tensor, error) {
 	for _, p := range ps {
 		shape[0] += p.Shape[0]
 	}
-	buf, err := m.be.Alloc(name, kdrt.F32, shape...)
+	buf, err := m.be.Alloc(name, m.dt, shape...)
 	if err != nil {
 		return nil, fmt.Errorf("model: allocating parameters: %w", err)
 	}
@@ -299,7 +332,6 @@ func (m *Model) fuse(name string, ps []*Param) (*kdrt.Tensor, error) {
 	for _, p := range ps {
 		v := m.be.Slice(buf, off, off+p.Shape[0])
 		v.Shape, v.Name = append([]int(nil), p.Shape...), p.Name
-		m.be.Free(p.W)
 		p.W = v
 		off += p.Shape[0]
 	}
@@ -374,12 +406,19 @@ func (m *Model) Backward() error {
 	if err := m.ensureGrads(); err != nil {
 		return err
 	}
-	a, be := m.acts, m.be
-	be.Zero(a.dlogits)
-	be.CrossEntropyBackward(a.dlogits, a.logits, a.targets, nil, 1/float32(m.lossCount))
-	// logits = normF · headᵀ
-	be.MatMul(a.dnormF, a.dlogits, m.head.W, false, false, 1, 0)
-	be.MatMul(m.head.G, a.dlogits, a.normF, true, false, 1, 1)
+	a, lg, be := m.acts, m.logits, m.be
+	be.Zero(lg.dlogits)
+	be.CrossEntropyBackward(lg.dlogits, lg.logits, lg.targets, nil, 1/float32(m.lossCount))
+	// logits = normF · headᵀ. The products take operands of one dtype: under
+	// BF16 storage the F32 logits' gradient is rounded to bf16 first, as
+	// autocast rounds the gradient flowing into a bf16 matmul.
+	dl := lg.dlogits
+	if lg.dlogitsLow != nil {
+		be.Cast(lg.dlogitsLow, lg.dlogits)
+		dl = lg.dlogitsLow
+	}
+	be.MatMul(a.dnormF, dl, m.head.W, false, false, 1, 0)
+	be.MatMul(m.head.G, dl, a.normF, true, false, 1, 1)
 	return m.BackwardHidden(a.dnormF)
 }
 
@@ -506,21 +545,32 @@ func (m *Model) normBackward(dx *kdrt.Tensor, w, b *Param, dout, x, mean, rstd *
 	}
 }
 
-// TensorBytes is the memory the model's tensors take: parameters, gradients
-// and the activations of the current batch shape.
+// TensorBytes is the memory the model's tensors take: parameters (and
+// their master copies), gradients, and the buffers of the current batch
+// shapes (training activations, Forward's logits, the inference forward's).
 func (m *Model) TensorBytes() int {
 	n := 0
 	for _, p := range m.params {
 		n += p.W.Bytes()
+		if p.Master != nil {
+			n += p.Master.Bytes()
+		}
 	}
 	if m.grads != nil {
 		n += m.grads.Bytes()
 	}
-
+	var bufs []*kdrt.Tensor
 	if m.acts != nil {
-		for _, t := range m.acts.all {
-			n += t.Bytes()
-		}
+		bufs = append(bufs, m.acts.all...)
+	}
+	if m.logits != nil {
+		bufs = append(bufs, m.logits.all...)
+	}
+	if m.inf != nil {
+		bufs = append(bufs, m.inf.all...)
+	}
+	for _, t := range bufs {
+		n += t.Bytes()
 	}
 	return n
 }

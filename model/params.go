@@ -15,7 +15,12 @@ type Param struct {
 	// their own (see the package comment).
 	Name  string
 	Shape []int
-	W, G  *kdrt.Tensor
+	// W is the value (the model's storage dtype) and G the gradient (F32).
+	W, G *kdrt.Tensor
+	// Master is the F32 master copy of a BF16 W when the model was made with
+	// MasterWeights (nil otherwise): the optimizer updates it and rounds it
+	// into W, checkpoints save it.
+	Master *kdrt.Tensor
 	// NoDecay marks norms and biases, which trainers usually exclude from
 	// weight decay.
 	NoDecay bool
@@ -147,9 +152,20 @@ func (m *Model) InitRandom(seed uint64) error {
 				vals[i] = 1
 			}
 		}
-		if err := m.be.Upload(p.W, vals); err != nil {
+		if err := m.setValue(p, vals); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// setValue uploads a parameter's values: into its master copy (exactly) and
+// its W (rounded to the storage dtype).
+func (m *Model) setValue(p *Param, vals []float32) error {
+	if p.Master != nil {
+		if err := m.be.Upload(p.Master, vals); err != nil {
+			return err
+		}
+	}
+	return m.be.Upload(p.W, vals)
 }

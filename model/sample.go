@@ -37,7 +37,7 @@ func (m *Model) Sample(prompt []int32, n int, temperature float64, seed uint64) 
 		if len(ctx) > m.Config.MaxPositions {
 			ctx = ctx[len(ctx)-m.Config.MaxPositions:]
 		}
-		h, err := m.ForwardHidden(Batch{B: 1, T: len(ctx), IDs: ctx})
+		h, err := m.InferHidden(Batch{B: 1, T: len(ctx), IDs: ctx})
 		if err != nil {
 			return nil, err
 		}

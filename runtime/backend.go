@@ -14,6 +14,13 @@ package runtime
 //     parameter gradients of gradient accumulation need nothing else. The caller
 //     zeroes gradient buffers when a new accumulation starts. The two exceptions,
 //     RoPE and RoPEBackward, transform in place and say so.
+//   - Storage: the float tensors an op computes with share one dtype, F32 or
+//     BF16, with float32 arithmetic (a BF16 output is rounded once, when
+//     stored). A parameter's gradient accumulated from activations (MatMul's
+//     C, a norm's dw and db, BiasBackward's and QKVBiasRoPEBackward's dbias,
+//     EmbeddingBackward's dtable) may be F32 under BF16 activations: mixed
+//     precision keeps gradients in F32. Saved statistics (rstd, mean, lse),
+//     per-row vectors, logits and every loss tensor are F32.
 //   - Shape mismatches are programming errors and panic with the tensors' names.
 //     Failures of the device (out of memory, a failed launch) are errors: Alloc
 //     returns them directly, and asynchronous ones are returned by Sync.
@@ -23,6 +30,7 @@ type Backend interface {
 	LossOps
 	FeatureOps
 	DecodeOps
+	OptimizerOps
 
 	// Name is the backend's registered name ("cpu", "cuda").
 	Name() string
@@ -48,12 +56,19 @@ type Backend interface {
 	Zero(t *Tensor)
 	// Copy copies src into dst; both have the same element count and dtype.
 	Copy(dst, src *Tensor)
+	// Cast converts src into dst, of the same element count: F32 to BF16
+	// rounds to nearest even, BF16 to F32 is exact, equal dtypes copy.
+	Cast(dst, src *Tensor)
 	// Sync waits for queued work and returns the first device error since the
 	// last Sync, naming the op that failed.
 	Sync() error
 
 	// MatMul computes C = α·op(A)·op(B) + β·C with A, B, C viewed as matrices
 	// [Rows, Cols]; op(X) is X or Xᵀ. op(A) is [M, K], op(B) is [K, N], C is [M, N].
+	// A and B share a dtype, F32 or BF16; C is F32 or theirs. Products
+	// accumulate in float32 (BF16 operands: FP32 compute, a BF16 C rounded
+	// once), so BF16 activations times BF16 weights can give F32 logits and
+	// F32 weight gradients directly.
 	MatMul(c, a, b *Tensor, transA, transB bool, alpha, beta float32)
 	// AddBias adds bias[C] to every row of y[N, C].
 	AddBias(y, bias *Tensor)

@@ -25,8 +25,12 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "teacher", Usage: "time KD steps against this online teacher (a model folder): forward KL at T=2, fused"},
 			&cli.StringFlag{Name: "teacher-config", Usage: "like --teacher, with random weights of this config.json's shape"},
 			&cli.StringFlag{Name: "json", Usage: "also write the result to this file as JSON"},
+			newPrecisionFlag(),
 		},
 		Action: func(c *cli.Context) error {
+			if err := checkPrecision(c); err != nil {
+				return err
+			}
 			if !c.Bool("kernels") {
 				if (c.String("model") == "") == (c.String("config") == "") {
 					return fmt.Errorf("bench: give --model DIR or --config config.json (one of them)")
@@ -56,7 +60,8 @@ func benchCommand() *cli.Command {
 			}
 			bc := train.BenchConfig{Model: c.String("model"), Config: c.String("config"),
 				Teacher: c.String("teacher"), TeacherConfig: c.String("teacher-config"),
-				B: c.Int("batch"), T: c.Int("seq"), Steps: c.Int("steps")}
+				B: c.Int("batch"), T: c.Int("seq"), Steps: c.Int("steps"),
+				Precision: c.String("precision")}
 			if g, ok := be.(*cuda.Backend); ok { // MFU against this card's own GEMM ceiling too
 				if ceil, err := g.MeasureCeilings(); err == nil {
 					bc.GEMMTFLOPs = ceil.BF16TFLOPs

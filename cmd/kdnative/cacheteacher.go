@@ -33,6 +33,7 @@ func cacheTeacherCommand() *cli.Command {
 			&cli.IntFlag{Name: "batch-size", Value: 8, Usage: "examples run through the teacher at once (more is faster and takes more memory)"},
 			&cli.IntFlag{Name: "examples-per-shard", DefaultText: "1024", Usage: "examples per shard file: the unit a crash loses and a resume writes again"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress line"},
+			newPrecisionFlag(),
 			&cli.StringFlag{Name: "inspect", Usage: "print the cache DIR's header, size and one position's distribution (see --example, --position) instead of writing a cache"},
 			&cli.IntFlag{Name: "example", Usage: "with --inspect: the example to show (0 is the data's first)"},
 			&cli.IntFlag{Name: "position", Value: 1, Usage: "with --inspect: the token position to show (position 0 has no teacher entry)"},
@@ -68,11 +69,14 @@ func cacheTeacherCommand() *cli.Command {
 					return fmt.Errorf("--%s %d: must be at least 1 (leave it out for the default)", f, v)
 				}
 			}
+			if err := checkPrecision(c); err != nil {
+				return err
+			}
 			be, err := openBackend(c)
 			if err != nil {
 				return err
 			}
-			cfg := train.CacheConfig{Teacher: c.String("teacher"), Data: c.String("data"),
+			cfg := train.CacheConfig{Precision: c.String("precision"), Teacher: c.String("teacher"), Data: c.String("data"),
 				Output: c.String("output"), K: c.Int("k"), Temperature: c.Float64("temperature"), MaxLen: c.Int("max-len"),
 				Template: c.String("template"), OnBadLine: c.String("on-bad-line"), BatchSize: c.Int("batch-size"),
 				ExamplesPerShard: c.Int("examples-per-shard")}

@@ -93,3 +93,19 @@ func shortReason(why string) string {
 	}
 	return why
 }
+
+// newPrecisionFlag is the --precision flag of the commands that run a model
+// without training it (bench trains one step at a time): how weights and
+// activations are stored and multiplied.
+func newPrecisionFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "precision", Value: "auto",
+		Usage: "auto (bf16 on a GPU of compute capability 8.0+, else fp32), bf16 (bf16 weights and activations, fp32 products, logits and losses), fp32, or tf32 (fp32 with cuBLAS's TF32 products; CUDA only)"}
+}
+
+// checkPrecision rejects an unknown --precision before a device is opened.
+func checkPrecision(c *cli.Context) error {
+	if _, _, err := runtime.ParsePrecision(c.String("precision")); err != nil {
+		return fmt.Errorf("--precision: %w", err)
+	}
+	return nil
+}

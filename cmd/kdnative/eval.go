@@ -25,6 +25,7 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "template", Value: "auto", Usage: "chat format of {\"messages\"} lines: auto (the model's own chat template), a .jinja file, chatml, qwen3 or none"},
 			&cli.StringFlag{Name: "on-bad-line", Value: "stop", Usage: "a malformed data line: stop (the error names it) or skip (counted and reported)"},
 			&cli.StringFlag{Name: "json", Usage: "also write the result to this JSON file"},
+			newPrecisionFlag(),
 		}, taskFlags...),
 		Action: func(c *cli.Context) error {
 			if c.IsSet("task") {
@@ -42,7 +43,8 @@ func evalCommand() *cli.Command {
 			}
 			_, err = train.RunEval(be, train.EvalConfig{Model: c.StringSlice("model")[0], Teacher: c.String("teacher"),
 				Data: c.String("data"), Cache: c.String("teacher-cache"), MaxLen: c.Int("max-len"), BatchSize: c.Int("batch-size"),
-				Template: c.String("template"), OnBadLine: c.String("on-bad-line"), JSON: c.String("json"), Terminal: isTerminal(c)}, c.App.Writer)
+				Template: c.String("template"), OnBadLine: c.String("on-bad-line"), JSON: c.String("json"), Terminal: isTerminal(c),
+				Precision: c.String("precision")}, c.App.Writer)
 			return err
 		},
 	}
@@ -63,5 +65,5 @@ func checkEvalFlags(c *cli.Context) error {
 	case c.String("teacher") != "" && c.String("teacher-cache") != "":
 		return fmt.Errorf("eval: give --teacher or --teacher-cache, not both")
 	}
-	return nil
+	return checkPrecision(c)
 }

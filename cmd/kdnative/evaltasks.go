@@ -28,8 +28,11 @@ var taskFlags = []cli.Flag{
 // evalTasks is `kdnative eval --task FILE --model DIR [--model DIR2 …]`.
 func evalTasks(c *cli.Context) error {
 	cfg := tasks.Config{Tasks: c.StringSlice("task"), Models: c.StringSlice("model"), Tokenizer: c.String("tokenizer"),
-		Output: c.String("output"), Options: tasks.Options{Template: c.String("template"), BatchSize: c.Int("batch-size"),
+		Output: c.String("output"), Precision: c.String("precision"), Options: tasks.Options{Template: c.String("template"), BatchSize: c.Int("batch-size"),
 			MaxLen: c.Int("max-len"), MaxExamples: c.Int("max-examples"), Seed: c.Uint64("seed"), Log: c.App.ErrWriter}}
+	if err := checkPrecision(c); err != nil {
+		return err
+	}
 	fi, _ := os.Stderr.Stat()
 	cfg.Terminal = fi != nil && fi.Mode()&os.ModeCharDevice != 0
 	if c.IsSet("data") || c.IsSet("teacher") || c.IsSet("teacher-cache") || c.IsSet("json") || c.IsSet("on-bad-line") {

@@ -31,8 +31,12 @@ func generateCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Usage: "write JSONL here instead of printing, each completion as it is done; an existing file is resumed"},
 			&cli.IntFlag{Name: "batch-size", Value: generate.DefaultBatchSize, Usage: "completions generated together"},
 			&cli.IntFlag{Name: "kv-cache-mb", Value: generate.DefaultKVCacheBytes >> 20, Usage: "memory for the key/value caches of the completions being generated, in MiB"},
+			newPrecisionFlag(),
 		},
 		Action: func(c *cli.Context) error {
+			if err := checkPrecision(c); err != nil {
+				return err
+			}
 			be, err := openBackend(c)
 			if err != nil {
 				return err
@@ -42,6 +46,7 @@ func generateCommand() *cli.Command {
 				Template: c.String("template"), SystemPrompt: c.String("system-prompt"), Samples: c.Int("n"),
 				StopStrings: c.StringSlice("stop"), Output: c.String("output"), BatchSize: c.Int("batch-size"),
 				KVCacheBytes: int64(c.Int("kv-cache-mb")) << 20, Progress: c.App.ErrWriter, Terminal: stderrTerminal(),
+				Precision: c.String("precision"),
 				Params: model.GenerateParams{MaxTokens: c.Int("max-tokens"), Temperature: c.Float64("temperature"),
 					TopK: c.Int("top-k"), TopP: c.Float64("top-p"), RepetitionPenalty: c.Float64("repetition-penalty"),
 					Seed: c.Uint64("seed"), TopLogProbs: c.Int("logprobs")},

@@ -24,8 +24,12 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "read-timeout", Value: serve.DefaultReadTimeout, Usage: "time to receive a request, headers and body; slower ones get 408"},
 			&cli.StringFlag{Name: "template", Value: "auto", Usage: "chat format: auto (the model's chat template), chatml or qwen3"},
 			&cli.IntFlag{Name: "score-tokens", Value: serve.DefaultScoreTokens, Usage: "tokens of one forward pass when scoring prompts (echo, prompt_logprobs); more is faster and takes more memory"},
+			newPrecisionFlag(),
 		},
 		Action: func(c *cli.Context) error {
+			if err := checkPrecision(c); err != nil {
+				return err
+			}
 			be, err := openBackend(c)
 			if err != nil {
 				return err
@@ -37,6 +41,7 @@ func serveCommand() *cli.Command {
 				BodyMemoryBytes: int64(c.Int("body-memory-mb")) << 20, MaxConnections: c.Int("max-connections"),
 				ReadTimeout: c.Duration("read-timeout"), Template: c.String("template"),
 				ScoreTokens: c.Int("score-tokens"), Log: c.App.ErrWriter,
+				Precision: c.String("precision"),
 			})
 			if err != nil {
 				return err

@@ -63,6 +63,9 @@ type Config struct {
 	// redrawn in place when Terminal, else a line every few seconds.
 	Progress io.Writer
 	Terminal bool
+	// Precision is auto (the backend's default), bf16, fp32 or tf32: how the
+	// model is stored and multiplied (runtime.UsePrecision).
+	Precision string
 }
 
 // Record is one completion, as written to the JSONL output.
@@ -93,7 +96,11 @@ type promptLine struct {
 // Run generates the completions and returns those it generated (with
 // Output, not those a resumed file already held).
 func Run(ctx context.Context, be kdrt.Backend, c Config, log io.Writer) ([]Record, error) {
-	m, err := model.LoadDir(c.Model, be)
+	prec, err := kdrt.UsePrecision(be, c.Precision)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.LoadDir(c.Model, be, model.ForPrecision(prec, false)...)
 	if err != nil {
 		return nil, err
 	}

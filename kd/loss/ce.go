@@ -37,8 +37,8 @@ func CrossEntropy(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt
 		return 0, 0, errors.New("loss: cross-entropy over a batch with no target tokens (every position is masked)")
 	}
 	grad := dHidden != nil || head.G != nil
-	R := opt.chunkRows(N, 4*V*2)
-	c, err := newChunkBufs(be, R, V, 0, grad, true)
+	R := opt.chunkRows(N, 4*V+gradRowBytes(V, hidden.DType))
+	c, err := newChunkBufs(be, R, V, 0, grad, true, hidden.DType)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -62,7 +62,7 @@ func CrossEntropy(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt
 			dl := c.view(c.dlogits, n)
 			be.Zero(dl)
 			be.CrossEntropyBackward(dl, logits, tg, nil, rowScale)
-			headBackward(be, dl, hs, dHidden, head, r0, r1)
+			headBackward(be, dl, c.view(c.dlow, n), hs, dHidden, head, r0, r1)
 		}
 	}
 	return scale * loss / float64(tokens), tokens, be.Sync()

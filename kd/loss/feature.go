@@ -299,8 +299,71 @@ type FeatureResult struct {
 //
 // The loss is multiplied by scale. When dStudent [N, Cs] is not nil, the
 // gradient (times scale) is accumulated into it and into proj.G and proj.GB;
-// with dStudent nil nothing is accumulated (evaluation).
+// with dStudent nil nothing is accumulated (evaluation). Hidden states (and
+// dStudent) stored in BF16 are widened to F32 first: the loss, its
+// reductions and the projection are computed in F32, and the gradient is
+// rounded once, when added into dStudent.
 func FeatureLoss(be kdrt.Backend, student, dStudent, teacher *kdrt.Tensor, proj *Projection, mask []float32, cfg FeatureConfig, scale float64) (FeatureResult, error) {
+	return inF32(be, student, dStudent, teacher, func(student, dStudent, teacher *kdrt.Tensor) (FeatureResult, error) {
+		return featureLoss(be, student, dStudent, teacher, proj, mask, cfg, scale)
+	})
+}
+
+// inF32 runs a feature loss on F32 hidden states: tensors stored in another
+// dtype are cast into F32 scratch, and the F32 gradient is added into the
+// caller's dStudent afterwards (rounded once).
+func inF32(be kdrt.Backend, student, dStudent, teacher *kdrt.Tensor, f func(student, dStudent, teacher *kdrt.Tensor) (FeatureResult, error)) (FeatureResult, error) {
+	low := func(t *kdrt.Tensor) bool { return t != nil && t.DType != kdrt.F32 }
+	if !low(student) && !low(dStudent) && !low(teacher) {
+		return f(student, dStudent, teacher)
+	}
+	var scratch []*kdrt.Tensor
+	defer func() {
+		for _, t := range scratch {
+			be.Free(t)
+		}
+	}()
+	widen := func(t *kdrt.Tensor, copyValues bool) (*kdrt.Tensor, error) {
+		if !low(t) {
+			return t, nil
+		}
+		w, err := be.Alloc(t.Name+".f32", kdrt.F32, t.Shape...)
+		if err != nil {
+			return nil, err
+		}
+		scratch = append(scratch, w)
+		if copyValues {
+			be.Cast(w, t)
+		}
+		return w, nil
+	}
+	s, err := widen(student, true)
+	if err != nil {
+		return FeatureResult{}, err
+	}
+	tt, err := widen(teacher, true)
+	if err != nil {
+		return FeatureResult{}, err
+	}
+	ds, err := widen(dStudent, false) // zero: the loss accumulates into it
+	if err != nil {
+		return FeatureResult{}, err
+	}
+	res, err := f(s, ds, tt)
+	if err != nil || ds == dStudent || dStudent == nil {
+		return res, err
+	}
+	back, err := be.Alloc(dStudent.Name+".grad", dStudent.DType, dStudent.Shape...)
+	if err != nil {
+		return res, err
+	}
+	scratch = append(scratch, back)
+	be.Cast(back, ds)
+	be.Add(dStudent, dStudent, back)
+	return res, be.Sync()
+}
+
+func featureLoss(be kdrt.Backend, student, dStudent, teacher *kdrt.Tensor, proj *Projection, mask []float32, cfg FeatureConfig, scale float64) (FeatureResult, error) {
 	var res FeatureResult
 	if err := checkFeatureKind(cfg.Loss); err != nil {
 		return res, err
@@ -448,8 +511,15 @@ func projBackward(be kdrt.Backend, proj *Projection, dp, x, dx *kdrt.Tensor) {
 // the mean over valid pairs, the diagonal included, which for one sequence is
 // torch.nn.functional.mse_loss(S_s[v][:, v], S_t[v][:, v]) over its valid
 // tokens v. It is multiplied by scale; when dStudent [B·T, Cs] is not nil the
-// gradient (times scale) is accumulated into it.
+// gradient (times scale) is accumulated into it. BF16 hidden states are
+// widened to F32 as FeatureLoss widens them.
 func RelationLoss(be kdrt.Backend, student, dStudent, teacher *kdrt.Tensor, B, T int, mask []float32, scale float64) (FeatureResult, error) {
+	return inF32(be, student, dStudent, teacher, func(student, dStudent, teacher *kdrt.Tensor) (FeatureResult, error) {
+		return relationLoss(be, student, dStudent, teacher, B, T, mask, scale)
+	})
+}
+
+func relationLoss(be kdrt.Backend, student, dStudent, teacher *kdrt.Tensor, B, T int, mask []float32, scale float64) (FeatureResult, error) {
 	var res FeatureResult
 	if err := checkScale(scale); err != nil {
 		return res, err

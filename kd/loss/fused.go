@@ -26,6 +26,15 @@ type Options struct {
 	ChunkRows int
 }
 
+// gradRowBytes is the bytes per row of the logits' gradient: F32, and its
+// rounding to the hidden states' dtype when that is not F32.
+func gradRowBytes(V int, dt kdrt.DType) int {
+	if dt == kdrt.F32 {
+		return 4 * V
+	}
+	return (4 + dt.Size()) * V
+}
+
 // chunkRows is how many rows fit the budget, at least 1 and at most N.
 func (o Options) chunkRows(N, bytesPerRow int) int {
 	r := o.ChunkRows
@@ -39,19 +48,30 @@ func (o Options) chunkRows(N, bytesPerRow int) int {
 	return max(1, min(r, N))
 }
 
-// chunkBufs are one chunk's buffers, sliced to the chunk's rows.
+// chunkBufs are one chunk's buffers, sliced to the chunk's rows. Logits,
+// their gradient and the teacher's logits are F32 whatever the hidden
+// states' dtype: under BF16 storage the head's product writes them from its
+// float32 accumulator, so no logit is ever rounded to bf16 before a softmax
+// (the fault Liger-Kernel#1432 found in a fused JSD).
 type chunkBufs struct {
 	be                       kdrt.Backend
 	rows                     int
-	logits, dlogits, teacher *kdrt.Tensor // [R, V], [R, V], [R, Vt] (nil when unused)
-	losses, weights          *kdrt.Tensor // F32 [R]
-	targets                  *kdrt.Tensor // I32 [R] (nil when unused)
-	hostW                    []float32
-	hostL                    []float32
-	all                      []*kdrt.Tensor
+	logits, dlogits, teacher *kdrt.Tensor // F32 [R, V], [R, V], [R, Vt] (nil when unused)
+	// dlow is the logits' gradient rounded to the hidden states' dtype
+	// (BF16): the operand of the head's backward products, which multiply
+	// operands of one dtype. Nil under F32.
+	dlow            *kdrt.Tensor
+	losses, weights *kdrt.Tensor // F32 [R]
+	targets         *kdrt.Tensor // I32 [R] (nil when unused)
+	hostW           []float32
+	hostL           []float32
+	all             []*kdrt.Tensor
 }
 
-func newChunkBufs(be kdrt.Backend, R, V, Vt int, grad, targets bool) (*chunkBufs, error) {
+// newChunkBufs allocates a chunk's buffers for R rows of a vocabulary of V
+// (Vt > 0: and the teacher's logits), with the gradient's (grad) and
+// targets' buffers; low is the hidden states' dtype.
+func newChunkBufs(be kdrt.Backend, R, V, Vt int, grad, targets bool, low kdrt.DType) (*chunkBufs, error) {
 	c := &chunkBufs{be: be, rows: R, hostW: make([]float32, R), hostL: make([]float32, R)}
 	var err error
 	alloc := func(name string, dt kdrt.DType, shape ...int) *kdrt.Tensor {
@@ -66,6 +86,9 @@ func newChunkBufs(be kdrt.Backend, R, V, Vt int, grad, targets bool) (*chunkBufs
 	c.logits = alloc("loss.logits", kdrt.F32, R, V)
 	if grad {
 		c.dlogits = alloc("loss.dlogits", kdrt.F32, R, V)
+		if low != kdrt.F32 {
+			c.dlow = alloc("loss.dlogits."+low.String(), low, R, V)
+		}
 	}
 	if Vt > 0 {
 		c.teacher = alloc("loss.teacher_logits", kdrt.F32, R, Vt)
@@ -110,7 +133,8 @@ func (c *chunkBufs) sumLosses(n int) (float64, error) {
 	return s, nil
 }
 
-// headForward computes the chunk's student logits = hidden[r0:r1]·Wᵀ.
+// headForward computes the chunk's student logits = hidden[r0:r1]·Wᵀ (F32,
+// from BF16 operands too).
 func headForward(be kdrt.Backend, logits, hidden *kdrt.Tensor, head Head, r0, r1 int) *kdrt.Tensor {
 	hs := be.Slice(hidden, r0, r1)
 	be.MatMul(logits, hs, head.W, false, true, 1, 0)
@@ -118,7 +142,14 @@ func headForward(be kdrt.Backend, logits, hidden *kdrt.Tensor, head Head, r0, r1
 }
 
 // headBackward accumulates dHidden[r0:r1] += dlogits·W and head.G += dlogitsᵀ·hidden.
-func headBackward(be kdrt.Backend, dlogits, hs, dHidden *kdrt.Tensor, head Head, r0, r1 int) {
+// Under BF16 storage the F32 dlogits are first rounded into low (a chunk
+// buffer of n rows), as autocast and Liger round the gradient entering a
+// bf16 product; head.G stays F32 from the product's accumulator.
+func headBackward(be kdrt.Backend, dlogits, low, hs, dHidden *kdrt.Tensor, head Head, r0, r1 int) {
+	if low != nil {
+		be.Cast(low, dlogits)
+		dlogits = low
+	}
 	if dHidden != nil {
 		be.MatMul(be.Slice(dHidden, r0, r1), dlogits, head.W, false, false, 1, 1)
 	}
@@ -134,11 +165,17 @@ func checkHidden(hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor) error {
 	if hidden.Cols() != head.W.Cols() {
 		return fmt.Errorf("loss: hidden states %v and lm_head %v differ in width", hidden, head.W)
 	}
+	if hidden.DType != head.W.DType {
+		return fmt.Errorf("loss: hidden states %v and lm_head %v differ in dtype", hidden, head.W)
+	}
 	if dHidden != nil && !kdrt.SameShape(dHidden.Shape, hidden.Shape) {
 		return fmt.Errorf("loss: gradient %v does not match hidden states %v", dHidden, hidden)
 	}
 	if head.G != nil && !kdrt.SameShape(head.G.Shape, head.W.Shape) {
 		return fmt.Errorf("loss: lm_head gradient %v does not match %v", head.G, head.W)
+	}
+	if head.G != nil && head.G.DType != kdrt.F32 && head.G.DType != head.W.DType {
+		return fmt.Errorf("loss: lm_head gradient %v should be F32 (or %s)", head.G, head.W.DType)
 	}
 	return nil
 }

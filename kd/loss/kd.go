@@ -128,7 +128,7 @@ func KD(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor, t
 		}
 		Vt = t.Logits.Cols()
 	case TeacherHidden:
-		if t.Hidden == nil || t.Head == nil || t.Hidden.Rows() != N || t.Hidden.Cols() != t.Head.Cols() {
+		if t.Hidden == nil || t.Head == nil || t.Hidden.Rows() != N || t.Hidden.Cols() != t.Head.Cols() || t.Hidden.DType != t.Head.DType {
 			return res, fmt.Errorf("kd: teacher hidden states %v and lm_head %v do not fit %d student rows", t.Hidden, t.Head, N)
 		}
 		Vt = t.Head.Rows()
@@ -153,7 +153,7 @@ func KD(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor, t
 	grad := dHidden != nil || head.G != nil
 	perRow := 4 * V
 	if grad {
-		perRow += 4 * V
+		perRow += gradRowBytes(V, hidden.DType)
 	}
 	if _, ok := teacher.(TeacherHidden); ok {
 		perRow += 4 * Vt
@@ -163,7 +163,7 @@ func KD(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor, t
 	if _, ok := teacher.(TeacherHidden); ok {
 		tv = Vt
 	}
-	c, err := newChunkBufs(be, R, V, tv, grad, false)
+	c, err := newChunkBufs(be, R, V, tv, grad, false, hidden.DType)
 	if err != nil {
 		return res, err
 	}
@@ -215,7 +215,7 @@ func KD(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor, t
 		}
 		total += s
 		if grad {
-			headBackward(be, dl, hs, dHidden, head, r0, r1)
+			headBackward(be, dl, c.view(c.dlow, n), hs, dHidden, head, r0, r1)
 		}
 	}
 	res.Loss = total

@@ -16,7 +16,7 @@ func TokenLogProbs(be kdrt.Backend, hidden *kdrt.Tensor, head Head, targets []in
 	}
 	N, V := hidden.Rows(), head.W.Rows()
 	R := opt.chunkRows(N, 4*V)
-	c, err := newChunkBufs(be, R, V, 0, false, true)
+	c, err := newChunkBufs(be, R, V, 0, false, true, hidden.DType)
 	if err != nil {
 		return nil, err
 	}
@@ -56,8 +56,8 @@ func TokenLogProbsBackward(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHid
 	if len(coef) != N {
 		return fmt.Errorf("loss: %d coefficients for %d rows", len(coef), N)
 	}
-	R := opt.chunkRows(N, 8*V)
-	c, err := newChunkBufs(be, R, V, 0, true, true)
+	R := opt.chunkRows(N, 4*V+gradRowBytes(V, hidden.DType))
+	c, err := newChunkBufs(be, R, V, 0, true, true, hidden.DType)
 	if err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func TokenLogProbsBackward(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHid
 		hs := headForward(be, logits, hidden, head, r0, r1)
 		be.Zero(dl)
 		be.CrossEntropyBackward(dl, logits, tg, w, 1)
-		headBackward(be, dl, hs, dHidden, head, r0, r1)
+		headBackward(be, dl, c.view(c.dlow, n), hs, dHidden, head, r0, r1)
 	}
 	return be.Sync()
 }

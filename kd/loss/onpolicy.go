@@ -87,7 +87,7 @@ func PolicyGradient(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kd
 		perRow *= 2
 	}
 	R := opt.chunkRows(N, perRow)
-	c, err := newChunkBufs(be, R, V, 0, grad, true)
+	c, err := newChunkBufs(be, R, V, 0, grad, true, hidden.DType)
 	if err != nil {
 		return res, err
 	}
@@ -129,7 +129,7 @@ func PolicyGradient(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kd
 			}
 			be.Zero(dl)
 			be.CrossEntropyBackward(dl, logits, tg, w, 1)
-			headBackward(be, dl, hs, dHidden, head, r0, r1)
+			headBackward(be, dl, c.view(c.dlow, n), hs, dHidden, head, r0, r1)
 		}
 	}
 	res.Loss = factor * total

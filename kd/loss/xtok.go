@@ -452,7 +452,7 @@ type xtokBufs struct {
 }
 
 func newXTokBufs(be kdrt.Backend, R, Vs, Vt int, hidden, tHidden *kdrt.Tensor, grad bool, teacher Teacher) (*xtokBufs, error) {
-	c, err := newChunkBufs(be, R, Vs, Vt, grad, true)
+	c, err := newChunkBufs(be, R, Vs, Vt, grad, true, hidden.DType)
 	if err != nil {
 		return nil, err
 	}
@@ -575,6 +575,11 @@ func (x *xtokBufs) teacherRows(teacher Teacher, rows []int32, invT float64) (*kd
 // backward takes the chunk's logit gradient to the gathered student rows
 // (scattered into dHidden) and to the lm_head.
 func (x *xtokBufs) backward(dl, gathered, dHidden *kdrt.Tensor, head Head, n int) {
+	if x.dlow != nil { // BF16 hidden states: the gradient is rounded only as the products' operand
+		low := x.view(x.dlow, n)
+		x.be.Cast(low, dl)
+		dl = low
+	}
 	if dHidden != nil {
 		dg := x.view(x.dgathered, n)
 		x.be.MatMul(dg, dl, head.W, false, false, 1, 0)

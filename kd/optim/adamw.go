@@ -8,12 +8,17 @@ import (
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
-// Slot is one parameter the optimizer updates: its value W, its gradient G and
-// whether weight decay applies to it.
+// Slot is one parameter the optimizer updates: its value W, its gradient G,
+// its master copy and whether weight decay applies to it.
 type Slot struct {
-	Name  string
-	W, G  *kdrt.Tensor
-	Decay bool
+	Name string
+	// W is the value the model computes with (F32, or BF16 under mixed
+	// precision) and G its gradient (F32).
+	W, G *kdrt.Tensor
+	// Master is the F32 master copy of a BF16 W, which the update applies to
+	// (W then receives it rounded); nil when W is F32 and its own master.
+	Master *kdrt.Tensor
+	Decay  bool
 }
 
 // AdamWConfig holds AdamW's hyperparameters.
@@ -46,23 +51,33 @@ func (c AdamWConfig) Validate() error {
 
 // AdamW is Adam with decoupled weight decay (Loshchilov & Hutter), with
 // bias-corrected fp32 moments, updating exactly as torch.optim.AdamW does.
+// A step is the backend's multi-tensor AdamWStep: the gradient norm, the
+// clip factor and the update of every parameter in a few launches, with one
+// download (the norm) per step.
 type AdamW struct {
 	cfg   AdamWConfig
 	be    kdrt.Backend
 	slots []Slot
 	m, v  []*kdrt.Tensor
+	group kdrt.AdamWGroup
+	norm  *kdrt.Tensor // F32 [1]: the last step's gradient norm, on the device
 	step  int
 }
 
-// NewAdamW allocates the moments (zero) for every slot.
+// NewAdamW allocates the moments (zero) for every slot and prepares the
+// backend's multi-tensor update over them.
 func NewAdamW(be kdrt.Backend, slots []Slot, cfg AdamWConfig) (*AdamW, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	o := &AdamW{cfg: cfg, be: be, slots: slots}
+	var group []kdrt.AdamWSlot
 	for _, s := range slots {
 		if s.W == nil || s.G == nil {
 			return nil, fmt.Errorf("adamw: parameter %s has no value or no gradient", s.Name)
+		}
+		if s.W.DType != kdrt.F32 && s.Master == nil {
+			return nil, fmt.Errorf("adamw: parameter %s is %s without an F32 master copy (mixed precision updates the master)", s.Name, s.W.DType)
 		}
 		m, err := be.Alloc("adamw.m."+s.Name, kdrt.F32, s.W.Shape...)
 		if err != nil {
@@ -73,6 +88,14 @@ func NewAdamW(be kdrt.Backend, slots []Slot, cfg AdamWConfig) (*AdamW, error) {
 			return nil, err
 		}
 		o.m, o.v = append(o.m, m), append(o.v, v)
+		group = append(group, kdrt.AdamWSlot{Param: s.W, Master: s.Master, Grad: s.G, M: m, V: v, Decay: s.Decay, Name: s.Name})
+	}
+	var err error
+	if o.norm, err = be.Alloc("adamw.grad_norm", kdrt.F32, 1); err != nil {
+		return nil, err
+	}
+	if o.group, err = be.PrepareAdamW(group); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
@@ -94,36 +117,29 @@ func (o *AdamW) GradNorm() (float64, error) {
 // parameters are left untouched.
 var ErrNonFinite = errors.New("adamw: gradient norm is not finite")
 
-// Step clips the gradients (if configured) and updates every parameter with
-// learning rate lr. It returns the gradient norm before clipping.
+// Step clips the gradients (if configured: by the factor
+// torch.nn.utils.clip_grad_norm_ uses, applied as the update reads them; the
+// gradients themselves are left as they are) and updates every parameter
+// with learning rate lr, all on the device. It returns the gradient norm
+// before clipping, the one value it reads back; with a non-finite norm
+// nothing is updated and the error is ErrNonFinite.
 func (o *AdamW) Step(lr float64) (gradNorm float64, err error) {
-	norm, err := o.GradNorm()
-	if err != nil {
+	o.step++
+	o.be.AdamWStep(o.group, o.norm, kdrt.AdamWParams{
+		LR: float32(lr), Beta1: float32(o.cfg.Beta1), Beta2: float32(o.cfg.Beta2),
+		Eps: float32(o.cfg.Eps), WeightDecay: float32(o.cfg.WeightDecay), Step: o.step,
+	}, float32(o.cfg.MaxGradNorm))
+	var host [1]float32
+	if err := o.be.Download(o.norm, host[:]); err != nil {
+		o.step--
 		return 0, err
 	}
+	norm := float64(host[0])
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		o.step-- // nothing was updated
 		return norm, ErrNonFinite
 	}
-	if o.cfg.MaxGradNorm > 0 {
-		// torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1.
-		if c := o.cfg.MaxGradNorm / (norm + 1e-6); c < 1 {
-			for _, s := range o.slots {
-				o.be.Scale(s.G, float32(c))
-			}
-		}
-	}
-	o.step++
-	for i, s := range o.slots {
-		wd := 0.0
-		if s.Decay {
-			wd = o.cfg.WeightDecay
-		}
-		o.be.AdamW(s.W, s.G, o.m[i], o.v[i], kdrt.AdamWParams{
-			LR: float32(lr), Beta1: float32(o.cfg.Beta1), Beta2: float32(o.cfg.Beta2),
-			Eps: float32(o.cfg.Eps), WeightDecay: float32(wd), Step: o.step,
-		})
-	}
-	return norm, o.be.Sync()
+	return norm, nil
 }
 
 // Moments returns the first and second moment tensors, in slot order, for
@@ -132,6 +148,17 @@ func (o *AdamW) Moments() (m, v []*kdrt.Tensor) { return o.m, o.v }
 
 // SetStepCount restores the update count when resuming from saved state.
 func (o *AdamW) SetStepCount(n int) { o.step = n }
+
+// Free releases the moments and the backend's group.
+func (o *AdamW) Free() {
+	o.group.Free()
+	for i := range o.m {
+		o.be.Free(o.m[i])
+		o.be.Free(o.v[i])
+	}
+	o.be.Free(o.norm)
+	o.m, o.v = nil, nil
+}
 
 // TensorBytes is the memory the optimizer's moments take.
 func (o *AdamW) TensorBytes() int {

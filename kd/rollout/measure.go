@@ -40,11 +40,11 @@ func ReverseKLOnSamples(ctx context.Context, s *Sampler, student, teacher *model
 		}
 	}
 	if teacher != nil {
-		th, err := teacher.ForwardHidden(b.Batch)
+		th, err := teacher.InferHidden(b.Batch)
 		if err != nil {
 			return 0, 0, nil, fmt.Errorf("teacher: %w", err)
 		}
-		h, err := student.ForwardHidden(b.Batch)
+		h, err := student.InferHidden(b.Batch)
 		if err != nil {
 			return 0, 0, nil, err
 		}
@@ -63,7 +63,7 @@ func ReverseKLOnSamples(ctx context.Context, s *Sampler, student, teacher *model
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	h, err := student.ForwardHidden(b.Batch)
+	h, err := student.InferHidden(b.Batch)
 	if err != nil {
 		return 0, 0, nil, err
 	}

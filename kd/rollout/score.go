@@ -68,7 +68,7 @@ func (l Local) Score(ctx context.Context, seqs []Sequence) ([][]float64, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	h, err := l.Model.ForwardHidden(b)
+	h, err := l.Model.InferHidden(b)
 	if err != nil {
 		return nil, fmt.Errorf("teacher: %w", err)
 	}

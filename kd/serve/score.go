@@ -160,7 +160,7 @@ func (s *Server) scoreGroup(prompts [][]int32, T, k int, out []promptScores) err
 	for r, p := range prompts {
 		copy(b.IDs[r*T:], p)
 	}
-	h, err := m.ForwardHidden(b)
+	h, err := m.InferHidden(b)
 	if err != nil {
 		return err
 	}

@@ -98,6 +98,9 @@ type Config struct {
 	Template string
 	// Log receives one line per start and stop of Run; nil is silent.
 	Log io.Writer
+	// Precision is auto (the backend's default), bf16, fp32 or tf32: how the
+	// model is stored and multiplied (runtime.UsePrecision).
+	Precision string
 }
 
 // Server answers the API. It is an http.Handler.
@@ -171,7 +174,11 @@ func New(be kdrt.Backend, cfg Config) (*Server, error) {
 	if cfg.Template == data.TemplateNone {
 		return nil, errors.New("serve: template none has no chat format; use auto, chatml or qwen3 (/v1/completions takes plain text)")
 	}
-	m, err := model.LoadDir(cfg.Model, be)
+	prec, err := kdrt.UsePrecision(be, cfg.Precision)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.LoadDir(cfg.Model, be, model.ForPrecision(prec, false)...)
 	if err != nil {
 		return nil, err
 	}

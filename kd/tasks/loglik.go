@@ -158,7 +158,7 @@ func (s *scorer) loglikelihoods(ctx context.Context, reqs []lmRequest, done func
 			spans[r] = span{r*T + len(inp) - n, n}
 			targets = append(targets, q.cont...)
 		}
-		h, err := s.m.ForwardHidden(model.Batch{B: B, T: T, IDs: ids})
+		h, err := s.m.InferHidden(model.Batch{B: B, T: T, IDs: ids})
 		if err != nil {
 			return nil, err
 		}

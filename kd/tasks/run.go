@@ -464,6 +464,9 @@ type Config struct {
 	// Output, when set, is a folder for results.json and the per-example
 	// outputs, <task>/<model>.jsonl.
 	Output string
+	// Precision is auto (the backend's default), bf16, fp32 or tf32: how the
+	// models are stored and multiplied (runtime.UsePrecision).
+	Precision string
 	Options
 }
 
@@ -507,7 +510,7 @@ func Run(ctx context.Context, be kdrt.Backend, c Config, out io.Writer) (*Report
 	labels := modelLabels(c.Models)
 	rep := &Report{Models: c.Models, Labels: labels}
 	for mi, dir := range c.Models {
-		m, tok, err := loadModel(be, dir, c.Tokenizer)
+		m, tok, err := loadModel(be, dir, c.Tokenizer, c.Precision)
 		if err != nil {
 			return nil, err
 		}
@@ -542,8 +545,12 @@ func Run(ctx context.Context, be kdrt.Backend, c Config, out io.Writer) (*Report
 }
 
 // loadModel loads a model folder and its tokenizer (or the fallback one).
-func loadModel(be kdrt.Backend, dir, fallbackTok string) (*model.Model, *tokenizer.Tokenizer, error) {
-	m, err := model.LoadDir(dir, be)
+func loadModel(be kdrt.Backend, dir, fallbackTok, precision string) (*model.Model, *tokenizer.Tokenizer, error) {
+	prec, err := kdrt.UsePrecision(be, precision)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := model.LoadDir(dir, be, model.ForPrecision(prec, false)...)
 	if err != nil {
 		return nil, nil, err
 	}

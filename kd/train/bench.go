@@ -28,6 +28,10 @@ type BenchConfig struct {
 	// GEMMTFLOPs is this machine's measured bf16 matrix-product ceiling in
 	// TFLOP/s (the CUDA backend's MeasureCeilings); 0 when none was measured.
 	GEMMTFLOPs float64
+	// Precision is auto, bf16, fp32 or tf32 (runtime.UsePrecision): the
+	// student trains in it with F32 master weights, the teacher runs its
+	// inference forward in it.
+	Precision string
 }
 
 // BenchTemperature is the KD step's temperature, the one the GPU check
@@ -137,15 +141,15 @@ func PeakBF16TFLOPs(device string) (tflops float64, card string) {
 func ForwardFLOPs(c *model.Config, B, T int) float64 { return c.TrainingFLOPs(B, T) / 3 }
 
 // benchModel loads a folder, or makes a random-weight model of a config.
-func benchModel(be kdrt.Backend, dir, config string, seed uint64) (*model.Model, error) {
+func benchModel(be kdrt.Backend, dir, config string, seed uint64, opts ...model.Option) (*model.Model, error) {
 	if dir != "" {
-		return model.LoadDir(dir, be)
+		return model.LoadDir(dir, be, opts...)
 	}
 	cfg, err := model.LoadConfig(config)
 	if err != nil {
 		return nil, err
 	}
-	m, err := model.New(cfg, be)
+	m, err := model.New(cfg, be, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -177,6 +181,10 @@ func precision(m *model.Model) string {
 // step is a KD step (see BenchConfig).
 func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	var res BenchResult
+	prec, err := kdrt.UsePrecision(be, c.Precision)
+	if err != nil {
+		return res, err
+	}
 	if c.Model == "" && c.Config == "" {
 		return res, fmt.Errorf("bench: give --model or --config")
 	}
@@ -187,7 +195,7 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	if hasPeak {
 		pm.ResetPeak()
 	}
-	m, err := benchModel(be, c.Model, c.Config, 1)
+	m, err := benchModel(be, c.Model, c.Config, 1, model.ForPrecision(prec, true)...)
 	if err != nil {
 		return res, err
 	}
@@ -197,7 +205,7 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	}
 	var teacher *model.Model
 	if c.Teacher != "" || c.TeacherConfig != "" {
-		if teacher, err = benchModel(be, c.Teacher, c.TeacherConfig, 2); err != nil {
+		if teacher, err = benchModel(be, c.Teacher, c.TeacherConfig, 2, model.ForPrecision(prec, false)...); err != nil {
 			return res, fmt.Errorf("teacher: %w", err)
 		}
 		if c.T > teacher.Config.MaxPositions {
@@ -209,7 +217,7 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	}
 	var slots []optim.Slot
 	for _, p := range m.Params() {
-		slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Decay: !p.NoDecay})
+		slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Master: p.Master, Decay: !p.NoDecay})
 	}
 	opt, err := optim.NewAdamW(be, slots, optim.DefaultAdamW)
 	if err != nil {
@@ -250,7 +258,7 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 			if err != nil {
 				return 0, err
 			}
-			th, err := teacher.ForwardHidden(b)
+			th, err := teacher.InferHidden(b)
 			if err != nil {
 				return 0, fmt.Errorf("teacher: %w", err)
 			}

@@ -39,6 +39,10 @@ type CacheConfig struct {
 	// time left: redrawn in place on a terminal, a plain line every 15 s
 	// otherwise. Nil: none.
 	Progress io.Writer
+	// Precision is auto (the backend's default), bf16, fp32 or tf32: how the
+	// teacher is stored and multiplied (runtime.UsePrecision). Its logits
+	// are F32 either way.
+	Precision string
 }
 
 // dataOptions are the data options a cache and the runs that read it must
@@ -74,7 +78,11 @@ func CacheTeacher(ctx context.Context, be kdrt.Backend, c CacheConfig, log io.Wr
 	if c.BatchSize == 0 {
 		c.BatchSize = 8
 	}
-	teacher, err := model.LoadDir(c.Teacher, be)
+	prec, err := kdrt.UsePrecision(be, c.Precision)
+	if err != nil {
+		return err
+	}
+	teacher, err := model.LoadDir(c.Teacher, be, model.ForPrecision(prec, false)...)
 	if err != nil {
 		return err
 	}
@@ -270,24 +278,35 @@ func dataHash(rows []data.Example) string {
 	return cache.DataHash(seqs)
 }
 
-// teacherTopK runs the teacher on rows and returns each row's cache entry.
+// teacherTopK runs the teacher on rows (its inference forward: no
+// activations kept) and returns each row's cache entry. The logits are made
+// one row of the batch at a time, [T × V] F32, never the whole batch's.
 func teacherTopK(teacher *model.Model, rows []data.Example, pad int32, K int, T float64) ([]cache.Entry, error) {
 	b, err := data.MakeBatch(rows, pad, 0)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := teacher.Forward(model.Batch{B: b.B, T: b.T, IDs: b.IDs}); err != nil {
+	h, err := teacher.InferHidden(model.Batch{B: b.B, T: b.T, IDs: b.IDs})
+	if err != nil {
 		return nil, err
 	}
 	be, V := teacher.Backend(), teacher.Config.Vocab
-	logits := make([]float32, teacher.Logits().Numel())
-	if err := be.Download(teacher.Logits(), logits); err != nil {
+	rowLogits, err := be.Alloc("cache.logits", kdrt.F32, b.T, V)
+	if err != nil {
 		return nil, err
 	}
+	defer be.Free(rowLogits)
+	logits := make([]float32, b.T*V)
 	out := make([]cache.Entry, len(rows))
 	order := make([]int, V)
 	lp := make([]float64, V)
 	for r, row := range rows {
+		if err := teacher.HeadLogits(rowLogits, be.Slice(h, r*b.T, (r+1)*b.T)); err != nil {
+			return nil, err
+		}
+		if err := be.Download(rowLogits, logits); err != nil {
+			return nil, err
+		}
 		n := len(row.Tokens)
 		e := cache.Entry{TopK: data.TopK{K: K, IDs: make([]int32, n*K), LogProbs: make([]float32, n*K), Has: make([]bool, n)},
 			Tail: make([]float32, n)}
@@ -297,7 +316,7 @@ func teacherTopK(teacher *model.Model, rows []data.Example, pad int32, K int, T 
 		}
 		for i := 1; i < n; i++ {
 			// Position i−1's distribution predicted token i.
-			lg := logits[(r*b.T+i-1)*V : (r*b.T+i)*V]
+			lg := logits[(i-1)*V : i*V]
 			logSoftmax64(lp, lg, T)
 			for j := range order {
 				order[j] = j

@@ -53,7 +53,8 @@ func (e Eval) fields() map[string]any {
 	return f
 }
 
-// evaluate runs the validation set once, in order, without gradients.
+// evaluate runs the validation set once, in order, without gradients: the
+// models' inference forwards, which leave the training activations alone.
 func (t *trainer) evaluate() (Eval, error) {
 	if t.pairs != nil {
 		return t.evaluatePairs()
@@ -92,7 +93,7 @@ func evaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Exa
 		if n == 0 {
 			continue
 		}
-		h, err := student.ForwardHidden(b)
+		h, err := student.InferHidden(b)
 		if err != nil {
 			return e, err
 		}
@@ -121,7 +122,7 @@ func evaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Exa
 			free()
 		}
 		if teacher != nil {
-			th, err := teacher.ForwardHidden(b)
+			th, err := teacher.InferHidden(b)
 			if err != nil {
 				return e, err
 			}
@@ -160,7 +161,7 @@ func (t *trainer) evaluatePairs() (Eval, error) {
 			return e, err
 		}
 		layout := loss.ConcatPairLayout(len(chunk), b.T)
-		h, err := t.student.ForwardHidden(b)
+		h, err := t.student.InferHidden(b)
 		if err != nil {
 			return e, err
 		}
@@ -170,7 +171,7 @@ func (t *trainer) evaluatePairs() (Eval, error) {
 		}
 		appendSums(&pol, p)
 		if t.ref != nil {
-			rh, err := t.ref.ForwardHidden(b)
+			rh, err := t.ref.InferHidden(b)
 			if err != nil {
 				return e, err
 			}

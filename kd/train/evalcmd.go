@@ -27,6 +27,9 @@ type EvalConfig struct {
 	JSON string
 	// Terminal: the log is a terminal, and gets a redrawn progress line.
 	Terminal bool
+	// Precision is auto (the backend's default), bf16, fp32 or tf32: how the
+	// models are stored and multiplied (runtime.UsePrecision).
+	Precision string
 }
 
 // EvalResult is eval's output, as printed and as written to JSON.
@@ -49,7 +52,11 @@ func RunEval(be kdrt.Backend, c EvalConfig, log io.Writer) (*EvalResult, error) 
 	if c.BatchSize <= 0 {
 		c.BatchSize = 8
 	}
-	m, err := model.LoadDir(c.Model, be)
+	prec, err := kdrt.UsePrecision(be, c.Precision)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.LoadDir(c.Model, be, model.ForPrecision(prec, false)...)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +66,7 @@ func RunEval(be kdrt.Backend, c EvalConfig, log io.Writer) (*EvalResult, error) 
 	}
 	var teacher *model.Model
 	if c.Teacher != "" {
-		if teacher, err = model.LoadDir(c.Teacher, be); err != nil {
+		if teacher, err = model.LoadDir(c.Teacher, be, model.ForPrecision(prec, false)...); err != nil {
 			return nil, fmt.Errorf("teacher: %w", err)
 		}
 		ttok, err := tokenizer.LoadDir(c.Teacher)

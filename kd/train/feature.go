@@ -5,7 +5,6 @@ import (
 
 	"github.com/kdnative/kdnative/kd/loss"
 	"github.com/kdnative/kdnative/model"
-	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
 // setupFeatures reads the feature term: the layer map, the loss, and the
@@ -28,6 +27,9 @@ func (t *trainer) setupFeatures() error {
 	t.feat = loss.FeatureConfig{Loss: kind, Project: f.Project, LayerMap: pairs}
 	if err := t.feat.Validate(sc.Layers, tc.Layers); err != nil {
 		return fmt.Errorf("objectives.feature: %w", err)
+	}
+	for _, p := range pairs {
+		t.teacherKeep = append(t.teacherKeep, p.Teacher)
 	}
 	if f.Loss == "relation" {
 		return nil // similarity matrices need no projection
@@ -65,7 +67,7 @@ func (t *trainer) featureLosses(b model.Batch, scale float64) ([]model.HiddenGra
 		if err != nil {
 			return extra, 0, err
 		}
-		g, err := t.be.Alloc("grad.feature", kdrt.F32, hs.Shape...)
+		g, err := t.be.Alloc("grad.feature", hs.DType, hs.Shape...)
 		if err != nil {
 			return extra, 0, err
 		}

@@ -174,3 +174,25 @@ func TestGGUFTeacherAndStudent(t *testing.T) {
 		t.Fatalf("the saved GGUF student's tokenizer: %v (same as the folder's: %v)", err, err == nil && ta.Hash() == tb.Hash())
 	}
 }
+
+// TestInitModelFromGGUFTokenizer: init-model takes a GGUF file as its
+// tokenizer (a new student for a GGUF teacher), writing the tokenizer files
+// its metadata describes; the student and the GGUF then share the
+// tokenizer, as a distillation run checks.
+func TestInitModelFromGGUFTokenizer(t *testing.T) {
+	w := newWorld(t)
+	tg := filepath.Join(w.dir, "teacher.gguf")
+	folderToGGUF(t, w.teacher, tg)
+	out := filepath.Join(w.dir, "new-student")
+	if err := InitModel(cpu.New(), filepath.Join(w.student, "config.json"), tg, 1, out, false); err != nil {
+		t.Fatal(err)
+	}
+	a, err := tokenizer.LoadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tokenizer.LoadDir(tg)
+	if err != nil || a.Hash() != b.Hash() {
+		t.Fatalf("the new student's tokenizer differs from the GGUF's (%v)", err)
+	}
+}

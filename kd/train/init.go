@@ -34,7 +34,7 @@ func InitModel(be kdrt.Backend, configPath, tokenizerDir string, seed uint64, ou
 	if err := m.InitRandom(seed); err != nil {
 		return err
 	}
-	if n := countTokenizerFiles(tokenizerDir); n == 0 {
+	if n := countTokenizerFiles(tokenizerDir); n == 0 && !gguf.IsGGUFPath(tokenizerDir) {
 		return fmt.Errorf("no tokenizer files (tokenizer.json, …) in %s", tokenizerDir)
 	}
 	if overwrite {

@@ -258,14 +258,14 @@ func (t *trainer) setupOnPolicy() error {
 		}
 		op.scorer = e
 	case o.Teacher == "self":
-		m, err := model.LoadDir(t.r.Student, t.be)
+		m, err := model.LoadDir(t.r.Student, t.be, model.ForPrecision(t.prec, false)...)
 		if err != nil {
 			return fmt.Errorf("objectives.onpolicy.teacher self: %w", err)
 		}
 		op.teacher = m
 		t.logf("on-policy teacher: a frozen copy of the student as it starts (%s)", t.r.Student)
 	case o.Teacher != "":
-		m, err := model.LoadDir(o.Teacher, t.be)
+		m, err := model.LoadDir(o.Teacher, t.be, model.ForPrecision(t.prec, false)...)
 		if err != nil {
 			return fmt.Errorf("objectives.onpolicy.teacher: %w", err)
 		}
@@ -664,7 +664,7 @@ func (t *trainer) onpolicyMicroBatch(st *stepStats, w float64, rows []data.Examp
 // the time the teacher took.
 func onpolicyJSD(be kdrt.Backend, student, teacher *model.Model, b rollout.Batch, beta, T, weight float64, opt loss.Options) (float64, time.Duration, error) {
 	start := time.Now()
-	th, err := teacher.ForwardHidden(b.Batch)
+	th, err := teacher.InferHidden(b.Batch)
 	if err != nil {
 		return 0, 0, fmt.Errorf("teacher: %w", err)
 	}

@@ -144,7 +144,7 @@ func TestResumeChecksTheRecipe(t *testing.T) {
 		t.Fatal("a changed recipe was resumed")
 	}
 	for _, want := range []string{"differs from the one checkpoint-4 was made with", "optim.lr: 0.003 → 0.001", "seed: 3 → 4",
-		"objectives.kd.weight: (off) → 1", "only max_steps, epochs, eval_every, save_every, log_every, device, output may change"} {
+		"objectives.kd.weight: (off) → 1", "only max_steps, epochs, eval_every, save_every, log_every, device, precision, output may change"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the refusal does not say %q:\n%v", want, err)
 		}

@@ -51,6 +51,11 @@ type Recipe struct {
 	Seed     uint64 `yaml:"seed"`
 	// Device is auto, cpu or cuda.
 	Device string `yaml:"device"`
+	// Precision is auto (bf16 on CUDA, fp32 on the CPU), bf16 (weights and
+	// activations bf16; products, gradients, master weights, AdamW moments,
+	// logits and losses fp32), fp32, or tf32 (fp32 with cuBLAS's TF32
+	// tensor-core products; CUDA only).
+	Precision string `yaml:"precision"`
 }
 
 // DataRecipe is where the examples come from and how they are shaped.
@@ -164,7 +169,7 @@ func DefaultRecipe() Recipe {
 		Data:      DataRecipe{ValFraction: 0.05, MaxLen: 512, Overflow: "truncate", Template: "auto", OnBadLine: "skip"},
 		Optim:     OptimRecipe{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, MaxGradNorm: 1},
 		Schedule:  ScheduleRecipe{Kind: "cosine", WarmupSteps: 0, MinLRRatio: 0.1},
-		BatchSize: 8, GradAccum: 1, Epochs: 1, LogEvery: 1, Seed: 1, Device: "auto",
+		BatchSize: 8, GradAccum: 1, Epochs: 1, LogEvery: 1, Seed: 1, Device: "auto", Precision: "auto",
 	}
 }
 

@@ -160,6 +160,7 @@ func TestRecipeValidateNumbers(t *testing.T) {
 		{func(r *Recipe) { r.Data.MaxLen = -1 }, "data.max_len: -1 must be positive"},
 		{func(r *Recipe) { r.Schedule.WarmupSteps = -1 }, "schedule.warmup_steps: -1 must be ≥ 0"},
 		{func(r *Recipe) { r.SaveEvery = -1 }, "save_every: -1 must be ≥ 0"},
+		{func(r *Recipe) { r.Precision = "fp16" }, `precision: "fp16" is not one of [auto bf16 fp32 tf32]`},
 	} {
 		r := base
 		kd, sft := *base.Objectives.KD, *base.Objectives.SFT
@@ -173,12 +174,15 @@ func TestRecipeValidateNumbers(t *testing.T) {
 
 func TestRecipeSet(t *testing.T) {
 	r, _ := LoadRecipe(writeRecipe(t, goodRecipe))
-	for _, kv := range []string{"optim.lr=0.002", "objectives.kd.temperature=4", "data.pack=true", "objectives.dpo.beta=0.2", "output=runs/other"} {
+	if r.Precision != "auto" {
+		t.Fatalf("precision defaults to %q, want auto", r.Precision)
+	}
+	for _, kv := range []string{"optim.lr=0.002", "objectives.kd.temperature=4", "data.pack=true", "objectives.dpo.beta=0.2", "output=runs/other", "precision=bf16"} {
 		if err := r.Set(kv); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if r.Optim.LR != 0.002 || r.Objectives.KD.Temperature != 4 || !r.Data.Pack || r.Output != "runs/other" {
+	if r.Optim.LR != 0.002 || r.Objectives.KD.Temperature != 4 || !r.Data.Pack || r.Output != "runs/other" || r.Precision != "bf16" {
 		t.Fatalf("after --set: %+v", r)
 	}
 	if r.Objectives.KD.Beta != 0.5 || r.Objectives.KD.Divergence != "jsd" {

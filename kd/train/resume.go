@@ -13,10 +13,11 @@ import (
 // ResumableKeys are the recipe keys that may differ between a checkpoint's
 // recipe and the recipe --resume continues it with: how long the run goes on
 // (the learning-rate schedule follows the new length), how often it
-// evaluates, saves and logs, and the device. Any other change (the data, the
+// evaluates, saves and logs, the device and the precision (master weights
+// and moments are saved in fp32 either way). Any other change (the data, the
 // objectives, the optimizer, the batch, the seed) would make the resumed run
 // a different run than the one checkpointed, and is refused.
-var ResumableKeys = []string{"max_steps", "epochs", "eval_every", "save_every", "log_every", "device", "output"}
+var ResumableKeys = []string{"max_steps", "epochs", "eval_every", "save_every", "log_every", "device", "precision", "output"}
 
 // pathKeys name files and folders. They may change on resume (folders move;
 // the demo unpacks its assets to a new temporary folder each time): what

@@ -83,10 +83,18 @@ func TestDPOLearnsPreference(t *testing.T) {
 
 // TestResumeIsBitIdentical: a run stopped at a checkpoint and resumed gives
 // the same losses and the same final weights, to the last bit, as a run that
-// never stopped.
+// never stopped — in fp32, and in bf16, where the checkpoint's weights are
+// the F32 master copies and the resumed BF16 weights their rounding.
 func TestResumeIsBitIdentical(t *testing.T) {
+	for _, prec := range []string{"fp32", "bf16"} {
+		t.Run(prec, func(t *testing.T) { testResume(t, prec) })
+	}
+}
+
+func testResume(t *testing.T, precision string) {
 	w := newWorld(t)
 	base := w.recipe("")
+	base.Precision = precision
 	base.Teacher = w.teacher
 	base.Objectives.SFT = &SFTTerm{Weight: 0.5}
 	base.Objectives.KD = &KDTerm{Weight: 0.5, Divergence: "jsd", Beta: 0.5, Temperature: 2}

@@ -90,6 +90,12 @@ type trainer struct {
 	// xt is set when the kd term's teacher has another tokenizer
 	// (objectives.kd.cross_tokenizer; xtok.go).
 	xt *xtokState
+	// prec is the run's precision; the student trains in it with F32
+	// master weights, the teacher and the reference run inference in it.
+	prec kdrt.Precision
+	// teacherKeep are the teacher's hidden states the feature term reads
+	// (the inference forward keeps only those).
+	teacherKeep []int
 }
 
 // Run trains as the recipe says and returns what happened. Progress goes to
@@ -106,6 +112,10 @@ func Run(ctx context.Context, be kdrt.Backend, r Recipe, opt Options) (*Summary,
 		return nil, err
 	}
 	t := &trainer{r: r, be: be, log: opt.Log, term: opt.Terminal, start: time.Now()}
+	var err error
+	if t.prec, err = kdrt.UsePrecision(be, r.Precision); err != nil {
+		return nil, fmt.Errorf("precision: %w", err)
+	}
 	if err := t.setup(opt); err != nil {
 		return nil, err
 	}
@@ -138,9 +148,10 @@ func (t *trainer) setup(opt Options) error {
 	if ckpt != "" {
 		studentDir = ckpt
 	}
-	if t.student, err = model.LoadDir(studentDir, t.be); err != nil {
+	if t.student, err = model.LoadDir(studentDir, t.be, model.ForPrecision(t.prec, true)...); err != nil {
 		return err
 	}
+	t.logf("%s", describePrecision(t.prec, t.be))
 	cfg := t.student.Config
 	if tok.VocabSize() > cfg.Vocab {
 		return fmt.Errorf("tokenizer %s has %d tokens but the student's vocabulary is %d", tokDir, tok.VocabSize(), cfg.Vocab)
@@ -193,7 +204,7 @@ func (t *trainer) setup(opt Options) error {
 			if refDir == "" {
 				refDir = r.Student
 			}
-			if t.ref, err = model.LoadDir(refDir, t.be); err != nil {
+			if t.ref, err = model.LoadDir(refDir, t.be, model.ForPrecision(t.prec, false)...); err != nil {
 				return fmt.Errorf("dpo reference: %w", err)
 			}
 		}
@@ -208,7 +219,7 @@ func (t *trainer) setup(opt Options) error {
 		return err
 	}
 	for _, p := range t.student.Params() {
-		t.slots = append(t.slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Decay: !p.NoDecay})
+		t.slots = append(t.slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Master: p.Master, Decay: !p.NoDecay})
 	}
 	if r.Objectives.Feature != nil {
 		if err := t.setupFeatures(); err != nil {
@@ -244,7 +255,7 @@ func (t *trainer) loadTeacher(tok *tokenizer.Tokenizer) error {
 		return t.loadXTokTeacher()
 	}
 	var err error
-	if t.teacher, err = model.LoadDir(t.r.Teacher, t.be); err != nil {
+	if t.teacher, err = model.LoadDir(t.r.Teacher, t.be, model.ForPrecision(t.prec, false)...); err != nil {
 		return fmt.Errorf("teacher: %w", err)
 	}
 	ttok, err := tokenizer.LoadDir(t.r.Teacher)
@@ -475,7 +486,7 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 	if err != nil {
 		return err
 	}
-	dh, err := t.be.Alloc("grad.hidden", kdrt.F32, h.Shape...)
+	dh, err := t.be.Alloc("grad.hidden", h.DType, h.Shape...)
 	if err != nil {
 		return err
 	}
@@ -559,12 +570,13 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 }
 
 // teacherForward runs the online teacher on b once per micro-batch, for the
-// kd and feature terms alike.
+// kd and feature terms alike: an inference forward (no gradients, one
+// layer's buffers) that keeps the hidden states the feature term reads.
 func (t *trainer) teacherForward(b model.Batch) (*kdrt.Tensor, error) {
 	if t.teacherFor == &b.IDs[0] {
 		return t.teacherOut, nil
 	}
-	th, err := t.teacher.ForwardHidden(b)
+	th, err := t.teacher.InferHidden(b, t.teacherKeep...)
 	if err != nil {
 		return nil, fmt.Errorf("teacher: %w", err)
 	}
@@ -582,7 +594,7 @@ func (t *trainer) dpoMicroBatch(st *stepStats, w float64) error {
 	layout := loss.ConcatPairLayout(P, b.T)
 	var ref *loss.SequenceLogProbs
 	if t.ref != nil {
-		rh, err := t.ref.ForwardHidden(b)
+		rh, err := t.ref.InferHidden(b)
 		if err != nil {
 			return fmt.Errorf("dpo reference: %w", err)
 		}
@@ -594,7 +606,7 @@ func (t *trainer) dpoMicroBatch(st *stepStats, w float64) error {
 	if err != nil {
 		return err
 	}
-	dh, err := t.be.Alloc("grad.hidden", kdrt.F32, h.Shape...)
+	dh, err := t.be.Alloc("grad.hidden", h.DType, h.Shape...)
 	if err != nil {
 		return err
 	}
@@ -613,6 +625,17 @@ func (t *trainer) dpoMicroBatch(st *stepStats, w float64) error {
 		}
 	}
 	return t.student.BackwardHidden(dh)
+}
+
+// describePrecision is the run's precision line for the log.
+func describePrecision(p kdrt.Precision, be kdrt.Backend) string {
+	switch p {
+	case kdrt.PrecisionBF16:
+		return fmt.Sprintf("precision bf16 on %s: weights and activations bf16; products, gradients, master weights, AdamW moments, logits and losses fp32", be.Name())
+	case kdrt.PrecisionTF32:
+		return fmt.Sprintf("precision tf32 on %s: fp32 tensors, cuBLAS products in TF32 on the tensor cores", be.Name())
+	}
+	return fmt.Sprintf("precision fp32 on %s", be.Name())
 }
 
 // targetMask is 1 where a position has a target, 0 elsewhere.

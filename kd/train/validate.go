@@ -136,6 +136,7 @@ func (r *Recipe) Validate() error {
 		bad("output", "required (the run's folder)")
 	}
 	oneOf("device", r.Device, "auto", "cpu", "cuda")
+	oneOf("precision", r.Precision, "auto", "bf16", "fp32", "tf32")
 	return errors.Join(errs...)
 }
 

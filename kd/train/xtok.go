@@ -55,7 +55,7 @@ type xtokPair struct {
 func (t *trainer) loadXTokTeacher() error {
 	var err error
 	if t.r.Objectives.KD.Cache == "" {
-		if t.teacher, err = model.LoadDir(t.r.Teacher, t.be); err != nil {
+		if t.teacher, err = model.LoadDir(t.r.Teacher, t.be, model.ForPrecision(t.prec, false)...); err != nil {
 			return fmt.Errorf("teacher: %w", err)
 		}
 		t.xt.vocab, t.xt.maxLen = t.teacher.Config.Vocab, t.teacher.Config.MaxPositions
@@ -267,7 +267,7 @@ func (t *trainer) xtokKD(st *stepStats, rows []data.Example, b model.Batch, h *k
 	}
 	var teacher loss.Teacher
 	if t.teacher != nil {
-		th, err := t.teacher.ForwardHidden(model.Batch{B: tb.B, T: tb.T, IDs: tb.IDs})
+		th, err := t.teacher.InferHidden(model.Batch{B: tb.B, T: tb.T, IDs: tb.IDs})
 		if err != nil {
 			return fmt.Errorf("teacher: %w", err)
 		}

@@ -208,7 +208,11 @@ func attentionBackward[F Float](dq, dk, dv, dout, out, lse, q, k, v []F, p kdrt.
 // Attention implements runtime.Backend.
 func (*Backend) Attention(out, lse, q, k, v *kdrt.Tensor, p kdrt.AttentionParams) {
 	checkAttention("attention", p, out, lse, q, k, v)
-	attentionForward(Float32s(out), Float32s(lse), Float32s(q), Float32s(k), Float32s(v), p, attnTile)
+	sameFloat("attention", out, q, k, v)
+	onlyF32("attention", lse)
+	var f frame
+	defer f.done()
+	attentionForward(f.out(out), Float32s(lse), f.in(q), f.in(k), f.in(v), p, attnTile)
 }
 
 // AttentionBackward implements runtime.Backend.
@@ -218,8 +222,12 @@ func (*Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v *kdrt.Tens
 	mustSameNumel("attention backward", dq, q)
 	mustSameNumel("attention backward", dk, k)
 	mustSameNumel("attention backward", dv, v)
-	attentionBackward(Float32s(dq), Float32s(dk), Float32s(dv), Float32s(dout), Float32s(out), Float32s(lse),
-		Float32s(q), Float32s(k), Float32s(v), p, attnTile)
+	sameFloat("attention backward", dq, dk, dv, dout, out, q, k, v)
+	onlyF32("attention backward", lse)
+	var f frame
+	defer f.done()
+	attentionBackward(f.out(dq), f.out(dk), f.out(dv), f.in(dout), f.in(out), Float32s(lse),
+		f.in(q), f.in(k), f.in(v), p, attnTile)
 }
 
 func checkAttention(op string, p kdrt.AttentionParams, out, lse, q, k, v *kdrt.Tensor) {

@@ -64,5 +64,21 @@ func (*Backend) AttentionDecode(out, q, kCache, vCache *kdrt.Tensor, p kdrt.Atte
 		(p.KeyStart != nil && len(p.KeyStart) != B) {
 		panic(fmt.Sprintf("cpu: attention decode %+v at %d: shapes of %v %v %v %v do not agree", p, pos, out, q, kCache, vCache))
 	}
-	attentionDecode(Float32s(out), Float32s(q), Float32s(kCache), Float32s(vCache), p, pos, Tmax)
+	sameFloat("attention decode", out, q, kCache, vCache)
+	var f frame
+	defer f.done()
+	if kCache.DType == kdrt.BF16 {
+		// Widen only the positions the query sees, not the whole cache.
+		kc, vc := f.get(kCache.Numel()), f.get(vCache.Numel())
+		rows := kCache.Cols()
+		kb, vb := BF16Bits(kCache), BF16Bits(vCache)
+		for b := range B {
+			lo, hi := b*Tmax*rows, (b*Tmax+pos+1)*rows
+			widen(kc[lo:hi], kb[lo:hi])
+			widen(vc[lo:hi], vb[lo:hi])
+		}
+		attentionDecode(f.out(out), f.in(q), kc, vc, p, pos, Tmax)
+		return
+	}
+	attentionDecode(f.out(out), f.in(q), Float32s(kCache), Float32s(vCache), p, pos, Tmax)
 }

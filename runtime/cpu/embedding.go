@@ -1,7 +1,8 @@
 package cpu
 
-// embeddingForward: out[n, :] = table[ids[n], :] for table [V, C].
-func embeddingForward[F Float](out []F, ids []int32, table []F, C int) {
+// embeddingForward: out[n, :] = table[ids[n], :] for table [V, C], in any
+// element type (float32, or bf16 bits copied as stored).
+func embeddingForward[E any](out []E, ids []int32, table []E, C int) {
 	parallelFor(len(ids), C, func(lo, hi int) {
 		for n := lo; n < hi; n++ {
 			copy(out[n*C:(n+1)*C], table[int(ids[n])*C:(int(ids[n])+1)*C])

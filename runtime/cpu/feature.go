@@ -10,14 +10,22 @@ import (
 func (*Backend) RowNormalize(out, norms, x *kdrt.Tensor, eps float32) {
 	mustSameNumel("row normalize", out, x)
 	mustRows("row normalize", x.Rows(), norms)
-	rowNormalize(Float32s(out), Float32s(norms), Float32s(x), x.Rows(), x.Cols(), eps)
+	sameFloat("row normalize", out, x)
+	onlyF32("row normalize", norms)
+	var f frame
+	defer f.done()
+	rowNormalize(f.out(out), Float32s(norms), f.in(x), x.Rows(), x.Cols(), eps)
 }
 
 // RowNormalizeBackward implements runtime.Backend.
 func (*Backend) RowNormalizeBackward(dx, dout, out, norms *kdrt.Tensor, eps float32) {
 	mustSameNumel("row normalize backward", dx, dout, out)
 	mustRows("row normalize backward", out.Rows(), norms)
-	rowNormalizeBackward(Float32s(dx), Float32s(dout), Float32s(out), Float32s(norms), out.Rows(), out.Cols(), eps)
+	sameFloat("row normalize backward", dx, dout, out)
+	onlyF32("row normalize backward", norms)
+	var f frame
+	defer f.done()
+	rowNormalizeBackward(f.out(dx), f.in(dout), f.in(out), Float32s(norms), out.Rows(), out.Cols(), eps)
 }
 
 // RowDot implements runtime.Backend.
@@ -25,7 +33,11 @@ func (*Backend) RowDot(out, a, b *kdrt.Tensor) {
 	mustSameNumel("row dot", a, b)
 	mustCols("row dot", a.Cols(), b)
 	mustRows("row dot", a.Rows(), out)
-	rowDot(Float32s(out), Float32s(a), Float32s(b), a.Rows(), a.Cols())
+	sameFloat("row dot", a, b)
+	onlyF32("row dot", out)
+	var f frame
+	defer f.done()
+	rowDot(Float32s(out), f.in(a), f.in(b), a.Rows(), a.Cols())
 }
 
 // ScaleRows implements runtime.Backend.
@@ -33,7 +45,11 @@ func (*Backend) ScaleRows(dst, x, s *kdrt.Tensor, beta float32) {
 	mustSameNumel("scale rows", dst, x)
 	mustCols("scale rows", x.Cols(), dst)
 	mustRows("scale rows", x.Rows(), s)
-	scaleRows(Float32s(dst), Float32s(x), Float32s(s), x.Rows(), x.Cols(), beta)
+	sameFloat("scale rows", dst, x)
+	onlyF32("scale rows", s)
+	var f frame
+	defer f.done()
+	scaleRows(f.out(dst), f.in(x), Float32s(s), x.Rows(), x.Cols(), beta)
 }
 
 // mustRows panics unless the per-row vector v has n elements.

@@ -7,15 +7,17 @@ import (
 )
 
 // AddRMSNorm implements runtime.Backend: the add, then the RMSNorm of the
-// sum (the CPU gains nothing from fusing them; the GPU makes one pass).
+// sum (the CPU gains nothing from fusing them; the GPU makes one pass). The
+// norm reads the sum as stored — rounded, for BF16 — as the GPU's does and
+// as the backward will.
 func (b *Backend) AddRMSNorm(sum, out, rstd, x, y, w *kdrt.Tensor, eps float32) {
 	mustSameNumel("add rmsnorm", sum, out, x, y)
 	mustCols("add rmsnorm", w.Numel(), sum)
 	if rstd.Numel() != sum.Rows() {
 		panic(fmt.Sprintf("cpu: add rmsnorm: %v should have %d elements (the rows of %v)", rstd, sum.Rows(), sum))
 	}
-	add(Float32s(sum), Float32s(x), Float32s(y))
-	rmsnormForward(Float32s(out), Float32s(rstd), Float32s(sum), Float32s(w), sum.Rows(), sum.Cols(), eps)
+	b.Add(sum, x, y)
+	b.RMSNorm(out, rstd, sum, w, eps)
 }
 
 // rmsnormForward: out[N,C] = x·rstd·w, rstd[n] = 1/sqrt(mean(x[n]²) + eps).

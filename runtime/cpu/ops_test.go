@@ -326,7 +326,7 @@ func TestAdamWMatchesFormula(t *testing.T) {
 	for step := 1; step <= 3; step++ {
 		g := randn(r, n, 1)
 		h.Step = step
-		adamw(p, g, m, v, h)
+		adamw(p, g, m, v, h, 1)
 		for i := range rp {
 			rp[i] -= lr * wd * rp[i]
 			rm[i] = b1*rm[i] + (1-b1)*g[i]

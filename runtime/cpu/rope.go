@@ -5,29 +5,34 @@ import (
 	"math"
 
 	kdrt "github.com/kdnative/kdnative/runtime"
+	"github.com/kdnative/kdnative/runtime/half"
 )
 
 // QKVBiasRoPE implements runtime.Backend: the column blocks of qkv plus
 // the bias, then the rotation.
 func (b *Backend) QKVBiasRoPE(q, k, v, qkv, bias, pos, invFreq *kdrt.Tensor) {
 	checkQKV("qkv bias rope", qkv, bias, q, k, v)
-	W, qkvs := qkv.Cols(), Float32s(qkv)
+	sameFloat("qkv bias rope", qkv, bias, q, k, v)
+	var f frame
+	defer f.done()
+	W, qkvs, bs := qkv.Cols(), f.in(qkv), f.in(bias)
 	off := 0
-	for _, t := range []*kdrt.Tensor{q, k, v} {
-		x, c := Float32s(t), t.Cols()
+	for i, t := range []*kdrt.Tensor{q, k, v} {
+		x, c := f.out(t), t.Cols()
 		for n := range t.Rows() {
 			copy(x[n*c:(n+1)*c], qkvs[n*W+off:n*W+off+c])
 			if bias != nil {
-				for i, bv := range Float32s(bias)[off : off+c] {
+				for i, bv := range bs[off : off+c] {
 					x[n*c+i] += bv
 				}
 			}
 		}
+		// Rotated before rounding: the GPU's one pass stores q and k once.
+		if invFreq != nil && i < 2 {
+			HD := 2 * invFreq.Numel()
+			rope(x, Int32s(pos), Float32s(invFreq), t.Rows(), c/HD, HD, false)
+		}
 		off += c
-	}
-	if invFreq != nil {
-		b.RoPE(q, pos, invFreq)
-		b.RoPE(k, pos, invFreq)
 	}
 }
 
@@ -35,11 +40,14 @@ func (b *Backend) QKVBiasRoPE(q, k, v, qkv, bias, pos, invFreq *kdrt.Tensor) {
 // copies of dq and dk, gathered with dv into dqkv, and the bias's gradient.
 func (b *Backend) QKVBiasRoPEBackward(dqkv, dbias, dq, dk, dv, pos, invFreq *kdrt.Tensor) {
 	checkQKV("qkv bias rope backward", dqkv, dbias, dq, dk, dv)
-	W, out := dqkv.Cols(), Float32s(dqkv)
+	gradFloat("qkv bias rope backward", sameFloat("qkv bias rope backward", dqkv, dq, dk, dv), dbias)
+	var f frame
+	defer f.done()
+	W, out := dqkv.Cols(), f.out(dqkv)
 	off := 0
 	for i, t := range []*kdrt.Tensor{dq, dk, dv} {
 		c := t.Cols()
-		x := append([]float32(nil), Float32s(t)...)
+		x := append([]float32(nil), f.in(t)...)
 		if invFreq != nil && i < 2 {
 			HD := 2 * invFreq.Numel()
 			rope(x, Int32s(pos), Float32s(invFreq), t.Rows(), c/HD, HD, true)
@@ -50,7 +58,13 @@ func (b *Backend) QKVBiasRoPEBackward(dqkv, dbias, dq, dk, dv, pos, invFreq *kdr
 		off += c
 	}
 	if dbias != nil {
-		biasBackward(Float32s(dbias), out, dqkv.Rows(), W)
+		if dqkv.DType == kdrt.BF16 {
+			// The bias gradient sums dqkv as stored, as the GPU's pass does.
+			for i, v := range out {
+				out[i] = half.BF16ToF32(half.F32ToBF16(v))
+			}
+		}
+		biasBackward(f.out(dbias), out, dqkv.Rows(), W)
 	}
 }
 
