@@ -166,6 +166,10 @@ func TestExampleRecipesRun(t *testing.T) {
 		}
 		recipes[i] = abs
 	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Chdir(t.TempDir())
 	if stdout, stderr, err := runApp(t, "--device", "cpu", "demo-assets", "demo-assets"); err != nil {
 		t.Fatalf("demo-assets: %v\n%s%s", err, stdout, stderr)
@@ -174,6 +178,12 @@ func TestExampleRecipesRun(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(r), ".yaml")
 		t.Run(name, func(t *testing.T) {
 			args := []string{"--device", "cpu", "train", r, "--set", "max_steps=2"}
+			if name == "cross-tokenizer" { // the student its comment says to make
+				if stdout, stderr, err := runApp(t, "--device", "cpu", "init-model", "--config", filepath.Join(repo, "examples/cross-tokenizer/bpe-300/student-config.json"),
+					"--tokenizer", filepath.Join(repo, "examples/cross-tokenizer/bpe-300"), "--seed", "1", "demo-assets/student-bpe-300"); err != nil {
+					t.Fatalf("init-model: %v\n%s%s", err, stdout, stderr)
+				}
+			}
 			if strings.Contains(name, "endpoint") {
 				s, err := serve.New(cpu.New(), serve.Config{Model: "demo-assets/teacher", ModelName: "teacher"})
 				if err != nil {

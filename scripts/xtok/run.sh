@@ -20,13 +20,14 @@ cp kd/demo/assets/tokenizer/tokenizer.json kd/demo/assets/tokenizer/tokenizer_co
 T=examples/cross-tokenizer/bpe-$SIZE
 "$K" init-model --config "$T/student-config.json" --tokenizer "$T" --seed 1 --overwrite "$B/student-init-$SIZE" >/dev/null
 R=examples/recipes/cross-tokenizer.yaml
+D="--set teacher=$B/teacher --set data.train=kd/demo/assets/data/train.jsonl.gz --set data.val=kd/demo/assets/data/val.jsonl.gz"
 if [ $# -eq 0 ]; then set -- sft align uld; fi
 for run in "$@"; do
 	out="$B/runs/$SIZE-$run"
 	case $run in
-	sft) "$K" train "$R" --overwrite --set student="$B/student-init-$SIZE" --set output="$out" \
+	sft) "$K" train "$R" $D --overwrite --set student="$B/student-init-$SIZE" --set output="$out" \
 		--set teacher='""' --set objectives.kd=null >"$out.log" 2>&1 ;;
-	align | uld) "$K" train "$R" --overwrite --set student="$B/student-init-$SIZE" --set output="$out" \
+	align | uld) "$K" train "$R" $D --overwrite --set student="$B/student-init-$SIZE" --set output="$out" \
 		--set objectives.kd.cross_tokenizer=$run >"$out.log" 2>&1 ;;
 	*) echo "unknown run $run (sft, align, uld)" >&2; exit 2 ;;
 	esac
