@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -104,8 +105,9 @@ func Curate(cfg CurateConfig) (CurateReport, error) {
 	seen := map[uint64]bool{}
 	lsh := newLSH(cfg.NearDup)
 	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for line := 1; sc.Scan(); line++ {
+	sc.Buffer(make([]byte, 1<<20), maxCurateLine)
+	line := 1
+	for ; sc.Scan(); line++ {
 		raw := strings.TrimSpace(sc.Text())
 		if raw == "" {
 			continue
@@ -154,6 +156,9 @@ func Curate(cfg CurateConfig) (CurateReport, error) {
 		out.w.WriteString(raw + "\n")
 	}
 	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return rep, fmt.Errorf("%s:%d: a line is longer than %d MiB", cfg.Input, line, maxCurateLine>>20)
+		}
 		return rep, fmt.Errorf("%s: %w", cfg.Input, err)
 	}
 	if err := out.commit(); err != nil {
@@ -166,6 +171,9 @@ func Curate(cfg CurateConfig) (CurateReport, error) {
 	}
 	return rep, nil
 }
+
+// maxCurateLine is the longest input line Curate reads.
+const maxCurateLine = 64 << 20
 
 // recordText is the text curation judges.
 func recordText(rec map[string]any, fields []string) string {

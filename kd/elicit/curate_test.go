@@ -124,3 +124,21 @@ func TestCurateReportWords(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+// TestCurateLongLine: an input line past the line limit is an error naming
+// the file and the line, not bufio's "token too long"; the output is left as
+// it was.
+func TestCurateLongLine(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	long := `{"prompt": "` + strings.Repeat("a", maxCurateLine) + `"}`
+	os.WriteFile(in, []byte("{\"prompt\": \"a\"}\n\n"+long+"\n{\"prompt\": \"b\"}\n"), 0o644)
+	out := filepath.Join(dir, "out.jsonl")
+	_, err := Curate(CurateConfig{Input: in, Output: out})
+	if err == nil || !strings.Contains(err.Error(), "in.jsonl:3: ") || !strings.Contains(err.Error(), "longer than 64 MiB") {
+		t.Fatalf("got %v, want in.jsonl:3: … longer than 64 MiB", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("a failed run wrote %s: %v", out, err)
+	}
+}

@@ -121,7 +121,8 @@ func Load(path string) (*Task, error) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	first := true
-	for n := 1; sc.Scan(); n++ {
+	n := 1
+	for ; sc.Scan(); n++ {
 		line := bytes.TrimSpace(sc.Bytes())
 		if n == 1 {
 			line = bytes.TrimPrefix(line, []byte("\ufeff"))
@@ -162,7 +163,7 @@ func Load(path string) (*Task, error) {
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("%s: a line is longer than 64 MiB", path)
+			return nil, fmt.Errorf("%s:%d: a line is longer than 64 MiB", path, n)
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -113,3 +113,15 @@ func TestLoadRefusesBadLines(t *testing.T) {
 		t.Errorf("empty task: %v", err)
 	}
 }
+
+// TestLoadLongLine: a line past the 64 MiB limit is an error naming the file
+// and the line, not bufio's "token too long".
+func TestLoadLongLine(t *testing.T) {
+	good := `{"kind": "perplexity", "text": "x"}`
+	long := `{"kind": "perplexity", "text": "` + strings.Repeat("a", 64<<20) + `"}`
+	p := writeTask(t, good, "", long, good)
+	_, err := Load(p)
+	if err == nil || !strings.HasPrefix(err.Error(), p+":3: ") || !strings.Contains(err.Error(), "longer than 64 MiB") {
+		t.Fatalf("got %v, want %s:3: … longer than 64 MiB", err, p)
+	}
+}
