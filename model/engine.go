@@ -116,11 +116,11 @@ func (m *Model) NewEngine(cfg EngineConfig) (*Engine, error) {
 	}
 	N, C, F := cfg.StepTokens, c.Hidden, c.Intermediate
 	kv, qw := c.KVHeads*c.HeadDim, c.Heads*c.HeadDim
-	e.x, e.h, e.tmp, e.normF = alloc("engine.x", kdrt.F32, N, C), alloc("engine.h", kdrt.F32, N, C), alloc("engine.tmp", kdrt.F32, N, C), alloc("engine.normF", kdrt.F32, N, C)
-	e.sel = alloc("engine.sel", kdrt.F32, cfg.MaxRows, C)
+	e.x, e.h, e.tmp, e.normF = alloc("engine.x", m.dt, N, C), alloc("engine.h", m.dt, N, C), alloc("engine.tmp", m.dt, N, C), alloc("engine.normF", m.dt, N, C)
+	e.sel = alloc("engine.sel", m.dt, cfg.MaxRows, C)
 	e.mean, e.rstd = alloc("engine.mean", kdrt.F32, N), alloc("engine.rstd", kdrt.F32, N)
-	e.q, e.k, e.v, e.att = alloc("engine.q", kdrt.F32, N, qw), alloc("engine.k", kdrt.F32, N, kv), alloc("engine.v", kdrt.F32, N, kv), alloc("engine.att", kdrt.F32, N, qw)
-	e.gate, e.up, e.act = alloc("engine.gate", kdrt.F32, N, F), alloc("engine.up", kdrt.F32, N, F), alloc("engine.act", kdrt.F32, N, F)
+	e.q, e.k, e.v, e.att = alloc("engine.q", m.dt, N, qw), alloc("engine.k", m.dt, N, kv), alloc("engine.v", m.dt, N, kv), alloc("engine.att", m.dt, N, qw)
+	e.gate, e.up, e.act = alloc("engine.gate", m.dt, N, F), alloc("engine.up", m.dt, N, F), alloc("engine.act", m.dt, N, F)
 	e.logits = alloc("engine.logits", kdrt.F32, cfg.MaxRows, c.Vocab)
 	e.lse = alloc("engine.lse", kdrt.F32, c.Heads*N)
 	e.id, e.pos = alloc("engine.id", kdrt.I32, N), alloc("engine.pos", kdrt.I32, N)
@@ -135,10 +135,10 @@ func (m *Model) NewEngine(cfg EngineConfig) (*Engine, error) {
 func (e *Engine) Config() EngineConfig { return e.cfg }
 
 // KVBytesPerToken is what one position of one sequence takes in the caches
-// (keys and values of every layer, float32).
+// (keys and values of every layer, in the model's storage dtype).
 func (e *Engine) KVBytesPerToken() int64 {
 	c := e.m.Config
-	return int64(c.Layers) * int64(c.KVHeads*c.HeadDim) * 2 * 4
+	return int64(c.Layers) * int64(c.KVHeads*c.HeadDim) * 2 * int64(e.m.dt.Size())
 }
 
 // KVBytes is the memory the sequences' caches hold now; PeakKVBytes the
@@ -278,8 +278,8 @@ func (e *Engine) grow(s *Seq, need int) (bool, error) {
 	kc, vc := make([]*kdrt.Tensor, c.Layers), make([]*kdrt.Tensor, c.Layers)
 	for i := range c.Layers {
 		var err error
-		if kc[i], err = be.Alloc("kv.k", kdrt.F32, newCap, kv); err == nil {
-			vc[i], err = be.Alloc("kv.v", kdrt.F32, newCap, kv)
+		if kc[i], err = be.Alloc("kv.k", e.m.dt, newCap, kv); err == nil {
+			vc[i], err = be.Alloc("kv.v", e.m.dt, newCap, kv)
 		}
 		if err != nil {
 			for _, t := range append(kc, vc...) {

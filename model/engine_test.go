@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kdnative/kdnative/model"
+	kdrt "github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/cpu"
 )
 
@@ -233,5 +234,55 @@ func TestEngineRefuses(t *testing.T) {
 	}
 	if ok, err := e2.Add(&model.Seq{Prompt: []int32{1}, Params: model.GenerateParams{MaxTokens: 2}}); ok || err != nil {
 		t.Fatalf("second sequence in a one-row engine: %v %v", ok, err)
+	}
+}
+
+// TestEngineBF16: under BF16 storage (the GPU's default precision) the
+// engine keeps its activations and key/value caches in BF16 and decodes
+// what Generate decodes in BF16 (whole prompts in one chunk, so both read
+// them in the same order); its caches take half the F32 bytes per token.
+func TestEngineBF16(t *testing.T) {
+	cases := engineCases()
+	for _, name := range fixtureCases {
+		t.Run(name, func(t *testing.T) {
+			fx := openFixture(t, name)
+			m32, err := model.LoadDir(fx.dir, cpu.New())
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := model.LoadDir(fx.dir, cpu.New(), model.Storage(kdrt.BF16))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e32, err := m32.NewEngine(model.EngineConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e16, err := m.NewEngine(model.EngineConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if 2*e16.KVBytesPerToken() != e32.KVBytesPerToken() {
+				t.Errorf("BF16 caches take %d bytes per token, F32 %d", e16.KVBytesPerToken(), e32.KVBytesPerToken())
+			}
+			e32.Close()
+			e16.Close()
+			seqs, _ := runEngine(t, m, model.EngineConfig{MaxRows: 16, StepTokens: 64}, cases)
+			for i, c := range cases {
+				want, err := m.Generate(c.prompt, c.p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s := seqs[i]
+				if !s.Done || !slices.Equal(s.Gen.Tokens, want.Tokens) {
+					t.Fatalf("sequence %d (prompt %v): engine %v, Generate %v", i, c.prompt, s.Gen.Tokens, want.Tokens)
+				}
+				for j := range want.LogProbs {
+					if math.Abs(float64(s.Gen.LogProbs[j]-want.LogProbs[j])) > 2e-2 {
+						t.Fatalf("sequence %d token %d: log-probability %g, Generate %g", i, j, s.Gen.LogProbs[j], want.LogProbs[j])
+					}
+				}
+			}
+		})
 	}
 }
