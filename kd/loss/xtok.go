@@ -443,7 +443,7 @@ type xtokBufs struct {
 	*chunkBufs
 	be                         kdrt.Backend
 	ids, tids                  *kdrt.Tensor // I32 [R]: gathered rows
-	gathered, dgathered, tgath *kdrt.Tensor // [R, C], F32 [R, C], [R, Ct]
+	gathered, dgathered, tgath *kdrt.Tensor // [R, C] and [R, Ct] in the hidden states' dtypes
 	slog, tlog, dslog          *kdrt.Tensor // F32 [R]
 	scatterIDs, scatterVals    *kdrt.Tensor // I32 [R·K], F32 [R·K]: a sparse teacher's top-k
 	hostIDs, hostT, hostTopIDs []int32
@@ -470,7 +470,7 @@ func newXTokBufs(be kdrt.Backend, R, Vs, Vt int, hidden, tHidden *kdrt.Tensor, g
 	x.tids = alloc("xtok.teacher_rows", kdrt.I32, R)
 	x.gathered = alloc("xtok.hidden", hidden.DType, R, hidden.Cols())
 	if grad {
-		x.dgathered = alloc("xtok.grad_hidden", kdrt.F32, R, hidden.Cols())
+		x.dgathered = alloc("xtok.grad_hidden", hidden.DType, R, hidden.Cols())
 	}
 	if tHidden != nil {
 		x.tgath = alloc("xtok.teacher_hidden", tHidden.DType, R, tHidden.Cols())

@@ -181,7 +181,7 @@ func (s *Server) scoreGroup(prompts [][]int32, T, k int, out []promptScores) err
 			rows = append(rows, at{r, j})
 		}
 	}
-	sel, err := be.Alloc("score.hidden", kdrt.F32, R, m.Config.Hidden)
+	sel, err := be.Alloc("score.hidden", h.DType, R, m.Config.Hidden)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/kdnative/kdnative/kd/loss"
 	"github.com/kdnative/kdnative/model"
 	"github.com/kdnative/kdnative/model/tokenizer"
-	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
 // lmRequest is one log-likelihood to compute: log p(cont | ctx), summed over
@@ -163,7 +162,7 @@ func (s *scorer) loglikelihoods(ctx context.Context, reqs []lmRequest, done func
 			return nil, err
 		}
 		C := s.m.Config.Hidden
-		hc, err := be.Alloc("tasks.cont_hidden", kdrt.F32, len(targets), C)
+		hc, err := be.Alloc("tasks.cont_hidden", h.DType, len(targets), C)
 		if err != nil {
 			return nil, err
 		}

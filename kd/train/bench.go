@@ -234,7 +234,7 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	}
 	var dh *kdrt.Tensor
 	if teacher != nil {
-		if dh, err = be.Alloc("grad.hidden", kdrt.F32, c.B*c.T, cfg.Hidden); err != nil {
+		if dh, err = be.Alloc("grad.hidden", m.DType(), c.B*c.T, cfg.Hidden); err != nil {
 			return res, err
 		}
 		defer be.Free(dh)

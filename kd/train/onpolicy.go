@@ -636,7 +636,7 @@ func (t *trainer) onpolicyMicroBatch(st *stepStats, w float64, rows []data.Examp
 				st.op.rklTokens++
 			}
 		}
-		dh, err := t.be.Alloc("grad.hidden", kdrt.F32, h.Shape...)
+		dh, err := t.be.Alloc("grad.hidden", h.DType, h.Shape...)
 		if err != nil {
 			return err
 		}
@@ -673,7 +673,7 @@ func onpolicyJSD(be kdrt.Backend, student, teacher *model.Model, b rollout.Batch
 	if err != nil {
 		return 0, 0, err
 	}
-	dh, err := be.Alloc("grad.hidden", kdrt.F32, h.Shape...)
+	dh, err := be.Alloc("grad.hidden", h.DType, h.Shape...)
 	if err != nil {
 		return 0, 0, err
 	}
