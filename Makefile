@@ -38,7 +38,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 30s ./model/safetensors/
 	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 30s ./model/tokenizer/
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./model/tokenizer/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./model/tokenizer/
+	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime 30s ./model/tokenizer/
 	$(GO) test -run '^$$' -fuzz FuzzParseLine -fuzztime 30s ./kd/data/
+	$(GO) test -run '^$$' -fuzz FuzzParquet -fuzztime 30s ./kd/data/
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./kd/tasks/
 	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 30s ./kd/cache/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./model/gguf/
 

@@ -190,7 +190,7 @@ func (t *trainer) setup(opt Options) error {
 			}
 		} else if t.teacher == nil {
 			if t.loader == nil || !hasTopK(t.train) {
-				return errors.New("objectives.kd needs a teacher: set teacher to a model folder, or give pre-tokenized data with teacher_topk_ids and teacher_topk_logprobs")
+				return errors.New("objectives.kd needs a teacher: set teacher to a model folder, or give data that carries a sparse teacher: pre-tokenized rows with teacher_topk_ids and teacher_topk_logprobs, or elicit label records made with --top-logprobs and --student-tokenizer")
 			}
 			t.sparse = true
 		}
