@@ -19,38 +19,17 @@ import (
 // plotLosses draws the training loss (blue) and the validation loss (red
 // dots) of a metrics.jsonl as a PNG, steps across, loss up, on a light grid.
 func plotLosses(metricsPath, pngPath string) error {
-	f, err := os.Open(metricsPath)
+	s, err := readRunSeries(metricsPath)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	type pt struct{ x, y float64 }
-	var train, val []pt
+	type pt = plotPt
+	train, val := s.train, s.val
 	valName := "validation loss"
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var rec struct {
-			Step int      `json:"step"`
-			Loss *float64 `json:"loss"`
-			Eval *struct {
-				Loss *float64 `json:"loss"`
-				KL   *float64 `json:"kl"`
-			} `json:"eval"`
-		}
-		if json.Unmarshal(sc.Bytes(), &rec) != nil {
-			continue
-		}
-		if rec.Loss != nil {
-			train = append(train, pt{float64(rec.Step), *rec.Loss})
-		}
-		// The validation series that matches a distillation run is the KL to
-		// the teacher; without a teacher it is the loss.
-		if rec.Eval != nil && rec.Eval.KL != nil {
-			val, valName = append(val, pt{float64(rec.Step), *rec.Eval.KL}), "validation KL to the teacher"
-		} else if rec.Eval != nil && rec.Eval.Loss != nil && valName != "validation KL to the teacher" {
-			val = append(val, pt{float64(rec.Step), *rec.Eval.Loss})
-		}
+	// The validation series that matches a distillation run is the KL to
+	// the teacher; without a teacher it is the loss.
+	if len(s.kl) > 0 {
+		val, valName = s.kl, "validation KL to the teacher"
 	}
 	const W, H, pad = 800, 480, 40
 	img := image.NewRGBA(image.Rect(0, 0, W, H))

@@ -215,14 +215,7 @@ func xtokAlign(al *xtok.Aligner, s, te data.Example) (*xtokPair, xtok.Stats, err
 				continue
 			}
 			kept = append(kept, sp)
-			st.Spans++
-			st.Aligned += sp.S1 - sp.S0
-			if sp.S1-sp.S0 > 1 {
-				st.MultiStudent++
-			}
-			if sp.T1-sp.T0 > 1 {
-				st.MultiTeacher++
-			}
+			st.Count(sp)
 		}
 		spans = kept
 	}

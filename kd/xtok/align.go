@@ -151,6 +151,18 @@ type Stats struct {
 	Spans, MultiStudent, MultiTeacher int
 }
 
+// Count adds one span the loss uses to s.
+func (s *Stats) Count(sp Span) {
+	s.Spans++
+	s.Aligned += sp.S1 - sp.S0
+	if sp.S1-sp.S0 > 1 {
+		s.MultiStudent++
+	}
+	if sp.T1-sp.T0 > 1 {
+		s.MultiTeacher++
+	}
+}
+
 // Add sums another Stats into s.
 func (s *Stats) Add(o Stats) {
 	s.Examples += o.Examples
@@ -195,14 +207,7 @@ func Targets(spans []Span, target []bool) ([]Span, Stats, error) {
 			continue
 		}
 		out = append(out, sp)
-		st.Spans++
-		st.Aligned += sp.S1 - sp.S0
-		if sp.S1-sp.S0 > 1 {
-			st.MultiStudent++
-		}
-		if sp.T1-sp.T0 > 1 {
-			st.MultiTeacher++
-		}
+		st.Count(sp)
 	}
 	return out, st, nil
 }
