@@ -21,6 +21,7 @@ for p in fp32 bf16; do
 	"$KD" --device cpu train --output "$DIR/demo-$p" --overwrite --set precision=$p --set eval_every=100 --set save_every=0
 done
 ASSETS="$DIR/demo-assets"
+"$KD" --device cpu demo-assets "$ASSETS" >/dev/null
 GGUF=$(make -s gguf-cache)
 "$KD" --device cpu init-model --config "$HERE/student-16m.json" --tokenizer "$GGUF" --overwrite "$DIR/student-16m"
 head -64 "$ASSETS/val.jsonl" > "$DIR/val64.jsonl"
