@@ -17,11 +17,18 @@ type layerActs struct {
 }
 
 // activations are the buffers of a forward and backward at one batch shape.
-// The backward's scratch gradients are shared by all layers.
+// The backward's scratch gradients are shared by all layers. Every tensor
+// is a view of the first elements of a flat buffer (all): a batch of fewer
+// tokens (B·T ≤ capN) reuses the buffers of the largest batch so far, each
+// tensor laid out contiguously in its own shape ([B·T, C] rows, lse
+// [B, NH, T]) at the start of its buffer, so that the kernels see ordinary
+// tensors and a step of a shorter batch allocates nothing.
 type activations struct {
 	B, T                        int
-	keyStart                    []int        // the last forward's left padding (nil: none)
-	ids, pos, targets           *kdrt.Tensor // I32 [N]
+	capN                        int            // the tokens the buffers hold
+	all                         []*kdrt.Tensor // the flat buffers, in the order prepare makes them
+	keyStart                    []int          // the last forward's left padding (nil: none)
+	ids, pos, targets           *kdrt.Tensor   // I32 [N]
 	layers                      []layerActs
 	out                         *kdrt.Tensor // [N, C] residual stream after the last layer
 	normF, normFMean, normFRstd *kdrt.Tensor
@@ -33,28 +40,33 @@ type activations struct {
 	dq, dk, dv, datt    *kdrt.Tensor
 	dgate, dup, dact    *kdrt.Tensor // [N, F]
 	dlogits             *kdrt.Tensor // [N, V]
-	all                 []*kdrt.Tensor
 }
 
-// prepare makes sure the activation buffers fit a B×T batch, reallocating
-// only when the shape changes.
+// prepare makes sure the activation buffers fit a B×T batch: a batch of at
+// most the tokens of the largest so far gets views of its buffers, a larger
+// one new buffers.
 func (m *Model) prepare(B, T int) error {
 	if m.acts != nil && m.acts.B == B && m.acts.T == T {
 		return nil
 	}
-	m.freeActs()
+	va := &viewAlloc{be: m.be}
+	capN := B * T
+	if m.acts != nil && B*T <= m.acts.capN {
+		va.reuse, capN = m.acts.all, m.acts.capN
+	} else {
+		m.freeActs()
+	}
 	c := m.Config
 	N, C, F := B*T, c.Hidden, c.Intermediate
 	qw, kvw := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	a := &activations{B: B, T: T}
+	a := &activations{B: B, T: T, capN: capN}
 	var err error
 	alloc := func(name string, dt kdrt.DType, shape ...int) *kdrt.Tensor {
 		if err != nil {
 			return nil
 		}
 		var t *kdrt.Tensor
-		t, err = m.be.Alloc(name, dt, shape...)
-		a.all = append(a.all, t)
+		t, err = va.alloc(name, dt, shape...)
 		return t
 	}
 	f := func(name string, shape ...int) *kdrt.Tensor { return alloc(name, kdrt.F32, shape...) }
@@ -86,6 +98,10 @@ func (m *Model) prepare(B, T int) error {
 	}
 	a.dup, a.dact = f("grad.mlp.up", N, F), f("grad.mlp.act", N, F)
 	a.dlogits = f("grad.logits", N, c.Vocab)
+	a.all = va.bufs
+	if va.reuse != nil {
+		a.all = va.reuse
+	}
 	if err != nil {
 		m.acts = a
 		m.freeActs()

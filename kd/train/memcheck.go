@@ -116,7 +116,7 @@ func (t *trainer) stepPlanner() planner {
 				return err
 			}
 			r.phase(plan.PhaseStep)
-			lc := data.LoaderConfig{PadID: t.pad, NoShuffle: true}
+			lc := data.LoaderConfig{PadID: t.pad, NoShuffle: true, Buckets: t.r.Data.LengthBuckets, MaxLen: T}
 			if t.pairs != nil {
 				if s.pairs, err = data.NewPairLoader(planPairs(B, T), lc); err != nil {
 					return err

@@ -255,7 +255,7 @@ func (t *trainer) loadData() error {
 	if sp.PAD < 0 && sp.EOS >= 0 {
 		t.pad = sp.EOS
 	}
-	lc := data.LoaderConfig{Seed: r.Seed, PadID: t.pad}
+	lc := data.LoaderConfig{Seed: r.Seed, PadID: t.pad, Buckets: r.Data.LengthBuckets, MaxLen: r.Data.MaxLen}
 	var rep data.Report
 	var err error
 	if r.Objectives.DPO != nil {

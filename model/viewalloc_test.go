@@ -1,0 +1,89 @@
+package model
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	kdrt "github.com/kdnative/kdnative/runtime"
+	"github.com/kdnative/kdnative/runtime/cpu"
+)
+
+// TestShorterBatchesReuseActivations: after a batch of B·T tokens, batches
+// of fewer tokens (other B, other T, Llama and GPT-2) allocate nothing —
+// their activations are views of the first elements of the same buffers —
+// and give the loss and every gradient bit for bit as a fresh model does,
+// so nothing reads what an earlier, larger batch left in the buffers. A
+// batch of more tokens gets larger buffers.
+func TestShorterBatchesReuseActivations(t *testing.T) {
+	for _, cfg := range []*Config{BuiltinTiny(), gpt2Config(t)} {
+		newModel := func(be kdrt.Backend) *Model {
+			m, err := New(cfg, be)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.InitRandom(7); err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		rng := rand.New(rand.NewPCG(1, 2))
+		batch := func(B, T int) Batch {
+			b := Batch{B: B, T: T, IDs: make([]int32, B*T), Targets: make([]int32, B*T)}
+			for i := range b.IDs {
+				b.IDs[i], b.Targets[i] = int32(rng.IntN(cfg.Vocab)), int32(rng.IntN(cfg.Vocab))
+			}
+			b.Targets[0] = kdrt.IgnoreIndex
+			return b
+		}
+		step := func(m *Model, b Batch) (float64, [][]float32) {
+			if err := m.ZeroGrad(); err != nil {
+				t.Fatal(err)
+			}
+			l, err := m.Forward(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Backward(); err != nil {
+				t.Fatal(err)
+			}
+			var gs [][]float32
+			for _, p := range m.Params() {
+				g := make([]float32, p.G.Numel())
+				if err := m.be.Download(p.G, g); err != nil {
+					t.Fatal(err)
+				}
+				gs = append(gs, g)
+			}
+			return l, gs
+		}
+		be := &countingBackend{Backend: cpu.New(), free: -1}
+		m := newModel(be)
+		step(m, batch(2, 16))
+		held, capN := be.allocated, m.acts.capN
+		for _, bt := range [][2]int{{2, 9}, {1, 16}, {4, 8}, {3, 5}, {2, 16}} {
+			b := batch(bt[0], bt[1])
+			l, gs := step(m, b)
+			if be.allocated != held || m.acts.capN != capN {
+				t.Errorf("%s B=%d T=%d: %d bytes held (from %d), capacity %d tokens: a shorter batch reallocated", cfg.ModelType, bt[0], bt[1], be.allocated, held, m.acts.capN)
+			}
+			if h, _ := m.Hidden(0); h.Rows() != bt[0]*bt[1] {
+				t.Errorf("%s B=%d T=%d: hidden state %v", cfg.ModelType, bt[0], bt[1], h)
+			}
+			lf, gf := step(newModel(cpu.New()), b)
+			if l != lf {
+				t.Errorf("%s B=%d T=%d: loss %v reusing buffers, %v fresh", cfg.ModelType, bt[0], bt[1], l, lf)
+			}
+			for i := range gs {
+				for j := range gs[i] {
+					if gs[i][j] != gf[i][j] {
+						t.Fatalf("%s B=%d T=%d: gradient of %s[%d] is %v reusing buffers, %v fresh", cfg.ModelType, bt[0], bt[1], m.Params()[i].Name, j, gs[i][j], gf[i][j])
+					}
+				}
+			}
+		}
+		step(m, batch(3, 16))
+		if m.acts.capN != 48 || be.allocated <= held {
+			t.Errorf("%s: after a batch of 48 tokens the capacity is %d tokens, %d bytes held (from %d)", cfg.ModelType, m.acts.capN, be.allocated, held)
+		}
+	}
+}
