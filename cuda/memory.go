@@ -278,7 +278,7 @@ func (b *Backend) ResetPeak() {
 func (b *Backend) PeakBytes() uint64 { return b.Memory().PeakInUse }
 
 var (
-	_ kdrt.PeakMemory      = (*Backend)(nil)
+	_ kdrt.PeakMemory     = (*Backend)(nil)
 	_ cachealloc.Reporter = (*Backend)(nil)
 )
 
