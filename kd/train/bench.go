@@ -390,9 +390,10 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	res.writeHead(log)
 	// Each step's time is printed as it ends, so that a run stopped early
 	// (a time limit) still shows what it measured.
+	stepPlan := func() (MemoryPlan, error) { return PlanBench(c, planRounding(be)) }
 	t0 := time.Now()
 	if _, err := run.step(); err != nil { // warm-up: allocations, caches
-		return res, err
+		return res, withPlan(err, stepPlan)
 	}
 	fmt.Fprintf(log, "warm-up step %.3f s\n", time.Since(t0).Seconds())
 	driverCalls := func() uint64 { return 0 }
@@ -407,7 +408,7 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	for i := range c.Steps {
 		t0 = time.Now()
 		if res.Loss, err = run.step(); err != nil {
-			return res, err
+			return res, withPlan(err, stepPlan)
 		}
 		fmt.Fprintf(log, "step %d/%d %.3f s\n", i+1, c.Steps, time.Since(t0).Seconds())
 	}

@@ -2,6 +2,7 @@ package train
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -323,17 +324,18 @@ func (e *PlanError) Error() string {
 	if e.Total > 0 {
 		fmt.Fprintf(&b, " of %s", kdrt.FormatBytes(e.Total))
 	}
+	b.WriteString(": it would run out of memory. ")
 	if e.Plan.FitBatch > 0 {
 		about := ""
 		if e.Plan.FitBatch*e.Plan.Seq*max(e.Plan.rowsPer, 1) > maxPlanTokens {
 			about = "about "
 		}
-		fmt.Fprintf(&b, "; the largest batch that fits is %s%d", about, e.Plan.FitBatch)
+		fmt.Fprintf(&b, "The largest batch that fits is %s%d", about, e.Plan.FitBatch)
 	} else {
-		b.WriteString("; not even a batch of 1 fits")
+		b.WriteString("Not even a batch of 1 fits")
 	}
 	if e.Hint != "" {
-		fmt.Fprintf(&b, " (%s)", e.Hint)
+		fmt.Fprintf(&b, "; %s", e.Hint)
 	}
 	b.WriteString(". The plan at its peak:\n")
 	e.Plan.writeBreakdown(&b)
@@ -427,4 +429,28 @@ func (p MemoryPlan) WriteJSON(path string) error {
 		return err
 	}
 	return writeFileAtomic(path, append(b, '\n'))
+}
+
+// isOutOfMemory reports whether err is a backend's out of memory: the
+// runtime's error, or a device's (which has an IsOutOfMemory method).
+func isOutOfMemory(err error) bool {
+	var oom *kdrt.OutOfMemoryError
+	var dev interface{ IsOutOfMemory() bool }
+	return errors.As(err, &oom) || errors.As(err, &dev) && dev.IsOutOfMemory()
+}
+
+// withPlan adds to a step's out-of-memory error what the step's plan holds
+// at its peak, by category (planOf makes the plan; its own failure leaves
+// err as it is).
+func withPlan(err error, planOf func() (MemoryPlan, error)) error {
+	if err == nil || !isOutOfMemory(err) {
+		return err
+	}
+	p, perr := planOf()
+	if perr != nil {
+		return err
+	}
+	var b strings.Builder
+	p.writeBreakdown(&b)
+	return fmt.Errorf("%w\nthe memory plan of this step (%s) holds %s at its peak:\n%s", err, p.Rounding, plan.GB(p.PeakBytes), strings.TrimRight(b.String(), "\n"))
 }

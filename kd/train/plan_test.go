@@ -190,7 +190,7 @@ func TestPlanRefusesWithBreakdown(t *testing.T) {
 	if pe.Plan.FitBatch != 20 || oom.Need != int64(at(64)) {
 		t.Errorf("largest batch that fits %d (want 20), need %d (want %d)", pe.Plan.FitBatch, oom.Need, at(64))
 	}
-	for _, want := range []string{"needs", "free", "the largest batch that fits is 20", "activations kept for backward", "teacher forward", "loss chunks", "lower --batch"} {
+	for _, want := range []string{"needs", "free", "The largest batch that fits is 20", "activations kept for backward", "teacher forward", "loss chunks", "lower --batch"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q:\n%v", want, err)
 		}
@@ -253,5 +253,36 @@ func TestPlanJSON(t *testing.T) {
 	}
 	if p.PeakBytes < e.PeakBytes || p.PeakReservedBytes < p.PeakBytes {
 		t.Errorf("rounded peak %d (reserved %d), exact %d", p.PeakBytes, p.PeakReservedBytes, e.PeakBytes)
+	}
+}
+
+// failingCPU is the CPU backend running out of memory at one tensor, as a
+// device does.
+type failingCPU struct {
+	*cpu.Backend
+	name string
+}
+
+func (f failingCPU) Alloc(name string, dt kdrt.DType, shape ...int) (*kdrt.Tensor, error) {
+	if name == f.name {
+		return nil, &kdrt.OutOfMemoryError{What: "the tensor " + name, Need: 1 << 30, Free: 1 << 20, Backend: "test"}
+	}
+	return f.Backend.Alloc(name, dt, shape...)
+}
+
+// TestOutOfMemoryInStepShowsPlan: a step that runs out of memory after the
+// plan's check (another process took the memory) fails with the device's
+// error naming the tensor, and with the step's plan by category.
+func TestOutOfMemoryInStepShowsPlan(t *testing.T) {
+	c := BenchConfig{Config: tinyQwen2(t, 32, 2, 4, true), TeacherConfig: tinyQwen2(t, 48, 2, 4, true), B: 2, T: 16, Steps: 1}
+	_, err := Bench(failingCPU{cpu.New(), "loss.logits"}, c, io.Discard)
+	var oom *kdrt.OutOfMemoryError
+	if !errors.As(err, &oom) {
+		t.Fatalf("a step out of memory: %v", err)
+	}
+	for _, want := range []string{"the tensor loss.logits", "the memory plan of this step", "loss chunks", "teacher forward"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q:\n%v", want, err)
+		}
 	}
 }

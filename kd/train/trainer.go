@@ -325,6 +325,7 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 		}
 		stats, err := t.trainStep()
 		if err != nil {
+			err = withPlan(err, func() (MemoryPlan, error) { return t.planStep(t.r.BatchSize, t.stepPlanner()) })
 			return nil, fmt.Errorf("step %d: %w", t.step+1, err)
 		}
 		t.step++

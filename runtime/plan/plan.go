@@ -17,7 +17,8 @@
 //
 // Ops check that their tensors are live (a use after Free panics, naming
 // the tensor) and that their shapes agree, as the CPU backend does; they
-// compute nothing. Downloads give zeros, SumSquares 0. A method of
+// compute nothing. Downloads give back what was uploaded (the checks some
+// losses make of their inputs read them), else zeros; SumSquares gives 0. A method of
 // runtime.Backend that the planner does not define is promoted from the
 // embedded nil interface (so that the package builds when the interface
 // grows) and panics; Run turns that panic into an error, and
@@ -165,12 +166,23 @@ type groupVal struct{ count, bytes uint64 }
 type mem struct {
 	b     *Backend
 	root  *mem // nil for a root
+	off   int  // a view's first element in its root
 	size  uint64
+	elems int // a root's element count
 	cat   Category
 	key   groupKey
 	block *cachealloc.Block
 	freed bool
+	// Host values uploaded to a root (up to maxKeptUpload bytes), which
+	// downloads give back: a loss that checks its inputs (distinct top-k
+	// ids) reads back what was uploaded.
+	f []float32
+	i []int32
 }
+
+// maxKeptUpload bounds the values a root keeps from uploads: the checks
+// that read them back read ids and small per-row tensors, not weights.
+const maxKeptUpload = 64 << 20
 
 func (m *mem) Backend() kdrt.Backend { return m.b }
 
@@ -229,7 +241,7 @@ func (b *Backend) alloc1(role Role, name string, dt kdrt.DType, shape []int) (*k
 	if err != nil {
 		return nil, fmt.Errorf("plan: alloc %v: %w", t, err)
 	}
-	m := &mem{b: b, size: uint64(n), cat: category(role, b.phase, name), key: groupKey{role, name}}
+	m := &mem{b: b, size: uint64(n), elems: int(n) / max(dt.Size(), 1), cat: category(role, b.phase, name), key: groupKey{role, name}}
 	if b.alloc != nil {
 		blk, err := b.alloc.Alloc(uint64(n))
 		if err != nil {
@@ -328,29 +340,70 @@ func (b *Backend) Slice(t *kdrt.Tensor, start, end int) *kdrt.Tensor {
 		shape = []int{end - start}
 	}
 	return &kdrt.Tensor{Shape: shape, DType: t.DType, Name: fmt.Sprintf("%s[%d:%d]", t.Name, start, end),
-		Storage: &mem{b: b, root: root, cat: root.cat, key: root.key}}
+		Storage: &mem{b: b, root: root, off: m.off + start*C, cat: root.cat, key: root.key}}
 }
 
-// Upload implements runtime.Backend: nothing is copied.
+// Upload implements runtime.Backend: the values are kept (up to
+// maxKeptUpload bytes a tensor) for downloads to give back.
 func (b *Backend) Upload(dst *kdrt.Tensor, src []float32) error {
-	return b.transfer("upload", dst, len(src), dst.DType != kdrt.I32)
+	if err := b.transfer("upload", dst, len(src), dst.DType != kdrt.I32); err != nil {
+		return err
+	}
+	if r, off := b.root(dst); r.elems*4 <= maxKeptUpload {
+		if r.f == nil {
+			r.f = make([]float32, r.elems)
+		}
+		copy(r.f[off:], src)
+	}
+	return nil
 }
 
-// UploadInt32 implements runtime.Backend: nothing is copied.
+// UploadInt32 implements runtime.Backend, as Upload.
 func (b *Backend) UploadInt32(dst *kdrt.Tensor, src []int32) error {
-	return b.transfer("upload", dst, len(src), dst.DType == kdrt.I32)
+	if err := b.transfer("upload", dst, len(src), dst.DType == kdrt.I32); err != nil {
+		return err
+	}
+	if r, off := b.root(dst); r.elems*4 <= maxKeptUpload {
+		if r.i == nil {
+			r.i = make([]int32, r.elems)
+		}
+		copy(r.i[off:], src)
+	}
+	return nil
 }
 
-// Download implements runtime.Backend: the host receives zeros.
+// Download implements runtime.Backend: what was uploaded to those elements,
+// else zeros (no op computes anything).
 func (b *Backend) Download(src *kdrt.Tensor, dst []float32) error {
 	clear(dst)
-	return b.transfer("download", src, len(dst), src.DType != kdrt.I32)
+	if err := b.transfer("download", src, len(dst), src.DType != kdrt.I32); err != nil {
+		return err
+	}
+	if r, off := b.root(src); r.f != nil {
+		copy(dst, r.f[off:])
+	}
+	return nil
 }
 
-// DownloadInt32 implements runtime.Backend: the host receives zeros.
+// DownloadInt32 implements runtime.Backend, as Download.
 func (b *Backend) DownloadInt32(src *kdrt.Tensor, dst []int32) error {
 	clear(dst)
-	return b.transfer("download", src, len(dst), src.DType == kdrt.I32)
+	if err := b.transfer("download", src, len(dst), src.DType == kdrt.I32); err != nil {
+		return err
+	}
+	if r, off := b.root(src); r.i != nil {
+		copy(dst, r.i[off:])
+	}
+	return nil
+}
+
+// root is t's root storage and t's first element in it.
+func (b *Backend) root(t *kdrt.Tensor) (*mem, int) {
+	m := b.mem("transfer", t)
+	if m.root != nil {
+		return m.root, m.off
+	}
+	return m, 0
 }
 
 func (b *Backend) transfer(op string, t *kdrt.Tensor, n int, dtOK bool) error {

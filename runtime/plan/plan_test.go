@@ -172,7 +172,7 @@ func TestPeakAndBreakdown(t *testing.T) {
 
 // TestChecksOperands: ops panic on shapes that do not agree and on tensors
 // used after Free, and Run turns that into an error naming the tensor;
-// downloads give zeros.
+// downloads give zeros, or what was uploaded to those elements.
 func TestChecksOperands(t *testing.T) {
 	b := New(Options{})
 	x := mustAlloc(t, b, "x", kdrt.F32, 4, 8)
@@ -196,6 +196,14 @@ func TestChecksOperands(t *testing.T) {
 	host := []float32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 	if err := b.Download(z, host); err != nil || slices.Max(host) != 0 {
 		t.Errorf("download: %v, %v", err, host)
+	}
+	ids := mustAlloc(t, b, "ids", kdrt.I32, 4, 3)
+	if err := b.UploadInt32(b.Slice(ids, 1, 3), []int32{1, 2, 3, 4, 5, 6}); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]int32, 9)
+	if err := b.DownloadInt32(b.Slice(ids, 1, 4), got); err != nil || !slices.Equal(got, []int32{1, 2, 3, 4, 5, 6, 0, 0, 0}) {
+		t.Errorf("rows 1…3 after uploading rows 1…2: %v, %v", got, err)
 	}
 	if err := b.Upload(z, host[:5]); err == nil {
 		t.Error("an upload of the wrong length was accepted")
