@@ -4,6 +4,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,5 +106,32 @@ func TestPaddingChangesNoLoss(t *testing.T) {
 			t.Errorf("%s: the gradients differ by %.3g (relative L2) when padded", c.name, rel)
 		}
 		tr.metrics.close()
+	}
+}
+
+// TestLengthBucketsKey: data.length_buckets defaults to multiples of 64,
+// reads from a recipe and from --set, and bad lists are refused naming the
+// key.
+func TestLengthBucketsKey(t *testing.T) {
+	if got := DefaultRecipe().Data.LengthBuckets; len(got) != 1 || got[0] != 64 {
+		t.Errorf("default length_buckets %v, want [64]", got)
+	}
+	r, err := ParseRecipe([]byte("student: s\noutput: o\ndata: {train: t.jsonl, length_buckets: [256, 512, 1024]}\nobjectives: {sft: {weight: 1}}\n"), "r.yaml")
+	if err != nil || len(r.Data.LengthBuckets) != 3 || r.Data.LengthBuckets[2] != 1024 {
+		t.Fatalf("recipe with length_buckets: %v, %v", r.Data.LengthBuckets, err)
+	}
+	if err := r.Set("data.length_buckets=[1]"); err != nil || len(r.Data.LengthBuckets) != 1 || r.Data.LengthBuckets[0] != 1 {
+		t.Errorf("--set data.length_buckets=[1]: %v, %v", r.Data.LengthBuckets, err)
+	}
+	if err := r.Validate(); err != nil {
+		t.Errorf("a good recipe: %v", err)
+	}
+	for _, bad := range []string{"[512, 256]", "[0]", "[64, 64]"} {
+		if err := r.Set("data.length_buckets=" + bad); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "data.length_buckets") {
+			t.Errorf("length_buckets %s: %v", bad, err)
+		}
 	}
 }

@@ -450,8 +450,8 @@ type Report struct {
 	// Allocations counts the tensors allocated.
 	Allocations int
 	// Tensors are the tensors live at the peak, grouped by role and name,
-	// largest first.
-	Tensors []TensorGroup
+	// largest first; Held those live at the end.
+	Tensors, Held []TensorGroup
 }
 
 // TensorGroup is the tensors of one name, allocated by one role, live at
@@ -470,10 +470,19 @@ func (b *Backend) Report() Report {
 		s := b.alloc.Stats()
 		r.PeakReserved, r.Segments = s.PeakReserved, s.DriverAllocs
 	}
-	for k, g := range b.peakGroups {
-		r.Tensors = append(r.Tensors, TensorGroup{Role: k.role, Name: k.name, Count: g.count, Bytes: g.bytes})
+	r.Tensors, r.Held = groups(b.peakGroups), groups(b.groups)
+	return r
+}
+
+// groups lists the non-empty groups, largest first.
+func groups(m map[groupKey]groupVal) []TensorGroup {
+	var out []TensorGroup
+	for k, g := range m {
+		if g.count > 0 {
+			out = append(out, TensorGroup{Role: k.role, Name: k.name, Count: g.count, Bytes: g.bytes})
+		}
 	}
-	slices.SortFunc(r.Tensors, func(a, b TensorGroup) int {
+	slices.SortFunc(out, func(a, b TensorGroup) int {
 		switch {
 		case a.Bytes != b.Bytes:
 			if a.Bytes > b.Bytes {
@@ -485,14 +494,19 @@ func (b *Backend) Report() Report {
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-	return r
+	return out
 }
 
 // Named sums the bytes live at the peak of the tensors that role allocated
 // under any of names.
-func (r Report) Named(role Role, names ...string) uint64 {
+func (r Report) Named(role Role, names ...string) uint64 { return sumNamed(r.Tensors, role, names) }
+
+// HeldNamed is Named for the tensors live at the end.
+func (r Report) HeldNamed(role Role, names ...string) uint64 { return sumNamed(r.Held, role, names) }
+
+func sumNamed(gs []TensorGroup, role Role, names []string) uint64 {
 	var n uint64
-	for _, g := range r.Tensors {
+	for _, g := range gs {
 		if g.Role == role && slices.Contains(names, g.Name) {
 			n += g.Bytes
 		}
