@@ -234,14 +234,6 @@ func (b *Backend) Free(t *kdrt.Tensor) {
 	m.block = nil
 }
 
-// releaseCache gives every cached segment that holds no live tensor back to
-// the driver (after synchronizing: a cached block may still be read by
-// queued work).
-func (b *Backend) releaseCache() {
-	defer b.enter()()
-	b.cache().ReleaseCache()
-}
-
 // FreeMemory implements runtime.MemoryReporter: the device's free memory
 // (cuMemGetInfo) plus what kdnative's cache holds, which new tensors reuse.
 func (b *Backend) FreeMemory() (free, total int64, ok bool) {

@@ -309,7 +309,11 @@ type PlanError struct {
 func (e *PlanError) Error() string {
 	what := e.What
 	if what == "" {
-		what = fmt.Sprintf("a %s step of batch %d × %d tokens", e.Plan.Step, e.Plan.Batch, e.Plan.Seq)
+		step := "training"
+		if e.Plan.Step == "kd" {
+			step = "KD"
+		}
+		what = fmt.Sprintf("a %s step of batch %d × %d tokens", step, e.Plan.Batch, e.Plan.Seq)
 	}
 	need := kdrt.FormatBytes(int64(min(e.Plan.PeakBytes, 1<<63-1)))
 	if e.Plan.Extrapolated {
