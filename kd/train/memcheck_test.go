@@ -48,6 +48,7 @@ func TestBatchSizeOverMemory(t *testing.T) {
 		if !errors.As(err, &oom) {
 			t.Fatalf("%s: batch_size 10¹²: %v, want an out-of-memory error", c.name, err)
 		}
+		t.Logf("%s: %v", c.name, err)
 		for _, want := range []string{"batch_size 1000000000000 × data.max_len 64", "needs", "free", "lower batch_size", "--set batch_size="} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("%s: %q does not say %q", c.name, err, want)
