@@ -19,8 +19,9 @@ func benchCommand() *cli.Command {
 			"its GB/s or TFLOP/s against this machine's measured ceilings (a 1 GiB device copy, an 8192³ bf16 GEMM).\n" +
 			"With --plan it runs nothing: it prints the device memory the step holds at its peak, by category, found by\n" +
 			"running the step's own allocations through a planner sized as the CUDA allocator sizes them (exact bytes\n" +
-			"with --device cpu); with --device, it also says whether the plan fits that device and the largest batch\n" +
-			"that does. A timed run checks the same plan first and refuses a step that cannot fit.",
+			"with --device cpu), at --precision (auto: the device's default, bf16 when no --device is given); with\n" +
+			"--device, it also says whether the plan fits that device and the largest batch that does. A timed run\n" +
+			"checks the same plan first and refuses a step that cannot fit.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Usage: "Hugging Face model folder"},
 			&cli.StringFlag{Name: "config", Usage: "a config.json: random weights of that shape"},

@@ -23,7 +23,8 @@ func (b smallMemory) FreeMemory() (free, total int64, ok bool) { return b.free, 
 // panicked in make (or the kernel killed the process) in the first step. It
 // is refused before training with the bytes needed, the bytes free and what
 // to change; for sft, for online kd and for dpo (whose batches hold both
-// sequences of a pair).
+// sequences of a pair), by their memory plans, and for on-policy
+// distillation, which the planner does not run, by the memory formulas.
 func TestBatchSizeOverMemory(t *testing.T) {
 	w := newWorld(t)
 	for _, c := range []struct {
@@ -38,6 +39,10 @@ func TestBatchSizeOverMemory(t *testing.T) {
 		{"dpo", func(r *Recipe) {
 			r.Data.Train = w.pairs
 			r.Objectives.DPO = &DPOTerm{Weight: 1, Beta: 0.1}
+		}},
+		{"onpolicy", func(r *Recipe) {
+			r.Teacher = w.teacher
+			r.Objectives.OnPolicy = &OnPolicyTerm{Weight: 1, PromptTokens: 8, MaxNewTokens: 8}
 		}},
 	} {
 		r := w.recipe(filepath.Join(w.dir, "out-"+c.name))
