@@ -72,7 +72,6 @@ func open1() (_ *Backend, err error) {
 	}
 	b := &Backend{
 		api: api, driverVersion: version, dev: devs[0],
-		alloc:   allocator{free: map[uint64][]*block{}},
 		index:   kernelIndex(),
 		modules: map[string]uintptr{},
 		funcs:   map[string]uintptr{},
@@ -168,58 +167,11 @@ func (b *Backend) dptr(t *kdrt.Tensor) uint64 {
 	return b.mem(t).ptr
 }
 
-// Alloc implements runtime.Backend. It stores F32, BF16 and I32 tensors.
-func (b *Backend) Alloc(name string, dt kdrt.DType, shape ...int) (*kdrt.Tensor, error) {
-	t := &kdrt.Tensor{Shape: append([]int(nil), shape...), DType: dt, Name: name}
-	for _, d := range shape {
-		if d < 0 {
-			return nil, fmt.Errorf("cuda: alloc %v: negative dimension", t)
-		}
-	}
-	if dt != kdrt.F32 && dt != kdrt.BF16 && dt != kdrt.I32 {
-		return nil, fmt.Errorf("cuda: alloc %v: dtype %s not supported (F32, BF16 or I32)", t, dt)
-	}
-	nbytes, err := kdrt.TensorBytes(dt, shape...) // Bytes would wrap around
-	if err != nil {
-		return nil, fmt.Errorf("cuda: alloc %v: %w", t, err)
-	}
-	defer b.enter()()
-	blk, err := b.allocBlock(t.String(), uint64(nbytes))
-	if err != nil {
-		return nil, err
-	}
-	if nbytes == 0 {
-		t.Storage = &devMem{b: b, ptr: blk.ptr, block: blk}
-		return t, nil
-	}
-	if err := b.api.check("cuMemsetD8Async", b.api.cuMemsetD8Async(blk.ptr, 0, uint64(t.Bytes()), b.stream)); err != nil {
-		b.freeBlock(blk)
-		return nil, fmt.Errorf("cuda: alloc %v: %w", t, err)
-	}
-	t.Storage = &devMem{b: b, ptr: blk.ptr, block: blk}
-	return t, nil
-}
-
-// Free implements runtime.Backend: the memory returns to the cache. Freeing a
-// Slice view frees nothing.
-func (b *Backend) Free(t *kdrt.Tensor) {
-	if t == nil || t.Storage == nil {
-		return
-	}
-	m := b.mem(t)
-	t.Storage = nil
-	if m.block == nil {
-		return
-	}
-	defer b.enter()()
-	b.freeBlock(m.block)
-	m.block = nil
-}
-
-// scratch is a zero-filled temporary of n elements. On failure it records
-// the error and returns false. Free it after its last use.
+// scratch is a temporary of n elements, not zero-filled: the op writes
+// every element before reading it. On failure it records the error and
+// returns false. Free it after its last use.
 func (b *Backend) scratch(op string, dt kdrt.DType, n int) (*kdrt.Tensor, bool) {
-	t, err := b.Alloc(op+".scratch", dt, n)
+	t, err := b.AllocUninit(op+".scratch", dt, n)
 	if err != nil {
 		b.fail(op, err)
 		return nil, false

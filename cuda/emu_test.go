@@ -18,6 +18,7 @@ import (
 
 	"github.com/kdnative/kdnative/kernels"
 	kdrt "github.com/kdnative/kdnative/runtime"
+	"github.com/kdnative/kdnative/runtime/cachealloc"
 	"github.com/kdnative/kdnative/runtime/half"
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -99,7 +100,7 @@ func newEmulatedWith(progs []kernels.Program) (*Backend, error) {
 	d.bindDriver(api)
 	b := &Backend{
 		api: api, blas: d.cublas(), nvrtc: &NVRTC{}, driverVersion: 13000, dev: dev, sms: 4,
-		alloc:   allocator{free: map[uint64][]*block{}},
+		alloc:   allocator{opt: cachealloc.Options{Exclusive: true}, poison: true},
 		index:   index,
 		modules: map[string]uintptr{},
 		funcs:   map[string]uintptr{},

@@ -21,11 +21,18 @@ type layerActs struct {
 // Activations and their gradients are stored in the model's dtype; the norm
 // statistics and attention's log-sum-exps are F32. There are no logits: the
 // fused losses compute them a chunk at a time from normF (Forward has its
-// own, logitBufs).
+// own, logitBufs). Every tensor is a view of the first elements of a flat
+// buffer (all): a batch of fewer tokens (B·T ≤ capN) reuses the buffers of
+// the largest batch so far, each tensor laid out contiguously in its own
+// shape ([B·T, C] rows, lse [B, NH, T]) at the start of its buffer, so that
+// the kernels see ordinary tensors and a step of a shorter batch allocates
+// nothing.
 type activations struct {
 	B, T                        int
-	keyStart                    []int        // the last forward's left padding (nil: none)
-	ids, pos                    *kdrt.Tensor // I32 [N]
+	capN                        int            // the tokens the buffers hold
+	all                         []*kdrt.Tensor // the flat buffers, in the order prepare makes them
+	keyStart                    []int          // the last forward's left padding (nil: none)
+	ids, pos                    *kdrt.Tensor   // I32 [N]
 	layers                      []layerActs
 	out                         *kdrt.Tensor // [N, C] residual stream after the last layer
 	normF, normFMean, normFRstd *kdrt.Tensor
@@ -35,36 +42,20 @@ type activations struct {
 	dres, dnorm, dnormF *kdrt.Tensor // [N, C]
 	dq, dk, dv, datt    *kdrt.Tensor
 	dgate, dup, dact    *kdrt.Tensor // [N, F]
-	all                 []*kdrt.Tensor
 }
 
 // logitBufs are Forward's: the logits of every row and, for Backward,
 // their gradient (F32), and the gradient rounded to the storage dtype when
-// that is BF16 (the operand of the head's products).
+// that is BF16 (the operand of the head's products). Like the activations
+// they are views of flat buffers (all) holding capN rows, which a batch of
+// fewer rows reuses.
 type logitBufs struct {
-	N               int
+	N, capN         int
 	logits, dlogits *kdrt.Tensor // F32 [N, V]
 	dlogitsLow      *kdrt.Tensor // BF16 [N, V], or nil under F32 storage
 	losses          *kdrt.Tensor // F32 [N]
 	targets         *kdrt.Tensor // I32 [N]
 	all             []*kdrt.Tensor
-}
-
-// bufAlloc collects allocations and their first error.
-type bufAlloc struct {
-	be  kdrt.Backend
-	err error
-	all []*kdrt.Tensor
-}
-
-func (b *bufAlloc) alloc(name string, dt kdrt.DType, shape ...int) *kdrt.Tensor {
-	if b.err != nil {
-		return nil
-	}
-	var t *kdrt.Tensor
-	t, b.err = b.be.Alloc(name, dt, shape...)
-	b.all = append(b.all, t)
-	return t
 }
 
 func freeAll(be kdrt.Backend, ts []*kdrt.Tensor) {
@@ -75,56 +66,58 @@ func freeAll(be kdrt.Backend, ts []*kdrt.Tensor) {
 	}
 }
 
-// prepareLogits makes sure Forward's logit buffers fit N rows.
+// prepareLogits makes sure Forward's logit buffers fit N rows: at most the
+// rows of the largest so far get views of its buffers, more new buffers.
 func (m *Model) prepareLogits(N int) error {
 	if m.logits != nil && m.logits.N == N {
 		return nil
 	}
-	if m.logits != nil {
+	va := &viewAlloc{be: m.be}
+	capN := N
+	if m.logits != nil && N <= m.logits.capN {
+		va.reuse, capN = m.logits.all, m.logits.capN
+	} else if m.logits != nil {
 		freeAll(m.be, m.logits.all)
 		m.logits = nil
 	}
 	V := m.Config.Vocab
-	ba := &bufAlloc{be: m.be}
-	lg := &logitBufs{N: N}
-	lg.logits, lg.dlogits = ba.alloc("logits", kdrt.F32, N, V), ba.alloc("grad.logits", kdrt.F32, N, V)
+	lg := &logitBufs{N: N, capN: capN}
+	lg.logits, lg.dlogits = va.get("logits", kdrt.F32, N, V), va.get("grad.logits", kdrt.F32, N, V)
 	if m.dt != kdrt.F32 {
-		lg.dlogitsLow = ba.alloc("grad.logits."+m.dt.String(), m.dt, N, V)
+		lg.dlogitsLow = va.get("grad.logits."+m.dt.String(), m.dt, N, V)
 	}
-	lg.losses, lg.targets = ba.alloc("losses", kdrt.F32, N), ba.alloc("targets", kdrt.I32, N)
-	lg.all = ba.all
-	if ba.err != nil {
-		freeAll(m.be, ba.all)
-		return ba.err
+	lg.losses, lg.targets = va.get("losses", kdrt.F32, N), va.get("targets", kdrt.I32, N)
+	lg.all = va.buffers()
+	if va.err != nil {
+		freeAll(m.be, lg.all)
+		m.logits = nil
+		return va.err
 	}
 	m.logits = lg
 	return nil
 }
 
-// prepare makes sure the activation buffers fit a B×T batch, reallocating
-// only when the shape changes.
+// prepare makes sure the activation buffers fit a B×T batch: a batch of at
+// most the tokens of the largest so far gets views of its buffers, a larger
+// one new buffers.
 func (m *Model) prepare(B, T int) error {
 	if m.acts != nil && m.acts.B == B && m.acts.T == T {
 		return nil
 	}
-	m.freeActs()
+	va := &viewAlloc{be: m.be}
+	capN := B * T
+	if m.acts != nil && B*T <= m.acts.capN {
+		va.reuse, capN = m.acts.all, m.acts.capN
+	} else {
+		m.freeActs()
+	}
 	c := m.Config
 	N, C, F := B*T, c.Hidden, c.Intermediate
 	qw, kvw := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	a := &activations{B: B, T: T}
-	var err error
-	alloc := func(name string, dt kdrt.DType, shape ...int) *kdrt.Tensor {
-		if err != nil {
-			return nil
-		}
-		var t *kdrt.Tensor
-		t, err = m.be.Alloc(name, dt, shape...)
-		a.all = append(a.all, t)
-		return t
-	}
-	f := func(name string, shape ...int) *kdrt.Tensor { return alloc(name, m.dt, shape...) }
-	stat := func(name string, shape ...int) *kdrt.Tensor { return alloc(name, kdrt.F32, shape...) }
-	a.ids, a.pos = alloc("ids", kdrt.I32, N), alloc("positions", kdrt.I32, N)
+	a := &activations{B: B, T: T, capN: capN}
+	f := func(name string, shape ...int) *kdrt.Tensor { return va.get(name, m.dt, shape...) }
+	stat := func(name string, shape ...int) *kdrt.Tensor { return va.get(name, kdrt.F32, shape...) }
+	a.ids, a.pos = va.get("ids", kdrt.I32, N), va.get("positions", kdrt.I32, N)
 	a.layers = make([]layerActs, c.Layers)
 	for i := range a.layers {
 		la := &a.layers[i]
@@ -150,10 +143,11 @@ func (m *Model) prepare(B, T int) error {
 		a.dgate = f("grad.mlp.gate", N, F)
 	}
 	a.dup, a.dact = f("grad.mlp.up", N, F), f("grad.mlp.act", N, F)
-	if err != nil {
+	a.all = va.buffers()
+	if va.err != nil {
 		m.acts = a
 		m.freeActs()
-		return err
+		return va.err
 	}
 	m.acts = a
 	m.haveForward, m.haveCE = false, false

@@ -18,9 +18,12 @@ import (
 // with the number of layers. A training forward (ForwardHidden) keeps every
 // layer's activations instead.
 
-// inferBufs are the inference forward's buffers at one batch shape.
+// inferBufs are the inference forward's buffers at one batch shape: views
+// of flat buffers (all) holding capN tokens, which a batch of fewer tokens
+// reuses as the training activations do (the teacher of a run with length
+// buckets allocates nothing after its largest batch).
 type inferBufs struct {
-	B, T          int
+	B, T, capN    int
 	ids, pos      *kdrt.Tensor // I32 [N]
 	x, h, tmp     *kdrt.Tensor // [N, C]: the residual stream, a norm's output, a projection's output
 	mean, rstd    *kdrt.Tensor // F32 [N]: the norms' statistics (kept by no one)
@@ -38,28 +41,41 @@ func (m *Model) prepareInfer(B, T int) error {
 	if m.inf != nil && m.inf.B == B && m.inf.T == T {
 		return nil
 	}
-	m.freeInfer()
+	va := &viewAlloc{be: m.be}
+	capN := B * T
+	if m.inf != nil && B*T <= m.inf.capN {
+		// The kept hidden states are [N, C]: infer makes them again at
+		// the new shape.
+		for i, t := range m.inf.kept {
+			m.be.Free(t)
+			delete(m.inf.kept, i)
+		}
+		va.reuse, capN = m.inf.all, m.inf.capN
+	} else {
+		m.freeInfer()
+	}
 	c := m.Config
 	N, C, F := B*T, c.Hidden, c.Intermediate
 	qw, kvw := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	ba := &bufAlloc{be: m.be}
-	f := func(name string, shape ...int) *kdrt.Tensor { return ba.alloc(name, m.dt, shape...) }
-	in := &inferBufs{B: B, T: T, kept: map[int]*kdrt.Tensor{}}
-	in.ids, in.pos = ba.alloc("infer.ids", kdrt.I32, N), ba.alloc("infer.positions", kdrt.I32, N)
+	f := func(name string, shape ...int) *kdrt.Tensor { return va.get(name, m.dt, shape...) }
+	in := &inferBufs{B: B, T: T, capN: capN, kept: map[int]*kdrt.Tensor{}}
+	in.ids, in.pos = va.get("infer.ids", kdrt.I32, N), va.get("infer.positions", kdrt.I32, N)
 	in.x, in.h, in.tmp = f("infer.hidden", N, C), f("infer.norm", N, C), f("infer.scratch", N, C)
-	in.mean, in.rstd = ba.alloc("infer.norm.mean", kdrt.F32, N), ba.alloc("infer.norm.rstd", kdrt.F32, N)
+	in.mean, in.rstd = va.get("infer.norm.mean", kdrt.F32, N), va.get("infer.norm.rstd", kdrt.F32, N)
 	in.q, in.k, in.v, in.att = f("infer.q", N, qw), f("infer.k", N, kvw), f("infer.v", N, kvw), f("infer.attention.out", N, qw)
 	in.qkv = f("infer.qkv", N, qw+2*kvw)
-	in.lse = ba.alloc("infer.attention.lse", kdrt.F32, B, c.Heads, T)
+	in.lse = va.get("infer.attention.lse", kdrt.F32, B, c.Heads, T)
 	if c.Arch == Llama {
 		in.gate = f("infer.mlp.gate", N, F)
 	}
 	in.up, in.act = f("infer.mlp.up", N, F), f("infer.mlp.act", N, F)
 	in.normF = f("infer.norm.final", N, C)
-	in.all = ba.all
-	if ba.err != nil {
-		freeAll(m.be, ba.all)
-		return ba.err
+	in.all = va.buffers()
+	if va.err != nil {
+		freeAll(m.be, in.all)
+		m.inf = nil
+		m.lastInfer = false
+		return va.err
 	}
 	m.inf = in
 	return nil

@@ -20,8 +20,64 @@ type LoaderConfig struct {
 	PadID int32
 	// FixedT, when > 0, pads every batch to exactly FixedT positions
 	// (constant shapes); a longer row is an error. Otherwise a batch is as
-	// long as its longest row.
+	// long as its longest row, padded as Buckets say.
 	FixedT int
+	// Buckets pad each batch to one of a few lengths (BucketLength), so
+	// that a run's batches come in a few shapes; nil pads to the longest
+	// row. MaxLen caps the padding (0: no cap).
+	Buckets []int
+	MaxLen  int
+}
+
+// BucketLength is the length a batch whose longest row has n tokens is
+// padded to: the smallest of buckets (ascending) not below n; beyond the
+// largest, the next multiple of the largest; at most maxLen when maxLen > 0
+// (and never below n). [64] pads to multiples of 64, [128, 256, 512] to
+// those three lengths and then multiples of 512, nil or [1] not at all.
+// Padding changes no loss: the padding positions have no targets, and
+// attention is causal with the padding on the right.
+func BucketLength(n int, buckets []int, maxLen int) int {
+	if len(buckets) == 0 {
+		return n
+	}
+	T := 0
+	for _, b := range buckets {
+		if b >= n {
+			T = b
+			break
+		}
+	}
+	if T == 0 {
+		last := buckets[len(buckets)-1]
+		T = (n + last - 1) / last * last
+	}
+	if maxLen > 0 {
+		T = min(T, max(maxLen, n))
+	}
+	return T
+}
+
+// CheckBuckets reports length buckets that are not positive and strictly
+// ascending.
+func CheckBuckets(buckets []int) error {
+	for i, b := range buckets {
+		if b <= 0 || i > 0 && b <= buckets[i-1] {
+			return fmt.Errorf("length buckets %v: want positive lengths in ascending order", buckets)
+		}
+	}
+	return nil
+}
+
+// padTo is the batch length the config gives rows whose longest has n
+// tokens (0: MakeBatch's own, the longest row).
+func (c LoaderConfig) padTo(n int) int {
+	if c.FixedT > 0 {
+		return c.FixedT
+	}
+	if len(c.Buckets) == 0 {
+		return 0
+	}
+	return BucketLength(n, c.Buckets, c.MaxLen)
 }
 
 // LoaderState is where a Loader stands: enough, with the same rows, to
@@ -141,6 +197,9 @@ func NewLoader(rows []Example, cfg LoaderConfig) (*Loader, error) {
 			return nil, fmt.Errorf("data: row %d has %d tokens, more than the fixed batch length %d", i, len(r.Tokens), cfg.FixedT)
 		}
 	}
+	if err := CheckBuckets(cfg.Buckets); err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
 	if cfg.PadID < 0 {
 		return nil, fmt.Errorf("data: pad id %d", cfg.PadID)
 	}
@@ -174,10 +233,12 @@ func (l *Loader) NextRows(b int) ([]Example, model.Batch, error) {
 		return nil, model.Batch{}, fmt.Errorf("data: batch of %d rows", b)
 	}
 	rows := make([]Example, b)
+	n := 0
 	for i := range rows {
 		rows[i] = l.rows[l.o.next()]
+		n = max(n, len(rows[i].Tokens))
 	}
-	batch, err := MakeBatch(rows, l.cfg.PadID, l.cfg.FixedT)
+	batch, err := MakeBatch(rows, l.cfg.PadID, l.cfg.padTo(n))
 	return rows, batch, err
 }
 
@@ -253,6 +314,9 @@ func NewPairLoader(pairs []Pair, cfg LoaderConfig) (*PairLoader, error) {
 			return nil, fmt.Errorf("data: pair %d has %d tokens, more than the fixed batch length %d", i, n, cfg.FixedT)
 		}
 	}
+	if err := CheckBuckets(cfg.Buckets); err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
 	if cfg.PadID < 0 {
 		return nil, fmt.Errorf("data: pad id %d", cfg.PadID)
 	}
@@ -280,10 +344,12 @@ func (l *PairLoader) Next(p int) (model.Batch, error) {
 		return model.Batch{}, fmt.Errorf("data: batch of %d pairs", p)
 	}
 	pairs := make([]Pair, p)
+	n := 0
 	for i := range pairs {
 		pairs[i] = l.pairs[l.o.next()]
+		n = max(n, len(pairs[i].Prompt)+max(len(pairs[i].Chosen), len(pairs[i].Rejected)))
 	}
-	return MakePairBatch(pairs, l.cfg.PadID, l.cfg.FixedT)
+	return MakePairBatch(pairs, l.cfg.PadID, l.cfg.padTo(n))
 }
 
 // State is the loader's position, for a checkpoint.

@@ -6,13 +6,17 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/kdnative/kdnative/kd/loss"
 	"github.com/kdnative/kdnative/kd/optim"
 	"github.com/kdnative/kdnative/model"
+	"github.com/kdnative/kdnative/model/gguf"
 	kdrt "github.com/kdnative/kdnative/runtime"
+	"github.com/kdnative/kdnative/runtime/cachealloc"
+	"github.com/kdnative/kdnative/runtime/plan"
 )
 
 // BenchConfig is a training-step measurement: a model folder (or a bare
@@ -75,6 +79,10 @@ type BenchResult struct {
 	// backends that keep one: runtime.PeakMemory).
 	TensorMB float64 `json:"tensor_mb"`
 	PeakMB   float64 `json:"peak_device_mb,omitempty"`
+	// Allocator is the device allocator's state after the last step, where
+	// the backend has one (cachealloc.Reporter): reserved against in use,
+	// the largest free block, and its driver calls.
+	Allocator *AllocatorStats `json:"allocator,omitempty"`
 	// Loss is the last step's loss (KD: the divergence × T²); a NaN or an
 	// infinity is left out of the JSON and said in the text.
 	Loss float64 `json:"-"`
@@ -100,6 +108,26 @@ func (r BenchResult) WriteJSON(path string) error {
 		return err
 	}
 	return writeFileAtomic(path, append(b, '\n'))
+}
+
+// AllocatorStats are a caching allocator's counters (cachealloc.Stats), as
+// bench reports them.
+type AllocatorStats struct {
+	InUse        uint64 `json:"in_use_bytes"`
+	Reserved     uint64 `json:"reserved_bytes"`
+	LargestFree  uint64 `json:"largest_free_block_bytes"`
+	PeakInUse    uint64 `json:"peak_in_use_bytes"`
+	PeakReserved uint64 `json:"peak_reserved_bytes"`
+	DriverAllocs uint64 `json:"driver_allocs"`
+	DriverFrees  uint64 `json:"driver_frees"`
+	// DriverCallsTimed are the driver's allocations and frees during the
+	// timed steps: 0 when the steady state is served from the cache.
+	DriverCallsTimed uint64 `json:"driver_calls_timed_steps"`
+}
+
+func allocatorStats(s cachealloc.Stats, timed func() uint64) *AllocatorStats {
+	return &AllocatorStats{InUse: s.InUse, Reserved: s.Reserved, LargestFree: s.LargestFree, PeakInUse: s.PeakInUse,
+		PeakReserved: s.PeakReserved, DriverAllocs: s.DriverAllocs, DriverFrees: s.DriverFrees, DriverCallsTimed: timed()}
 }
 
 // peakBF16 lists dense (no sparsity) bf16 tensor-core peaks with fp32
@@ -141,7 +169,20 @@ func PeakBF16TFLOPs(device string) (tflops float64, card string) {
 func ForwardFLOPs(c *model.Config, B, T int) float64 { return c.TrainingFLOPs(B, T) / 3 }
 
 // benchModel loads a folder, or makes a random-weight model of a config.
-func benchModel(be kdrt.Backend, dir, config string, seed uint64, opts ...model.Option) (*model.Model, error) {
+// When planning (r.planning) it only builds the model from the config: a
+// plan needs no weights. opts are the model's precision options
+// (model.ForPrecision).
+func benchModel(r roles, be kdrt.Backend, dir, config string, seed uint64, opts ...model.Option) (*model.Model, error) {
+	if r.planning && (dir == "" || !gguf.IsGGUFPath(dir)) {
+		if dir != "" {
+			config = filepath.Join(dir, "config.json")
+		}
+		cfg, err := model.LoadConfig(config)
+		if err != nil {
+			return nil, err
+		}
+		return model.New(cfg, be, opts...)
+	}
 	if dir != "" {
 		return model.LoadDir(dir, be, opts...)
 	}
@@ -174,11 +215,126 @@ func precision(m *model.Model) string {
 	return fmt.Sprintf("weights %s, activations %s", w, a)
 }
 
+// benchRun is a benchmark's models, optimizer and batch, ready to step.
+type benchRun struct {
+	be         kdrt.Backend
+	m, teacher *model.Model
+	opt        *optim.AdamW
+	b          model.Batch
+	dh         *kdrt.Tensor
+	kd         loss.KDConfig
+}
+
+// newBenchRun builds what Bench steps: the student (and teacher), the
+// gradients, the optimizer, a batch of random tokens and, for KD, the
+// hidden state's gradient, at precision prec (the student with F32 master
+// weights, the teacher for inference). r gives each part its backend: the
+// same one for a run, views of the planner for a plan.
+func newBenchRun(c BenchConfig, prec kdrt.Precision, r roles) (*benchRun, error) {
+	r.phase(plan.PhaseModel)
+	m, err := benchModel(r, r.student, c.Model, c.Config, 1, model.ForPrecision(prec, true)...)
+	if err != nil {
+		return nil, err
+	}
+	cfg := m.Config
+	if c.T > cfg.MaxPositions {
+		return nil, fmt.Errorf("bench: sequence %d is longer than the model allows (%d)", c.T, cfg.MaxPositions)
+	}
+	br := &benchRun{be: r.step, m: m, kd: loss.KDConfig{Divergence: kdrt.ForwardKL, Temperature: BenchTemperature}}
+	if c.Teacher != "" || c.TeacherConfig != "" {
+		if br.teacher, err = benchModel(r, r.frozen, c.Teacher, c.TeacherConfig, 2, model.ForPrecision(prec, false)...); err != nil {
+			return nil, fmt.Errorf("teacher: %w", err)
+		}
+		if c.T > br.teacher.Config.MaxPositions {
+			return nil, fmt.Errorf("bench: sequence %d is longer than the teacher allows (%d)", c.T, br.teacher.Config.MaxPositions)
+		}
+	}
+	r.phase(plan.PhaseGradients)
+	if err := m.ZeroGrad(); err != nil {
+		return nil, err
+	}
+	r.phase(plan.PhaseOptimizer)
+	var slots []optim.Slot
+	for _, p := range m.Params() {
+		slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Master: p.Master, Decay: !p.NoDecay})
+	}
+	if br.opt, err = optim.NewAdamW(r.step, slots, optim.DefaultAdamW); err != nil {
+		return nil, err
+	}
+	r.phase(plan.PhaseStep)
+	vocab := cfg.Vocab
+	if br.teacher != nil {
+		vocab = min(vocab, br.teacher.Config.Vocab)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	br.b = model.Batch{B: c.B, T: c.T, IDs: make([]int32, c.B*c.T), Targets: make([]int32, c.B*c.T)}
+	for i := range br.b.IDs {
+		br.b.IDs[i], br.b.Targets[i] = int32(rng.IntN(vocab)), int32(rng.IntN(vocab))
+	}
+	{
+		// The hidden state's gradient is in the student's storage dtype,
+		// as its backward takes it.
+		if br.dh, err = r.step.Alloc("grad.hidden", m.DType(), c.B*c.T, cfg.Hidden); err != nil {
+			return nil, err
+		}
+	}
+	return br, nil
+}
+
+// step is one training step: the student's forward, the teacher's (KD),
+// the loss, the backward, clipping and AdamW. It returns the loss.
+func (br *benchRun) step() (float64, error) {
+	m, be := br.m, br.be
+	if err := m.ZeroGrad(); err != nil {
+		return 0, err
+	}
+	var l float64
+	h, err := m.ForwardHidden(br.b)
+	if err != nil {
+		return 0, err
+	}
+	be.Zero(br.dh)
+	if br.teacher == nil {
+		// The fused, chunked cross-entropy the trainer's sft term runs: no
+		// [N × V] logits.
+		if l, _, err = loss.CrossEntropy(be, h, loss.Head{W: m.Head().W, G: m.Head().G}, br.dh, br.b.Targets, 1, loss.Options{}); err != nil {
+			return 0, err
+		}
+	} else {
+		th, err := br.teacher.InferHidden(br.b)
+		if err != nil {
+			return 0, fmt.Errorf("teacher: %w", err)
+		}
+		kr, err := loss.KD(be, h, loss.Head{W: m.Head().W, G: m.Head().G}, br.dh,
+			loss.TeacherHidden{Hidden: th, Head: br.teacher.Head().W}, nil, br.kd, 1, loss.Options{})
+		if err != nil {
+			return 0, err
+		}
+		l = kr.Loss
+	}
+	if err := m.BackwardHidden(br.dh); err != nil {
+		return 0, err
+	}
+	_, err = br.opt.Step(1e-5)
+	return l, err
+}
+
+// free releases the run's own buffer (the models' and the optimizer's
+// tensors go with the backend).
+func (br *benchRun) free() {
+	if br.dh != nil {
+		br.be.Free(br.dh)
+	}
+}
+
 // Bench times full training steps (forward, backward, clipping, AdamW) on
 // random tokens after one warm-up step, and reports tokens/s, the model
 // FLOP rate and MFU, the memory the step's tensors take and, on a backend
 // that keeps one, the device memory's high-water mark. With a teacher the
-// step is a KD step (see BenchConfig).
+// step is a KD step (see BenchConfig). Before anything is allocated, the
+// step's memory plan is compared with the backend's free memory: a step
+// that cannot fit is refused with the plan's breakdown and the largest
+// batch that fits.
 func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	var res BenchResult
 	prec, err := kdrt.UsePrecision(be, c.Precision)
@@ -191,91 +347,19 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	if c.B <= 0 || c.T <= 0 || c.Steps <= 0 {
 		return res, fmt.Errorf("bench: batch %d, sequence %d and steps %d must be positive", c.B, c.T, c.Steps)
 	}
+	if err := CheckBenchMemory(be, c, prec); err != nil {
+		return res, err
+	}
 	pm, hasPeak := be.(kdrt.PeakMemory)
 	if hasPeak {
 		pm.ResetPeak()
 	}
-	m, err := benchModel(be, c.Model, c.Config, 1, model.ForPrecision(prec, true)...)
+	run, err := newBenchRun(c, prec, plainRoles(be))
 	if err != nil {
 		return res, err
 	}
-	cfg := m.Config
-	if c.T > cfg.MaxPositions {
-		return res, fmt.Errorf("bench: sequence %d is longer than the model allows (%d)", c.T, cfg.MaxPositions)
-	}
-	var teacher *model.Model
-	if c.Teacher != "" || c.TeacherConfig != "" {
-		if teacher, err = benchModel(be, c.Teacher, c.TeacherConfig, 2, model.ForPrecision(prec, false)...); err != nil {
-			return res, fmt.Errorf("teacher: %w", err)
-		}
-		if c.T > teacher.Config.MaxPositions {
-			return res, fmt.Errorf("bench: sequence %d is longer than the teacher allows (%d)", c.T, teacher.Config.MaxPositions)
-		}
-	}
-	if err := m.ZeroGrad(); err != nil {
-		return res, err
-	}
-	var slots []optim.Slot
-	for _, p := range m.Params() {
-		slots = append(slots, optim.Slot{Name: p.Name, W: p.W, G: p.G, Master: p.Master, Decay: !p.NoDecay})
-	}
-	opt, err := optim.NewAdamW(be, slots, optim.DefaultAdamW)
-	if err != nil {
-		return res, err
-	}
-	vocab := cfg.Vocab
-	if teacher != nil {
-		vocab = min(vocab, teacher.Config.Vocab)
-	}
-	r := rand.New(rand.NewPCG(1, 2))
-	b := model.Batch{B: c.B, T: c.T, IDs: make([]int32, c.B*c.T), Targets: make([]int32, c.B*c.T)}
-	for i := range b.IDs {
-		b.IDs[i], b.Targets[i] = int32(r.IntN(vocab)), int32(r.IntN(vocab))
-	}
-	var dh *kdrt.Tensor
-	if teacher != nil {
-		if dh, err = be.Alloc("grad.hidden", m.DType(), c.B*c.T, cfg.Hidden); err != nil {
-			return res, err
-		}
-		defer be.Free(dh)
-	}
-	kd := loss.KDConfig{Divergence: kdrt.ForwardKL, Temperature: BenchTemperature}
-	step := func() (float64, error) {
-		if err := m.ZeroGrad(); err != nil {
-			return 0, err
-		}
-		var l float64
-		if teacher == nil {
-			var err error
-			if l, err = m.Forward(b); err != nil {
-				return 0, err
-			}
-			if err := m.Backward(); err != nil {
-				return 0, err
-			}
-		} else {
-			h, err := m.ForwardHidden(b)
-			if err != nil {
-				return 0, err
-			}
-			th, err := teacher.InferHidden(b)
-			if err != nil {
-				return 0, fmt.Errorf("teacher: %w", err)
-			}
-			be.Zero(dh)
-			kr, err := loss.KD(be, h, loss.Head{W: m.Head().W, G: m.Head().G}, dh,
-				loss.TeacherHidden{Hidden: th, Head: teacher.Head().W}, nil, kd, 1, loss.Options{})
-			if err != nil {
-				return 0, err
-			}
-			l = kr.Loss
-			if err := m.BackwardHidden(dh); err != nil {
-				return 0, err
-			}
-		}
-		_, err := opt.Step(1e-5)
-		return l, err
-	}
+	defer run.free()
+	m, teacher, opt, cfg := run.m, run.teacher, run.opt, run.m.Config
 	res.Backend, res.Step, res.Model = be.Describe(), "train", describeModel(cfg)
 	res.Batch, res.Seq, res.Steps = c.B, c.T, c.Steps
 	if teacher != nil {
@@ -284,16 +368,25 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	res.writeHead(log)
 	// Each step's time is printed as it ends, so that a run stopped early
 	// (a time limit) still shows what it measured.
+	stepPlan := func() (MemoryPlan, error) { return PlanBench(c, prec, planRounding(be)) }
 	t0 := time.Now()
-	if _, err := step(); err != nil { // warm-up: allocations, caches
-		return res, err
+	if _, err := run.step(); err != nil { // warm-up: allocations, caches
+		return res, withPlan(err, stepPlan)
 	}
 	fmt.Fprintf(log, "warm-up step %.3f s\n", time.Since(t0).Seconds())
+	driverCalls := func() uint64 { return 0 }
+	if ar, ok := be.(cachealloc.Reporter); ok {
+		before := ar.AllocatorStats()
+		driverCalls = func() uint64 {
+			s := ar.AllocatorStats()
+			return s.DriverAllocs + s.DriverFrees - before.DriverAllocs - before.DriverFrees
+		}
+	}
 	start := time.Now()
 	for i := range c.Steps {
 		t0 = time.Now()
-		if res.Loss, err = step(); err != nil {
-			return res, err
+		if res.Loss, err = run.step(); err != nil {
+			return res, withPlan(err, stepPlan)
 		}
 		fmt.Fprintf(log, "step %d/%d %.3f s\n", i+1, c.Steps, time.Since(t0).Seconds())
 	}
@@ -318,6 +411,9 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	res.TensorMB = float64(bytes) / 1e6
 	if hasPeak {
 		res.PeakMB = float64(pm.PeakBytes()) / 1e6
+	}
+	if ar, ok := be.(cachealloc.Reporter); ok {
+		res.Allocator = allocatorStats(ar.AllocatorStats(), driverCalls)
 	}
 	res.write(log)
 	return res, nil
@@ -353,5 +449,10 @@ func (r BenchResult) write(w io.Writer) {
 		fmt.Fprintf(w, "%.0f MB of tensors, peak device memory %.0f MB\n", r.TensorMB, r.PeakMB)
 	} else {
 		fmt.Fprintf(w, "%.0f MB of tensors\n", r.TensorMB)
+	}
+	if a := r.Allocator; a != nil {
+		fmt.Fprintf(w, "allocator: %s reserved, %s in use, largest free block %s (peak %s in use, %s reserved); %d driver allocations and %d frees in all, %d during the timed steps\n",
+			plan.MiB(a.Reserved), plan.MiB(a.InUse), plan.MiB(a.LargestFree), plan.MiB(a.PeakInUse), plan.MiB(a.PeakReserved),
+			a.DriverAllocs, a.DriverFrees, a.DriverCallsTimed)
 	}
 }

@@ -23,7 +23,8 @@ func (b smallMemory) FreeMemory() (free, total int64, ok bool) { return b.free, 
 // panicked in make (or the kernel killed the process) in the first step. It
 // is refused before training with the bytes needed, the bytes free and what
 // to change; for sft, for online kd and for dpo (whose batches hold both
-// sequences of a pair).
+// sequences of a pair), by their memory plans, and for on-policy
+// distillation, which the planner does not run, by the memory formulas.
 func TestBatchSizeOverMemory(t *testing.T) {
 	w := newWorld(t)
 	for _, c := range []struct {
@@ -39,6 +40,10 @@ func TestBatchSizeOverMemory(t *testing.T) {
 			r.Data.Train = w.pairs
 			r.Objectives.DPO = &DPOTerm{Weight: 1, Beta: 0.1}
 		}},
+		{"onpolicy", func(r *Recipe) {
+			r.Teacher = w.teacher
+			r.Objectives.OnPolicy = &OnPolicyTerm{Weight: 1, PromptTokens: 8, MaxNewTokens: 8}
+		}},
 	} {
 		r := w.recipe(filepath.Join(w.dir, "out-"+c.name))
 		c.edit(&r)
@@ -48,6 +53,7 @@ func TestBatchSizeOverMemory(t *testing.T) {
 		if !errors.As(err, &oom) {
 			t.Fatalf("%s: batch_size 10¹²: %v, want an out-of-memory error", c.name, err)
 		}
+		t.Logf("%s: %v", c.name, err)
 		for _, want := range []string{"batch_size 1000000000000 × data.max_len 64", "needs", "free", "lower batch_size", "--set batch_size="} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("%s: %q does not say %q", c.name, err, want)

@@ -69,6 +69,12 @@ type DataRecipe struct {
 	// Overflow is truncate, drop or error for sequences longer than MaxLen.
 	Overflow string `yaml:"overflow"`
 	Pack     bool   `yaml:"pack"`
+	// LengthBuckets pad each batch to one of a few lengths
+	// (data.BucketLength): the smallest listed one not below its longest
+	// row, beyond the largest the next multiple of it, never beyond
+	// MaxLen. Fixed shapes let the device reuse its buffers and kernels.
+	// [64] (the default) pads to multiples of 64; [1] to the longest row.
+	LengthBuckets []int `yaml:"length_buckets"`
 	// Template is auto (the model's own chat template, rendered as
 	// transformers does), jinja, a .jinja file, chatml, qwen3 or none.
 	Template     string `yaml:"template"`
@@ -166,7 +172,7 @@ type ScheduleRecipe struct {
 // flags are applied.
 func DefaultRecipe() Recipe {
 	return Recipe{
-		Data:      DataRecipe{ValFraction: 0.05, MaxLen: 512, Overflow: "truncate", Template: "auto", OnBadLine: "skip"},
+		Data:      DataRecipe{ValFraction: 0.05, MaxLen: 512, Overflow: "truncate", Template: "auto", OnBadLine: "skip", LengthBuckets: []int{64}},
 		Optim:     OptimRecipe{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, MaxGradNorm: 1},
 		Schedule:  ScheduleRecipe{Kind: "cosine", WarmupSteps: 0, MinLRRatio: 0.1},
 		BatchSize: 8, GradAccum: 1, Epochs: 1, LogEvery: 1, Seed: 1, Device: "auto", Precision: "auto",

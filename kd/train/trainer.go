@@ -292,7 +292,7 @@ func (t *trainer) loadData() error {
 	if sp.PAD < 0 && sp.EOS >= 0 {
 		t.pad = sp.EOS
 	}
-	lc := data.LoaderConfig{Seed: r.Seed, PadID: t.pad}
+	lc := data.LoaderConfig{Seed: r.Seed, PadID: t.pad, Buckets: r.Data.LengthBuckets, MaxLen: r.Data.MaxLen}
 	var rep data.Report
 	var err error
 	if r.Objectives.DPO != nil {
@@ -362,6 +362,9 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 		}
 		stats, err := t.trainStep()
 		if err != nil {
+			// An out-of-memory error gets the step's plan by category; an
+			// on-policy endpoint failure a checkpoint (stepFailed).
+			err = withPlan(err, func() (MemoryPlan, error) { return t.planStep(t.r.BatchSize, t.stepPlanner()) })
 			return nil, t.stepFailed(err)
 		}
 		t.step++

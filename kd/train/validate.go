@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/kdnative/kdnative/kd/data"
 	"github.com/kdnative/kdnative/kd/loss"
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
@@ -45,6 +46,9 @@ func (r *Recipe) Validate() error {
 		bad(key, "%q is not one of %v", v, allowed)
 	}
 	oneOf("data.overflow", r.Data.Overflow, "truncate", "drop", "error")
+	if err := data.CheckBuckets(r.Data.LengthBuckets); err != nil {
+		bad("data.length_buckets", "%v are not positive lengths in ascending order", r.Data.LengthBuckets)
+	}
 	if !strings.HasSuffix(r.Data.Template, ".jinja") { // a chat template file
 		oneOf("data.template", r.Data.Template, "auto", "jinja", "chatml", "qwen3", "none")
 	}

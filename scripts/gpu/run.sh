@@ -203,6 +203,7 @@ st_tests_long() {
 bench() { # bench OUT.json [--teacher-config T.json]
   local out=$1
   shift
+  ./kdnative bench --config "$STUDENT_CONFIG" "$@" --batch "$BATCH" --seq "$SEQ" --plan --json "${out%.json}-plan.json" | grep -E '^(peak|precision|note)' || true # the memory plan, beside the measured peak
   if [ "$DRY" = 1 ]; then
     ./kdnative --device cpu bench --config tiny-student.json "${@/$TEACHER_CONFIG/tiny-teacher.json}" \
       --batch 2 --seq 32 --steps 1 --json "$out"
