@@ -735,7 +735,6 @@ func (b *builder) build() (*Tokenizer, error) {
 	t := &Tokenizer{
 		asciiSafe:  true,
 		dec:        b.dec,
-		mergeRank:  b.mergeRank,
 		normalizer: b.normalizer,
 		normSpecs:  b.normSpecs,
 		stages:     b.stages,

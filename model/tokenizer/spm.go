@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/kdnative/kdnative/model/gguf"
 )
 
 // SentencePiece-style BPE (Llama 2, Mistral v0.1–v0.3, TinyLlama, Phi-3,
@@ -290,4 +292,116 @@ func checkScores(scores []float64) (int, bool) {
 		}
 	}
 	return 0, true
+}
+
+// spmTokenizerJSON is the tokenizer.json of a GGUF file whose
+// tokenizer.ggml.model is "llama", and the rank by score alone of each of
+// its merges (scoreRanks). Scores default to 0 and the space prefix to on,
+// as in llama.cpp; an empty token is named [EMPTY_id] as llama.cpp names it.
+func spmTokenizerJSON(f *gguf.File, tokens []string, types []int64) (map[string]any, []int32, error) {
+	md := f.Metadata
+	fail := func(format string, a ...any) error {
+		return fmt.Errorf("tokenizer: %s: %s", f.Path(), fmt.Sprintf(format, a...))
+	}
+	scores := make([]float64, len(tokens))
+	if md.Has("tokenizer.ggml.scores") {
+		sc, err := md.Floats("tokenizer.ggml.scores")
+		if err != nil {
+			return nil, nil, fmt.Errorf("tokenizer: %w", err)
+		}
+		if len(sc) != len(tokens) {
+			return nil, nil, fail("tokenizer.ggml.scores has %d entries for %d tokens", len(sc), len(tokens))
+		}
+		if i, ok := checkScores(sc); !ok {
+			return nil, nil, fail("tokenizer.ggml.scores[%d] is NaN", i)
+		}
+		scores = sc
+	}
+	addPrefix := true
+	if md.Has("tokenizer.ggml.add_space_prefix") {
+		v, err := md.Bool("tokenizer.ggml.add_space_prefix")
+		if err != nil {
+			return nil, nil, fmt.Errorf("tokenizer: %w", err)
+		}
+		addPrefix = v
+	}
+	words := make([]string, len(tokens))
+	vocab := make(map[string]int32, len(tokens))
+	order := make([]string, 0, len(tokens)) // distinct tokens by first id
+	for i, t := range tokens {
+		if t == "" {
+			t = fmt.Sprintf("[EMPTY_%d]", i)
+		}
+		words[i] = t
+		if _, dup := vocab[t]; !dup {
+			order = append(order, t)
+		}
+		vocab[t] = int32(i) // a later duplicate wins, as in llama.cpp's token_to_id
+	}
+	merges := scoreMerges(vocab, order, func(t string) float64 { return scores[vocab[t]] })
+	pairs := make([][2]string, len(merges))
+	for i, m := range merges {
+		pairs[i] = [2]string{m.left, m.right}
+	}
+	type addedJSON struct {
+		ID         int    `json:"id"`
+		Content    string `json:"content"`
+		SingleWord bool   `json:"single_word"`
+		LStrip     bool   `json:"lstrip"`
+		RStrip     bool   `json:"rstrip"`
+		Normalized bool   `json:"normalized"`
+		Special    bool   `json:"special"`
+	}
+	added := []addedJSON{}
+	for i, typ := range types {
+		t := words[i]
+		if vocab[t] != int32(i) {
+			continue // a duplicate: the later one is the token
+		}
+		switch typ {
+		case ggufTokenControl, ggufTokenUnknown:
+			added = append(added, addedJSON{ID: i, Content: t, Special: true})
+		case ggufTokenUserDefined:
+			added = append(added, addedJSON{ID: i, Content: t})
+		}
+	}
+	var unk any
+	if md.Has("tokenizer.ggml.unknown_token_id") {
+		id, err := md.IntIn("tokenizer.ggml.unknown_token_id", 0, int64(len(tokens))-1)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tokenizer: %w", err)
+		}
+		unk = words[id]
+	}
+	replace := map[string]any{"type": "Replace", "pattern": map[string]string{"String": " "}, "content": metaSpace}
+	normalizer := []any{replace}
+	decoder := []any{
+		map[string]any{"type": "Replace", "pattern": map[string]string{"String": metaSpace}, "content": " "},
+		map[string]any{"type": "ByteFallback"},
+		map[string]any{"type": "Fuse"},
+	}
+	if addPrefix {
+		normalizer = []any{map[string]any{"type": "Prepend", "prepend": metaSpace}, replace}
+		decoder = append(decoder, map[string]any{"type": "Strip", "content": " ", "start": 1, "stop": 0})
+	}
+	vj := make(orderedVocab, len(vocab))
+	for t, id := range vocab {
+		vj[t] = int(id)
+	}
+	tj := map[string]any{
+		"version":        "1.0",
+		"truncation":     nil,
+		"padding":        nil,
+		"added_tokens":   added,
+		"normalizer":     map[string]any{"type": "Sequence", "normalizers": normalizer},
+		"pre_tokenizer":  nil,
+		"post_processor": nil,
+		"decoder":        map[string]any{"type": "Sequence", "decoders": decoder},
+		"model": map[string]any{
+			"type": "BPE", "dropout": nil, "unk_token": unk, "continuing_subword_prefix": nil,
+			"end_of_word_suffix": nil, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+			"vocab": vj, "merges": pairs,
+		},
+	}
+	return tj, scoreRanks(merges), nil
 }

@@ -25,7 +25,6 @@ type Tokenizer struct {
 	idPresent []bool
 	idBytes   [][]byte   // what each id decodes to, before UTF-8 repair
 	merges    [][2]int32 // merges in rank order, for Hash
-	mergeRank []int32    // the rank of each of merges where ranks repeat (scores); nil: its index
 	dec       spmDecoder // how Decode joins tokens (model.spm)
 	byteTok   []bool     // ids of <0xNN> byte tokens (model.spm)
 	special   Special    // BOS, EOS, PAD
