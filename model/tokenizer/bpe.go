@@ -43,6 +43,10 @@ type bpe struct {
 	// unk is the id emitted for a character whose bytes lack <0xNN>
 	// tokens, or -1 to drop it (spm).
 	unk int32
+	// cutAtSpace: no token has "▁" right after another character, so no
+	// merge can cross the start of a "▁" run and a word is merged piece by
+	// piece, each cut before such a run (spm; see encodeWord).
+	cutAtSpace bool
 
 	cache wordCache
 }
@@ -113,6 +117,26 @@ const smallWord = 48
 
 // encodeWord appends the ids of word to dst.
 func (m *bpe) encodeWord(word string, dst []int32) []int32 {
+	if !m.cutAtSpace {
+		return m.encodePiece(word, dst)
+	}
+	// SentencePiece text is one word from special token to special token
+	// (llama.cpp and HF merge it whole). Where the vocabulary allows, cut it
+	// before each run of "▁" that follows another character: a symbol
+	// crossing that place would be a token holding "x▁", and there is none,
+	// so the pieces merge exactly as the whole would, and each is cached.
+	start := 0
+	for i := 1; i < len(word); i++ {
+		if word[i] == metaSpace[0] && strings.HasPrefix(word[i:], metaSpace) && !strings.HasSuffix(word[:i], metaSpace) {
+			dst = m.encodePiece(word[start:i], dst)
+			start = i
+		}
+	}
+	return m.encodePiece(word[start:], dst)
+}
+
+// encodePiece appends the ids of word to dst.
+func (m *bpe) encodePiece(word string, dst []int32) []int32 {
 	if len(word) == 0 {
 		return dst
 	}

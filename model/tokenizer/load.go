@@ -808,6 +808,15 @@ func (b *builder) build() (*Tokenizer, error) {
 			m.fallback[i] = id
 		}
 	}
+	if m.spm {
+		m.cutAtSpace = true
+		for tok := range b.vocab {
+			if strings.Contains(strings.TrimLeft(tok, metaSpace), metaSpace) {
+				m.cutAtSpace = false // "a▁b", "a▁": a token crosses such a place
+				break
+			}
+		}
+	}
 	if m.spm && b.unkTok != nil {
 		id, ok := b.vocab[*b.unkTok]
 		if !ok {

@@ -478,3 +478,46 @@ func TestSPMLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSPMCutAtSpace: merging SentencePiece text piece by piece, cut before
+// each "▁" run (what the vocabulary allows), gives the ids of merging it
+// whole, on llama.cpp's strings and the fixture texts, and on long text.
+func TestSPMCutAtSpace(t *testing.T) {
+	tok, err := FromGGUF(filepath.Join("testdata", "llamacpp", "ggml-vocab-llama-spm.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tok.model.cutAtSpace {
+		t.Fatal("Llama 2's vocabulary has a token with ▁ after another character?")
+	}
+	tok.model.noCache = true // each result computed, not one path's read back by the other
+	texts := loadSPMFixtures(t).Texts
+	texts = append(texts, strings.Repeat(strings.Join(texts, "\n"), 4))
+	for _, s := range texts {
+		tok.model.cutAtSpace = true
+		cut := tok.Encode(s)
+		tok.model.cutAtSpace = false
+		whole := tok.Encode(s)
+		tok.model.cutAtSpace = true
+		if !slices.Equal(cut, whole) {
+			t.Errorf("%.60q: cut %v, whole %v", s, cut, whole)
+		}
+	}
+	// A token with ▁ after another character turns the cut off.
+	doc := `{"normalizer":{"type":"Replace","pattern":{"String":" "},"content":"▁"},"decoder":{"type":"ByteFallback"},` +
+		`"model":{"type":"BPE","byte_fallback":true,"vocab":{"a":0,"▁":1,"a▁":2},"merges":["a ▁"]}}`
+	path := filepath.Join(t.TempDir(), "tokenizer.json")
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	small, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if small.model.cutAtSpace {
+		t.Error("cutAtSpace with a token a▁")
+	}
+	if got, want := small.Encode("a a"), []int32{2, 0}; !slices.Equal(got, want) {
+		t.Errorf("Encode(a a) = %v, want %v", got, want)
+	}
+}
