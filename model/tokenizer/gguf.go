@@ -34,7 +34,10 @@ import (
 //     prepend to text that starts with a space);
 //   - llama's tokens of type unknown (<unk> in most files) are special added
 //     tokens, as llama.cpp matches them, besides control (special) and
-//     user-defined (not special) ones.
+//     user-defined (not special) ones;
+//   - llama's merges always come from the scores: llama.cpp never reads
+//     tokenizer.ggml.merges for it (transformers would use them if a file
+//     had them).
 //
 // FromGGUF builds the Tokenizer from those same files, so a converted folder
 // and the GGUF file tokenize alike, with one refinement for llama: a file
