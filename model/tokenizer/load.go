@@ -460,7 +460,7 @@ func (b *builder) parsePreTokenizer(raw json.RawMessage) error {
 		return err
 	}
 	if !byteLevel && !b.spm {
-		return b.errorf("pre_tokenizer has no ByteLevel step: only byte-level BPE is supported")
+		return b.errorf("pre_tokenizer has no ByteLevel step: a BPE without byte_fallback must be byte-level (SentencePiece-style BPE sets byte_fallback)")
 	}
 	return nil
 }
@@ -505,7 +505,7 @@ func (b *builder) parseDecoder(raw json.RawMessage) error {
 		return b.parseSPMDecoder(raw)
 	}
 	if isNull(raw) {
-		return b.errorf("no decoder: only the ByteLevel decoder is supported")
+		return b.errorf("no decoder: a byte-level BPE needs the ByteLevel decoder")
 	}
 	var c component
 	if err := json.Unmarshal(raw, &c); err != nil {
@@ -525,7 +525,7 @@ func (b *builder) parseDecoder(raw json.RawMessage) error {
 		}
 		return nil
 	}
-	return b.errorf("decoder %q is not supported (only ByteLevel)", c.Type)
+	return b.errorf("decoder %q is not supported (only ByteLevel for a byte-level BPE)", c.Type)
 }
 
 // parseSPMDecoder reads the decoder of a SentencePiece-style BPE: a
