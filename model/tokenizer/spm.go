@@ -10,9 +10,9 @@ import (
 	"github.com/kdnative/kdnative/model/gguf"
 )
 
-// SentencePiece-style BPE (Llama 2, Mistral v0.1–v0.3, TinyLlama, Phi-3,
-// Gemma; llama.cpp's tokenizer.ggml.model "llama") differs from byte-level
-// BPE in four places:
+// SentencePiece-style BPE (Llama 2, Mistral v0.1–v0.3, TinyLlama, Phi-3;
+// llama.cpp's tokenizer.ggml.model "llama") differs from byte-level BPE in
+// four places:
 //
 //   - the text is not mapped to a byte alphabet: a space becomes "▁" (U+2581)
 //     and a "▁" is put in front (the normalizer Prepend("▁") and
