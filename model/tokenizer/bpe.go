@@ -43,6 +43,8 @@ type bpe struct {
 	// unk is the id emitted for a character whose bytes lack <0xNN>
 	// tokens, or -1 to drop it (spm).
 	unk int32
+	// fuseUnk: a run of such characters is one unk (HF's fuse_unk).
+	fuseUnk bool
 	// cutAtSpace: no token has "▁" right after another character, so no
 	// merge can cross the start of a "▁" run and a word is merged piece by
 	// piece, each cut before such a run (spm; see encodeWord).
@@ -203,8 +205,8 @@ func (m *bpe) symbols(word string, sym []int32) []int32 {
 			}
 		}
 		// Byte fallback: every byte of the character must have its <0xNN>
-		// token, else the character is unk (consecutive unks fused, as
-		// HF's BPE does with fuse_unk).
+		// token, else the character is unk (consecutive unks fused when
+		// fuse_unk is set, as in HF's BPE).
 		all := true
 		for k := i; k < i+size; k++ {
 			all = all && m.fallback[word[k]] >= 0
@@ -215,7 +217,7 @@ func (m *bpe) symbols(word string, sym []int32) []int32 {
 				sym = append(sym, fallbackSym(word[k]))
 			}
 			lastUnk = false
-		case m.unk >= 0 && !lastUnk:
+		case m.unk >= 0 && !(lastUnk && m.fuseUnk):
 			sym = append(sym, m.unk)
 			lastUnk = true
 		}

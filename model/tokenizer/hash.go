@@ -10,7 +10,8 @@ import (
 )
 
 // Hash returns a hex SHA-256 of everything that decides the ids of a text:
-// the kind of BPE (byte-level or SentencePiece-style with its unk token),
+// the kind of BPE (byte-level or SentencePiece-style with its unk token and
+// fuse_unk),
 // the model vocabulary (id and token), the merges in rank order,
 // ignore_merges, the added tokens with their flags, the normalizer and the
 // pre-tokenizer. It
@@ -33,7 +34,8 @@ func (t *Tokenizer) Hash() string {
 		if t.model.spm {
 			// A byte-level tokenizer's header is unchanged from before
 			// SentencePiece-style BPE, so that its hash is too.
-			fmt.Fprintf(w, "kdnative tokenizer v1\nmodel bpe-spm ignore_merges=%v unk=%d\n", t.model.ignoreMerges, t.model.unk)
+			fmt.Fprintf(w, "kdnative tokenizer v1\nmodel bpe-spm ignore_merges=%v unk=%d fuse_unk=%v\n",
+				t.model.ignoreMerges, t.model.unk, t.model.fuseUnk)
 		} else {
 			fmt.Fprintf(w, "kdnative tokenizer v1\nmodel bpe ignore_merges=%v\n", t.model.ignoreMerges)
 		}

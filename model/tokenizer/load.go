@@ -147,7 +147,8 @@ type builder struct {
 	normalizer   []normStep
 	normSpecs    []string
 	spm          bool       // byte_fallback: SentencePiece-style BPE
-	unkTok       *string    // model.unk_token (spm: the id of a character without byte tokens)
+	unkTok       *string    // model.unk_token (spm: the token of a character without byte tokens)
+	fuseUnk      bool       // model.fuse_unk (spm: one unk for a run of such characters)
 	dec          spmDecoder // spm decoder
 	decFused     bool       // a Fuse decoder came before (Strip must follow it)
 	mergeRank    []int32    // rank of each merge where ranks repeat (GGUF scores); nil: its index
@@ -206,6 +207,7 @@ type modelJSON struct {
 	ContinuingSubwordPrefix *string          `json:"continuing_subword_prefix"`
 	EndOfWordSuffix         *string          `json:"end_of_word_suffix"`
 	ByteFallback            bool             `json:"byte_fallback"`
+	FuseUnk                 bool             `json:"fuse_unk"`
 	IgnoreMerges            bool             `json:"ignore_merges"`
 	Vocab                   json.RawMessage  `json:"vocab"`
 	Merges                  *json.RawMessage `json:"merges"`
@@ -269,7 +271,7 @@ func parseTokenizerJSON(path string, data []byte) (*builder, error) {
 	}
 	b.spm = m.ByteFallback
 	if b.spm && m.UnkToken != nil {
-		b.unkTok = m.UnkToken
+		b.unkTok, b.fuseUnk = m.UnkToken, m.FuseUnk
 	}
 	switch {
 	case m.Dropout != nil && *m.Dropout != 0:
@@ -822,7 +824,7 @@ func (b *builder) build() (*Tokenizer, error) {
 		if !ok {
 			return nil, b.errorf("model.unk_token %q is not in %s", *b.unkTok, b.vocabTitle())
 		}
-		m.unk = id
+		m.unk, m.fuseUnk = id, b.fuseUnk
 	}
 	m.merges = newPairTable(len(b.merges))
 	t.merges = make([][2]int32, len(b.merges))

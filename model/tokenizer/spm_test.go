@@ -432,7 +432,7 @@ func TestSPMTokenBytes(t *testing.T) {
 }
 
 func TestSPMLoadErrors(t *testing.T) {
-	model := `{"type":"BPE","byte_fallback":true,"unk_token":"<unk>","vocab":{"<unk>":0,"▁":1,"a":2,"▁a":3},"merges":["▁ a"]}`
+	model := `{"type":"BPE","byte_fallback":true,"unk_token":"<unk>","fuse_unk":true,"vocab":{"<unk>":0,"▁":1,"a":2,"▁a":3},"merges":["▁ a"]}`
 	dec := `{"type":"Sequence","decoders":[{"type":"Replace","pattern":{"String":"▁"},"content":" "},{"type":"ByteFallback"},{"type":"Fuse"},{"type":"Strip","content":" ","start":1,"stop":0}]}`
 	norm := `{"type":"Sequence","normalizers":[{"type":"Prepend","prepend":"▁"},{"type":"Replace","pattern":{"String":" "},"content":"▁"}]}`
 	doc := func(model, norm, pre, dec string) string {
@@ -447,9 +447,19 @@ func TestSPMLoadErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// é has no byte tokens in this vocabulary: <unk>, one for the run.
+	// é has no byte tokens in this vocabulary: <unk>, one for the run
+	// (fuse_unk), one each without fuse_unk.
 	if got, want := tok.Encode("a éé a"), []int32{3, 1, 0, 3}; !slices.Equal(got, want) {
 		t.Errorf("Encode: %v, want %v", got, want)
+	}
+	if err := os.WriteFile(path, []byte(doc(strings.Replace(model, `"fuse_unk":true`, `"fuse_unk":false`, 1), norm, "null", dec)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err = Load(path); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tok.Encode("a éé a"), []int32{3, 1, 0, 0, 3}; !slices.Equal(got, want) {
+		t.Errorf("Encode without fuse_unk: %v, want %v", got, want)
 	}
 	for _, c := range []struct{ name, doc, want string }{
 		{"bytelevel", doc(model, norm, `{"type":"ByteLevel"}`, dec), "pre_tokenizer ByteLevel with a byte_fallback BPE"},
