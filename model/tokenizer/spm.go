@@ -388,6 +388,10 @@ func spmTokenizerJSON(f *gguf.File, tokens []string, types []int64) (map[string]
 	for t, id := range vocab {
 		vj[t] = int(id)
 	}
+	post, err := spmPostProcessor(md, words)
+	if err != nil {
+		return nil, nil, err
+	}
 	tj := map[string]any{
 		"version":        "1.0",
 		"truncation":     nil,
@@ -395,7 +399,7 @@ func spmTokenizerJSON(f *gguf.File, tokens []string, types []int64) (map[string]
 		"added_tokens":   added,
 		"normalizer":     map[string]any{"type": "Sequence", "normalizers": normalizer},
 		"pre_tokenizer":  nil,
-		"post_processor": nil,
+		"post_processor": post,
 		"decoder":        map[string]any{"type": "Sequence", "decoders": decoder},
 		"model": map[string]any{
 			"type": "BPE", "dropout": nil, "unk_token": unk, "continuing_subword_prefix": nil,
@@ -404,4 +408,80 @@ func spmTokenizerJSON(f *gguf.File, tokens []string, types []int64) (map[string]
 		},
 	}
 	return tj, scoreRanks(merges), nil
+}
+
+// spmPostProcessor is the TemplateProcessing that puts BOS (and EOS) around
+// a sequence as the GGUF file asks (tokenizer.ggml.add_bos_token, true when
+// absent as in llama.cpp; add_eos_token), as Llama 2's own tokenizer.json
+// does, so that transformers' encode adds them too; nil when it adds
+// nothing.
+func spmPostProcessor(md *gguf.Metadata, words []string) (any, error) {
+	add := func(key string, def bool) (bool, error) {
+		if !md.Has(key) {
+			return def, nil
+		}
+		v, err := md.Bool(key)
+		if err != nil {
+			return false, fmt.Errorf("tokenizer: %w", err)
+		}
+		return v, nil
+	}
+	type special struct {
+		ID     string   `json:"id"`
+		IDs    []int    `json:"ids"`
+		Tokens []string `json:"tokens"`
+	}
+	specials := map[string]special{}
+	var single, pair []any
+	piece := func(name string, typeID int) map[string]any {
+		return map[string]any{"SpecialToken": map[string]any{"id": name, "type_id": typeID}}
+	}
+	seq := func(id string, typeID int) map[string]any {
+		return map[string]any{"Sequence": map[string]any{"id": id, "type_id": typeID}}
+	}
+	var bos, eos string
+	for _, s := range []struct {
+		addKey, idKey string
+		def           bool
+		dst           *string
+	}{
+		{"tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id", true, &bos},
+		{"tokenizer.ggml.add_eos_token", "tokenizer.ggml.eos_token_id", false, &eos},
+	} {
+		on, err := add(s.addKey, s.def)
+		if err != nil {
+			return nil, err
+		}
+		if !on || !md.Has(s.idKey) {
+			continue
+		}
+		id, err := md.IntIn(s.idKey, 0, int64(len(words))-1)
+		if err != nil {
+			return nil, fmt.Errorf("tokenizer: %w", err)
+		}
+		*s.dst = words[id]
+		specials[words[id]] = special{ID: words[id], IDs: []int{id}, Tokens: []string{words[id]}}
+	}
+	if bos == "" && eos == "" {
+		return nil, nil
+	}
+	for k, id := range []string{"A", "B"} {
+		if bos != "" {
+			pair = append(pair, piece(bos, k))
+			if k == 0 {
+				single = append(single, piece(bos, 0))
+			}
+		}
+		pair = append(pair, seq(id, k))
+		if k == 0 {
+			single = append(single, seq(id, 0))
+		}
+		if eos != "" {
+			pair = append(pair, piece(eos, k))
+			if k == 0 {
+				single = append(single, piece(eos, 0))
+			}
+		}
+	}
+	return map[string]any{"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials}, nil
 }

@@ -351,6 +351,26 @@ func TestSPMGGUFMini(t *testing.T) {
 	if folder.Hash() != tok.Hash() || folder.Special() != tok.Special() {
 		t.Error("the folder GGUFFiles writes hashes or sets its special tokens apart from its GGUF")
 	}
+	// Its post-processor puts <s> first, as Llama 2's tokenizer.json does, so
+	// that transformers' encode adds BOS as llama.cpp does.
+	files, err := GGUFFiles(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tj struct {
+		Post struct {
+			Type   string `json:"type"`
+			Single []map[string]struct {
+				ID string `json:"id"`
+			} `json:"single"`
+		} `json:"post_processor"`
+	}
+	if err := json.Unmarshal(files["tokenizer.json"], &tj); err != nil {
+		t.Fatal(err)
+	}
+	if p := tj.Post; p.Type != "TemplateProcessing" || len(p.Single) != 2 || p.Single[0]["SpecialToken"].ID != "<s>" || p.Single[1]["Sequence"].ID != "A" {
+		t.Errorf("post_processor %+v: want <s> then the sequence", p)
+	}
 
 	// Without add_space_prefix nothing is prepended or stripped.
 	np, err := FromGGUF(miniSPMGGUF(t, func(md []gguf.KV) []gguf.KV {
