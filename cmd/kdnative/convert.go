@@ -15,7 +15,8 @@ func convertCommand() *cli.Command {
 		Usage:     "turn a GGUF file (llama.cpp) into a Hugging Face model folder that transformers loads",
 		ArgsUsage: "IN.gguf OUT",
 		Description: "Reads a GGUF file of architecture llama, qwen2 or mistral (weights F32, F16, BF16, Q8_0,\n" +
-			"Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K; a byte-level BPE tokenizer) and writes OUT:\n" +
+			"Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K; a byte-level (gpt2) or SentencePiece (llama)\n" +
+			"BPE tokenizer) and writes OUT:\n" +
 			"config.json, model.safetensors (float32), tokenizer.json, tokenizer_config.json,\n" +
 			"generation_config.json and chat_template.jinja. OUT must not exist or be empty.\n" +
 			"The conversion runs on the CPU.",

@@ -13,8 +13,9 @@ import (
 )
 
 // The real tokenizers of the repository: GPT-2 and Qwen3 (third_party/),
-// the demo's byte-level one, and SmolLM2's from its GGUF file when `make
-// gguf-cache` fetched it.
+// the demo's byte-level one, Llama 2's SentencePiece one (llama.cpp's
+// vocabulary file in model/tokenizer/testdata), and SmolLM2's from its GGUF
+// file when `make gguf-cache` fetched it.
 var (
 	tokOnce sync.Once
 	toks    map[string]*tokenizer.Tokenizer
@@ -32,7 +33,10 @@ func tok(t *testing.T, name string) *tokenizer.Tokenizer {
 		if toks["qwen3"], tokErr = tokenizer.Load(filepath.Join(tp, "tokenizer-qwen3", "tokenizer.json.zst")); tokErr != nil {
 			return
 		}
-		toks["bytes"], tokErr = tokenizer.LoadDir(filepath.Join("..", "demo", "assets", "tokenizer"))
+		if toks["bytes"], tokErr = tokenizer.LoadDir(filepath.Join("..", "demo", "assets", "tokenizer")); tokErr != nil {
+			return
+		}
+		toks["llama2"], tokErr = tokenizer.FromGGUF(filepath.Join("..", "..", "model", "tokenizer", "testdata", "llamacpp", "ggml-vocab-llama-spm.gguf"))
 	})
 	if tokErr != nil {
 		t.Fatal(tokErr)
@@ -92,6 +96,15 @@ func TestAlignTable(t *testing.T) {
 			// "5" " unbelievable".
 			name: "digits", student: "gpt2", teacher: "qwen3", sText: " 12345 unbelievable", tText: " 12345 unbelievable",
 			want: []Span{{0, 1, 0, 4}, {1, 2, 4, 6}, {2, 3, 6, 7}},
+		},
+		{
+			// Llama 2 (SentencePiece): "▁Hello" "▁world" "," "▁" "1" "2" "3"
+			// "4" "5", standing for " Hello world, 12345": the prefixed space
+			// is an edit against GPT-2's "Hello" " world" "," " 123" "45", so
+			// the first word has no span; the rest align, "▁" with "1" "2" "3"
+			// as one span against " 123".
+			name: "sentencepiece", student: "gpt2", teacher: "llama2", sText: "Hello world, 12345", tText: "Hello world, 12345",
+			want: []Span{{1, 2, 1, 2}, {2, 3, 2, 3}, {3, 4, 3, 7}, {4, 5, 7, 9}},
 		},
 		{
 			// GPT-2 keeps "e" + U+0301 ("c" "afe" "\xcc" "\x81" " ok");

@@ -187,3 +187,19 @@ func TestUnpermuteRows(t *testing.T) {
 		}
 	}
 }
+
+// TestHFRejectsSentencePieceArchitectures: kdnative reads the SentencePiece
+// tokenizer of llama.cpp's Phi-3 vocabulary file (model/tokenizer), but its
+// architecture, phi3, is still refused here, by name; Llama 2's file says
+// llama and passes (a vocabulary-only file has the config keys, no tensors).
+func TestHFRejectsSentencePieceArchitectures(t *testing.T) {
+	dir := filepath.Join("..", "tokenizer", "testdata", "llamacpp")
+	_, err := openHF(t, filepath.Join(dir, "ggml-vocab-phi-3.gguf"))
+	if err == nil || !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), `architecture "phi3" is not supported`) {
+		t.Errorf("phi3: %v; want the architecture named as unsupported", err)
+	}
+	m, err := openHF(t, filepath.Join(dir, "ggml-vocab-llama-spm.gguf"))
+	if err != nil || m.Arch != "llama" || m.Config["model_type"] != "llama" {
+		t.Errorf("llama: %v", err)
+	}
+}

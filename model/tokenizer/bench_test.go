@@ -65,10 +65,22 @@ func readTestPlansB(b *testing.B) []string {
 
 // BenchmarkEncode reports Encode throughput (MB/s of input) on ~1 MB texts,
 // with the per-word cache (steady state) and without it (every word merged).
+// "llama2" is Llama 2's SentencePiece vocabulary (llama.cpp's GGUF test
+// file): its text is one word between special tokens, as in llama.cpp and
+// HF, so the cache never applies and the merge loop is the heap's over the
+// whole text.
 func BenchmarkEncode(b *testing.B) {
 	texts := benchTexts(b)
-	for _, name := range []string{"gpt2", "qwen3"} {
-		tok := named(b, name)
+	for _, name := range []string{"gpt2", "qwen3", "llama2"} {
+		var tok *Tokenizer
+		if name == "llama2" {
+			var err error
+			if tok, err = FromGGUF(filepath.Join("testdata", "llamacpp", "ggml-vocab-llama-spm.gguf")); err != nil {
+				b.Fatal(err)
+			}
+		} else {
+			tok = named(b, name)
+		}
 		for _, kind := range []string{"prose", "code"} {
 			s, ok := texts[kind]
 			if !ok {

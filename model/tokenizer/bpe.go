@@ -5,13 +5,17 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
-// bpe is the byte-level BPE model: a word (one pre-token, as raw bytes) starts
-// as one symbol per byte and adjacent symbols are merged, lowest merge rank
-// first and leftmost first among equal ranks, until no adjacent pair has a
-// merge. This is the order of Hugging Face's BPE (a heap of (rank, position))
-// and of tiktoken (ranks of byte strings), so both give the same ids.
+// bpe is the BPE model: a word (one pre-token, as raw bytes) starts as one
+// symbol per byte (byte-level BPE) or per character (SentencePiece-style,
+// spm) and adjacent symbols are merged, lowest merge rank first and leftmost
+// first among equal ranks, until no adjacent pair has a merge. This is the
+// order of Hugging Face's BPE (a heap of (rank, position)), of tiktoken
+// (ranks of byte strings) and of llama.cpp's SentencePiece BPE (a merge's
+// rank there is its merged token's score, highest first, so several pairs
+// may share one), so each gives the same ids as its reference.
 type bpe struct {
 	// byteID[b] is the id of the one-byte token for byte b, or -1 when the
 	// vocabulary lacks it (the byte is then dropped, as HF does with no
@@ -27,6 +31,24 @@ type bpe struct {
 	ignoreMerges bool
 	// noCache turns the word cache off (benchmarks of the merge loop).
 	noCache bool
+
+	// spm: the model is SentencePiece-style BPE (see spm.go): a word starts
+	// as one symbol per character rather than per byte, and a character
+	// that is not in the vocabulary falls back to its bytes' <0xNN> tokens.
+	spm bool
+	// chars maps a one-character token to its id (spm).
+	chars map[rune]int32
+	// fallback[b] is the id of the <0xNN> token of byte b, or -1 (spm).
+	fallback [256]int32
+	// unk is the id emitted for a character whose bytes lack <0xNN>
+	// tokens, or -1 to drop it (spm).
+	unk int32
+	// fuseUnk: a run of such characters is one unk (HF's fuse_unk).
+	fuseUnk bool
+	// cutAtSpace: no token has "▁" right after another character, so no
+	// merge can cross the start of a "▁" run and a word is merged piece by
+	// piece, each cut before such a run (spm; see encodeWord).
+	cutAtSpace bool
 
 	cache wordCache
 }
@@ -97,6 +119,26 @@ const smallWord = 48
 
 // encodeWord appends the ids of word to dst.
 func (m *bpe) encodeWord(word string, dst []int32) []int32 {
+	if !m.cutAtSpace {
+		return m.encodePiece(word, dst)
+	}
+	// SentencePiece text is one word from special token to special token
+	// (llama.cpp and HF merge it whole). Where the vocabulary allows, cut it
+	// before each run of "▁" that follows another character: a symbol
+	// crossing that place would be a token holding "x▁", and there is none,
+	// so the pieces merge exactly as the whole would, and each is cached.
+	start := 0
+	for i := 1; i < len(word); i++ {
+		if word[i] == metaSpace[0] && strings.HasPrefix(word[i:], metaSpace) && !strings.HasSuffix(word[:i], metaSpace) {
+			dst = m.encodePiece(word[start:i], dst)
+			start = i
+		}
+	}
+	return m.encodePiece(word[start:], dst)
+}
+
+// encodePiece appends the ids of word to dst.
+func (m *bpe) encodePiece(word string, dst []int32) []int32 {
 	if len(word) == 0 {
 		return dst
 	}
@@ -105,7 +147,7 @@ func (m *bpe) encodeWord(word string, dst []int32) []int32 {
 			return append(dst, id)
 		}
 	}
-	if len(word) == 1 {
+	if len(word) == 1 && !m.spm {
 		if id := m.byteID[word[0]]; id >= 0 {
 			dst = append(dst, id)
 		}
@@ -118,10 +160,19 @@ func (m *bpe) encodeWord(word string, dst []int32) []int32 {
 		}
 	}
 	start := len(dst)
+	// A word has at most one symbol per byte.
 	if len(word) <= smallWord {
-		dst = m.mergeSmall(word, dst)
+		var symBuf [smallWord]int32
+		dst = m.mergeSmall(m.symbols(word, symBuf[:0]), dst)
 	} else {
-		dst = m.mergeHeap(word, dst)
+		dst = m.mergeHeap(m.symbols(word, make([]int32, 0, len(word))), dst)
+	}
+	if m.spm {
+		for i := start; i < len(dst); i++ {
+			if dst[i] < 0 {
+				dst[i] = m.fallback[fallbackByte(dst[i])]
+			}
+		}
 	}
 	if cacheable {
 		m.cache.put(word, dst[start:])
@@ -129,18 +180,67 @@ func (m *bpe) encodeWord(word string, dst []int32) []int32 {
 	return dst
 }
 
+// symbols appends to sym the initial symbols of word: the byte tokens of its
+// bytes (bytes without one are dropped, as HF does with no unk_token), or,
+// for spm, the tokens of its characters, a character missing from the
+// vocabulary becoming the fallback symbols of its bytes (see fallbackSym).
+func (m *bpe) symbols(word string, sym []int32) []int32 {
+	if !m.spm {
+		for i := 0; i < len(word); i++ {
+			if id := m.byteID[word[i]]; id >= 0 {
+				sym = append(sym, id)
+			}
+		}
+		return sym
+	}
+	lastUnk := false
+	for i := 0; i < len(word); {
+		r, size := utf8.DecodeRuneInString(word[i:])
+		if r != utf8.RuneError || size > 1 {
+			if id, ok := m.chars[r]; ok {
+				sym = append(sym, id)
+				i += size
+				lastUnk = false
+				continue
+			}
+		}
+		// Byte fallback: every byte of the character must have its <0xNN>
+		// token, else the character is unk (consecutive unks fused when
+		// fuse_unk is set, as in HF's BPE).
+		all := true
+		for k := i; k < i+size; k++ {
+			all = all && m.fallback[word[k]] >= 0
+		}
+		switch {
+		case all:
+			for k := i; k < i+size; k++ {
+				sym = append(sym, fallbackSym(word[k]))
+			}
+			lastUnk = false
+		case m.unk >= 0 && !(lastUnk && m.fuseUnk):
+			sym = append(sym, m.unk)
+			lastUnk = true
+		}
+		i += size
+	}
+	return sym
+}
+
+// fallbackSym is the symbol of byte b fallen back from a character missing
+// from the vocabulary: a negative id, so that no merge takes it (a real
+// <0xNN> token in the text could still merge, as in llama.cpp), mapped to
+// the <0xNN> token once merging is done. -2-b keeps clear of -1, whose pair
+// key is the pair table's empty slot.
+func fallbackSym(b byte) int32 { return -2 - int32(b) }
+
+func fallbackByte(sym int32) byte { return byte(-2 - sym) }
+
 // mergeSmall keeps the symbols and the merge value of each adjacent pair in
 // arrays, merges the pair of lowest value (leftmost on ties) and updates the
-// two pairs around it, in O(n²) integer compares.
-func (m *bpe) mergeSmall(word string, dst []int32) []int32 {
-	var symBuf [smallWord]int32
+// two pairs around it, in O(n²) integer compares. sym has at most smallWord
+// symbols and is changed in place.
+func (m *bpe) mergeSmall(sym []int32, dst []int32) []int32 {
 	var pairBuf [smallWord]uint64
-	sym := symBuf[:0]
-	for i := 0; i < len(word); i++ {
-		if id := m.byteID[word[i]]; id >= 0 {
-			sym = append(sym, id)
-		}
-	}
 	if len(sym) == 0 {
 		return dst
 	}
@@ -175,16 +275,10 @@ func (m *bpe) mergeSmall(word string, dst []int32) []int32 {
 
 // mergeHeap is the O(n log n) form for long words (whitespace runs, long
 // digit or punctuation runs): symbols in a linked list, candidate merges in a
-// min-heap of rank<<32|position, stale candidates skipped when popped.
-func (m *bpe) mergeHeap(word string, dst []int32) []int32 {
-	n := len(word)
-	sym := make([]int32, 0, n)
-	for i := 0; i < n; i++ {
-		if id := m.byteID[word[i]]; id >= 0 {
-			sym = append(sym, id)
-		}
-	}
-	n = len(sym)
+// min-heap of rank<<32|position, stale candidates skipped when popped. sym
+// is changed in place.
+func (m *bpe) mergeHeap(sym []int32, dst []int32) []int32 {
+	n := len(sym)
 	if n == 0 {
 		return dst
 	}

@@ -1,9 +1,12 @@
-// Package tokenizer is a byte-level BPE tokenizer compatible with Hugging
-// Face's tokenizers library for the models kdnative distills: GPT-2, Qwen2,
-// Qwen2.5 and Qwen3, Llama 3 and SmolLM. It reads tokenizer.json (Load,
-// LoadDir) or GPT-2's vocab.json and merges.txt (FromGPT2Files) and gives the
+// Package tokenizer is a BPE tokenizer compatible with Hugging Face's
+// tokenizers library for the models kdnative distills: byte-level BPE (GPT-2,
+// Qwen2, Qwen2.5 and Qwen3, Llama 3, SmolLM) and SentencePiece-style BPE with
+// byte fallback (Llama 2, Mistral v0.1–v0.3, TinyLlama, Phi-3; spm.go). It
+// reads tokenizer.json (Load, LoadDir), GPT-2's vocab.json and merges.txt
+// (FromGPT2Files) or a GGUF file's metadata (FromGGUF; gguf.go) and gives the
 // same ids as tokenizers' encode with add_special_tokens=False, and the same
-// text as its decode with skip_special_tokens=False.
+// text as its decode with skip_special_tokens=False; a GGUF file's
+// SentencePiece vocabulary is merged as llama.cpp merges it.
 //
 // Encoding a text runs, in order:
 //
@@ -18,9 +21,15 @@
 //     \s+(?!\S) look-ahead Go's regexp lacks), Digits where configured;
 //  4. byte-level BPE on each piece: the piece's bytes, as GPT-2's
 //     bytes_to_unicode alphabet, merged by rank; results are cached per piece.
+//     SentencePiece-style BPE starts from the piece's characters instead
+//     (spaces already "▁" by the normalizer or the Metaspace pre-tokenizer),
+//     a character missing from the vocabulary becoming its <0xNN> byte
+//     tokens.
 //
 // Decoding joins the bytes of the tokens and reads them as UTF-8, replacing
-// ill-formed sequences with U+FFFD as Hugging Face does.
+// ill-formed sequences with U+FFFD as Hugging Face does (for SentencePiece:
+// "▁" as a space, runs of byte tokens as UTF-8, the prepended space
+// stripped).
 //
 // The character classes and normalization data are those of the Unicode
 // versions HF tokenizers uses, not Go's: \p{L} and \p{N} of its regular

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -28,13 +29,45 @@ func fuzzSeeds(f *testing.F) {
 // FuzzEncode: Encode and EncodeOrdinary never panic, give ids that exist,
 // and Decode gives the text back (valid UTF-8; NFC text for Qwen3) or, for
 // invalid UTF-8 and no normalizer, the text with U+FFFD as Decode writes it.
+// For Llama 2's SentencePiece vocabulary: EncodeOrdinary of valid UTF-8
+// without "▁" decodes back to it, and its tokens' bytes join to the text
+// with the space prefix.
 func FuzzEncode(f *testing.F) {
 	fuzzSeeds(f)
+	f.Add("<s>▁x</s>  y")
 	toks := map[string]*Tokenizer{}
 	for _, name := range []string{"gpt2", "gpt2-digits", "qwen3", "qwen3-llama3"} {
 		toks[name] = named(f, name)
 	}
+	spm, err := FromGGUF("testdata/llamacpp/ggml-vocab-llama-spm.gguf")
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, s string) {
+		for _, ids := range [][]int32{spm.Encode(s), spm.EncodeOrdinary(s)} {
+			var joined []byte
+			for _, id := range ids {
+				b, ok := spm.TokenBytes(id)
+				if !ok {
+					t.Fatalf("spm: Encode(%q) gave id %d with no token", s, id)
+				}
+				joined = append(joined, b...)
+			}
+			if d := spm.Decode(ids); !utf8.ValidString(d) {
+				t.Fatalf("spm: Decode gave invalid UTF-8 %q", d)
+			}
+			if !utf8.ValidString(s) || strings.Contains(s, "▁") || s == "" {
+				continue
+			}
+			if len(ids) == len(spm.EncodeOrdinary(s)) && slices.Equal(ids, spm.EncodeOrdinary(s)) {
+				if d := spm.Decode(ids); d != s {
+					t.Fatalf("spm: Decode(EncodeOrdinary(%q)) = %q", s, d)
+				}
+				if string(joined) != " "+s {
+					t.Fatalf("spm: the bytes of the tokens of %q are %q", s, joined)
+				}
+			}
+		}
 		for name, tok := range toks {
 			for _, ids := range [][]int32{tok.Encode(s), tok.EncodeOrdinary(s)} {
 				for _, id := range ids {
@@ -71,11 +104,17 @@ func FuzzEncode(f *testing.F) {
 	})
 }
 
-// FuzzDecode: any ids decode without panic to valid UTF-8.
+// FuzzDecode: any ids decode without panic to valid UTF-8, with Qwen3's
+// byte-level and Llama 2's SentencePiece vocabulary.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3})
 	f.Add([]byte{0xff, 0xff, 0xff, 0x7f, 0x00, 0x00, 0x02, 0x50})
+	f.Add([]byte{0x10, 0x00, 0xf6, 0x10, 0x00, 0xa5, 0x10, 0x00, 0x20}) // byte tokens <0xF3> <0xA2> <0x1D>
 	tok := named(f, "qwen3")
+	spm, err := FromGGUF("testdata/llamacpp/ggml-vocab-llama-spm.gguf")
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ids := make([]int32, 0, len(b)/3)
 		for i := 0; i+3 <= len(b); i += 3 {
@@ -84,6 +123,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		if s := tok.Decode(ids); !utf8.ValidString(s) {
 			t.Fatalf("Decode(%v) = %q", ids, s)
+		}
+		if s := spm.Decode(ids); !utf8.ValidString(s) {
+			t.Fatalf("spm: Decode(%v) = %q", ids, s)
 		}
 	})
 }
@@ -99,6 +141,9 @@ func FuzzLoad(f *testing.F) {
 		`]},"decoder":` + bl + `,"post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"a"}}]},` +
 		`"model":{"type":"BPE","ignore_merges":true,"vocab":{"a":0,"b":1,"ab":2},"merges":[["a","b"]]}}`)
 	f.Add(`{"model":{"type":"Unigram"}}`)
+	f.Add(`{"added_tokens":[{"id":0,"content":"<unk>","special":true}],"pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"first","split":true},` +
+		`"decoder":{"type":"Sequence","decoders":[{"type":"Replace","pattern":{"String":"▁"},"content":" "},{"type":"ByteFallback"},{"type":"Fuse"},{"type":"Strip","content":" ","start":1,"stop":0}]},` +
+		`"model":{"type":"BPE","byte_fallback":true,"unk_token":"<unk>","vocab":{"<unk>":0,"▁":1,"a":2,"b":3,"▁a":4,"<0x62>":5},"merges":["▁ a"]}}`)
 	f.Fuzz(func(t *testing.T, doc string) {
 		b, err := parseTokenizerJSON("fuzz.json", []byte(doc))
 		if err != nil {

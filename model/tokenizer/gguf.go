@@ -13,17 +13,39 @@ import (
 )
 
 // A GGUF file (llama.cpp's format) carries its tokenizer as metadata:
-// tokenizer.ggml.model ("gpt2" for byte-level BPE), tokens, token_type,
-// merges, the special token ids, tokenizer.ggml.pre (the name of the
-// pre-tokenizer llama.cpp applies) and tokenizer.chat_template. GGUFFiles
-// turns that into the Hugging Face files transformers would have
-// (tokenizer.json, tokenizer_config.json, chat_template.jinja), following
-// transformers' GGUF loader (integrations/gguf/gguf_tokenizer_mapping.py),
-// except for the pre-tokenizer, which follows llama.cpp's definition of each
-// name (llama-vocab.cpp): transformers keeps GPT-2's split for names it does
-// not list, which for "smollm" and the StarCoder family loses their
-// one-digit-at-a-time split. FromGGUF builds the Tokenizer from those same
-// files, so a converted folder and the GGUF file tokenize alike.
+// tokenizer.ggml.model ("gpt2" for byte-level BPE, "llama" for
+// SentencePiece-style BPE), tokens, token_type, merges (gpt2) or scores
+// (llama), the special token ids, tokenizer.ggml.pre (the name of the
+// pre-tokenizer llama.cpp applies to gpt2), tokenizer.ggml.add_space_prefix
+// (llama) and tokenizer.chat_template. GGUFFiles turns that into the Hugging
+// Face files transformers would have (tokenizer.json, tokenizer_config.json,
+// chat_template.jinja), following transformers' GGUF loader
+// (integrations/gguf/gguf_tokenizer_mapping.py), except where llama.cpp
+// (llama-vocab.cpp) differs, whose reading we follow:
+//
+//   - the pre-tokenizer of gpt2 follows llama.cpp's definition of each name:
+//     transformers keeps GPT-2's split for names it does not list, which for
+//     "smollm" and the StarCoder family loses their one-digit-at-a-time
+//     split;
+//   - llama's space prefix is the normalizer Prepend("▁") and
+//     Replace(" ", "▁") (llama.cpp puts a space before every stretch of text
+//     and escapes them all; transformers does so for Phi-3 but uses
+//     Metaspace with prepend_scheme "first" for Llama, which does not
+//     prepend to text that starts with a space);
+//   - llama's tokens of type unknown (<unk> in most files) are special added
+//     tokens, as llama.cpp matches them, besides control (special) and
+//     user-defined (not special) ones;
+//   - llama's merges always come from the scores: llama.cpp never reads
+//     tokenizer.ggml.merges for it (transformers would use them if a file
+//     had them).
+//
+// FromGGUF builds the Tokenizer from those same files, so a converted folder
+// and the GGUF file tokenize alike, with one refinement for llama: a file
+// lists no merges, and transformers derives them from the scores, ranked
+// one by one (scoreMerges); llama.cpp instead merges the pair whose token
+// has the highest score, the leftmost among equal scores, and FromGGUF does
+// that. The two differ only where two overlapping pairs make the same token
+// (or tokens of equal score); Hash treats them as one tokenizer.
 
 // ggufPre maps tokenizer.ggml.pre to a tokenizer.json pre_tokenizer, by the
 // regular expressions llama.cpp uses for each name.
@@ -65,6 +87,7 @@ func GGUFPreTokenizers() []string {
 
 // llama.cpp's token types (enum llama_token_type).
 const (
+	ggufTokenUnknown     = 2
 	ggufTokenControl     = 3
 	ggufTokenUserDefined = 4
 )
@@ -83,13 +106,19 @@ func FromGGUF(path string) (*Tokenizer, error) {
 // tokenizer.json, tokenizer_config.json and chat_template.jinja from
 // GGUFFiles describe.
 func FromGGUFFile(f *gguf.File) (*Tokenizer, error) {
-	files, err := GGUFFiles(f)
+	files, ranks, err := ggufFiles(f)
 	if err != nil {
 		return nil, err
 	}
 	b, err := parseTokenizerJSON(f.Path()+" (tokenizer.json from its metadata)", files["tokenizer.json"])
 	if err != nil {
 		return nil, err
+	}
+	if ranks != nil {
+		if len(ranks) != len(b.merges) {
+			return nil, fmt.Errorf("tokenizer: %s: %d merge ranks for %d merges", f.Path(), len(ranks), len(b.merges))
+		}
+		b.mergeRank = ranks
 	}
 	if err := b.applyConfig(f.Path()+" (tokenizer_config.json from its metadata)", files["tokenizer_config.json"]); err != nil {
 		return nil, err
@@ -100,25 +129,119 @@ func FromGGUFFile(f *gguf.File) (*Tokenizer, error) {
 
 // GGUFFiles returns the Hugging Face tokenizer files that describe a GGUF
 // file's tokenizer: "tokenizer.json", "tokenizer_config.json", and
-// "chat_template.jinja" when the file has tokenizer.chat_template. Only
-// byte-level BPE (tokenizer.ggml.model "gpt2") with a known
-// tokenizer.ggml.pre is supported; anything else is an error naming it.
+// "chat_template.jinja" when the file has tokenizer.chat_template. Byte-level
+// BPE (tokenizer.ggml.model "gpt2") with a known tokenizer.ggml.pre and
+// SentencePiece-style BPE ("llama") are supported; anything else is an error
+// naming it.
 func GGUFFiles(f *gguf.File) (map[string][]byte, error) {
+	files, _, err := ggufFiles(f)
+	return files, err
+}
+
+// ggufFiles is GGUFFiles, and for "llama" the rank of each merge of the
+// tokenizer.json by its score alone (scoreRanks; nil for "gpt2").
+func ggufFiles(f *gguf.File) (map[string][]byte, []int32, error) {
 	md := f.Metadata
 	fail := func(format string, a ...any) error {
 		return fmt.Errorf("tokenizer: %s: %s", f.Path(), fmt.Sprintf(format, a...))
 	}
 	kind, err := md.String("tokenizer.ggml.model")
 	if err != nil {
-		return nil, fmt.Errorf("tokenizer: %w", err)
+		return nil, nil, fmt.Errorf("tokenizer: %w", err)
 	}
 	switch kind {
-	case "gpt2":
-	case "llama":
-		return nil, fail("tokenizer.ggml.model %q (SentencePiece BPE with byte fallback) is not supported: kdnative's tokenizer is byte-level BPE (tokenizer.ggml.model \"gpt2\": Llama 3, Qwen2, SmolLM, GPT-2)", kind)
+	case "gpt2", "llama":
 	default:
-		return nil, fail("tokenizer.ggml.model %q is not supported (kdnative reads \"gpt2\", byte-level BPE)", kind)
+		return nil, nil, fail("tokenizer.ggml.model %q is not supported (kdnative reads \"gpt2\", byte-level BPE, and \"llama\", SentencePiece-style BPE)", kind)
 	}
+	tokens, err := md.Strings("tokenizer.ggml.tokens")
+	if err != nil {
+		return nil, nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	if len(tokens) == 0 || len(tokens) > maxID {
+		return nil, nil, fail("tokenizer.ggml.tokens has %d entries, want 1 to %d", len(tokens), maxID)
+	}
+	var types []int64
+	if md.Has("tokenizer.ggml.token_type") {
+		if types, err = md.Ints("tokenizer.ggml.token_type"); err != nil {
+			return nil, nil, fmt.Errorf("tokenizer: %w", err)
+		}
+		if len(types) != len(tokens) {
+			return nil, nil, fail("tokenizer.ggml.token_type has %d entries for %d tokens", len(types), len(tokens))
+		}
+	}
+	var (
+		tj    map[string]any
+		ranks []int32
+	)
+	if kind == "llama" {
+		if tj, ranks, err = spmTokenizerJSON(f, tokens, types); err != nil {
+			return nil, nil, err
+		}
+	} else if tj, err = byteLevelTokenizerJSON(f, tokens, types); err != nil {
+		return nil, nil, err
+	}
+	cfg := map[string]any{
+		"tokenizer_class":              "PreTrainedTokenizerFast",
+		"clean_up_tokenization_spaces": false,
+	}
+	if kind == "llama" {
+		// llama.cpp and transformers add BOS to a SentencePiece
+		// vocabulary whose file does not say otherwise.
+		cfg["add_bos_token"] = true
+	}
+	for key, name := range map[string]string{
+		"tokenizer.ggml.bos_token_id":     "bos_token",
+		"tokenizer.ggml.eos_token_id":     "eos_token",
+		"tokenizer.ggml.unknown_token_id": "unk_token",
+		"tokenizer.ggml.padding_token_id": "pad_token",
+	} {
+		if !md.Has(key) {
+			continue
+		}
+		id, err := md.IntIn(key, 0, int64(len(tokens))-1)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tokenizer: %w", err)
+		}
+		cfg[name] = tokens[id]
+	}
+	for key, name := range map[string]string{
+		"tokenizer.ggml.add_bos_token": "add_bos_token",
+		"tokenizer.ggml.add_eos_token": "add_eos_token",
+	} {
+		if md.Has(key) {
+			v, err := md.Bool(key)
+			if err != nil {
+				return nil, nil, fmt.Errorf("tokenizer: %w", err)
+			}
+			cfg[name] = v
+		}
+	}
+	out := map[string][]byte{}
+	if out["tokenizer.json"], err = marshalIndent(tj); err != nil {
+		return nil, nil, fail("%v", err)
+	}
+	if out["tokenizer_config.json"], err = marshalIndent(cfg); err != nil {
+		return nil, nil, fail("%v", err)
+	}
+	if md.Has("tokenizer.chat_template") {
+		tmpl, err := md.String("tokenizer.chat_template")
+		if err != nil {
+			return nil, nil, fmt.Errorf("tokenizer: %w", err)
+		}
+		out["chat_template.jinja"] = []byte(tmpl)
+	}
+	return out, ranks, nil
+}
+
+// byteLevelTokenizerJSON is the tokenizer.json of tokenizer.ggml.model
+// "gpt2".
+func byteLevelTokenizerJSON(f *gguf.File, tokens []string, types []int64) (map[string]any, error) {
+	md := f.Metadata
+	fail := func(format string, a ...any) error {
+		return fmt.Errorf("tokenizer: %s: %s", f.Path(), fmt.Sprintf(format, a...))
+	}
+	var err error
 	pre := "default"
 	if md.Has("tokenizer.ggml.pre") {
 		if pre, err = md.String("tokenizer.ggml.pre"); err != nil {
@@ -128,22 +251,6 @@ func GGUFFiles(f *gguf.File) (map[string][]byte, error) {
 	preJSON, ok := ggufPre[pre]
 	if !ok {
 		return nil, fail("tokenizer.ggml.pre %q is not supported (kdnative knows %s)", pre, strings.Join(GGUFPreTokenizers(), ", "))
-	}
-	tokens, err := md.Strings("tokenizer.ggml.tokens")
-	if err != nil {
-		return nil, fmt.Errorf("tokenizer: %w", err)
-	}
-	if len(tokens) == 0 || len(tokens) > maxID {
-		return nil, fail("tokenizer.ggml.tokens has %d entries, want 1 to %d", len(tokens), maxID)
-	}
-	var types []int64
-	if md.Has("tokenizer.ggml.token_type") {
-		if types, err = md.Ints("tokenizer.ggml.token_type"); err != nil {
-			return nil, fmt.Errorf("tokenizer: %w", err)
-		}
-		if len(types) != len(tokens) {
-			return nil, fail("tokenizer.ggml.token_type has %d entries for %d tokens", len(types), len(tokens))
-		}
 	}
 	merges, err := md.Strings("tokenizer.ggml.merges")
 	if err != nil {
@@ -204,52 +311,7 @@ func GGUFFiles(f *gguf.File) (map[string][]byte, error) {
 		},
 	}
 
-	cfg := map[string]any{
-		"tokenizer_class":              "PreTrainedTokenizerFast",
-		"clean_up_tokenization_spaces": false,
-	}
-	for key, name := range map[string]string{
-		"tokenizer.ggml.bos_token_id":     "bos_token",
-		"tokenizer.ggml.eos_token_id":     "eos_token",
-		"tokenizer.ggml.unknown_token_id": "unk_token",
-		"tokenizer.ggml.padding_token_id": "pad_token",
-	} {
-		if !md.Has(key) {
-			continue
-		}
-		id, err := md.IntIn(key, 0, int64(len(tokens))-1)
-		if err != nil {
-			return nil, fmt.Errorf("tokenizer: %w", err)
-		}
-		cfg[name] = tokens[id]
-	}
-	for key, name := range map[string]string{
-		"tokenizer.ggml.add_bos_token": "add_bos_token",
-		"tokenizer.ggml.add_eos_token": "add_eos_token",
-	} {
-		if md.Has(key) {
-			v, err := md.Bool(key)
-			if err != nil {
-				return nil, fmt.Errorf("tokenizer: %w", err)
-			}
-			cfg[name] = v
-		}
-	}
-	out := map[string][]byte{}
-	if out["tokenizer.json"], err = marshalIndent(tj); err != nil {
-		return nil, fail("%v", err)
-	}
-	if out["tokenizer_config.json"], err = marshalIndent(cfg); err != nil {
-		return nil, fail("%v", err)
-	}
-	if md.Has("tokenizer.chat_template") {
-		tmpl, err := md.String("tokenizer.chat_template")
-		if err != nil {
-			return nil, fmt.Errorf("tokenizer: %w", err)
-		}
-		out["chat_template.jinja"] = []byte(tmpl)
-	}
-	return out, nil
+	return tj, nil
 }
 
 // inByteAlphabet reports whether every rune of s is in GPT-2's byte-level

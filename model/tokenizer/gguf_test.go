@@ -195,7 +195,6 @@ func TestGGUFTokenizerRejects(t *testing.T) {
 		edit func([]gguf.KV) []gguf.KV
 		want string
 	}{
-		{"sentencepiece", set("tokenizer.ggml.model", gguf.StringValue("llama")), `tokenizer.ggml.model "llama" (SentencePiece`},
 		{"model", set("tokenizer.ggml.model", gguf.StringValue("bert")), `tokenizer.ggml.model "bert"`},
 		{"no model", drop("tokenizer.ggml.model"), "tokenizer.ggml.model"},
 		{"pre", set("tokenizer.ggml.pre", gguf.StringValue("gemma4")), `tokenizer.ggml.pre "gemma4"`},

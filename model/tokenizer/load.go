@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -21,11 +22,18 @@ import (
 // gigabytes for the id tables.
 const maxID = 1 << 24
 
-// Load reads a Hugging Face tokenizer.json. Only byte-level BPE is supported:
-// model.type "BPE" (without dropout, byte_fallback, or subword prefix and
-// suffix), a pre-tokenizer made of the known Split patterns (PatternGPT2,
-// PatternQwen2, PatternLlama3), Digits and a final ByteLevel step, a
-// normalizer made of NFC/NFD/NFKC/NFKD (or none), and a ByteLevel decoder.
+// Load reads a Hugging Face tokenizer.json of one of two kinds of BPE
+// (model.type "BPE", without dropout or subword prefix and suffix):
+//
+//   - byte-level BPE: a pre-tokenizer made of the known Split patterns
+//     (PatternGPT2, PatternQwen2, PatternLlama3), Digits and a final
+//     ByteLevel step, a normalizer made of NFC/NFD/NFKC/NFKD (or none), and
+//     a ByteLevel decoder;
+//   - SentencePiece-style BPE (byte_fallback true: Llama 2, Mistral, Phi-3):
+//     a normalizer made of Prepend, Replace (of a string) and the Unicode
+//     forms, a Metaspace pre-tokenizer (or none; Digits allowed), and a
+//     decoder Sequence of Replace, ByteFallback, Fuse and Strip.
+//
 // Anything else is refused with an error that names the file and the feature.
 // The post-processor is not applied (Encode adds no BOS/EOS), but a
 // TemplateProcessing that wraps the text in special tokens sets Special's BOS,
@@ -136,8 +144,14 @@ type builder struct {
 	vocab        map[string]int32
 	merges       [][2]string
 	ignoreMerges bool
-	normalizer   []normForm
+	normalizer   []normStep
 	normSpecs    []string
+	spm          bool       // byte_fallback: SentencePiece-style BPE
+	unkTok       *string    // model.unk_token (spm: the token of a character without byte tokens)
+	fuseUnk      bool       // model.fuse_unk (spm: one unk for a run of such characters)
+	dec          spmDecoder // spm decoder
+	decFused     bool       // a Fuse decoder came before (Strip must follow it)
+	mergeRank    []int32    // rank of each merge where ranks repeat (GGUF scores); nil: its index
 	stages       []stage
 	added        []*addedToken
 	special      Special
@@ -193,6 +207,7 @@ type modelJSON struct {
 	ContinuingSubwordPrefix *string          `json:"continuing_subword_prefix"`
 	EndOfWordSuffix         *string          `json:"end_of_word_suffix"`
 	ByteFallback            bool             `json:"byte_fallback"`
+	FuseUnk                 bool             `json:"fuse_unk"`
 	IgnoreMerges            bool             `json:"ignore_merges"`
 	Vocab                   json.RawMessage  `json:"vocab"`
 	Merges                  *json.RawMessage `json:"merges"`
@@ -215,6 +230,15 @@ type component struct {
 	Invert   bool              `json:"invert"`
 	// Digits.
 	IndividualDigits bool `json:"individual_digits"`
+	// Prepend, Replace, Strip, Metaspace.
+	Prepend       string  `json:"prepend"`
+	Content       *string `json:"content"`
+	Start         int     `json:"start"`
+	Stop          int     `json:"stop"`
+	Replacement   *string `json:"replacement"`
+	StrRep        *string `json:"str_rep"` // Metaspace's replacement in old files
+	PrependScheme *string `json:"prepend_scheme"`
+	Split         *bool   `json:"split"`
 	// TemplateProcessing.
 	Single []map[string]struct {
 		ID string `json:"id"`
@@ -243,13 +267,15 @@ func parseTokenizerJSON(path string, data []byte) (*builder, error) {
 		m.Type = "BPE" // files from before "type" was written
 	}
 	if m.Type != "BPE" {
-		return nil, b.errorf("model type %q is not supported: only byte-level BPE (GPT-2, Qwen2/Qwen3, Llama 3, SmolLM)", m.Type)
+		return nil, b.errorf("model type %q is not supported: only BPE, byte-level (GPT-2, Qwen2/Qwen3, Llama 3, SmolLM) or SentencePiece-style with byte_fallback (Llama 2, Mistral, Phi-3)", m.Type)
+	}
+	b.spm = m.ByteFallback
+	if b.spm && m.UnkToken != nil {
+		b.unkTok, b.fuseUnk = m.UnkToken, m.FuseUnk
 	}
 	switch {
 	case m.Dropout != nil && *m.Dropout != 0:
 		return nil, b.errorf("BPE dropout %v is not supported", *m.Dropout)
-	case m.ByteFallback:
-		return nil, b.errorf("BPE byte_fallback is not supported (a SentencePiece-style BPE, not byte-level)")
 	case m.ContinuingSubwordPrefix != nil && *m.ContinuingSubwordPrefix != "":
 		return nil, b.errorf("BPE continuing_subword_prefix %q is not supported", *m.ContinuingSubwordPrefix)
 	case m.EndOfWordSuffix != nil && *m.EndOfWordSuffix != "":
@@ -338,11 +364,31 @@ func (b *builder) parseNormalizer(raw json.RawMessage) error {
 		return nil
 	case "NFC", "NFD", "NFKC", "NFKD":
 		f := map[string]normForm{"NFC": formNFC, "NFD": formNFD, "NFKC": formNFKC, "NFKD": formNFKD}[c.Type]
-		b.normalizer = append(b.normalizer, f)
-		b.normSpecs = append(b.normSpecs, c.Type)
+		b.addNorm(normStep{op: normUnicode, form: f})
+		return nil
+	case "Prepend":
+		if !b.spm {
+			return b.errorf("normalizer Prepend is supported only with a SentencePiece-style BPE (byte_fallback)")
+		}
+		b.addNorm(normStep{op: normPrepend, to: c.Prepend})
+		return nil
+	case "Replace":
+		from, ok := c.Pattern["String"]
+		if !ok || len(c.Pattern) != 1 || c.Content == nil {
+			return b.errorf("normalizer Replace: only a {\"String\": …} pattern and a content are supported, got pattern %v", c.Pattern)
+		}
+		if !b.spm || from == "" {
+			return b.errorf("normalizer Replace %q → %q is supported only with a SentencePiece-style BPE (byte_fallback) and a non-empty pattern", from, *c.Content)
+		}
+		b.addNorm(normStep{op: normReplace, from: from, to: *c.Content})
 		return nil
 	}
-	return b.errorf("normalizer %q is not supported (only NFC, NFD, NFKC, NFKD and Sequence)", c.Type)
+	return b.errorf("normalizer %q is not supported (only NFC, NFD, NFKC, NFKD, Prepend, Replace and Sequence)", c.Type)
+}
+
+func (b *builder) addNorm(n normStep) {
+	b.normalizer = append(b.normalizer, n)
+	b.normSpecs = append(b.normSpecs, n.spec())
 }
 
 func (b *builder) parsePreTokenizer(raw json.RawMessage) error {
@@ -367,6 +413,9 @@ func (b *builder) parsePreTokenizer(raw json.RawMessage) error {
 				}
 			}
 		case "ByteLevel":
+			if b.spm {
+				return b.errorf("pre_tokenizer ByteLevel with a byte_fallback BPE is not supported (byte-level or SentencePiece-style, not both)")
+			}
 			if c.AddPrefixSpace {
 				b.stages = append(b.stages, stage{kind: stagePrefixSpace})
 			}
@@ -374,7 +423,19 @@ func (b *builder) parsePreTokenizer(raw json.RawMessage) error {
 				b.stages = append(b.stages, stage{kind: stageGPT2})
 			}
 			byteLevel = true
+		case "Metaspace":
+			if !b.spm {
+				return b.errorf("pre_tokenizer Metaspace is supported only with a SentencePiece-style BPE (byte_fallback)")
+			}
+			st, err := b.metaspaceStage(c)
+			if err != nil {
+				return err
+			}
+			b.stages = append(b.stages, st)
 		case "Split":
+			if b.spm {
+				return b.errorf("pre_tokenizer Split with a byte_fallback BPE is not supported (only Metaspace, Digits and Sequence)")
+			}
 			if c.Behavior != "Isolated" || c.Invert {
 				return b.errorf("pre_tokenizer Split with behavior %q, invert %v is not supported (only Isolated, not inverted)", c.Behavior, c.Invert)
 			}
@@ -390,6 +451,9 @@ func (b *builder) parsePreTokenizer(raw json.RawMessage) error {
 		case "Digits":
 			b.stages = append(b.stages, stage{kind: stageDigits, individual: c.IndividualDigits})
 		default:
+			if b.spm {
+				return b.errorf("pre_tokenizer %q is not supported with a byte_fallback BPE (only Metaspace, Digits and Sequence)", c.Type)
+			}
 			return b.errorf("pre_tokenizer %q is not supported (only ByteLevel, Split, Digits and Sequence)", c.Type)
 		}
 		return nil
@@ -397,15 +461,53 @@ func (b *builder) parsePreTokenizer(raw json.RawMessage) error {
 	if err := walk(raw); err != nil {
 		return err
 	}
-	if !byteLevel {
-		return b.errorf("pre_tokenizer has no ByteLevel step: only byte-level BPE is supported")
+	if !byteLevel && !b.spm {
+		return b.errorf("pre_tokenizer has no ByteLevel step: a BPE without byte_fallback must be byte-level (SentencePiece-style BPE sets byte_fallback)")
 	}
 	return nil
 }
 
+// metaspaceStage reads a Metaspace pre-tokenizer: replacement (str_rep in
+// old files), prepend_scheme (or the older add_prefix_space) and split.
+func (b *builder) metaspaceStage(c component) (stage, error) {
+	m := metaspace{repl: metaSpace, scheme: prependAlways, split: true}
+	switch {
+	case c.Replacement != nil:
+		m.repl = *c.Replacement
+	case c.StrRep != nil:
+		m.repl = *c.StrRep
+	}
+	if utf8.RuneCountInString(m.repl) != 1 {
+		return stage{}, b.errorf("pre_tokenizer Metaspace replacement %q is not one character", m.repl)
+	}
+	if c.PrependScheme != nil {
+		switch *c.PrependScheme {
+		case "always":
+		case "first":
+			m.scheme = prependFirst
+		case "never":
+			m.scheme = prependNever
+		default:
+			return stage{}, b.errorf("pre_tokenizer Metaspace prepend_scheme %q is not one of always, first, never", *c.PrependScheme)
+		}
+	} else if !c.AddPrefixSpace {
+		m.scheme = prependNever
+	}
+	if c.Split != nil {
+		m.split = *c.Split
+	}
+	return stage{kind: stageMetaspace, meta: m}, nil
+}
+
 func (b *builder) parseDecoder(raw json.RawMessage) error {
+	if b.spm {
+		if isNull(raw) {
+			return b.errorf("no decoder: a byte_fallback BPE needs the decoder Sequence of Replace, ByteFallback, Fuse and Strip")
+		}
+		return b.parseSPMDecoder(raw)
+	}
 	if isNull(raw) {
-		return b.errorf("no decoder: only the ByteLevel decoder is supported")
+		return b.errorf("no decoder: a byte-level BPE needs the ByteLevel decoder")
 	}
 	var c component
 	if err := json.Unmarshal(raw, &c); err != nil {
@@ -425,7 +527,59 @@ func (b *builder) parseDecoder(raw json.RawMessage) error {
 		}
 		return nil
 	}
-	return b.errorf("decoder %q is not supported (only ByteLevel)", c.Type)
+	return b.errorf("decoder %q is not supported (only ByteLevel for a byte-level BPE)", c.Type)
+}
+
+// parseSPMDecoder reads the decoder of a SentencePiece-style BPE: a
+// Sequence of Replace (of a string), ByteFallback, Fuse and Strip (from the
+// left, after Fuse, so that it strips the start of the text).
+func (b *builder) parseSPMDecoder(raw json.RawMessage) error {
+	var c component
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return b.errorf("decoder: %v", err)
+	}
+	switch c.Type {
+	case "Sequence":
+		if len(c.Decoders) == 0 {
+			return b.errorf("decoder: empty Sequence")
+		}
+		for _, d := range c.Decoders {
+			if err := b.parseSPMDecoder(d); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "Replace":
+		from, ok := c.Pattern["String"]
+		if !ok || len(c.Pattern) != 1 || c.Content == nil || from == "" || b.dec.from != "" {
+			return b.errorf("decoder Replace: only one, of a non-empty {\"String\": …} pattern with a content, is supported; got pattern %v", c.Pattern)
+		}
+		b.dec.from, b.dec.to = from, *c.Content
+		return nil
+	case "ByteFallback":
+		b.dec.byteFallback = true
+		return nil
+	case "Fuse":
+		b.decFused = true
+		return nil
+	case "Strip":
+		content := ""
+		if c.Content != nil {
+			content = *c.Content
+		}
+		switch {
+		case utf8.RuneCountInString(content) != 1:
+			return b.errorf("decoder Strip content %q is not one character", content)
+		case c.Stop != 0 || c.Start < 0:
+			return b.errorf("decoder Strip with stop %d is not supported (only from the left)", c.Stop)
+		case !b.decFused:
+			return b.errorf("decoder Strip before Fuse is not supported (it would strip every token)")
+		}
+		r, _ := utf8.DecodeRuneInString(content)
+		b.dec.strip, b.dec.stripChar = c.Start, r
+		return nil
+	}
+	return b.errorf("decoder %q is not supported with a byte_fallback BPE (only Replace, ByteFallback, Fuse, Strip and Sequence)", c.Type)
 }
 
 // parsePostProcessor reads BOS/EOS from a TemplateProcessing "single"
@@ -581,6 +735,8 @@ func (b *builder) applyConfig(path string, data []byte) error {
 // build makes the Tokenizer's tables.
 func (b *builder) build() (*Tokenizer, error) {
 	t := &Tokenizer{
+		asciiSafe:  true,
+		dec:        b.dec,
 		normalizer: b.normalizer,
 		normSpecs:  b.normSpecs,
 		stages:     b.stages,
@@ -588,8 +744,11 @@ func (b *builder) build() (*Tokenizer, error) {
 		vocab:      b.vocab,
 		template:   b.template,
 	}
+	for _, n := range b.normalizer {
+		t.asciiSafe = t.asciiSafe && n.op == normUnicode
+	}
 	if len(b.vocab) == 0 {
-		return nil, b.errorf("%s is empty: a byte-level BPE needs its tokens (at least the 256 byte tokens)", b.vocabTitle())
+		return nil, b.errorf("%s is empty: a BPE needs its tokens", b.vocabTitle())
 	}
 	size := 0
 	for tok, id := range b.vocab {
@@ -609,14 +768,29 @@ func (b *builder) build() (*Tokenizer, error) {
 	t.idBytes = make([][]byte, size)
 	m := &t.model
 	m.ignoreMerges = b.ignoreMerges
+	m.spm = b.spm
 	if m.ignoreMerges {
 		m.words = make(map[string]int32, len(b.vocab))
+	}
+	if m.spm {
+		t.byteTok = make([]bool, size)
+		m.chars = make(map[rune]int32)
 	}
 	for tok, id := range b.vocab {
 		if t.idPresent[id] {
 			return nil, b.errorf("id %d is given to both %q and %q", id, t.idToken[id], tok)
 		}
 		t.idToken[id], t.idPresent[id] = tok, true
+		if m.spm {
+			t.idBytes[id], t.byteTok[id] = b.dec.spmBytes(tok)
+			if r, n := utf8.DecodeRuneInString(tok); n == len(tok) && (r != utf8.RuneError || n > 1) {
+				m.chars[r] = id
+			}
+			if m.ignoreMerges {
+				m.words[tok] = id
+			}
+			continue
+		}
 		raw, ok := byteLevelDecode(tok)
 		t.idBytes[id] = raw
 		if ok && m.ignoreMerges {
@@ -625,9 +799,32 @@ func (b *builder) build() (*Tokenizer, error) {
 	}
 	for i := range m.byteID {
 		m.byteID[i] = -1
-		if id, ok := b.vocab[string(byteToRune[i])]; ok {
+		if id, ok := b.vocab[string(byteToRune[i])]; ok && !m.spm {
 			m.byteID[i] = id
 		}
+	}
+	m.unk = -1
+	for i := range m.fallback {
+		m.fallback[i] = -1
+		if id, ok := b.vocab[fmt.Sprintf("<0x%02X>", i)]; ok && m.spm {
+			m.fallback[i] = id
+		}
+	}
+	if m.spm {
+		m.cutAtSpace = true
+		for tok := range b.vocab {
+			if strings.Contains(strings.TrimLeft(tok, metaSpace), metaSpace) {
+				m.cutAtSpace = false // "a▁b", "a▁": a token crosses such a place
+				break
+			}
+		}
+	}
+	if m.spm && b.unkTok != nil {
+		id, ok := b.vocab[*b.unkTok]
+		if !ok {
+			return nil, b.errorf("model.unk_token %q is not in %s", *b.unkTok, b.vocabTitle())
+		}
+		m.unk, m.fuseUnk = id, b.fuseUnk
 	}
 	m.merges = newPairTable(len(b.merges))
 	t.merges = make([][2]int32, len(b.merges))
@@ -641,7 +838,11 @@ func (b *builder) build() (*Tokenizer, error) {
 		if !ok {
 			return nil, b.mergeErrorf(rank, "merge %d (%q %q) makes %q, which is not in %s", rank, p[0], p[1], p[0]+p[1], b.vocabTitle())
 		}
-		m.merges.put(pairKey(l, r), uint64(rank)<<32|uint64(uint32(id)))
+		prio := int32(rank)
+		if b.mergeRank != nil {
+			prio = b.mergeRank[rank]
+		}
+		m.merges.put(pairKey(l, r), uint64(prio)<<32|uint64(uint32(id)))
 		t.merges[rank] = [2]int32{l, r}
 	}
 	t.addedIDs = make(map[string]int32, len(b.added))
@@ -649,7 +850,11 @@ func (b *builder) build() (*Tokenizer, error) {
 	for _, a := range b.added {
 		t.addedIDs[a.Content] = a.ID
 		t.idToken[a.ID], t.idPresent[a.ID] = a.Content, true
-		t.idBytes[a.ID], _ = byteLevelDecode(a.Content)
+		if m.spm {
+			t.idBytes[a.ID], t.byteTok[a.ID] = b.dec.spmBytes(a.Content)
+		} else {
+			t.idBytes[a.ID], _ = byteLevelDecode(a.Content)
+		}
 		if a.Normalized {
 			normed = append(normed, a)
 		} else {

@@ -297,6 +297,7 @@ func splitDigits(s string, individual bool, dst []string) []string {
 type stage struct {
 	kind       stageKind
 	individual bool // digits: one piece per digit
+	meta       metaspace
 }
 
 type stageKind int
@@ -307,9 +308,11 @@ const (
 	stageLlama3                       // split by PatternLlama3
 	stageDigits                       // Digits pre-tokenizer
 	stagePrefixSpace                  // ByteLevel add_prefix_space: prepend " " unless present
+	stageMetaspace                    // Metaspace: " " → "▁", a "▁" prefix, split before each "▁"
 )
 
-func (st stage) apply(s string, dst []string) []string {
+// apply appends the pieces of s to dst. atStart says s begins the text.
+func (st stage) apply(s string, atStart bool, dst []string) []string {
 	switch st.kind {
 	case stageGPT2:
 		return splitGPT2(s, dst)
@@ -324,6 +327,8 @@ func (st stage) apply(s string, dst []string) []string {
 			s = " " + s
 		}
 		return append(dst, s)
+	case stageMetaspace:
+		return st.meta.apply(s, atStart, dst)
 	}
 	panic(fmt.Sprintf("tokenizer: unknown pre-tokenizer stage %d", st.kind))
 }
@@ -341,6 +346,8 @@ func (st stage) spec() string {
 		return fmt.Sprintf("digits:individual=%v", st.individual)
 	case stagePrefixSpace:
 		return "prefix-space"
+	case stageMetaspace:
+		return st.meta.spec()
 	}
 	return "?"
 }

@@ -5,12 +5,14 @@ import (
 	"unicode/utf8"
 )
 
-// Tokenizer is a byte-level BPE tokenizer loaded from a Hugging Face
-// tokenizer.json (or GPT-2's vocab.json and merges.txt). It is immutable after
-// loading and safe for concurrent use.
+// Tokenizer is a BPE tokenizer, byte-level or SentencePiece-style, loaded
+// from a Hugging Face tokenizer.json (or GPT-2's vocab.json and merges.txt,
+// or a GGUF file's metadata). It is immutable after loading and safe for
+// concurrent use.
 type Tokenizer struct {
 	model      bpe
-	normalizer []normForm // applied in order; none when empty
+	normalizer []normStep // applied in order; none when empty
+	asciiSafe  bool       // every normalizer step leaves ASCII text as it is
 	stages     []stage    // pre-tokenizer steps before the byte-level mapping
 
 	added     []*addedToken
@@ -23,6 +25,8 @@ type Tokenizer struct {
 	idPresent []bool
 	idBytes   [][]byte   // what each id decodes to, before UTF-8 repair
 	merges    [][2]int32 // merges in rank order, for Hash
+	dec       spmDecoder // how Decode joins tokens (model.spm)
+	byteTok   []bool     // ids of <0xNN> byte tokens (model.spm)
 	special   Special    // BOS, EOS, PAD
 	template  string     // chat template
 	hashOnce  sync.Once  // guards hash
@@ -83,41 +87,42 @@ func (t *Tokenizer) encode(text string, skipSpecial bool) []int32 {
 	sc.spans = t.rawAdded.find(text, skipSpecial, sc.spans[:0])
 	at := 0
 	for _, sp := range sc.spans {
-		ids = t.encodeNormalizing(text[at:sp.start], skipSpecial, sc, ids)
+		ids = t.encodeNormalizing(text[at:sp.start], at == 0, skipSpecial, sc, ids)
 		ids = append(ids, sp.tok.ID)
 		at = sp.end
 	}
-	ids = t.encodeNormalizing(text[at:], skipSpecial, sc, ids)
+	ids = t.encodeNormalizing(text[at:], at == 0, skipSpecial, sc, ids)
 	t.pool.Put(sc)
 	return ids
 }
 
 // encodeNormalizing normalizes a stretch of text between raw added tokens,
-// then splits it at added tokens that match normalized text.
-func (t *Tokenizer) encodeNormalizing(s string, skipSpecial bool, sc *encodeScratch, ids []int32) []int32 {
+// then splits it at added tokens that match normalized text. atStart says
+// the stretch begins the text (Metaspace's prepend_scheme "first").
+func (t *Tokenizer) encodeNormalizing(s string, atStart, skipSpecial bool, sc *encodeScratch, ids []int32) []int32 {
 	if s == "" {
 		return ids
 	}
 	s = t.normalize(s)
 	if t.normAdded == nil {
-		return t.encodePlain(s, sc, ids)
+		return t.encodePlain(s, atStart, sc, ids)
 	}
 	sc.inner = t.normAdded.find(s, skipSpecial, sc.inner[:0])
 	at := 0
 	for _, sp := range sc.inner {
-		ids = t.encodePlain(s[at:sp.start], sc, ids)
+		ids = t.encodePlain(s[at:sp.start], atStart && at == 0, sc, ids)
 		ids = append(ids, sp.tok.ID)
 		at = sp.end
 	}
-	return t.encodePlain(s[at:], sc, ids)
+	return t.encodePlain(s[at:], atStart && at == 0, sc, ids)
 }
 
 func (t *Tokenizer) normalize(s string) string {
-	if len(t.normalizer) == 0 || isASCII(s) {
+	if len(t.normalizer) == 0 || (t.asciiSafe && isASCII(s)) {
 		return s // ASCII is invariant under NFC, NFD, NFKC and NFKD
 	}
 	for _, f := range t.normalizer {
-		s = f.String(s)
+		s = f.apply(s)
 	}
 	return s
 }
@@ -132,7 +137,7 @@ func isASCII(s string) bool {
 }
 
 // encodePlain pre-tokenizes normalized text and runs BPE on each piece.
-func (t *Tokenizer) encodePlain(s string, sc *encodeScratch, ids []int32) []int32 {
+func (t *Tokenizer) encodePlain(s string, atStart bool, sc *encodeScratch, ids []int32) []int32 {
 	if s == "" {
 		return ids
 	}
@@ -140,8 +145,8 @@ func (t *Tokenizer) encodePlain(s string, sc *encodeScratch, ids []int32) []int3
 	other := sc.b[:0]
 	for _, st := range t.stages {
 		other = other[:0]
-		for _, p := range pieces {
-			other = st.apply(p, other)
+		for i, p := range pieces {
+			other = st.apply(p, atStart && i == 0, other)
 		}
 		pieces, other = other, pieces
 	}
@@ -160,11 +165,18 @@ func (t *Tokenizer) encodePlain(s string, sc *encodeScratch, ids []int32) []int3
 }
 
 // Decode returns the text of ids. Nothing is skipped, special tokens
-// included; ids that name no token are left out. The bytes of all tokens are
-// joined first and then read as UTF-8, each ill-formed sequence becoming one
-// U+FFFD, as Hugging Face's ByteLevel decoder does, so a character split over
-// several tokens decodes whole.
+// included; ids that name no token are left out. For byte-level BPE the
+// bytes of all tokens are joined first and then read as UTF-8, each
+// ill-formed sequence becoming one U+FFFD, as Hugging Face's ByteLevel
+// decoder does, so a character split over several tokens decodes whole. For
+// SentencePiece-style BPE "▁" reads as a space, each run of <0xNN> byte
+// tokens as the UTF-8 text of its bytes (one U+FFFD per byte where they are
+// not valid UTF-8), and the space the encoder prepended is stripped, as HF's
+// Replace, ByteFallback, Fuse and Strip decoders do.
 func (t *Tokenizer) Decode(ids []int32) string {
+	if t.model.spm {
+		return t.decodeSPM(ids)
+	}
 	buf := make([]byte, 0, 4*len(ids))
 	for _, id := range ids {
 		if id >= 0 && int(id) < len(t.idBytes) {
@@ -178,7 +190,8 @@ func (t *Tokenizer) Decode(ids []int32) string {
 }
 
 // TokenID returns the id of a token given in its vocabulary form: byte-level
-// text for model tokens ("Ġthe" for " the"), the content for added tokens.
+// text for model tokens of byte-level BPE ("Ġthe" for " the"), the piece for
+// SentencePiece-style BPE ("▁the", "<0x0A>"), the content for added tokens.
 func (t *Tokenizer) TokenID(tok string) (int32, bool) {
 	if id, ok := t.addedIDs[tok]; ok {
 		return id, true

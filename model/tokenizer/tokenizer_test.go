@@ -350,8 +350,8 @@ func TestMergePaths(t *testing.T) {
 				if len(w) > smallWord {
 					w = w[:smallWord]
 				}
-				a := m.mergeSmall(w, nil)
-				b := m.mergeHeap(w, nil)
+				a := m.mergeSmall(m.symbols(w, nil), nil)
+				b := m.mergeHeap(m.symbols(w, nil), nil)
 				if !equalIDs(a, b) {
 					t.Fatalf("%s: %q: small %v, heap %v", name, w, a, b)
 				}
@@ -405,7 +405,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad merge", good(`{"type":"BPE","vocab":{"a":0,"b":1},"merges":["a b"]}`, bl, bl), `makes "ab", which is not in model.vocab`},
 		{"merge form", good(`{"type":"BPE","vocab":{"a":0},"merges":["a b c"]}`, bl, bl), "not two tokens"},
 		{"byte fallback", good(`{"type":"BPE","byte_fallback":true,"vocab":{},"merges":[]}`, bl, bl), "byte_fallback"},
-		{"metaspace", good(bpe, `{"type":"Metaspace","replacement":"▁"}`, bl), `pre_tokenizer "Metaspace" is not supported`},
+		{"metaspace", good(bpe, `{"type":"Metaspace","replacement":"▁"}`, bl), `pre_tokenizer Metaspace is supported only with a SentencePiece-style BPE`},
 		{"no bytelevel", good(bpe, `null`, bl), "no ByteLevel step"},
 		{"unknown regex", good(bpe, `{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"\\w+"},"behavior":"Isolated","invert":false},`+bl+`]}`, bl), `Split pattern "\\w+" is not supported`},
 		{"removed split", good(bpe, `{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"x"},"behavior":"Removed","invert":false},`+bl+`]}`, bl), `behavior "Removed"`},

@@ -1,6 +1,8 @@
 package convert_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -19,17 +21,11 @@ import (
 // its metadata (the first 97 byte tokens, no merges), as convert needs one.
 func withTokenizer(t *testing.T, src string) string {
 	t.Helper()
-	f, err := gguf.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	md := f.Metadata.KVs()
 	var toks []string
 	for b := range 97 {
 		toks = append(toks, string(rune('!'+b)))
 	}
-	md = append(md,
+	return withMetadata(t, src,
 		gguf.KV{Key: "tokenizer.ggml.model", Value: gguf.StringValue("gpt2")},
 		gguf.KV{Key: "tokenizer.ggml.pre", Value: gguf.StringValue("qwen2")},
 		gguf.KV{Key: "tokenizer.ggml.tokens", Value: gguf.StringsValue(toks)},
@@ -37,6 +33,53 @@ func withTokenizer(t *testing.T, src string) string {
 		gguf.KV{Key: "tokenizer.ggml.eos_token_id", Value: gguf.Uint32Value(2)},
 		gguf.KV{Key: "tokenizer.chat_template", Value: gguf.StringValue("{% for m in messages %}{{ m.content }}{% endfor %}")},
 	)
+}
+
+// withSPMTokenizer rewrites a tiny fixture GGUF with a SentencePiece
+// tokenizer (tokenizer.ggml.model "llama", as Llama 2, TinyLlama and
+// Mistral v0.1 files have) of 97 tokens: <unk> <s> </s>, ▁, letters and
+// digits, a few merged words, then byte tokens <0x00>…, scores falling
+// with the id.
+func withSPMTokenizer(t *testing.T, src string) string {
+	t.Helper()
+	toks := []string{"<unk>", "<s>", "</s>", "▁"}
+	types := []int64{2, 3, 3, 1}
+	for _, r := range "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" {
+		toks = append(toks, string(r))
+		types = append(types, 1)
+	}
+	toks = append(toks, "▁t", "he", "▁the", "▁a", "an", "▁an", "nd", "▁and")
+	types = append(types, 1, 1, 1, 1, 1, 1, 1, 1)
+	for b := 0; len(toks) < 97; b++ {
+		toks = append(toks, fmt.Sprintf("<0x%02X>", b))
+		types = append(types, 6)
+	}
+	scores := make([]float64, len(toks))
+	for i := range scores {
+		scores[i] = -float64(i)
+	}
+	return withMetadata(t, src,
+		gguf.KV{Key: "tokenizer.ggml.model", Value: gguf.StringValue("llama")},
+		gguf.KV{Key: "tokenizer.ggml.tokens", Value: gguf.StringsValue(toks)},
+		gguf.KV{Key: "tokenizer.ggml.scores", Value: gguf.FloatsValue(gguf.TypeFloat32, scores)},
+		gguf.KV{Key: "tokenizer.ggml.token_type", Value: gguf.IntsValue(gguf.TypeInt32, types)},
+		gguf.KV{Key: "tokenizer.ggml.bos_token_id", Value: gguf.Uint32Value(1)},
+		gguf.KV{Key: "tokenizer.ggml.eos_token_id", Value: gguf.Uint32Value(2)},
+		gguf.KV{Key: "tokenizer.ggml.unknown_token_id", Value: gguf.Uint32Value(0)},
+		gguf.KV{Key: "tokenizer.ggml.add_bos_token", Value: gguf.BoolValue(true)},
+		gguf.KV{Key: "tokenizer.chat_template", Value: gguf.StringValue("{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}")},
+	)
+}
+
+// withMetadata rewrites the GGUF src with kvs added to its metadata.
+func withMetadata(t *testing.T, src string, kvs ...gguf.KV) string {
+	t.Helper()
+	f, err := gguf.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	md := append(f.Metadata.KVs(), kvs...)
 	var ts []gguf.WriteTensor
 	for _, ti := range f.Tensors {
 		_, data, err := f.Raw(ti.Name)
@@ -110,6 +153,50 @@ func TestConvertTiny(t *testing.T) {
 	err := convert.Run(convert.Config{In: in, Out: out}, cpu.New())
 	if err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("converting over a full folder: %v", err)
+	}
+}
+
+// TestConvertSentencePiece: a GGUF with a SentencePiece tokenizer converts
+// to a folder whose tokenizer.json is a byte_fallback BPE that encodes and
+// decodes as the GGUF does.
+func TestConvertSentencePiece(t *testing.T) {
+	in := withSPMTokenizer(t, filepath.Join("..", "testdata", "tiny_llama_gqa.gguf"))
+	out := checkConverted(t, in, []int32{1, 3, 4, 5, 60, 2, 7, 8})
+	raw, err := os.ReadFile(filepath.Join(out, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tj struct {
+		Normalizer json.RawMessage `json:"normalizer"`
+		Model      struct {
+			ByteFallback bool        `json:"byte_fallback"`
+			Merges       [][2]string `json:"merges"`
+		} `json:"model"`
+	}
+	if err := json.Unmarshal(raw, &tj); err != nil {
+		t.Fatal(err)
+	}
+	if !tj.Model.ByteFallback || !slices.Contains(tj.Model.Merges, [2]string{"▁t", "he"}) || !strings.Contains(string(tj.Normalizer), "Prepend") {
+		t.Errorf("tokenizer.json: byte_fallback %v, merges %q, normalizer %s", tj.Model.ByteFallback, tj.Model.Merges, tj.Normalizer)
+	}
+	ta, err := tokenizer.LoadDir(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := tokenizer.LoadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"the and an", " the", "<s>the</s>", "Zebra 42 and é!", ""} {
+		a, b := ta.Encode(s), tb.Encode(s)
+		if !slices.Equal(a, b) || tb.Decode(b) != ta.Decode(a) {
+			t.Errorf("%q: GGUF %v %q, folder %v %q", s, a, ta.Decode(a), b, tb.Decode(b))
+		}
+	}
+	// "▁the" is one token; é and ! are not tokens and have no byte tokens
+	// here (only <0x00>…<0x1A>): <unk>.
+	if got, want := ta.Encode("the é!"), []int32{68, 3, 0}; !slices.Equal(got, want) {
+		t.Errorf("Encode: %v, want %v", got, want)
 	}
 }
 
