@@ -369,9 +369,9 @@ func (s *Server) logprobsJSON(chat bool, toks []tokInfo, p *plan, prompt string)
 		for _, t := range toks {
 			top := make([]any, 0, len(t.top))
 			for _, a := range t.top {
-				top = append(top, map[string]any{"token": s.tok.Decode([]int32{a.ID}), "logprob": a.LogProb, "bytes": s.tokenBytes(a.ID)})
+				top = append(top, map[string]any{"token": s.piece(a.ID), "logprob": a.LogProb, "bytes": s.tokenBytes(a.ID)})
 			}
-			content = append(content, map[string]any{"token": s.tok.Decode([]int32{t.id}), "logprob": t.lp, "bytes": s.tokenBytes(t.id), "top_logprobs": top})
+			content = append(content, map[string]any{"token": s.piece(t.id), "logprob": t.lp, "bytes": s.tokenBytes(t.id), "top_logprobs": top})
 		}
 		return map[string]any{"content": content, "refusal": nil}
 	}
@@ -380,13 +380,13 @@ func (s *Server) logprobsJSON(chat bool, toks []tokInfo, p *plan, prompt string)
 	offs := make([]int, 0, len(toks))
 	var tops []map[string]float32
 	for _, t := range toks {
-		tokens = append(tokens, s.tok.Decode([]int32{t.id}))
+		tokens = append(tokens, s.piece(t.id))
 		lps = append(lps, t.lp)
 		offs = append(offs, len(prompt)+t.offset)
 		if p.topLP > 0 {
 			m := map[string]float32{}
 			for _, a := range t.top {
-				k := s.tok.Decode([]int32{a.ID})
+				k := s.piece(a.ID)
 				if _, dup := m[k]; !dup {
 					m[k] = a.LogProb
 				}
@@ -401,9 +401,26 @@ func (s *Server) logprobsJSON(chat bool, toks []tokInfo, p *plan, prompt string)
 	return out
 }
 
+// piece is one token's text as logprobs show it: the bytes it stands for
+// where they are whole UTF-8 (a SentencePiece token's ▁ as the space it is,
+// which decoding it alone would strip), else its decoding alone.
+func (s *Server) piece(id int32) string {
+	if b, ok := s.tok.TokenBytes(id); ok && utf8.Valid(b) {
+		return string(b)
+	}
+	return s.tok.Decode([]int32{id})
+}
+
 // tokenBytes is a token's raw bytes: its text, or for a byte-level token
 // that is part of a UTF-8 sequence, the bytes themselves.
 func (s *Server) tokenBytes(id int32) []int {
+	if b, ok := s.tok.TokenBytes(id); ok {
+		out := make([]int, len(b))
+		for i, c := range b {
+			out[i] = int(c)
+		}
+		return out
+	}
 	d := s.tok.Decode([]int32{id})
 	raw := []byte(d)
 	if strings.ContainsRune(d, utf8.RuneError) {

@@ -294,9 +294,9 @@ func (o orderedLogprobs) MarshalJSON() ([]byte, error) {
 func (s *Server) promptLogprobsJSON(ids []int32, ps promptScores) []any {
 	out := make([]any, len(ids))
 	for j := 1; j < len(ids); j++ {
-		e := orderedLogprobs{{id: ids[j], logprob: ps.lp[j], rank: ps.rank[j], text: s.tok.Decode(ids[j : j+1])}}
+		e := orderedLogprobs{{id: ids[j], logprob: ps.lp[j], rank: ps.rank[j], text: s.piece(ids[j])}}
 		for r, t := range ps.top[j] {
-			e = append(e, orderedEntry{id: t.ID, logprob: float64(t.LogProb), rank: r + 1, text: s.tok.Decode([]int32{t.ID})})
+			e = append(e, orderedEntry{id: t.ID, logprob: float64(t.LogProb), rank: r + 1, text: s.piece(t.ID)})
 		}
 		out[j] = e
 	}
@@ -309,7 +309,7 @@ func (s *Server) tokenText(id int32, asIDs bool) string {
 	if asIDs {
 		return "token_id:" + strconv.Itoa(int(id))
 	}
-	return s.tok.Decode([]int32{id})
+	return s.piece(id)
 }
 
 // echoLogprobs is the prompt's part of an echoed choice's logprobs: tokens,
@@ -319,7 +319,7 @@ func (s *Server) echoLogprobs(ids []int32, ps promptScores, k int, asIDs bool) (
 	for j, id := range ids {
 		tokens = append(tokens, s.tokenText(id, asIDs))
 		offs = append(offs, off)
-		off += len(s.tok.Decode([]int32{id}))
+		off += len(s.piece(id))
 		if j == 0 {
 			lps, tops = append(lps, nil), append(tops, nil)
 			continue
