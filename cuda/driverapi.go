@@ -32,6 +32,11 @@ type ctxAPI struct {
 	cuEventSynchronize        func(ev uintptr) cuResult
 	cuEventElapsedTime        func(ms *float32, start, end uintptr) cuResult
 	cuEventDestroy            func(ev uintptr) cuResult
+	cuStreamCreate            func(stream *uintptr, flags uint32) cuResult
+	cuStreamSynchronize       func(stream uintptr) cuResult
+	cuMemHostAlloc            func(p *unsafe.Pointer, bytes uint64, flags uint32) cuResult
+	cuMemFreeHost             func(p unsafe.Pointer) cuResult
+	cuMemcpyHtoDAsync         func(dst uint64, src unsafe.Pointer, bytes uint64, stream uintptr) cuResult
 }
 
 // More CUdevice_attribute values.
@@ -68,6 +73,11 @@ func bindContextAPI(d *driverAPI) (*ctxAPI, error) {
 		{&a.cuEventRecord, "cuEventRecord"},
 		{&a.cuEventSynchronize, "cuEventSynchronize"},
 		{&a.cuEventDestroy, "cuEventDestroy_v2"},
+		{&a.cuStreamCreate, "cuStreamCreate"},
+		{&a.cuStreamSynchronize, "cuStreamSynchronize"},
+		{&a.cuMemHostAlloc, "cuMemHostAlloc"},
+		{&a.cuMemFreeHost, "cuMemFreeHost"},
+		{&a.cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2"},
 	}
 	// CUDA 12.8 added cuEventElapsedTime_v2, which cuda.h maps the name to
 	// from 13.0; older drivers have only the first version.

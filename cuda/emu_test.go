@@ -70,6 +70,19 @@ type emuDevice struct {
 	smemAttr map[uintptr]int32
 	lastErr  string
 	strings  map[string]*byte
+	hostMem  map[unsafe.Pointer][]byte // pinned host allocations
+}
+
+// pinned reports whether n bytes at p lie inside one pinned host
+// allocation.
+func (d *emuDevice) pinned(p unsafe.Pointer, n uint64) bool {
+	for base, buf := range d.hostMem {
+		off := uintptr(p) - uintptr(base)
+		if uintptr(p) >= uintptr(base) && uint64(off)+n <= uint64(len(buf)) {
+			return true
+		}
+	}
+	return false
 }
 
 const emuGuard = 256
@@ -93,7 +106,7 @@ func newEmulatedWith(progs []kernels.Program) (*Backend, error) {
 		}
 	}
 	d := &emuDevice{libs: libs, mem: map[uint64][]byte{}, size: map[uint64]uint64{}, total: 4 << 30,
-		smemAttr: map[uintptr]int32{}, strings: map[string]*byte{}}
+		smemAttr: map[uintptr]int32{}, strings: map[string]*byte{}, hostMem: map[unsafe.Pointer][]byte{}}
 	dev := DeviceInfo{Name: "kdnative kernel emulator (g++, CPU)", TotalMem: d.total, Major: 9, Minor: 0}
 	api := &ctxAPI{driverAPI: &driverAPI{}}
 	d.bindDriver(api)
@@ -107,6 +120,11 @@ func newEmulatedWith(progs []kernels.Program) (*Backend, error) {
 	for i, l := range libs {
 		b.modules[l.name] = uintptr(i)
 	}
+	// As open1 does: a stream of its own, the counters around the calls.
+	if err := api.check("cuStreamCreate", api.cuStreamCreate(&b.stream, 0)); err != nil {
+		return nil, err
+	}
+	b.instrument()
 	return b, nil
 }
 
@@ -230,6 +248,33 @@ func (d *emuDevice) bindDriver(a *ctxAPI) {
 			return cuResult(r)
 		}
 		return d.checkGuards()
+	}
+	// The emulator runs every op when it is queued, so a stream is only a
+	// handle, and an asynchronous copy is made at once; pinned host memory
+	// is Go memory kept alive in hostMem until freed.
+	a.cuStreamCreate = func(s *uintptr, _ uint32) cuResult { *s = 0x5157; return cudaSuccess }
+	a.cuStreamSynchronize = func(uintptr) cuResult { return d.checkGuards() }
+	a.cuMemHostAlloc = func(p *unsafe.Pointer, n uint64, _ uint32) cuResult {
+		buf := make([]byte, max(n, 1))
+		*p = unsafe.Pointer(&buf[0])
+		d.hostMem[*p] = buf
+		return cudaSuccess
+	}
+	a.cuMemFreeHost = func(p unsafe.Pointer) cuResult {
+		if _, ok := d.hostMem[p]; !ok {
+			d.lastErr = "cuMemFreeHost of memory cuMemHostAlloc did not give"
+			return 1
+		}
+		delete(d.hostMem, p)
+		return cudaSuccess
+	}
+	a.cuMemcpyHtoDAsync = func(dst uint64, src unsafe.Pointer, n uint64, _ uintptr) cuResult {
+		if !d.pinned(src, n) {
+			d.lastErr = "an asynchronous upload from memory that is not pinned"
+			return 1
+		}
+		copy(d.bytes(dst, n), unsafe.Slice((*byte)(src), n))
+		return cudaSuccess
 	}
 	a.cuEventCreate = func(ev *uintptr, _ uint32) cuResult { *ev = 1; return cudaSuccess }
 	a.cuEventRecord = func(uintptr, uintptr) cuResult { return cudaSuccess }
