@@ -35,7 +35,7 @@ type Backend struct {
 	// CU_STREAM_NON_BLOCKING), so a download, a synchronous copy on the
 	// legacy default stream, still waits for its work.
 	stream uintptr
-	sms           int
+	sms    int
 
 	alloc   allocator
 	index   map[string]kernels.Program

@@ -66,7 +66,10 @@ func (b *Backend) instrument() {
 	a.cuMemAlloc = func(p *uint64, n uint64) cuResult { c.AllocCalls++; return alloc(p, n) }
 	a.cuMemFree = func(p uint64) cuResult { c.AllocCalls++; return free(p) }
 	if hostAlloc, hostFree := a.cuMemHostAlloc, a.cuMemFreeHost; hostAlloc != nil && hostFree != nil {
-		a.cuMemHostAlloc = func(p *unsafe.Pointer, n uint64, flags uint32) cuResult { c.AllocCalls++; return hostAlloc(p, n, flags) }
+		a.cuMemHostAlloc = func(p *unsafe.Pointer, n uint64, flags uint32) cuResult {
+			c.AllocCalls++
+			return hostAlloc(p, n, flags)
+		}
 		a.cuMemFreeHost = func(p unsafe.Pointer) cuResult { c.AllocCalls++; return hostFree(p) }
 	}
 	if l := b.blas; l != nil {
