@@ -24,6 +24,11 @@ type Options struct {
 	// ChunkRows, when > 0, fixes the rows per chunk instead. ChunkRows ≥ N
 	// is the plain, unfused computation that materializes every logit.
 	ChunkRows int
+	// Sums, when set, receives CrossEntropy's and KD's values on the
+	// device: they read nothing back and return NaN for the loss, which
+	// Sums.Last gives once the caller has Read the sums. Without it each
+	// call reads its value back once, at its end.
+	Sums *Sums
 }
 
 // gradRowBytes is the bytes per row of the logits' gradient: F32, and its
