@@ -1,12 +1,15 @@
 package cuda
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/kdnative/kdnative/kd/loss"
 	"github.com/kdnative/kdnative/kd/optim"
+	"github.com/kdnative/kdnative/kd/train"
 	"github.com/kdnative/kdnative/model"
 	kdrt "github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/cpu"
@@ -271,5 +274,37 @@ func TestKDStepRoundTrips(t *testing.T) {
 		if c.Downloads != 1 {
 			t.Errorf("the steady-state KD step made %d downloads, want one", c.Downloads)
 		}
+	}
+}
+
+// TestBenchCountsKDStep: kdnative bench's KD step is the trainer's (one
+// read per step), and on a backend that counts it prints the counters of
+// each step and puts them in its JSON, where the GPU check's summary reads
+// them.
+func TestBenchCountsKDStep(t *testing.T) {
+	g := gpuOrSkip(t)
+	var log strings.Builder
+	res, err := train.Bench(g, train.BenchConfig{Model: fixtureDir("qwen2_bias"), Teacher: fixtureDir("llama_gqa"), B: 2, T: 13, Steps: 2, Precision: "fp32"}, &log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	t.Logf("\n%s", log.String())
+	c := res.PerStep
+	if c == nil || c.Syncs > 2 || c.AllocCalls != 0 || c.Launches == 0 {
+		t.Fatalf("bench's steady-state KD step counted %v, want at most 2 host syncs, no allocator calls", c)
+	}
+	if n := strings.Count(log.String(), "host syncs"); n != 3 { // each timed step, and the summary
+		t.Errorf("the log names host syncs %d times, want 3:\n%s", n, log.String())
+	}
+	js, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back["host_syncs_per_step"] != float64(c.Syncs) || back["launches_per_step"] != float64(c.Launches) {
+		t.Errorf("bench's JSON lacks the per-step counters: %s", js)
 	}
 }

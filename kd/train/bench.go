@@ -78,17 +78,28 @@ type BenchResult struct {
 	// Loss is the last step's loss (KD: the divergence × T²); a NaN or an
 	// infinity is left out of the JSON and said in the text.
 	Loss float64 `json:"-"`
+	// PerStep is what the last step asked of the device (host syncs,
+	// launches, bytes each way, allocator calls), on a backend that counts
+	// them (runtime.Counting).
+	PerStep *kdrt.Counters `json:"per_step,omitempty"`
 }
 
-// MarshalJSON adds the last step's loss when it is finite.
+// MarshalJSON adds the last step's loss when it is finite, and the host
+// syncs and launches per step at the top level (where the GPU check's
+// summary looks for them, scripts/gpu/summarize.py).
 func (r BenchResult) MarshalJSON() ([]byte, error) {
 	type plain BenchResult
 	v := struct {
 		plain
-		Loss *float64 `json:"loss,omitempty"`
+		Loss     *float64 `json:"loss,omitempty"`
+		Syncs    *int64   `json:"host_syncs_per_step,omitempty"`
+		Launches *int64   `json:"launches_per_step,omitempty"`
 	}{plain: plain(r)}
 	if !math.IsNaN(r.Loss) && !math.IsInf(r.Loss, 0) {
 		v.Loss = &r.Loss
+	}
+	if r.PerStep != nil {
+		v.Syncs, v.Launches = &r.PerStep.Syncs, &r.PerStep.Launches
 	}
 	return json.Marshal(v)
 }
@@ -240,6 +251,13 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 		defer be.Free(dh)
 	}
 	kd := loss.KDConfig{Divergence: kdrt.ForwardKL, Temperature: BenchTemperature}
+	// As the trainer does, the KD step's loss stays on the device and is
+	// read with the gradient norm in one download.
+	sums, err := loss.NewSums(be, 1)
+	if err != nil {
+		return res, err
+	}
+	defer sums.Free()
 	step := func() (float64, error) {
 		if err := m.ZeroGrad(); err != nil {
 			return 0, err
@@ -263,19 +281,22 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 				return 0, fmt.Errorf("teacher: %w", err)
 			}
 			be.Zero(dh)
-			kr, err := loss.KD(be, h, loss.Head{W: m.Head().W, G: m.Head().G}, dh,
-				loss.TeacherHidden{Hidden: th, Head: teacher.Head().W}, nil, kd, 1, loss.Options{})
-			if err != nil {
+			sums.Reset()
+			if _, err := loss.KD(be, h, loss.Head{W: m.Head().W, G: m.Head().G}, dh,
+				loss.TeacherHidden{Hidden: th, Head: teacher.Head().W}, nil, kd, 1, loss.Options{Sums: sums}); err != nil {
 				return 0, err
 			}
-			l = kr.Loss
 			if err := m.BackwardHidden(dh); err != nil {
 				return 0, err
 			}
+			opt.Launch(1e-5, sums.Head())
+			_, err = opt.Finish(float64(sums.HeadValue()), sums.Read())
+			return sums.Last().Value(), err
 		}
 		_, err := opt.Step(1e-5)
 		return l, err
 	}
+	counting, hasCounters := be.(kdrt.Counting)
 	res.Backend, res.Step, res.Model = be.Describe(), "train", describeModel(cfg)
 	res.Batch, res.Seq, res.Steps = c.B, c.T, c.Steps
 	if teacher != nil {
@@ -291,11 +312,20 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	fmt.Fprintf(log, "warm-up step %.3f s\n", time.Since(t0).Seconds())
 	start := time.Now()
 	for i := range c.Steps {
+		if hasCounters {
+			counting.ResetCounters()
+		}
 		t0 = time.Now()
 		if res.Loss, err = step(); err != nil {
 			return res, err
 		}
-		fmt.Fprintf(log, "step %d/%d %.3f s\n", i+1, c.Steps, time.Since(t0).Seconds())
+		line := fmt.Sprintf("step %d/%d %.3f s", i+1, c.Steps, time.Since(t0).Seconds())
+		if hasCounters {
+			n := counting.Counters()
+			res.PerStep = &n
+			line += ": " + n.String()
+		}
+		fmt.Fprintln(log, line)
 	}
 	res.StepSeconds = time.Since(start).Seconds() / float64(c.Steps)
 	res.Precision = precision(m)
@@ -348,6 +378,9 @@ func (r BenchResult) write(w io.Writer) {
 	}
 	if len(mfu) > 0 {
 		fmt.Fprintf(w, "MFU %s\n", strings.Join(mfu, ", "))
+	}
+	if r.PerStep != nil {
+		fmt.Fprintf(w, "per step: %v\n", *r.PerStep)
 	}
 	if r.PeakMB > 0 {
 		fmt.Fprintf(w, "%.0f MB of tensors, peak device memory %.0f MB\n", r.TensorMB, r.PeakMB)
