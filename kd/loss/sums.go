@@ -53,18 +53,15 @@ func (s *Sums) Reset() {
 // (optim.AdamW.Launch writes it there).
 func (s *Sums) Head() *kdrt.Tensor { return s.be.Slice(s.t, 0, 1) }
 
-// Read downloads every value (one host round-trip). It returns the first
-// device error of the work before it.
-func (s *Sums) Read() error {
+// Read downloads every value (one host round-trip) and returns Head's. Its
+// error is the first device error of the work before it.
+func (s *Sums) Read() (head float32, err error) {
 	if err := s.be.Download(s.t, s.host); err != nil {
-		return err
+		return 0, err
 	}
 	s.read = true
-	return nil
+	return s.host[0], nil
 }
-
-// HeadValue is Head's value as of the last Read.
-func (s *Sums) HeadValue() float32 { return s.host[0] }
 
 // Last is the value the latest loss given these sums added.
 func (s *Sums) Last() Deferred {
@@ -141,7 +138,7 @@ func (l *lossSums) finish(be kdrt.Backend) (float64, error) {
 	if !l.own {
 		return math.NaN(), kdrt.Check(be)
 	}
-	if err := l.s.Read(); err != nil {
+	if _, err := l.s.Read(); err != nil {
 		return 0, err
 	}
 	return l.s.Last().Value(), nil

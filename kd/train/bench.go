@@ -290,8 +290,11 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 				return 0, err
 			}
 			opt.Launch(1e-5, sums.Head())
-			_, err = opt.Finish(float64(sums.HeadValue()), sums.Read())
-			return sums.Last().Value(), err
+			head, err := sums.Read()
+			if _, err = opt.Finish(float64(head), err); err != nil {
+				return 0, err
+			}
+			return sums.Last().Value(), nil
 		}
 		_, err := opt.Step(1e-5)
 		return l, err

@@ -505,7 +505,8 @@ func (t *trainer) trainStep() (stepStats, error) {
 	// The update, then the step's one read: the gradient norm and every
 	// deferred loss value in one download.
 	t.opt.Launch(st.lr, t.sums.Head())
-	norm, err := t.opt.Finish(float64(t.sums.HeadValue()), t.sums.Read())
+	head, err := t.sums.Read()
+	norm, err := t.opt.Finish(float64(head), err)
 	if err != nil {
 		return st, err
 	}
