@@ -48,6 +48,7 @@ type Backend struct {
 
 	ctr   kdrt.Counters // device traffic since ResetCounters (counters.go)
 	stage stager        // pinned staging arenas for uploads (staging.go)
+	graph graphState    // CUDA graphs of steady-state steps (graphs.go)
 
 	precision kdrt.Precision // cuBLAS's math mode follows it (SetPrecision)
 }
@@ -117,6 +118,7 @@ func open1() (_ *Backend, err error) {
 		return nil, err
 	}
 	b.instrument()
+	b.graphWrap()
 	for _, p := range kernels.Programs() {
 		for _, k := range p.Kernels {
 			if _, err := b.function(k); err != nil {

@@ -62,6 +62,9 @@ func (b *Backend) instrument() {
 		c.Launches++
 		return launch(fn, gx, gy, gz, bx, by, bz, shmem, s, params, extra)
 	}
+	if graphLaunch := a.cuGraphLaunch; graphLaunch != nil {
+		a.cuGraphLaunch = func(exec, s uintptr) cuResult { c.Launches++; return graphLaunch(exec, s) }
+	}
 	alloc, free := a.cuMemAlloc, a.cuMemFree
 	a.cuMemAlloc = func(p *uint64, n uint64) cuResult { c.AllocCalls++; return alloc(p, n) }
 	a.cuMemFree = func(p uint64) cuResult { c.AllocCalls++; return free(p) }

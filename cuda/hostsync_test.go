@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -157,6 +158,13 @@ type kdStep struct {
 	sums             *loss.Sums
 	batch            model.Batch
 	mask             []float32
+	// graph, when set, brackets each step with BeginGraph(graph) and
+	// EndGraph (runtime.StepGraphs), as the trainer does; syncInStep adds a
+	// Sync in the middle of the step, which a graph cannot hold; notes
+	// collects what EndGraph said.
+	graph      string
+	syncInStep bool
+	notes      []string
 }
 
 func newKDStep(t *testing.T, be kdrt.Backend) *kdStep {
@@ -198,6 +206,11 @@ func newKDStep(t *testing.T, be kdrt.Backend) *kdStep {
 func (s *kdStep) run(t *testing.T, eager bool) (lossValue, norm float64) {
 	t.Helper()
 	be := s.be
+	sg, graphed := be.(kdrt.StepGraphs)
+	graphed = graphed && s.graph != ""
+	if graphed {
+		sg.BeginGraph(s.graph)
+	}
 	s.sums.Reset()
 	if err := s.student.ZeroGrad(); err != nil {
 		t.Fatal(err)
@@ -205,6 +218,11 @@ func (s *kdStep) run(t *testing.T, eager bool) (lossValue, norm float64) {
 	h, err := s.student.ForwardHidden(s.batch)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.syncInStep {
+		if err := be.Sync(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	dh, err := be.Alloc("grad.hidden", h.DType, h.Shape...)
 	if err != nil {
@@ -235,6 +253,11 @@ func (s *kdStep) run(t *testing.T, eager bool) (lossValue, norm float64) {
 		return res.Loss, norm
 	}
 	s.opt.Launch(1e-3, s.sums.Head())
+	if graphed {
+		if note := sg.EndGraph(); note != "" {
+			s.notes = append(s.notes, note)
+		}
+	}
 	head, err := s.sums.Read()
 	if norm, err = s.opt.Finish(float64(head), err); err != nil {
 		t.Fatal(err)
@@ -251,13 +274,10 @@ func (s *kdStep) run(t *testing.T, eager bool) (lossValue, norm float64) {
 // Launches per step are logged.
 func TestKDStepRoundTrips(t *testing.T) {
 	g := gpuOrSkip(t)
+	t.Setenv("KDNATIVE_CUDA_GRAPHS", "0")
 	const steps = 3 // the first warms the caches up
-	var ref [steps][2]float64
+	ref := cpuKDSteps(t, steps)
 	cs := newKDStep(t, cpu.New())
-	for i := range steps {
-		ref[i][0], ref[i][1] = cs.run(t, true)
-	}
-	cs = newKDStep(t, cpu.New())
 	for i := range steps {
 		if l, n := cs.run(t, false); l != ref[i][0] || n != ref[i][1] {
 			t.Errorf("cpu, step %d: read once per step the loss and norm are %v and %v, read by each call %v and %v", i+1, l, n, ref[i][0], ref[i][1])
@@ -288,6 +308,97 @@ func TestKDStepRoundTrips(t *testing.T) {
 		if c.Downloads != 1 {
 			t.Errorf("the steady-state KD step made %d downloads, want one", c.Downloads)
 		}
+	}
+}
+
+// cpuKDSteps is the reference: the loss and gradient norm of each of n KD
+// steps on the CPU backend, each value read by the call that makes it.
+func cpuKDSteps(t *testing.T, n int) [][2]float64 {
+	cs := newKDStep(t, cpu.New())
+	ref := make([][2]float64, n)
+	for i := range ref {
+		ref[i][0], ref[i][1] = cs.run(t, true)
+	}
+	return ref
+}
+
+// TestGraphedKDStep: with the steps bracketed as the trainer brackets them,
+// the first runs as usual, the second is captured and launched as one
+// graph, and each later one is replayed: one launch per step, the values
+// still the CPU's. The emulator captures as the driver does (a captured
+// call does not run until the graph is launched), so a step the graph
+// missed would give wrong values.
+func TestGraphedKDStep(t *testing.T) {
+	g := gpuOrSkip(t)
+	const steps = 5
+	ref := cpuKDSteps(t, steps)
+	gs := newKDStep(t, g)
+	gs.graph = "kd test"
+	launched, replayed := g.graph.launched, g.graph.replayed
+	var c kdrt.Counters
+	for i := range steps {
+		g.ResetCounters()
+		l, n := gs.run(t, false)
+		c = g.Counters()
+		if math.Abs(l-ref[i][0]) > 1e-4*math.Abs(ref[i][0]) || math.Abs(n-ref[i][1]) > 1e-4*ref[i][1] {
+			t.Errorf("step %d: loss %.7g and norm %.7g, the CPU's %.7g and %.7g", i+1, l, n, ref[i][0], ref[i][1])
+		}
+	}
+	t.Logf("replayed KD step: %v", c)
+	if got := g.graph.launched - launched; got != steps-1 {
+		t.Errorf("%d graphs launched in %d steps, want %d (all but the first)", got, steps, steps-1)
+	}
+	if got := g.graph.replayed - replayed; got != steps-2 {
+		t.Errorf("%d steps replayed, want %d", got, steps-2)
+	}
+	if c.Launches != 1 || c.Memsets != 0 || c.Syncs > 2 || c.AllocCalls != 0 || c.Downloads != 1 || c.Uploads == 0 {
+		t.Errorf("a replayed step counted %v, want 1 launch (the graph), no memsets, one download, its uploads", c)
+	}
+	if len(gs.notes) != 0 {
+		t.Errorf("EndGraph said %q", gs.notes)
+	}
+}
+
+// TestGraphFallback: a step that synchronizes in the middle cannot be a
+// graph. Each such step runs as usual with the same values, and after a
+// few the step's graphs are turned off with one line saying why.
+func TestGraphFallback(t *testing.T) {
+	g := gpuOrSkip(t)
+	const steps = 6
+	ref := cpuKDSteps(t, steps)
+	gs := newKDStep(t, g)
+	gs.graph, gs.syncInStep = fmt.Sprintf("kd fallback test %p", gs), true
+	launched := g.graph.launched
+	for i := range steps {
+		if l, n := gs.run(t, false); math.Abs(l-ref[i][0]) > 1e-4*math.Abs(ref[i][0]) || math.Abs(n-ref[i][1]) > 1e-4*ref[i][1] {
+			t.Errorf("step %d: loss %.7g and norm %.7g, the CPU's %.7g and %.7g", i+1, l, n, ref[i][0], ref[i][1])
+		}
+	}
+	if got := g.graph.launched - launched; got != 0 {
+		t.Errorf("%d graphs launched for steps that synchronize", got)
+	}
+	if len(gs.notes) != 1 || !strings.Contains(gs.notes[0], "synchronizes") {
+		t.Errorf("EndGraph said %q, want one line saying the step synchronizes", gs.notes)
+	}
+	t.Logf("%s", gs.notes)
+}
+
+// TestGraphsOff: KDNATIVE_CUDA_GRAPHS=0 turns the graphs off: every step
+// runs as usual.
+func TestGraphsOff(t *testing.T) {
+	g := gpuOrSkip(t)
+	t.Setenv("KDNATIVE_CUDA_GRAPHS", "0")
+	gs := newKDStep(t, g)
+	gs.graph = "kd graphs off test"
+	launched := g.graph.launched
+	var c kdrt.Counters
+	for range 3 {
+		g.ResetCounters()
+		gs.run(t, false)
+		c = g.Counters()
+	}
+	if got := g.graph.launched - launched; got != 0 || c.Launches < 10 {
+		t.Errorf("with graphs off: %d graphs launched, the last step counted %v", got, c)
 	}
 }
 

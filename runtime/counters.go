@@ -73,3 +73,19 @@ func Check(be Backend) error {
 	}
 	return be.Sync()
 }
+
+// StepGraphs is implemented by backends that can record a step's work once
+// and replay it (the CUDA backend, with CUDA graphs): the caller brackets
+// each steady-state step with BeginGraph and EndGraph, and the backend
+// launches the whole step at once where it can, and runs it as usual where
+// it cannot (a step that waits for the device or allocates in the middle,
+// or whose work differs from the recording). Results are the same either
+// way.
+type StepGraphs interface {
+	// BeginGraph starts a step of kind key (one per shape bucket and kind
+	// of step, e.g. "train 8×1024").
+	BeginGraph(key string)
+	// EndGraph ends it, launching its work; it returns a line for the log
+	// when the key's graphs have just been turned off (saying why), else "".
+	EndGraph() string
+}

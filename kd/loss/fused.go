@@ -110,9 +110,13 @@ func newChunkBufs(be kdrt.Backend, R, V, Vt int, grad, targets bool, low kdrt.DT
 	return c, nil
 }
 
+// free releases the buffers in the reverse order of their allocation, so
+// that a caching allocator that reuses the last freed block first gives the
+// next call the same memory (and a device's recorded step, the same
+// addresses).
 func (c *chunkBufs) free() {
-	for _, t := range c.all {
-		if t != nil {
+	for i := len(c.all) - 1; i >= 0; i-- {
+		if t := c.all[i]; t != nil {
 			c.be.Free(t)
 		}
 	}

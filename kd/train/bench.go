@@ -258,7 +258,23 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 		return res, err
 	}
 	defer sums.Free()
+	// The KD step, as the trainer's, is a graph where the backend can.
+	sg, graphed := be.(kdrt.StepGraphs)
+	graphed = graphed && teacher != nil
 	step := func() (float64, error) {
+		ended := !graphed
+		end := func() {
+			if !ended {
+				ended = true
+				if note := sg.EndGraph(); note != "" {
+					fmt.Fprintln(log, note)
+				}
+			}
+		}
+		if graphed {
+			sg.BeginGraph("bench")
+			defer end()
+		}
 		if err := m.ZeroGrad(); err != nil {
 			return 0, err
 		}
@@ -290,6 +306,7 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 				return 0, err
 			}
 			opt.Launch(1e-5, sums.Head())
+			end()
 			head, err := sums.Read()
 			if _, err = opt.Finish(float64(head), err); err != nil {
 				return 0, err

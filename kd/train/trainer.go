@@ -480,6 +480,18 @@ func (t *trainer) trainStep() (stepStats, error) {
 	if err := t.beginStep(&st); err != nil { // on-policy sampling (onpolicy.go)
 		return st, err
 	}
+	// On a backend with step graphs (CUDA) the steady-state step's work is
+	// recorded once and replayed as one launch; a step that cannot be
+	// (one that reads from the device midway) runs as usual.
+	sg, graphed := t.be.(kdrt.StepGraphs)
+	if graphed {
+		sg.BeginGraph("train")
+		defer func() {
+			if graphed { // an error ended the step early
+				sg.EndGraph()
+			}
+		}()
+	}
 	if err := t.student.ZeroGrad(); err != nil {
 		return st, err
 	}
@@ -505,6 +517,13 @@ func (t *trainer) trainStep() (stepStats, error) {
 	// The update, then the step's one read: the gradient norm and every
 	// deferred loss value in one download.
 	t.opt.Launch(st.lr, t.sums.Head())
+	if graphed {
+		graphed = false
+		if note := sg.EndGraph(); note != "" {
+			t.endLine()
+			t.logf("%s", note)
+		}
+	}
 	head, err := t.sums.Read()
 	norm, err := t.opt.Finish(float64(head), err)
 	if err != nil {
