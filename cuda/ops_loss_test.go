@@ -631,8 +631,15 @@ func TestCrossTokenizerFused(t *testing.T) {
 				if math.Abs(rg.Loss-rc.Loss) > 1e-4*math.Max(1, math.Abs(rc.Loss)) {
 					t.Errorf("%s: loss GPU %.7g, CPU %.7g", name, rg.Loss, rc.Loss)
 				}
-				p.check(name+" dhidden", dhc, dhg, 1e-4)
-				p.check(name+" dhead", gwc, gwg, 1e-4)
+				// Under BF16 the gathered rows' gradient is a BF16 product
+				// (as the trainer's is): the GPU's and the CPU's sums differ
+				// in order, so their rounding may differ by one bf16 ulp.
+				tol := 1e-4
+				if dt == kdrt.BF16 {
+					tol = 1e-2
+				}
+				p.check(name+" dhidden", dhc, dhg, tol)
+				p.check(name+" dhead", gwc, gwg, tol)
 			}
 		}
 	}
