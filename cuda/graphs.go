@@ -99,6 +99,9 @@ func (b *Backend) graphsAvailable() bool {
 func (b *Backend) BeginGraph(key string) {
 	defer b.enter()()
 	g := &b.graph
+	if g.mode != graphIdle { // the last step was never ended: end it as usual
+		b.graphFallback("a step was not ended")
+	}
 	g.mode, g.ops, g.cands = graphIdle, nil, nil
 	if os.Getenv("KDNATIVE_CUDA_GRAPHS") == "0" || !b.graphsAvailable() || b.err != nil {
 		return

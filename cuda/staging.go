@@ -63,8 +63,8 @@ func (s *stager) drained(b *Backend) {
 	s.old, s.off, s.pending = nil, 0, 0
 }
 
-// copyIn queues a copy of n bytes at src to the device address dst on the
-// stream, through the staging arena; it returns before the copy is made
+// stagedCopy queues a copy of n bytes at src to the device address dst on
+// the stream, through the staging arena; it returns before the copy is made
 // (src may be reused at once). Call with the backend entered.
 func (b *Backend) stagedCopy(dst uint64, src unsafe.Pointer, n uint64) error {
 	s := &b.stage
