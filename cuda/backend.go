@@ -12,9 +12,9 @@ import (
 )
 
 // Backend is the CUDA backend: one GPU (device 0 of those CUDA_VISIBLE_DEVICES
-// shows), its primary context, the legacy default stream, a caching
-// allocator, cuBLAS for the matrix products and NVRTC-compiled kernels for
-// everything else.
+// shows), its primary context, a stream of its own (which cuBLAS shares), a
+// caching allocator, pinned staging memory for uploads, cuBLAS for the
+// matrix products and NVRTC-compiled kernels for everything else.
 //
 // Every method may be called from any goroutine: each takes the backend's
 // lock, pins its goroutine to an OS thread and makes the context current on
@@ -30,8 +30,12 @@ type Backend struct {
 	dev           DeviceInfo
 	devOrdinal    int32
 	ctx           uintptr
-	stream        uintptr // 0: the legacy default stream, which cuBLAS and the copies share
-	sms           int
+	// stream is where every op is queued: kdnative's own, which cuBLAS
+	// shares. It is a blocking stream (made without
+	// CU_STREAM_NON_BLOCKING), so a download, a synchronous copy on the
+	// legacy default stream, still waits for its work.
+	stream uintptr
+	sms    int
 
 	alloc   allocator
 	index   map[string]kernels.Program
@@ -41,6 +45,10 @@ type Backend struct {
 	err error // the first error since the last Sync
 
 	counts LaunchCounts // what was queued since ResetLaunches
+
+	ctr   kdrt.Counters // device traffic since ResetCounters (counters.go)
+	stage stager        // pinned staging arenas for uploads (staging.go)
+	graph graphState    // CUDA graphs of steady-state steps (graphs.go)
 
 	precision kdrt.Precision // cuBLAS's math mode follows it (SetPrecision)
 }
@@ -102,6 +110,14 @@ func open1() (_ *Backend, err error) {
 	if b.blas, err = newCublas(version); err != nil {
 		return nil, err
 	}
+	if err := api.check("cuStreamCreate", api.cuStreamCreate(&b.stream, 0)); err != nil {
+		return nil, err
+	}
+	if err := b.blas.check("cublasSetStream_v2", b.blas.cublasSetStream(b.blas.handle, b.stream)); err != nil {
+		return nil, err
+	}
+	b.instrument()
+	b.graphWrap()
 	for _, p := range kernels.Programs() {
 		for _, k := range p.Kernels {
 			if _, err := b.function(k); err != nil {
@@ -193,14 +209,16 @@ func (b *Backend) tempInt32(op string, vals []int32) (*kdrt.Tensor, bool) {
 	return t, true
 }
 
-// copyIn copies host bytes to a tensor's device memory.
+// copyIn copies host bytes to a tensor's device memory, queued on the
+// stream through pinned staging memory (staging.go): src may be reused as
+// soon as it returns, and the host does not wait for the device.
 func (b *Backend) copyIn(what string, dst *kdrt.Tensor, src unsafe.Pointer, n int) error {
 	if n == 0 {
 		return nil
 	}
 	ptr := b.dptr(dst)
 	defer b.enter()()
-	if err := b.api.check("cuMemcpyHtoD_v2", b.api.cuMemcpyHtoD(ptr, src, uint64(n))); err != nil {
+	if err := b.stagedCopy(ptr, src, uint64(n)); err != nil {
 		return fmt.Errorf("cuda: %s %v: %w", what, dst, err)
 	}
 	return nil

@@ -25,6 +25,7 @@ import (
 // forward, F32 masters, logits and losses): the student's KL to the teacher
 // before and after must agree, and must fall.
 func TestDemoMatchesCPU(t *testing.T) {
+	t.Setenv("KDNATIVE_CUDA_GRAPHS", "1") // the trainer's steps as graphs, as the GPU check runs them
 	if testing.Short() {
 		t.Skip("trains the demo twice")
 	}

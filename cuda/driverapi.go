@@ -32,6 +32,19 @@ type ctxAPI struct {
 	cuEventSynchronize        func(ev uintptr) cuResult
 	cuEventElapsedTime        func(ms *float32, start, end uintptr) cuResult
 	cuEventDestroy            func(ev uintptr) cuResult
+	cuStreamCreate            func(stream *uintptr, flags uint32) cuResult
+	cuStreamSynchronize       func(stream uintptr) cuResult
+	cuMemHostAlloc            func(p *unsafe.Pointer, bytes uint64, flags uint32) cuResult
+	cuMemFreeHost             func(p unsafe.Pointer) cuResult
+	cuMemcpyHtoDAsync         func(dst uint64, src unsafe.Pointer, bytes uint64, stream uintptr) cuResult
+
+	// CUDA graphs (graphs.go); nil when the driver lacks them.
+	cuStreamBeginCapture        func(stream uintptr, mode int32) cuResult
+	cuStreamEndCapture          func(stream uintptr, graph *uintptr) cuResult
+	cuGraphInstantiateWithFlags func(exec *uintptr, graph uintptr, flags uint64) cuResult
+	cuGraphLaunch               func(exec uintptr, stream uintptr) cuResult
+	cuGraphExecDestroy          func(exec uintptr) cuResult
+	cuGraphDestroy              func(graph uintptr) cuResult
 }
 
 // More CUdevice_attribute values.
@@ -68,6 +81,11 @@ func bindContextAPI(d *driverAPI) (*ctxAPI, error) {
 		{&a.cuEventRecord, "cuEventRecord"},
 		{&a.cuEventSynchronize, "cuEventSynchronize"},
 		{&a.cuEventDestroy, "cuEventDestroy_v2"},
+		{&a.cuStreamCreate, "cuStreamCreate"},
+		{&a.cuStreamSynchronize, "cuStreamSynchronize"},
+		{&a.cuMemHostAlloc, "cuMemHostAlloc"},
+		{&a.cuMemFreeHost, "cuMemFreeHost"},
+		{&a.cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2"},
 	}
 	// CUDA 12.8 added cuEventElapsedTime_v2, which cuda.h maps the name to
 	// from 13.0; older drivers have only the first version.
@@ -76,6 +94,20 @@ func bindContextAPI(d *driverAPI) (*ctxAPI, error) {
 	}
 	if err := d.lib.BindAll(binds); err != nil {
 		return nil, fmt.Errorf("%v: the NVIDIA driver is too old for kdnative", err)
+	}
+	// Graphs are optional (CUDA 11.4 and later): without all of them the
+	// steps run without.
+	graphs := []Binding{
+		{&a.cuStreamBeginCapture, "cuStreamBeginCapture_v2"},
+		{&a.cuStreamEndCapture, "cuStreamEndCapture"},
+		{&a.cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags"},
+		{&a.cuGraphLaunch, "cuGraphLaunch"},
+		{&a.cuGraphExecDestroy, "cuGraphExecDestroy"},
+		{&a.cuGraphDestroy, "cuGraphDestroy"},
+	}
+	if d.lib.BindAll(graphs) != nil {
+		a.cuStreamBeginCapture, a.cuStreamEndCapture, a.cuGraphInstantiateWithFlags = nil, nil, nil
+		a.cuGraphLaunch, a.cuGraphExecDestroy, a.cuGraphDestroy = nil, nil, nil
 	}
 	return a, nil
 }

@@ -71,6 +71,48 @@ type emuDevice struct {
 	smemAttr map[uintptr]int32
 	lastErr  string
 	strings  map[string]*byte
+	hostMem  map[unsafe.Pointer][]byte // pinned host allocations
+	// Stream capture, as CUDA graphs do it: while capturing, the stream's
+	// calls are recorded (with their arguments' values), not run; a
+	// graph's launch runs them. A call that cannot be captured is an
+	// error, as the driver makes it.
+	capturing bool
+	captured  []func() cuResult
+	graphs    map[uintptr][]func() cuResult
+	nextGraph uintptr
+}
+
+// errCaptureUnsupported is CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED.
+const errCaptureUnsupported cuResult = 900
+
+// queue runs a stream call, or records it while capturing.
+func (d *emuDevice) queue(run func() cuResult) cuResult {
+	if d.capturing {
+		d.captured = append(d.captured, run)
+		return cudaSuccess
+	}
+	return run()
+}
+
+// notCapturing refuses a call that cannot be captured.
+func (d *emuDevice) notCapturing(call string) cuResult {
+	if d.capturing {
+		d.lastErr = call + " while the stream is being captured"
+		return errCaptureUnsupported
+	}
+	return cudaSuccess
+}
+
+// pinned reports whether n bytes at p lie inside one pinned host
+// allocation.
+func (d *emuDevice) pinned(p unsafe.Pointer, n uint64) bool {
+	for base, buf := range d.hostMem {
+		off := uintptr(p) - uintptr(base)
+		if uintptr(p) >= uintptr(base) && uint64(off)+n <= uint64(len(buf)) {
+			return true
+		}
+	}
+	return false
 }
 
 const emuGuard = 256
@@ -94,7 +136,8 @@ func newEmulatedWith(progs []kernels.Program) (*Backend, error) {
 		}
 	}
 	d := &emuDevice{libs: libs, mem: map[uint64][]byte{}, size: map[uint64]uint64{}, total: 4 << 30,
-		smemAttr: map[uintptr]int32{}, strings: map[string]*byte{}}
+		smemAttr: map[uintptr]int32{}, strings: map[string]*byte{}, hostMem: map[unsafe.Pointer][]byte{},
+		graphs: map[uintptr][]func() cuResult{}}
 	dev := DeviceInfo{Name: "kdnative kernel emulator (g++, CPU)", TotalMem: d.total, Major: 9, Minor: 0}
 	api := &ctxAPI{driverAPI: &driverAPI{}}
 	d.bindDriver(api)
@@ -108,6 +151,12 @@ func newEmulatedWith(progs []kernels.Program) (*Backend, error) {
 	for i, l := range libs {
 		b.modules[l.name] = uintptr(i)
 	}
+	// As open1 does: a stream of its own, the counters around the calls.
+	if err := api.check("cuStreamCreate", api.cuStreamCreate(&b.stream, 0)); err != nil {
+		return nil, err
+	}
+	b.instrument()
+	b.graphWrap()
 	return b, nil
 }
 
@@ -138,8 +187,16 @@ func (d *emuDevice) bindDriver(a *ctxAPI) {
 		return cudaSuccess
 	}
 	a.cuCtxSetCurrent = func(uintptr) cuResult { return ok() }
-	a.cuCtxSynchronize = func() cuResult { return d.checkGuards() }
+	a.cuCtxSynchronize = func() cuResult {
+		if r := d.notCapturing("cuCtxSynchronize"); r != cudaSuccess {
+			return r
+		}
+		return d.checkGuards()
+	}
 	a.cuMemAlloc = func(p *uint64, n uint64) cuResult {
+		if r := d.notCapturing("cuMemAlloc"); r != cudaSuccess {
+			return r
+		}
 		if d.used+n > d.total {
 			d.lastErr = "out of memory"
 			return errOutOfMemory
@@ -155,6 +212,9 @@ func (d *emuDevice) bindDriver(a *ctxAPI) {
 		return cudaSuccess
 	}
 	a.cuMemFree = func(p uint64) cuResult {
+		if r := d.notCapturing("cuMemFree"); r != cudaSuccess {
+			return r
+		}
 		if r := d.checkGuard(p); r != cudaSuccess {
 			return r
 		}
@@ -168,23 +228,33 @@ func (d *emuDevice) bindDriver(a *ctxAPI) {
 		return cudaSuccess
 	}
 	a.cuMemcpyHtoD = func(dst uint64, src unsafe.Pointer, n uint64) cuResult {
+		if r := d.notCapturing("cuMemcpyHtoD"); r != cudaSuccess {
+			return r
+		}
 		copy(d.bytes(dst, n), unsafe.Slice((*byte)(src), n))
 		return cudaSuccess
 	}
 	a.cuMemcpyDtoH = func(dst unsafe.Pointer, src uint64, n uint64) cuResult {
+		if r := d.notCapturing("cuMemcpyDtoH"); r != cudaSuccess {
+			return r
+		}
 		copy(unsafe.Slice((*byte)(dst), n), d.bytes(src, n))
 		return d.checkGuards()
 	}
 	a.cuMemcpyDtoDAsync = func(dst, src uint64, n uint64, _ uintptr) cuResult {
-		copy(d.bytes(dst, n), d.bytes(src, n))
-		return cudaSuccess
+		return d.queue(func() cuResult {
+			copy(d.bytes(dst, n), d.bytes(src, n))
+			return cudaSuccess
+		})
 	}
 	a.cuMemsetD8Async = func(dst uint64, v uint8, n uint64, _ uintptr) cuResult {
-		b := d.bytes(dst, n)
-		for i := range b {
-			b[i] = v
-		}
-		return cudaSuccess
+		return d.queue(func() cuResult {
+			b := d.bytes(dst, n)
+			for i := range b {
+				b[i] = v
+			}
+			return cudaSuccess
+		})
 	}
 	a.cuModuleGetFunction = func(fn *uintptr, mod uintptr, name *byte) cuResult {
 		k := d.libs[mod].find(name)
@@ -224,17 +294,110 @@ func (d *emuDevice) bindDriver(a *ctxAPI) {
 			d.lastErr = fmt.Sprintf("kernel takes %d parameters, launch gave more", n)
 			return 1
 		}
-		var msg [512]byte
-		r := lib.launch(k, gx, gy, gz, bx, by, bz, shmem, params, &msg[0], int32(len(msg)))
-		if r != 0 {
-			d.lastErr = cString(&msg[0])
-			return cuResult(r)
+		// The parameters' values are taken now (launch's 8-byte slots),
+		// as the driver takes them.
+		slots := make([]uint64, n)
+		for i := range n {
+			slots[i] = *(*uint64)(ps[i])
+		}
+		return d.queue(func() cuResult {
+			pv := make([]unsafe.Pointer, n+1)
+			for i := range slots {
+				pv[i] = unsafe.Pointer(&slots[i])
+			}
+			var msg [512]byte
+			r := lib.launch(k, gx, gy, gz, bx, by, bz, shmem, &pv[0], &msg[0], int32(len(msg)))
+			if r != 0 {
+				d.lastErr = cString(&msg[0])
+				return cuResult(r)
+			}
+			return d.checkGuards()
+		})
+	}
+	// The emulator runs every op when it is queued, so a stream is only a
+	// handle, and an asynchronous copy is made at once; pinned host memory
+	// is Go memory kept alive in hostMem until freed.
+	a.cuStreamCreate = func(s *uintptr, _ uint32) cuResult { *s = 0x5157; return cudaSuccess }
+	a.cuStreamSynchronize = func(uintptr) cuResult {
+		if r := d.notCapturing("cuStreamSynchronize"); r != cudaSuccess {
+			return r
 		}
 		return d.checkGuards()
 	}
+	a.cuStreamBeginCapture = func(_ uintptr, _ int32) cuResult {
+		if r := d.notCapturing("cuStreamBeginCapture"); r != cudaSuccess {
+			return r
+		}
+		d.capturing, d.captured = true, nil
+		return cudaSuccess
+	}
+	a.cuStreamEndCapture = func(_ uintptr, g *uintptr) cuResult {
+		if !d.capturing {
+			d.lastErr = "cuStreamEndCapture without a capture"
+			return 1
+		}
+		d.capturing = false
+		d.nextGraph++
+		d.graphs[d.nextGraph] = d.captured
+		*g, d.captured = d.nextGraph, nil
+		return cudaSuccess
+	}
+	a.cuGraphInstantiateWithFlags = func(exec *uintptr, g uintptr, _ uint64) cuResult {
+		ops, ok := d.graphs[g]
+		if !ok {
+			return 1
+		}
+		d.nextGraph++
+		d.graphs[d.nextGraph] = ops
+		*exec = d.nextGraph
+		return cudaSuccess
+	}
+	a.cuGraphLaunch = func(exec uintptr, _ uintptr) cuResult {
+		ops, ok := d.graphs[exec]
+		if !ok || d.capturing {
+			d.lastErr = "cuGraphLaunch of no graph, or while capturing"
+			return 1
+		}
+		for _, op := range ops {
+			if r := op(); r != cudaSuccess {
+				return r
+			}
+		}
+		return d.checkGuards()
+	}
+	a.cuGraphExecDestroy = func(exec uintptr) cuResult { delete(d.graphs, exec); return cudaSuccess }
+	a.cuGraphDestroy = func(g uintptr) cuResult { delete(d.graphs, g); return cudaSuccess }
+	a.cuMemHostAlloc = func(p *unsafe.Pointer, n uint64, _ uint32) cuResult {
+		if r := d.notCapturing("cuMemHostAlloc"); r != cudaSuccess {
+			return r
+		}
+		buf := make([]byte, max(n, 1))
+		*p = unsafe.Pointer(&buf[0])
+		d.hostMem[*p] = buf
+		return cudaSuccess
+	}
+	a.cuMemFreeHost = func(p unsafe.Pointer) cuResult {
+		if _, ok := d.hostMem[p]; !ok {
+			d.lastErr = "cuMemFreeHost of memory cuMemHostAlloc did not give"
+			return 1
+		}
+		delete(d.hostMem, p)
+		return cudaSuccess
+	}
+	a.cuMemcpyHtoDAsync = func(dst uint64, src unsafe.Pointer, n uint64, _ uintptr) cuResult {
+		if !d.pinned(src, n) {
+			d.lastErr = "an asynchronous upload from memory that is not pinned"
+			return 1
+		}
+		// The bytes are read when the copy runs (a graph's launch).
+		return d.queue(func() cuResult {
+			copy(d.bytes(dst, n), unsafe.Slice((*byte)(src), n))
+			return cudaSuccess
+		})
+	}
 	a.cuEventCreate = func(ev *uintptr, _ uint32) cuResult { *ev = 1; return cudaSuccess }
-	a.cuEventRecord = func(uintptr, uintptr) cuResult { return cudaSuccess }
-	a.cuEventSynchronize = func(uintptr) cuResult { return cudaSuccess }
+	a.cuEventRecord = func(uintptr, uintptr) cuResult { return d.notCapturing("cuEventRecord") }
+	a.cuEventSynchronize = func(uintptr) cuResult { return d.notCapturing("cuEventSynchronize") }
 	a.cuEventElapsedTime = func(ms *float32, _, _ uintptr) cuResult { *ms = 1; return cudaSuccess }
 	a.cuEventDestroy = func(uintptr) cuResult { return cudaSuccess }
 }
@@ -388,7 +551,10 @@ func (d *emuDevice) cublas() *cublas {
 		if compute != cublasCompute32F {
 			return 7
 		}
-		return gemm(transa, transb, m, n, k, alpha, a, at, lda, b, bt, ldb, beta, cc, ct, ldc)
+		al, be := *(*float32)(alpha), *(*float32)(beta) // taken now, as cuBLAS takes host scalars
+		return cublasStatus(d.queue(func() cuResult {
+			return cuResult(gemm(transa, transb, m, n, k, unsafe.Pointer(&al), a, at, lda, b, bt, ldb, unsafe.Pointer(&be), cc, ct, ldc))
+		}))
 	}
 	c.cublasGemmStridedBatchedEx = func(_ uintptr, transa, transb int32, m, n, k int32, alpha unsafe.Pointer,
 		a uint64, at int32, lda int32, sa int64, b uint64, bt int32, ldb int32, sb int64,
@@ -399,13 +565,16 @@ func (d *emuDevice) cublas() *cublas {
 			}
 			return 4
 		}
-		for i := range int64(count) {
-			if s := gemm(transa, transb, m, n, k, alpha, a+uint64(i*sa*size(at)), at, lda, b+uint64(i*sb*size(bt)), bt, ldb,
-				beta, cc+uint64(i*sc*size(ct)), ct, ldc); s != 0 {
-				return s
+		al, be := *(*float32)(alpha), *(*float32)(beta)
+		return cublasStatus(d.queue(func() cuResult {
+			for i := range int64(count) {
+				if s := gemm(transa, transb, m, n, k, unsafe.Pointer(&al), a+uint64(i*sa*size(at)), at, lda, b+uint64(i*sb*size(bt)), bt, ldb,
+					unsafe.Pointer(&be), cc+uint64(i*sc*size(ct)), ct, ldc); s != 0 {
+					return cuResult(s)
+				}
 			}
-		}
-		return 0
+			return 0
+		}))
 	}
 	return c
 }

@@ -293,3 +293,10 @@ func (b *Backend) CrossTokenizerDivergence(losses, dstudent, dslog, student, tea
 			p.MatchedWeight, p.UnmatchedWeight, b.dptr(sk), b.dptr(sv), b.dptr(tk), int32(r0))
 	}
 }
+
+// AddSum implements runtime.Backend: one block sums x in double and adds
+// the sum to acc's slot, on the stream; nothing is read back.
+func (b *Backend) AddSum(acc *kdrt.Tensor, slot int, x *kdrt.Tensor) {
+	kdrt.CheckAddSum(acc, slot, x)
+	b.launch("add sum", "loss_add_sum", d1(1), d1(256), 0, b.dptr(acc)+uint64(8*slot), b.dptr(x), int64(x.Numel()))
+}

@@ -41,17 +41,18 @@ type adamwGroup struct {
 	grid    int
 	part    *kdrt.Tensor // [grid] double partial sums of squares, as F32 pairs
 	state   *kdrt.Tensor // F32 [2]: clip factor, finite flag
+	hyper   *kdrt.Tensor // F32 [6]: the step's stepSize, decay, β₁, β₂, eps, bc2
 }
 
 func (g *adamwGroup) Slots() []kdrt.AdamWSlot { return g.slots }
 
 func (g *adamwGroup) Free() {
-	for _, t := range []*kdrt.Tensor{g.tensors, g.chunks, g.part, g.state} {
+	for _, t := range []*kdrt.Tensor{g.tensors, g.chunks, g.part, g.state, g.hyper} {
 		if t != nil {
 			g.b.Free(t)
 		}
 	}
-	g.tensors, g.chunks, g.part, g.state = nil, nil, nil, nil
+	g.tensors, g.chunks, g.part, g.state, g.hyper = nil, nil, nil, nil, nil
 }
 
 // PrepareAdamW implements runtime.Backend: it checks the slots and uploads
@@ -97,6 +98,7 @@ func (b *Backend) PrepareAdamW(slots []kdrt.AdamWSlot) (kdrt.AdamWGroup, error) 
 	g.chunks = alloc("adamw.chunks", kdrt.I32, 2*max(len(chunks), 1))
 	g.part = alloc("adamw.norm_partials", kdrt.F32, 2*g.grid)
 	g.state = alloc("adamw.clip", kdrt.F32, 2)
+	g.hyper = alloc("adamw.hyper", kdrt.F32, 6)
 	if err == nil && len(table) > 0 {
 		err = b.copyIn("upload of", g.tensors, unsafe.Pointer(&table[0]), 8*len(table))
 	}
@@ -110,7 +112,8 @@ func (b *Backend) PrepareAdamW(slots []kdrt.AdamWSlot) (kdrt.AdamWGroup, error) 
 	return g, nil
 }
 
-// AdamWStep implements runtime.Backend: three launches, no host round-trip.
+// AdamWStep implements runtime.Backend: three launches and a queued upload
+// of the step's hyperparameters, no host round-trip.
 func (b *Backend) AdamWStep(grp kdrt.AdamWGroup, norm *kdrt.Tensor, h kdrt.AdamWParams, maxNorm float32) {
 	const op = "adamw step"
 	g, ok := grp.(*adamwGroup)
@@ -128,7 +131,11 @@ func (b *Backend) AdamWStep(grp kdrt.AdamWGroup, norm *kdrt.Tensor, h kdrt.AdamW
 	bc2sqrt := math.Sqrt(1 - math.Pow(b2, float64(h.Step)))
 	stepSize := float32(float64(h.LR) / bc1)
 	decay := float32(1 - float64(h.LR)*float64(h.WeightDecay))
+	hyper := []float32{stepSize, decay, float32(b1), float32(b2), h.Eps, float32(bc2sqrt)}
+	if err := b.Upload(g.hyper, hyper); err != nil {
+		b.fail(op, err)
+		return
+	}
 	b.launch(op, "opt_adamw", d1(g.grid), d1(ewThreads), 0,
-		b.dptr(g.tensors), b.dptr(g.chunks), int32(g.nchunks), int32(optChunk), b.dptr(g.state),
-		stepSize, decay, float32(b1), float32(b2), h.Eps, float32(bc2sqrt))
+		b.dptr(g.tensors), b.dptr(g.chunks), int32(g.nchunks), int32(optChunk), b.dptr(g.state), b.dptr(g.hyper))
 }

@@ -605,3 +605,12 @@ extern "C" __global__ void loss_xtok(float* losses, float* ds, float* dslog, con
         drow[svr[r]] += wi * (bw * a * xtok_sign(a - b) - expf(ls) * Sf);
     }
 }
+
+// acc[0] += Σ x[0 … n), summed in double by one block (AddSum: a chunked
+// loss's value kept on the device until the step reads it).
+extern "C" __global__ void loss_add_sum(double* acc, const float* x, i64 n) {
+    double s = 0.0;
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) s += (double)x[i];
+    s = block_sum_d(s);
+    if (threadIdx.x == 0) acc[0] += s;
+}

@@ -59,12 +59,15 @@ extern "C" __global__ void opt_clip(float* norm, float* state, const double* par
 // update applies to the master (or to the param itself when there is no
 // master), which is then stored into the param, rounded for bf16. The host
 // forms stepSize = lr/(1−β₁ᵗ), decay = 1 − lr·wd and bc2 = √(1−β₂ᵗ) in
-// float64, as for ew_adamw; tensors without OPT_DECAY use decay 1.
+// float64, as for ew_adamw; tensors without OPT_DECAY use decay 1. They come
+// in device memory, hyper = {stepSize, decay, β₁, β₂, eps, bc2}, uploaded
+// each step, so that the launch itself is the same every step (a CUDA graph
+// replays it).
 extern "C" __global__ void opt_adamw(const unsigned long long* tensors, const long long* chunks, int nchunks,
-                                     int chunk, const float* state, float stepSize, float decay, float b1, float b2,
-                                     float eps, float bc2) {
+                                     int chunk, const float* state, const float* hyper) {
     if (state[1] == 0.0f) return;
     const float clip = state[0];
+    const float stepSize = hyper[0], decay = hyper[1], b1 = hyper[2], b2 = hyper[3], eps = hyper[4], bc2 = hyper[5];
     for (int c = blockIdx.x; c < nchunks; c += gridDim.x) {
         const unsigned long long* t = tensors + OPT_FIELDS * chunks[2 * c];
         float* master = (float*)t[1];

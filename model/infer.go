@@ -205,7 +205,7 @@ func (m *Model) infer(b Batch, keep []int, onKV func(layer int, k, v *kdrt.Tenso
 		be.Copy(t, in.normF)
 	}
 	m.lastInfer = true
-	return in.normF, be.Sync()
+	return in.normF, kdrt.Check(be) // no host round-trip: errors of queued work surface at the step's read
 }
 
 // inferHidden is Hidden after an inference forward: the states it kept.

@@ -208,7 +208,7 @@ func (m *Model) ForwardHidden(b Batch) (*kdrt.Tensor, error) {
 		m.norm(a.normF, a.normFMean, a.normFRstd, a.out, m.normFW, m.normFB, eps)
 	}
 	m.haveForward, m.haveCE = true, false
-	return a.normF, be.Sync()
+	return a.normF, kdrt.Check(be) // no host round-trip: errors of queued work surface at the step's read
 }
 
 // Forward runs the model to logits [B·T, V] and, when the batch has targets,
@@ -494,7 +494,7 @@ func (m *Model) BackwardHidden(dh *kdrt.Tensor, extra ...HiddenGrad) error {
 	if m.pos != nil {
 		be.EmbeddingBackward(m.pos.G, a.dres, a.pos)
 	}
-	return be.Sync()
+	return kdrt.Check(be)
 }
 
 func (m *Model) ensureGrads() error {

@@ -1,6 +1,9 @@
 package runtime
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // DivergenceKind names a divergence between the teacher's next-token
 // distribution p and the student's q.
@@ -96,6 +99,13 @@ type LossOps interface {
 	// the tail is 1 − Σ top-k, which quantized log-probabilities make
 	// unreliable when the top-k holds nearly all the mass.
 	SparseDivergence(losses, dstudent, student, ids, logprobs, tail, weights *Tensor, p DivergenceParams)
+	// AddSum adds Σ_n x[n], x F32 [N], to the float64 acc[slot], acc being
+	// F32 [2·S] read as S float64 values (Float64At: two elements hold
+	// one float64's bits, low word first). The sum over x is formed first
+	// and then added, in float64: the CPU adds in row order; a GPU in the
+	// order its reduction takes. It lets a chunked loss keep its value on
+	// the device, to be read once with everything else a step reports.
+	AddSum(acc *Tensor, slot int, x *Tensor)
 	// CrossTokenizerOps are the divergences between different tokenizers.
 	CrossTokenizerOps
 }
@@ -147,4 +157,29 @@ type CrossTokenizerOps interface {
 	// by logit, then by id (which changes only which of two equal values a
 	// gradient goes to).
 	CrossTokenizerDivergence(losses, dstudent, dslog, student, teacher, slog, tlog, weights *Tensor, m VocabMatch, p CrossTokenizerParams)
+}
+
+// Float64At is the float64 that AddSum keeps in slot of an accumulator read
+// back as float32 values (Backend.Download copies their bits unchanged).
+func Float64At(acc []float32, slot int) float64 {
+	lo, hi := math.Float32bits(acc[2*slot]), math.Float32bits(acc[2*slot+1])
+	return math.Float64frombits(uint64(hi)<<32 | uint64(lo))
+}
+
+// SetFloat64At stores v into slot of an accumulator's float32 values, as
+// Float64At reads it.
+func SetFloat64At(acc []float32, slot int, v float64) {
+	u := math.Float64bits(v)
+	acc[2*slot], acc[2*slot+1] = math.Float32frombits(uint32(u)), math.Float32frombits(uint32(u>>32))
+}
+
+// CheckAddSum panics unless AddSum's operands fit: acc and x F32, x a
+// vector or a column, slot inside acc.
+func CheckAddSum(acc *Tensor, slot int, x *Tensor) {
+	if acc.DType != F32 || x.DType != F32 {
+		panic(fmt.Sprintf("AddSum: %v and %v must be F32", acc, x))
+	}
+	if slot < 0 || 2*slot+1 >= acc.Numel() {
+		panic(fmt.Sprintf("AddSum: slot %d is outside the %d float64 values of %v", slot, acc.Numel()/2, acc))
+	}
 }

@@ -12,7 +12,8 @@ import (
 // [N] holds runtime.IgnoreIndex for positions without loss (prompt, padding).
 // The returned loss is multiplied by scale (a mixing weight), and so is the
 // gradient accumulated into dHidden and head.G (either may be nil: no
-// gradient).
+// gradient). With opt.Sums set the loss is NaN: opt.Sums.Last gives it once
+// the sums are read.
 func CrossEntropy(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor, targets []int32, scale float64, opt Options) (loss float64, tokens int, err error) {
 	if err := checkHidden(hidden, head, dHidden); err != nil {
 		return 0, 0, err
@@ -44,6 +45,11 @@ func CrossEntropy(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt
 	}
 	defer c.free()
 	rowScale := float32(scale / float64(tokens))
+	sums, err := openSums(be, opt, scale, float64(tokens))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer sums.close()
 	for r0 := 0; r0 < N; r0 += R {
 		r1 := min(r0+R, N)
 		n := r1 - r0
@@ -53,11 +59,7 @@ func CrossEntropy(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt
 		}
 		hs := headForward(be, logits, hidden, head, r0, r1)
 		be.CrossEntropy(c.view(c.losses, n), logits, tg)
-		s, err := c.sumLosses(n)
-		if err != nil {
-			return 0, 0, err
-		}
-		loss += s
+		sums.add(be, c.view(c.losses, n))
 		if grad {
 			dl := c.view(c.dlogits, n)
 			be.Zero(dl)
@@ -65,5 +67,6 @@ func CrossEntropy(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt
 			headBackward(be, dl, c.view(c.dlow, n), hs, dHidden, head, r0, r1)
 		}
 	}
-	return scale * loss / float64(tokens), tokens, be.Sync()
+	loss, err = sums.finish(be)
+	return loss, tokens, err
 }

@@ -24,6 +24,11 @@ type Options struct {
 	// ChunkRows, when > 0, fixes the rows per chunk instead. ChunkRows ≥ N
 	// is the plain, unfused computation that materializes every logit.
 	ChunkRows int
+	// Sums, when set, receives CrossEntropy's and KD's values on the
+	// device: they read nothing back and return NaN for the loss, which
+	// Sums.Last gives once the caller has Read the sums. Without it each
+	// call reads its value back once, at its end.
+	Sums *Sums
 }
 
 // gradRowBytes is the bytes per row of the logits' gradient: F32, and its
@@ -105,9 +110,13 @@ func newChunkBufs(be kdrt.Backend, R, V, Vt int, grad, targets bool, low kdrt.DT
 	return c, nil
 }
 
+// free releases the buffers in the reverse order of their allocation, so
+// that a caching allocator that reuses the last freed block first gives the
+// next call the same memory (and a device's recorded step, the same
+// addresses).
 func (c *chunkBufs) free() {
-	for _, t := range c.all {
-		if t != nil {
+	for i := len(c.all) - 1; i >= 0; i-- {
+		if t := c.all[i]; t != nil {
 			c.be.Free(t)
 		}
 	}

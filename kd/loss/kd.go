@@ -76,7 +76,8 @@ func (TeacherTopK) teacher()   {}
 // KDResult reports a KD loss and what its inputs forced it to leave out.
 type KDResult struct {
 	// Loss is the mean divergence over the rows with a nonzero mask, times
-	// τ² (unless NoTSquared) and times the caller's scale.
+	// τ² (unless NoTSquared) and times the caller's scale; NaN when
+	// Options.Sums holds it (Sums.Last).
 	Loss float64
 	// Tokens is the number of rows with a nonzero mask.
 	Tokens int
@@ -174,7 +175,11 @@ func KD(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor, t
 		factor *= cfg.Temperature * cfg.Temperature
 	}
 	p := cfg.params(shared)
-	var total float64
+	sums, err := openSums(be, opt, 1, 1)
+	if err != nil {
+		return res, err
+	}
+	defer sums.close()
 	for r0 := 0; r0 < N; r0 += R {
 		r1 := min(r0+R, N)
 		n := r1 - r0
@@ -209,17 +214,13 @@ func KD(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor, t
 			}
 			be.SparseDivergence(losses, dl, logits, be.Slice(t.IDs, r0, r1), be.Slice(t.LogProbs, r0, r1), tail, weights, p)
 		}
-		s, err := c.sumLosses(n)
-		if err != nil {
-			return res, err
-		}
-		total += s
+		sums.add(be, losses)
 		if grad {
 			headBackward(be, dl, c.view(c.dlow, n), hs, dHidden, head, r0, r1)
 		}
 	}
-	res.Loss = total
-	return res, be.Sync()
+	res.Loss, err = sums.finish(be)
+	return res, err
 }
 
 // sparseMassTolerance is how far above 1 a row's top-k probabilities may sum

@@ -124,17 +124,33 @@ var ErrNonFinite = errors.New("adamw: gradient norm is not finite")
 // before clipping, the one value it reads back; with a non-finite norm
 // nothing is updated and the error is ErrNonFinite.
 func (o *AdamW) Step(lr float64) (gradNorm float64, err error) {
+	o.Launch(lr, o.norm)
+	var host [1]float32
+	err = o.be.Download(o.norm, host[:])
+	return o.Finish(float64(host[0]), err)
+}
+
+// Launch is Step without its download: it queues the clipping and the
+// update, writing the gradient norm into norm (F32 [1] on the device), and
+// reads nothing back, so that a caller can read the norm together with
+// whatever else it reads once per step (loss.Sums.Head). Finish completes it.
+func (o *AdamW) Launch(lr float64, norm *kdrt.Tensor) {
 	o.step++
-	o.be.AdamWStep(o.group, o.norm, kdrt.AdamWParams{
+	o.be.AdamWStep(o.group, norm, kdrt.AdamWParams{
 		LR: float32(lr), Beta1: float32(o.cfg.Beta1), Beta2: float32(o.cfg.Beta2),
 		Eps: float32(o.cfg.Eps), WeightDecay: float32(o.cfg.WeightDecay), Step: o.step,
 	}, float32(o.cfg.MaxGradNorm))
-	var host [1]float32
-	if err := o.be.Download(o.norm, host[:]); err != nil {
+}
+
+// Finish completes a Launch given the norm the caller read back and the
+// error of that read: it returns the norm, and ErrNonFinite (nothing was
+// updated) for a NaN or infinite one; after a failed read the step is not
+// counted either.
+func (o *AdamW) Finish(norm float64, readErr error) (float64, error) {
+	if readErr != nil {
 		o.step--
-		return 0, err
+		return 0, readErr
 	}
-	norm := float64(host[0])
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		o.step-- // nothing was updated
 		return norm, ErrNonFinite

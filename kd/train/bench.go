@@ -86,17 +86,28 @@ type BenchResult struct {
 	// Loss is the last step's loss (KD: the divergence × T²); a NaN or an
 	// infinity is left out of the JSON and said in the text.
 	Loss float64 `json:"-"`
+	// PerStep is what the last step asked of the device (host syncs,
+	// launches, bytes each way, allocator calls), on a backend that counts
+	// them (runtime.Counting).
+	PerStep *kdrt.Counters `json:"per_step,omitempty"`
 }
 
-// MarshalJSON adds the last step's loss when it is finite.
+// MarshalJSON adds the last step's loss when it is finite, and the host
+// syncs and launches per step at the top level (where the GPU check's
+// summary looks for them, scripts/gpu/summarize.py).
 func (r BenchResult) MarshalJSON() ([]byte, error) {
 	type plain BenchResult
 	v := struct {
 		plain
-		Loss *float64 `json:"loss,omitempty"`
+		Loss     *float64 `json:"loss,omitempty"`
+		Syncs    *int64   `json:"host_syncs_per_step,omitempty"`
+		Launches *int64   `json:"launches_per_step,omitempty"`
 	}{plain: plain(r)}
 	if !math.IsNaN(r.Loss) && !math.IsInf(r.Loss, 0) {
 		v.Loss = &r.Loss
+	}
+	if r.PerStep != nil {
+		v.Syncs, v.Launches = &r.PerStep.Syncs, &r.PerStep.Launches
 	}
 	return json.Marshal(v)
 }
@@ -223,6 +234,13 @@ type benchRun struct {
 	b          model.Batch
 	dh         *kdrt.Tensor
 	kd         loss.KDConfig
+	// sums keeps the step's loss on the device, read with the gradient
+	// norm in one download, as the trainer does.
+	sums *loss.Sums
+	// sg captures the step as a graph where the backend can (the
+	// trainer's step is one too); log gets its fallback note.
+	sg  kdrt.StepGraphs
+	log io.Writer
 }
 
 // newBenchRun builds what Bench steps: the student (and teacher), the
@@ -278,26 +296,46 @@ func newBenchRun(c BenchConfig, prec kdrt.Precision, r roles) (*benchRun, error)
 			return nil, err
 		}
 	}
+	if br.sums, err = loss.NewSums(r.step, 1); err != nil {
+		return nil, err
+	}
 	return br, nil
 }
 
 // step is one training step: the student's forward, the teacher's (KD),
-// the loss, the backward, clipping and AdamW. It returns the loss.
+// the loss, the backward, clipping and AdamW. Like the trainer's, its loss
+// stays on the device and is read with the gradient norm in one download,
+// and where the backend captures steps (runtime.StepGraphs) the step up to
+// that download is a graph. It returns the loss.
 func (br *benchRun) step() (float64, error) {
 	m, be := br.m, br.be
+	ended := br.sg == nil
+	end := func() {
+		if !ended {
+			ended = true
+			if note := br.sg.EndGraph(); note != "" && br.log != nil {
+				fmt.Fprintln(br.log, note)
+			}
+		}
+	}
+	if br.sg != nil {
+		br.sg.BeginGraph("bench")
+		defer end()
+	}
 	if err := m.ZeroGrad(); err != nil {
 		return 0, err
 	}
-	var l float64
 	h, err := m.ForwardHidden(br.b)
 	if err != nil {
 		return 0, err
 	}
 	be.Zero(br.dh)
+	br.sums.Reset()
+	opt := loss.Options{Sums: br.sums}
 	if br.teacher == nil {
 		// The fused, chunked cross-entropy the trainer's sft term runs: no
 		// [N × V] logits.
-		if l, _, err = loss.CrossEntropy(be, h, loss.Head{W: m.Head().W, G: m.Head().G}, br.dh, br.b.Targets, 1, loss.Options{}); err != nil {
+		if _, _, err = loss.CrossEntropy(be, h, loss.Head{W: m.Head().W, G: m.Head().G}, br.dh, br.b.Targets, 1, opt); err != nil {
 			return 0, err
 		}
 	} else {
@@ -305,18 +343,21 @@ func (br *benchRun) step() (float64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("teacher: %w", err)
 		}
-		kr, err := loss.KD(be, h, loss.Head{W: m.Head().W, G: m.Head().G}, br.dh,
-			loss.TeacherHidden{Hidden: th, Head: br.teacher.Head().W}, nil, br.kd, 1, loss.Options{})
-		if err != nil {
+		if _, err := loss.KD(be, h, loss.Head{W: m.Head().W, G: m.Head().G}, br.dh,
+			loss.TeacherHidden{Hidden: th, Head: br.teacher.Head().W}, nil, br.kd, 1, opt); err != nil {
 			return 0, err
 		}
-		l = kr.Loss
 	}
 	if err := m.BackwardHidden(br.dh); err != nil {
 		return 0, err
 	}
-	_, err = br.opt.Step(1e-5)
-	return l, err
+	br.opt.Launch(1e-5, br.sums.Head())
+	end()
+	head, err := br.sums.Read()
+	if _, err = br.opt.Finish(float64(head), err); err != nil {
+		return 0, err
+	}
+	return br.sums.Last().Value(), nil
 }
 
 // free releases the run's own buffer (the models' and the optimizer's
@@ -324,6 +365,9 @@ func (br *benchRun) step() (float64, error) {
 func (br *benchRun) free() {
 	if br.dh != nil {
 		br.be.Free(br.dh)
+	}
+	if br.sums != nil {
+		br.sums.Free()
 	}
 }
 
@@ -360,6 +404,10 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	}
 	defer run.free()
 	m, teacher, opt, cfg := run.m, run.teacher, run.opt, run.m.Config
+	if sg, ok := be.(kdrt.StepGraphs); ok {
+		run.sg, run.log = sg, log
+	}
+	counting, hasCounters := be.(kdrt.Counting)
 	res.Backend, res.Step, res.Model = be.Describe(), "train", describeModel(cfg)
 	res.Batch, res.Seq, res.Steps = c.B, c.T, c.Steps
 	if teacher != nil {
@@ -384,11 +432,20 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	}
 	start := time.Now()
 	for i := range c.Steps {
+		if hasCounters {
+			counting.ResetCounters()
+		}
 		t0 = time.Now()
 		if res.Loss, err = run.step(); err != nil {
 			return res, withPlan(err, stepPlan)
 		}
-		fmt.Fprintf(log, "step %d/%d %.3f s\n", i+1, c.Steps, time.Since(t0).Seconds())
+		line := fmt.Sprintf("step %d/%d %.3f s", i+1, c.Steps, time.Since(t0).Seconds())
+		if hasCounters {
+			n := counting.Counters()
+			res.PerStep = &n
+			line += ": " + n.String()
+		}
+		fmt.Fprintln(log, line)
 	}
 	res.StepSeconds = time.Since(start).Seconds() / float64(c.Steps)
 	res.Precision = precision(m)
@@ -444,6 +501,9 @@ func (r BenchResult) write(w io.Writer) {
 	}
 	if len(mfu) > 0 {
 		fmt.Fprintf(w, "MFU %s\n", strings.Join(mfu, ", "))
+	}
+	if r.PerStep != nil {
+		fmt.Fprintf(w, "per step: %v\n", *r.PerStep)
 	}
 	if r.PeakMB > 0 {
 		fmt.Fprintf(w, "%.0f MB of tensors, peak device memory %.0f MB\n", r.TensorMB, r.PeakMB)

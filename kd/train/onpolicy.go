@@ -651,8 +651,7 @@ func (t *trainer) onpolicyMicroBatch(st *stepStats, w float64, rows []data.Examp
 			return err
 		}
 	}
-	st.op.loss += term / o.Weight
-	st.loss += term
+	st.add(&st.op.loss, o.Weight, term)
 	return nil
 }
 

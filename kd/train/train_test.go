@@ -421,3 +421,36 @@ func TestBench(t *testing.T) {
 		t.Fatalf("too long: %v", err)
 	}
 }
+
+// TestStepNormIsItsOwn: the gradient norm a step reports is read with its
+// losses in one download at the step's end; it must be that step's norm (a
+// read made before the update was queued gave the previous step's, 0 at
+// step 1, and each later step the one before).
+func TestStepNormIsItsOwn(t *testing.T) {
+	w := newWorld(t)
+	r := w.recipe(filepath.Join(w.dir, "norm-run"))
+	r.Teacher = w.teacher
+	r.Objectives.KD = &KDTerm{Weight: 1, Divergence: "forward_kl", Temperature: 2}
+	r.MaxSteps, r.LogEvery = 2, 1
+	run(t, r, false)
+	b, err := os.ReadFile(filepath.Join(r.Output, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var norms []float64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec struct {
+			Step     int      `json:"step"`
+			GradNorm *float64 `json:"grad_norm"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.GradNorm != nil {
+			norms = append(norms, *rec.GradNorm)
+		}
+	}
+	if len(norms) != 2 || !(norms[0] > 0) || !(norms[1] > 0) || norms[0] == norms[1] {
+		t.Fatalf("the steps' gradient norms are %v, want two different positive norms", norms)
+	}
+}

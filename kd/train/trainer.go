@@ -96,6 +96,9 @@ type trainer struct {
 	// teacherKeep are the teacher's hidden states the feature term reads
 	// (the inference forward keeps only those).
 	teacherKeep []int
+	// sums hold a step's loss values and gradient norm on the device,
+	// read once at its end: one host round-trip per step.
+	sums *loss.Sums
 }
 
 // Run trains as the recipe says and returns what happened. Progress goes to
@@ -229,6 +232,10 @@ func (t *trainer) setup(opt Options) error {
 	t.opt, err = optim.NewAdamW(t.be, t.slots, optim.AdamWConfig{Beta1: r.Optim.Beta1, Beta2: r.Optim.Beta2,
 		Eps: r.Optim.Eps, WeightDecay: r.Optim.WeightDecay, MaxGradNorm: r.Optim.MaxGradNorm})
 	if err != nil {
+		return err
+	}
+	// Room for the sft and kd terms of every micro-batch.
+	if t.sums, err = loss.NewSums(t.be, 2*max(1, r.GradAccum)); err != nil {
 		return err
 	}
 	t.total = t.totalSteps()
@@ -429,6 +436,44 @@ type stepStats struct {
 	dpoMetrics         loss.DPOMetrics
 	op                 onpolicyStats // objectives.onpolicy's (onpolicy.go)
 	wall               time.Duration // the step's time
+	// terms are the step's loss terms in the order they were computed,
+	// some still on the device (loss.Sums) until the step's one read;
+	// resolve adds them up in that order.
+	terms []stepTerm
+}
+
+// stepTerm is one loss term of a step: the term's total it adds to (times
+// 1/weight) and its value, known now or after the step's read.
+type stepTerm struct {
+	total  *float64
+	weight float64
+	value  float64
+	later  *loss.Deferred
+}
+
+// add records a term's value l (already weighted) for total and the loss.
+func (st *stepStats) add(total *float64, weight, l float64) {
+	st.terms = append(st.terms, stepTerm{total: total, weight: weight, value: l})
+}
+
+// addLater records a term whose value is still on the device.
+func (st *stepStats) addLater(total *float64, weight float64, d loss.Deferred) {
+	st.terms = append(st.terms, stepTerm{total: total, weight: weight, later: &d})
+}
+
+// resolve adds every term into its total and the loss, in the order they
+// were computed (so the sums are the same, bit for bit, whichever terms
+// were deferred).
+func (st *stepStats) resolve() {
+	for _, tm := range st.terms {
+		v := tm.value
+		if tm.later != nil {
+			v = tm.later.Value()
+		}
+		*tm.total += v / tm.weight
+		st.loss += v
+	}
+	st.terms = nil
 }
 
 // trainStep runs GradAccum micro-batches and one optimizer update.
@@ -438,6 +483,18 @@ func (t *trainer) trainStep() (stepStats, error) {
 	if err := t.beginStep(&st); err != nil { // on-policy sampling (onpolicy.go)
 		return st, err
 	}
+	// On a backend with step graphs (CUDA) the steady-state step's work is
+	// recorded once and replayed as one launch; a step that cannot be
+	// (one that reads from the device midway) runs as usual.
+	sg, graphed := t.be.(kdrt.StepGraphs)
+	if graphed {
+		sg.BeginGraph("train")
+		defer func() {
+			if graphed { // an error ended the step early
+				sg.EndGraph()
+			}
+		}()
+	}
 	if err := t.student.ZeroGrad(); err != nil {
 		return st, err
 	}
@@ -446,6 +503,7 @@ func (t *trainer) trainStep() (stepStats, error) {
 			p.ZeroGrad(t.be)
 		}
 	}
+	t.sums.Reset()
 	accum := float64(t.r.GradAccum)
 	for range t.r.GradAccum {
 		var err error
@@ -459,10 +517,22 @@ func (t *trainer) trainStep() (stepStats, error) {
 		}
 	}
 	st.lr = t.r.Schedule.LR(t.r.Optim.LR, t.step+1, t.total)
-	norm, err := t.opt.Step(st.lr)
+	// The update, then the step's one read: the gradient norm and every
+	// deferred loss value in one download.
+	t.opt.Launch(st.lr, t.sums.Head())
+	if graphed {
+		graphed = false
+		if note := sg.EndGraph(); note != "" {
+			t.endLine()
+			t.logf("%s", note)
+		}
+	}
+	head, err := t.sums.Read()
+	norm, err := t.opt.Finish(float64(head), err)
 	if err != nil {
 		return st, err
 	}
+	st.resolve()
 	st.gradNorm = norm
 	t.tokens += int64(st.tokens)
 	st.wall = time.Since(t0)
@@ -506,13 +576,13 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 		return nil // a batch of prompts only: nothing to learn
 	}
 	st.tokens += n
+	deferred := t.lossOpt
+	deferred.Sums = t.sums
 	if o.SFT != nil {
-		l, _, err := loss.CrossEntropy(t.be, h, head, dh, b.Targets, o.SFT.Weight*w, t.lossOpt)
-		if err != nil {
+		if _, _, err := loss.CrossEntropy(t.be, h, head, dh, b.Targets, o.SFT.Weight*w, deferred); err != nil {
 			return err
 		}
-		st.sft += l / o.SFT.Weight
-		st.loss += l
+		st.addLater(&st.sft, o.SFT.Weight, t.sums.Last())
 	}
 	if o.KD != nil && t.xt != nil {
 		if err := t.xtokKD(st, rows, b, h, head, dh, w); err != nil {
@@ -538,12 +608,11 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 			teacher = loss.TeacherHidden{Hidden: th, Head: t.teacher.Head().W}
 		}
 		if teacher != nil { // a batch without teacher entries has no kd term
-			res, err := loss.KD(t.be, h, head, dh, teacher, mask, t.kd, o.KD.Weight*w, t.lossOpt)
+			res, err := loss.KD(t.be, h, head, dh, teacher, mask, t.kd, o.KD.Weight*w, deferred)
 			if err != nil {
 				return err
 			}
-			st.kd += res.Loss / o.KD.Weight
-			st.loss += res.Loss
+			st.addLater(&st.kd, o.KD.Weight, t.sums.Last())
 			if (res.DroppedStudent > 0 || res.DroppedTeacher > 0) && !t.saidVocab {
 				t.saidVocab = true
 				t.logf("kd: vocabularies differ in size; comparing the %d shared ids (dropped %d student and %d teacher ids)",
@@ -566,8 +635,7 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 				t.be.Free(e.Grad)
 			}
 		}()
-		st.feature += l / o.Feature.Weight
-		st.loss += l
+		st.add(&st.feature, o.Feature.Weight, l)
 	}
 	return t.student.BackwardHidden(dh, extra...)
 }
@@ -619,8 +687,7 @@ func (t *trainer) dpoMicroBatch(st *stepStats, w float64) error {
 	if err != nil {
 		return err
 	}
-	st.dpo += res.Loss / weight
-	st.loss += res.Loss
+	st.add(&st.dpo, weight, res.Loss)
 	st.dpoMetrics = res.Metrics
 	for _, tg := range b.Targets {
 		if tg != kdrt.IgnoreIndex {

@@ -280,7 +280,6 @@ func (t *trainer) xtokKD(st *stepStats, rows []data.Example, b model.Batch, h *k
 	if err != nil {
 		return err
 	}
-	st.kd += res.Loss / weight
-	st.loss += res.Loss
+	st.add(&st.kd, weight, res.Loss)
 	return nil
 }

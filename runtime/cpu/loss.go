@@ -86,3 +86,15 @@ func crossEntropyBackward[F Float](dlogits, logits []F, targets []int32, weights
 		}
 	})
 }
+
+// AddSum implements runtime.Backend: the sum over x in row order, in
+// float64, then added to acc's slot.
+func (*Backend) AddSum(acc *kdrt.Tensor, slot int, x *kdrt.Tensor) {
+	kdrt.CheckAddSum(acc, slot, x)
+	var s float64
+	for _, v := range Float32s(x) {
+		s += float64(v)
+	}
+	a := Float32s(acc)
+	kdrt.SetFloat64At(a, slot, kdrt.Float64At(a, slot)+s)
+}

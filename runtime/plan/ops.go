@@ -411,3 +411,9 @@ func (b *Backend) AdamWStep(grp kdrt.AdamWGroup, norm *kdrt.Tensor, h kdrt.AdamW
 	}
 	b.use("adamw step", g.tables...)
 }
+
+// AddSum implements runtime.Backend.
+func (b *Backend) AddSum(acc *kdrt.Tensor, slot int, x *kdrt.Tensor) {
+	b.use("add sum", acc, x)
+	kdrt.CheckAddSum(acc, slot, x)
+}

@@ -39,6 +39,8 @@ rm -rf "$RES"
 mkdir -p "$RES/logs"
 PYTHON=${PYTHON:-python3}
 export KDNATIVE_KERNEL_CACHE=$HERE/kernel-cache
+# CUDA graphs of the training step are opt-in until a GPU confirms them: this run does.
+export KDNATIVE_CUDA_GRAPHS=${KDNATIVE_CUDA_GRAPHS:-1}
 export HERE RES PYTHON
 
 # Is there a GPU? nvidia-smi answers before any CUDA library is loaded.
