@@ -3,6 +3,7 @@ package train
 import (
 	"errors"
 	"fmt"
+	"github.com/kdnative/kdnative/kd/loss"
 	"io"
 	"math"
 
@@ -154,6 +155,9 @@ func (t *trainer) stepPlanner() planner {
 			o := t.r.Optim
 			if s.opt, err = optim.NewAdamW(s.be, s.slots, optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps,
 				WeightDecay: o.WeightDecay, MaxGradNorm: o.MaxGradNorm}); err != nil {
+				return err
+			}
+			if s.sums, err = loss.NewSums(s.be, 2); err != nil { // as setup makes them
 				return err
 			}
 			r.phase(plan.PhaseStep)
