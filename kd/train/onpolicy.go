@@ -319,11 +319,13 @@ func (t *trainer) setupOnPolicy() error {
 // openSamples opens samples.jsonl (after the output folder is prepared; on
 // resume, records past the checkpoint are dropped).
 func (t *trainer) openSamples() error {
-	if t.op == nil || t.op.term.evalSamples() == 0 {
-		return nil
-	}
 	var err error
-	t.op.samples, err = openMetrics(filepath.Join(t.r.Output, "samples.jsonl"), t.step)
+	switch {
+	case t.op != nil && t.op.term.evalSamples() > 0:
+		t.op.samples, err = openMetrics(filepath.Join(t.r.Output, "samples.jsonl"), t.step)
+	case t.rl != nil && t.rl.term.evalSamples() > 0:
+		t.rl.samples, err = openMetrics(filepath.Join(t.r.Output, "samples.jsonl"), t.step)
+	}
 	return err
 }
 
@@ -492,13 +494,23 @@ func (t *trainer) beginStep(st *stepStats) error {
 func (t *trainer) stepFailed(err error) error {
 	err = fmt.Errorf("step %d: %w", t.step+1, err)
 	var ee *rollout.EndpointError
-	if t.op == nil || !errors.As(err, &ee) {
+	var jf *judgeFailure
+	var markData data.LoaderState
+	var markRNG []byte
+	var pcg *rand.PCG
+	what := "the teacher endpoint"
+	switch {
+	case t.op != nil && errors.As(err, &ee):
+		markData, markRNG, pcg = t.op.mark.data, t.op.mark.rng, t.op.pcg
+	case t.rl != nil && errors.As(err, &jf):
+		markData, markRNG, pcg, what = t.rl.mark.data, t.rl.mark.rng, t.rl.pcg, "the judge"
+	default:
 		return err
 	}
-	if rerr := t.loader.Restore(t.op.mark.data); rerr != nil {
+	if rerr := t.loader.Restore(markData); rerr != nil {
 		return fmt.Errorf("%w (and the data position could not be put back for a checkpoint: %v)", err, rerr)
 	}
-	if rerr := t.op.pcg.UnmarshalBinary(t.op.mark.rng); rerr != nil {
+	if rerr := pcg.UnmarshalBinary(markRNG); rerr != nil {
 		return fmt.Errorf("%w (and the sampling state could not be put back for a checkpoint: %v)", err, rerr)
 	}
 	dir, cerr := t.checkpoint()
@@ -506,7 +518,7 @@ func (t *trainer) stepFailed(err error) error {
 		return fmt.Errorf("%w (and the checkpoint failed: %v)", err, cerr)
 	}
 	t.endLine()
-	return fmt.Errorf("%w\nthe teacher endpoint failed; %s holds the run at step %d: continue with --resume once it answers", err, dir, t.step)
+	return fmt.Errorf("%w\n%s failed; %s holds the run at step %d: continue with --resume once it answers", err, what, dir, t.step)
 }
 
 // onpolicyState is the on-policy part of a checkpoint's training state.

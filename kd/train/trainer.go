@@ -87,6 +87,7 @@ type trainer struct {
 	cache      *cache.Reader
 	evalTasks  evalTaskSet // the recipe's eval_tasks (evaltasks.go)
 	op         *onpolicy   // objectives.onpolicy (onpolicy.go)
+	rl         *rlRun      // objectives.rl (rl.go)
 	// xt is set when the kd term's teacher has another tokenizer
 	// (objectives.kd.cross_tokenizer; xtok.go).
 	xt *xtokState
@@ -199,6 +200,9 @@ func (t *trainer) setup(opt Options) error {
 		}
 	}
 	if err := t.setupOnPolicy(); err != nil {
+		return err
+	}
+	if err := t.setupRL(); err != nil {
 		return err
 	}
 	if err := t.checkBatchMemory(); err != nil {
@@ -399,6 +403,9 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 	if err := t.closeOnPolicy(); err != nil {
 		return nil, err
 	}
+	if err := t.closeRL(); err != nil {
+		return nil, err
+	}
 	if err := plotLosses(filepath.Join(t.r.Output, "metrics.jsonl"), filepath.Join(t.r.Output, "loss.png")); err != nil {
 		t.logf("loss curve: %v", err)
 	}
@@ -414,6 +421,7 @@ type stepStats struct {
 	tokens             int
 	dpoMetrics         loss.DPOMetrics
 	op                 onpolicyStats // objectives.onpolicy's (onpolicy.go)
+	rl                 rlStats       // objectives.rl's (rl.go)
 	wall               time.Duration // the step's time
 }
 
@@ -422,6 +430,9 @@ func (t *trainer) trainStep() (stepStats, error) {
 	var st stepStats
 	t0 := time.Now()
 	if err := t.beginStep(&st); err != nil { // on-policy sampling (onpolicy.go)
+		return st, err
+	}
+	if err := t.rlBeginStep(&st); err != nil { // RL sampling and rewards (rl.go)
 		return st, err
 	}
 	if err := t.student.ZeroGrad(); err != nil {
@@ -462,8 +473,12 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 	if err != nil {
 		return err
 	}
-	if t.op != nil {
-		if err := t.onpolicyMicroBatch(st, w, rows); err != nil {
+	if t.op != nil || t.rl != nil {
+		if t.op != nil {
+			if err := t.onpolicyMicroBatch(st, w, rows); err != nil {
+				return err
+			}
+		} else if err := t.rlMicroBatch(st, w, rows); err != nil {
 			return err
 		}
 		if o := t.r.Objectives; o.SFT == nil && o.KD == nil && o.Feature == nil {
