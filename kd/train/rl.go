@@ -374,9 +374,6 @@ func (t *trainer) setupRL() error {
 		}
 		rl.judge, rl.scale = j, float64(j.MaxScore)
 	}
-	if err := t.checkReferences(); err != nil {
-		return err
-	}
 	stops := []int32{}
 	if sp := t.tok.Special(); sp.EOS >= 0 {
 		stops = append(stops, sp.EOS)
@@ -386,6 +383,9 @@ func (t *trainer) setupRL() error {
 		return err
 	}
 	rl.stops = append(stops, tmpl.StopTokens()...)
+	if err := t.checkReferences(); err != nil {
+		return err
+	}
 	maxLen := min(t.r.Data.MaxLen, t.student.Config.MaxPositions)
 	rl.params = rollout.Params{Temperature: o.temperature(), TopP: o.TopP, MaxNewTokens: o.maxNew(), MaxLen: maxLen, StopTokens: rl.stops}
 	if rl.params.TopP == 1 {
@@ -486,24 +486,38 @@ func (t *trainer) rowPrompt(r rollout.Rollout) (*elicit.SelfPrompt, error) {
 	return p, nil
 }
 
-// checkReferences refuses a rule whose reference cannot be read from some
-// rows (nothing to extract, not a number), naming how many and the first.
+// checkReferences finds the rows whose reference the reward cannot read
+// (an empty response, nothing to extract, not a number). Under
+// data.on_bad_line skip they are left out of training and reported, under
+// stop — or when no row is left — the run is refused, naming how many and
+// the first.
 func (t *trainer) checkReferences() error {
+	var kept []data.Example
 	bad, first := 0, ""
 	for i, e := range t.train {
-		r := rowsAsRollouts([]data.Example{e}, t.rl.term.PromptTokens, len(e.Tokens))[0]
+		r := rowsAsRollouts([]data.Example{e}, t.rl.term.PromptTokens, t.r.Data.MaxLen)[0]
 		if _, err := t.rowPrompt(r); err != nil {
 			bad++
 			if first == "" {
 				first = fmt.Sprintf("row %d (%q…): %v", i+1, clipRunes(t.tok.Decode(r.Prompt), 40), err)
 			}
+			continue
 		}
+		kept = append(kept, e)
 	}
 	if bad == 0 {
 		return nil
 	}
-	return fmt.Errorf("objectives.rl: %d of %d rows of %s have no usable reference answer for reward %s (reference: response is the row's response); first: %s",
+	msg := fmt.Sprintf("objectives.rl: %d of %d rows of %s have no usable reference answer for reward %s (reference: response is the row's response); first: %s",
 		bad, len(t.train), t.r.Data.Train, t.rl.term.Reward, first)
+	if t.r.Data.OnBadLine == "stop" || len(kept) == 0 {
+		return errors.New(msg)
+	}
+	t.logf("%s — left out of training (data.on_bad_line: skip)", msg)
+	t.train = kept
+	var err error
+	t.loader, err = data.NewLoader(kept, data.LoaderConfig{Seed: t.r.Seed, PadID: t.pad})
+	return err
 }
 
 func clipRunes(s string, n int) string {

@@ -223,16 +223,46 @@ func TestRLJudgeEndpointFailsThenResumes(t *testing.T) {
 	sameRun(t, straight.Output, stopped.Output)
 }
 
-// TestRLRefusesData: rows whose reference the rule cannot read, and rows
-// learnt whole without prompt_tokens, are refused before training, saying
-// how many and which.
+// TestRLRefusesData: rows whose reference the rule cannot read are left
+// out and reported under data.on_bad_line skip and refuse the run under
+// stop (or when no row is left), saying how many and which; rows learnt
+// whole without prompt_tokens are refused.
 func TestRLRefusesData(t *testing.T) {
 	w := newDemoWorld(t, 16)
-	r := w.rlRecipe(filepath.Join(w.dir, "num"), RLTerm{Reward: "rule", Match: "numeric", ReferenceExtract: "last_number"})
+	math := filepath.Join(w.dir, "math.jsonl")
+	var b strings.Builder
+	for i := range 6 {
+		resp := fmt.Sprintf("%d and %d make %d.\n#### %d", i, i, 2*i, 2*i)
+		if i%3 == 1 {
+			resp = "I do not know."
+		}
+		line, _ := json.Marshal(map[string]string{"prompt": fmt.Sprintf("What is %d + %d? ", i, i), "response": resp})
+		b.Write(append(line, '\n'))
+	}
+	os.WriteFile(math, []byte(b.String()), 0o644)
+	term := RLTerm{Reward: "rule", Extract: "gsm8k", ReferenceExtract: "gsm8k", Match: "numeric", GroupSize: 2, EvalSamples: ptr(0)}
+	r := w.rlRecipe(filepath.Join(w.dir, "math-stop"), term)
+	r.Data.Train, r.Data.Val, r.Data.ValFraction, r.Data.OnBadLine, r.MaxSteps, r.BatchSize = math, "", 0, "stop", 2, 2
+	r.Objectives.RL.PromptTokens = 0
 	_, err := Run(context.Background(), cpu.New(), r, Options{})
-	if err == nil || !regexp.MustCompile(`objectives.rl: \d+ of 16 rows of .*train.jsonl have no usable reference answer for reward rule .*first: row \d+ `).MatchString(err.Error()) {
+	if err == nil || !regexp.MustCompile(`objectives.rl: 2 of 6 rows of .*math.jsonl have no usable reference answer for reward rule .*first: row \d \("What is [14] \+ [14]\? "…\): "reference" "I do not know." has no answer to extract with "gsm8k"`).MatchString(err.Error()) {
 		t.Fatalf("%v", err)
 	}
+	r.Data.OnBadLine, r.Output = "skip", filepath.Join(w.dir, "math-skip")
+	if _, log := run(t, r, false); !strings.Contains(log, "have no usable reference answer") || !strings.Contains(log, "left out of training") {
+		t.Fatalf("the log does not report the rows left out:\n%s", log)
+	}
+
+	// A {"text"} line no longer than its prompt_tokens (and its EOS, which is
+	// not text) has an empty reference.
+	short := filepath.Join(w.dir, "short.jsonl")
+	os.WriteFile(short, []byte(`{"text": "Call me Ishmael. Some years ago, never mind how long."}`+"\n"+`{"text": "Call me Ishmael. Some ye"}`+"\n"), 0o644)
+	r = w.rlRecipe(filepath.Join(w.dir, "short"), RLTerm{})
+	r.Data.Train, r.Data.Val, r.Data.ValFraction, r.Data.OnBadLine, r.MaxSteps = short, "", 0, "stop", 1
+	if _, err = Run(context.Background(), cpu.New(), r, Options{}); err == nil || !strings.Contains(err.Error(), "1 of 2 rows") || !strings.Contains(err.Error(), "has an empty response") {
+		t.Fatalf("%v", err)
+	}
+
 	r = w.rlRecipe(filepath.Join(w.dir, "np"), RLTerm{})
 	r.Objectives.RL.PromptTokens = 0 // (rlRecipe's default is 24)
 	_, err = Run(context.Background(), cpu.New(), r, Options{})
