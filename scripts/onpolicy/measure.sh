@@ -8,6 +8,7 @@
 # the steps off-policy KD and the other half each on-policy loss, against KD for all of them.
 #
 #   sh scripts/onpolicy/measure.sh [STEPS] [WORKDIR]     (default 300 steps, /tmp/onpolicy-measure)
+# (about 20 minutes on two CPU cores)
 set -eu
 STEPS=${1:-300}
 WORK=${2:-/tmp/onpolicy-measure}
@@ -31,4 +32,8 @@ half="--set max_steps=$HALF --set log_every=1 --set eval_every=0 --set save_ever
 	--set data.train=demo-assets/train.jsonl --set data.val=demo-assets/val.jsonl --set output=runs/kd-half > kd-half.log
 ./kdnative --device cpu train "$REPO/examples/recipes/onpolicy-jsd.yaml" $half --set student=runs/kd-half --set output=runs/kd-then-jsd > kd-then-jsd.log
 ./kdnative --device cpu train "$REPO/examples/recipes/onpolicy-rkl.yaml" $half --set student=runs/kd-half --set output=runs/kd-then-rkl > kd-then-rkl.log
-./measure -assets demo-assets runs/kd runs/onpolicy-jsd runs/onpolicy-rkl runs/kd-half runs/kd-then-jsd runs/kd-then-rkl
+# Every held-out prompt, with two sets of sampling seeds: the second says how much the
+# reverse KL moves with the samples alone.
+runs="runs/kd runs/onpolicy-jsd runs/onpolicy-rkl runs/kd-half runs/kd-then-jsd runs/kd-then-rkl"
+./measure -assets demo-assets -prompts 275 $runs
+./measure -assets demo-assets -prompts 275 -seed 5000 $runs
