@@ -59,7 +59,10 @@ type GRPOResult struct {
 // GroupAdvantages are GRPO's advantages of rewards laid out as groups of g
 // consecutive answers to one prompt: reward minus its group's mean, divided
 // by the group's standard deviation (Bessel-corrected, as torch.std) plus
-// 1e-4 when scale is set. A group whose rewards are all equal gets 0 (it
+// 1e-4 when scale is set. A NaN reward is an answer that could not be
+// scored: as in TRL's GRPOTrainer it is left out of its group's mean and
+// std and gets advantage 0; so does every answer of a group with fewer than
+// two scored answers. A group whose rewards are all equal gets 0 (it
 // teaches nothing).
 func GroupAdvantages(rewards []float64, g int, scale bool) ([]float64, error) {
 	if g < 2 {
@@ -72,19 +75,31 @@ func GroupAdvantages(rewards []float64, g int, scale bool) ([]float64, error) {
 	for s := 0; s < len(rewards); s += g {
 		grp := rewards[s : s+g]
 		var mean float64
+		n := 0
 		for i, r := range grp {
-			if math.IsNaN(r) || math.IsInf(r, 0) {
+			if math.IsInf(r, 0) {
 				return nil, fmt.Errorf("loss: reward %g of answer %d is not finite", r, s+i)
 			}
-			mean += r
+			if !math.IsNaN(r) {
+				mean += r
+				n++
+			}
 		}
-		mean /= float64(g)
+		if n < 2 {
+			continue
+		}
+		mean /= float64(n)
 		var ss float64
 		for _, r := range grp {
-			ss += (r - mean) * (r - mean)
+			if !math.IsNaN(r) {
+				ss += (r - mean) * (r - mean)
+			}
 		}
-		std := math.Sqrt(ss / float64(g-1))
+		std := math.Sqrt(ss / float64(n-1))
 		for i, r := range grp {
+			if math.IsNaN(r) {
+				continue
+			}
 			a := r - mean
 			if scale {
 				a /= std + 1e-4

@@ -38,6 +38,20 @@ func TestGroupAdvantagesHandComputed(t *testing.T) {
 			t.Fatalf("unscaled advantage %d: %g, want %g", i, got[i], unscaled[i])
 		}
 	}
+	// Unscored answers (NaN) are left out of their group's statistics and
+	// get 0: (1, NaN, 0, 0) is the group (1, 0, 0): mean ⅓, std √(1/3);
+	// a group with one scored answer teaches nothing.
+	nan := math.NaN()
+	got, err = loss.GroupAdvantages([]float64{1, nan, 0, 0, nan, 1, nan, nan}, 4, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3 := math.Sqrt(1.0/3) + 1e-4
+	for i, w := range []float64{(2.0 / 3) / s3, 0, (-1.0 / 3) / s3, (-1.0 / 3) / s3, 0, 0, 0, 0} {
+		if math.Abs(got[i]-w) > 1e-12 {
+			t.Fatalf("with unscored answers, advantage %d: %g, want %g", i, got[i], w)
+		}
+	}
 	for _, c := range []struct {
 		rewards []float64
 		g       int
@@ -45,7 +59,7 @@ func TestGroupAdvantagesHandComputed(t *testing.T) {
 	}{
 		{rewards, 1, "group size 1"},
 		{rewards, 5, "12 rewards are not groups of 5"},
-		{[]float64{1, math.NaN()}, 2, "reward NaN of answer 1"},
+		{[]float64{1, math.Inf(1)}, 2, "reward +Inf of answer 1"},
 	} {
 		if _, err := loss.GroupAdvantages(c.rewards, c.g, true); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("group %d: error %v, want one saying %q", c.g, err, c.want)

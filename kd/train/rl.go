@@ -317,7 +317,8 @@ type rlBatch struct {
 // rlStats are a step's RL numbers.
 type rlStats struct {
 	loss, reward, kl, clip, ratio float64
-	answers, respToks, unjudged   int
+	answers, judged, respToks     int
+	unjudged                      int
 	micro                         int
 	gen, score                    time.Duration
 }
@@ -596,9 +597,10 @@ func (t *trainer) rlBeginStep(st *stepStats) error {
 }
 
 // rewards judges every answer (judge_concurrency at a time for the
-// teacher), G to a prompt: out[i·G + k] is the reward of prompt i's answer k, and
-// unjudged[i] counts prompt i's answers the judge gave no score to — they
-// get their group's mean reward, so they teach nothing.
+// teacher), G to a prompt: out[i·G + k] is the reward of prompt i's answer
+// k — NaN for an answer the judge gave no score to (GroupAdvantages leaves
+// it out of its group and gives it advantage 0, as TRL does an unscorable
+// completion) — and unjudged[i] counts prompt i's such answers.
 func (rl *rlRun) rewards(t *trainer, prompts []*elicit.SelfPrompt, groups [][]rollout.Rollout, G int) ([]float64, []int, error) {
 	out := make([]float64, len(prompts)*G)
 	unjudged := make([]int, len(prompts))
@@ -644,22 +646,6 @@ func (rl *rlRun) rewards(t *trainer, prompts []*elicit.SelfPrompt, groups [][]ro
 	wg.Wait()
 	if failed != nil {
 		return nil, nil, failed
-	}
-	for i := range groups {
-		grp := out[i*G : (i+1)*G]
-		var sum float64
-		n := 0
-		for _, v := range grp {
-			if !math.IsNaN(v) {
-				sum += v
-				n++
-			}
-		}
-		for k, v := range grp {
-			if math.IsNaN(v) {
-				grp[k] = sum / float64(max(n, 1))
-			}
-		}
 	}
 	return out, unjudged, nil
 }
@@ -733,7 +719,10 @@ func (t *trainer) rlMicroBatch(st *stepStats, w float64, rows []data.Example) er
 	st.rl.ratio += res.MeanRatio
 	st.rl.micro++
 	for i, r := range mb.rs {
-		st.rl.reward += mb.rewards[i]
+		if !math.IsNaN(mb.rewards[i]) {
+			st.rl.reward += mb.rewards[i]
+			st.rl.judged++
+		}
 		st.rl.respToks += len(r.Response)
 	}
 	st.rl.answers += len(mb.rs)
@@ -777,7 +766,7 @@ func (t *trainer) rlLine(st stepStats) string {
 	if t.rl == nil || st.rl.answers == 0 {
 		return ""
 	}
-	s := fmt.Sprintf(" (rl %.4f, reward %.3f", st.rl.loss, st.rl.reward/float64(st.rl.answers))
+	s := fmt.Sprintf(" (rl %.4f, reward %.3f", st.rl.loss, st.rl.reward/float64(max(st.rl.judged, 1)))
 	if t.rl.ref != nil {
 		s += fmt.Sprintf(", kl %.4f", st.rl.kl/float64(st.rl.micro))
 	}
@@ -801,7 +790,7 @@ func (t *trainer) rlRecord(rec map[string]any, st stepStats) {
 	}
 	m := float64(st.rl.micro)
 	rec["rl"] = st.rl.loss
-	rec["reward"] = st.rl.reward / float64(st.rl.answers)
+	rec["reward"] = st.rl.reward / float64(max(st.rl.judged, 1)) // over the judged answers
 	if t.rl.ref != nil {
 		rec["kl_ref"] = st.rl.kl / m
 	}
@@ -854,20 +843,28 @@ func (t *trainer) evalRL(step int, rec map[string]any) error {
 		return fmt.Errorf("step %d: rl evaluation: %w", step, err)
 	}
 	var mean float64
+	judged := 0
 	for _, v := range rewards {
-		mean += v
+		if !math.IsNaN(v) {
+			mean += v
+			judged++
+		}
 	}
-	mean /= float64(len(rewards))
+	mean /= float64(max(judged, 1))
 	if ev, ok := rec["eval"].(map[string]any); ok {
 		ev["reward"] = mean
 	}
-	t.logf("step %d: mean reward %.3f on %d validation prompts (one answer each)", step, mean, len(rs))
+	t.logf("step %d: mean reward %.3f on %d validation prompts (one answer each; %d judged)", step, mean, len(rs), judged)
 	for i, r := range rs {
 		if i < 3 {
 			t.logf("  answer %d (reward %.2f): %q → %q", i+1, rewards[i], t.tok.Decode(r.Prompt), t.tok.Decode(r.Response))
 		}
 		if rl.samples != nil {
-			rl.samples.write(map[string]any{"step": step, "prompt": t.tok.Decode(r.Prompt), "response": t.tok.Decode(r.Response), "finish": r.Finish, "reward": rewards[i]})
+			var reward any = rewards[i]
+			if math.IsNaN(rewards[i]) {
+				reward = nil // unjudged
+			}
+			rl.samples.write(map[string]any{"step": step, "prompt": t.tok.Decode(r.Prompt), "response": t.tok.Decode(r.Response), "finish": r.Finish, "reward": reward})
 		}
 	}
 	return nil
