@@ -18,19 +18,23 @@ import (
 // π_θ is trained on
 //
 //	L = Σ_t w_t · ℓ_t,
-//	ℓ_t = −min(r_t·A_t, clip(r_t, 1−ε_low, 1+ε_high)·A_t) + β·(e^{ref_t − lp_t} − (ref_t − lp_t) − 1),
+//	ℓ_t = −min(r_t·A_t, clip(r_t, 1−ε_low, 1+ε_high)·A_t) + β·c_t·(e^{ref_t − lp_t} − (ref_t − lp_t) − 1),
 //
 // where lp_t = log π_θ(y_t), r_t = exp(lp_t − old_t) the ratio to the policy
 // that sampled the answers (old_t its log-probability of y_t), ref_t the
 // frozen reference's log-probability (the KL term is Schulman's k3
-// estimator of KL(π_θ ‖ π_ref), as GRPOTrainer uses it), and w_t the
+// estimator of KL(π_θ ‖ π_ref), as GRPOTrainer uses it; c_t is r_t under
+// KLRatio — TRL's use_bias_correction_kl, its default since DeepSeek-V3.2,
+// which makes the KL gradient the unbiased reverse-KL gradient — else 1),
+// and w_t the
 // normalization: 1/(|o_i|·B) per token of answer i of B answers (GRPO's
 // per-sequence mean, GRPOTokenWeights) or 1/n over all n tokens.
 //
 // The gradient, per token, is ∂ℓ_t/∂lp_t = −r_t·A_t where the unclipped
 // term is the minimum (0 where the clip is active: the ratio has left the
 // trust region in the direction the advantage pushes it) plus
-// β·(1 − e^{ref_t − lp_t}); times ∂lp_t/∂logits = onehot − softmax.
+// β·(1 − e^{ref_t − lp_t}), or under KLRatio β·r_t·(k3_t + 1 − e^{ref_t − lp_t})
+// (r_t carries a gradient too); times ∂lp_t/∂logits = onehot − softmax.
 
 // GRPOConfig are the loss's constants.
 type GRPOConfig struct {
@@ -40,6 +44,9 @@ type GRPOConfig struct {
 	// Beta weighs the KL penalty to the reference (0: none, and no
 	// reference log-probabilities are needed).
 	Beta float64
+	// KLRatio multiplies each token's KL term by its ratio r_t (TRL's
+	// use_bias_correction_kl).
+	KLRatio bool
 }
 
 // GRPOResult is what GRPO computed.
@@ -259,8 +266,13 @@ func GRPO(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor,
 				x := ref[row] - lp
 				k3 := math.Exp(x) - x - 1
 				kl += k3
-				l += cfg.Beta * k3
-				d += cfg.Beta * (1 - math.Exp(x))
+				if cfg.KLRatio {
+					l += cfg.Beta * r * k3
+					d += cfg.Beta * r * (k3 + 1 - math.Exp(x))
+				} else {
+					l += cfg.Beta * k3
+					d += cfg.Beta * (1 - math.Exp(x))
+				}
 			}
 			total += weight[row] * l
 			// ∂L/∂logits = w·d·(onehot − softmax) = (−w·d)·(softmax − onehot):

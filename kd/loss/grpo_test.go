@@ -154,7 +154,7 @@ func newGRPOProblem(seed uint64, N, C, V int) *grpoProblem {
 	return p
 }
 
-func (p *grpoProblem) refLoss(beta float64) float64 {
+func (p *grpoProblem) refLoss(beta float64, klRatio bool) float64 {
 	s := logits64(p.h, p.w, p.N, p.C, p.V)
 	rows := make([][]float64, p.N)
 	tg := make([]int, p.N)
@@ -165,37 +165,39 @@ func (p *grpoProblem) refLoss(beta float64) float64 {
 			tg[n] = -1
 		}
 	}
-	return ref.GRPOLoss(rows, tg, p.old, p.refLP, p.adv, p.weight, 0.2, 0.2, beta)
+	return ref.GRPOLoss(rows, tg, p.old, p.refLP, p.adv, p.weight, 0.2, 0.2, beta, klRatio)
 }
 
 // TestGRPOMatchesReference: the fused GRPO loss and its gradients to the
 // hidden states and the lm_head match the float64 definition
 // (internal/ref.GRPOLoss) and its central differences, with and without the
-// KL penalty, at chunks of 1 row, a few rows and all rows; the clip
-// fraction is the count of tokens the construction put on the clipped side.
+// KL penalty (plain, and times the ratio), at chunks of 1 row, a few rows
+// and all rows; the clip fraction is the count of tokens the construction
+// put on the clipped side.
 func TestGRPOMatchesReference(t *testing.T) {
-	for _, chunk := range []int{1, 4, 0} {
+	for i, chunk := range []int{1, 4, 0} {
 		for _, beta := range []float64{0, 0.3} {
+			klRatio := i%2 == 1 // plain k3 at chunks 1 and all, times the ratio at 4
 			p := newGRPOProblem(uint64(21+chunk), 15, 6, 13)
 			be := cpu.New()
 			h := tensor(t, be, "h", p.h, p.N, p.C)
 			w := tensor(t, be, "w", p.w, p.V, p.C)
 			dh := zeros(t, be, "dh", p.N, p.C)
 			gw := zeros(t, be, "gw", p.V, p.C)
-			cfg := loss.GRPOConfig{EpsLow: 0.2, EpsHigh: 0.2, Beta: beta}
+			cfg := loss.GRPOConfig{EpsLow: 0.2, EpsHigh: 0.2, Beta: beta, KLRatio: klRatio}
 			res, err := loss.GRPO(be, h, loss.Head{W: w, G: gw}, dh, p.targets, p.old, p.refLP, p.adv, p.weight, cfg, loss.Options{ChunkRows: chunk})
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := p.refLoss(beta)
+			want := p.refLoss(beta, klRatio)
 			if d := math.Abs(res.Loss - want); d > 1e-5*math.Max(1, math.Abs(want)) {
 				t.Fatalf("chunk %d β %g: loss %.8g, reference %.8g", chunk, beta, res.Loss, want)
 			}
 			if res.Tokens != 12 || math.Abs(res.ClipFraction-float64(p.clipped)/12) > 1e-12 || p.clipped == 0 || p.clipped == 12 {
 				t.Fatalf("tokens %d, clip fraction %g; want 12 and %d/12 (some, not all)", res.Tokens, res.ClipFraction, p.clipped)
 			}
-			gh := fd(p.h, func() float64 { return p.refLoss(beta) })
-			gwRef := fd(p.w, func() float64 { return p.refLoss(beta) })
+			gh := fd(p.h, func() float64 { return p.refLoss(beta, klRatio) })
+			gwRef := fd(p.w, func() float64 { return p.refLoss(beta, klRatio) })
 			if e := ref.MaxNormErr(to64(cpu.Float32s(dh)), gh); e > 1e-4 {
 				t.Fatalf("chunk %d β %g: hidden gradient off by %.2g of its max-norm", chunk, beta, e)
 			}

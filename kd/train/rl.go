@@ -62,6 +62,11 @@ type RLTerm struct {
 	// Beta weighs the KL penalty to the reference, the student as it
 	// started (default 0.04; 0: no reference is loaded).
 	Beta *float64 `yaml:"beta,omitempty"`
+	// KLRatio multiplies each token's KL term by its ratio to the sampling
+	// policy, which makes the KL gradient the unbiased reverse-KL gradient
+	// (DeepSeek-V3.2; TRL's use_bias_correction_kl, its default). Default
+	// true.
+	KLRatio *bool `yaml:"kl_ratio,omitempty"`
 	// ScaleRewards divides each advantage by its group's standard
 	// deviation (default true; false is Dr. GRPO's unscaled advantage).
 	ScaleRewards *bool `yaml:"scale_rewards,omitempty"`
@@ -149,6 +154,7 @@ func (o *RLTerm) grpo() loss.GRPOConfig {
 	if o.Beta != nil {
 		c.Beta = *o.Beta
 	}
+	c.KLRatio = o.KLRatio == nil || *o.KLRatio
 	return c
 }
 
