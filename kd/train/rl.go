@@ -101,7 +101,10 @@ type RLTerm struct {
 	// folder ("" the recipe's teacher), served in this process; or
 	// JudgeEndpoint is an OpenAI-compatible API root with JudgeModel (and
 	// JudgeAPIKeyEnv, the environment variable with its key).
-	Judge            string `yaml:"judge"`
+	Judge string `yaml:"judge"`
+	// JudgeTemplate is the chat template the local judge is served with
+	// (serve's --template: chatml, a .jinja file; "" the model's own).
+	JudgeTemplate    string `yaml:"judge_template"`
 	JudgeEndpoint    string `yaml:"judge_endpoint"`
 	JudgeModel       string `yaml:"judge_model"`
 	JudgeAPIKeyEnv   string `yaml:"judge_api_key_env"`
@@ -240,7 +243,7 @@ func (o *RLTerm) check(r *Recipe, bad func(key, format string, a ...any)) {
 		bad(k+".eval_samples", "%d must be ≥ 0", *o.EvalSamples)
 	}
 	ruleKeys := o.Extract != "" || o.ReferenceExtract != "" || o.Match != "" || o.Normalize != "" || o.Tolerance != nil || o.RelTolerance != 0 || o.MustMatch != "" || o.ExtractLast
-	judgeKeys := o.Judge != "" || o.JudgeEndpoint != "" || o.JudgeModel != "" || o.JudgeAPIKeyEnv != "" || o.Criteria != "" || o.JudgePrompt != "" || o.MaxScore != 0 || o.JudgeMaxTokens != 0 || o.JudgeConcurrency != 0
+	judgeKeys := o.Judge != "" || o.JudgeTemplate != "" || o.JudgeEndpoint != "" || o.JudgeModel != "" || o.JudgeAPIKeyEnv != "" || o.Criteria != "" || o.JudgePrompt != "" || o.MaxScore != 0 || o.JudgeMaxTokens != 0 || o.JudgeConcurrency != 0
 	switch o.Reward {
 	case rewardRule:
 		if judgeKeys {
@@ -277,6 +280,9 @@ func (o *RLTerm) check(r *Recipe, bad func(key, format string, a ...any)) {
 		}
 		if o.JudgeEndpoint == "" && (o.JudgeModel != "" || o.JudgeAPIKeyEnv != "") {
 			bad(k+".judge_model", "judge_model and judge_api_key_env go with judge_endpoint")
+		}
+		if o.JudgeEndpoint != "" && o.JudgeTemplate != "" {
+			bad(k+".judge_template", "is the local judge's chat template; an endpoint applies its own")
 		}
 	case "":
 		bad(k+".reward", "required: rule (the extracted answer against the reference, or a regular expression) or judge (the teacher scores each answer)")
@@ -420,7 +426,7 @@ func (t *trainer) judgeClient() (*elicit.Client, error) {
 	if dir == "" {
 		dir = t.r.Teacher
 	}
-	s, err := serve.New(t.be, serve.Config{Model: dir, ModelName: "judge", MaxQueue: 1 << 20})
+	s, err := serve.New(t.be, serve.Config{Model: dir, ModelName: "judge", Template: o.JudgeTemplate, MaxQueue: 1 << 20})
 	if err != nil {
 		return nil, fmt.Errorf("objectives.rl judge %s: %w", dir, err)
 	}
