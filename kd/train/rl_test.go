@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	kdrt "github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/cpu"
 )
 
@@ -327,5 +329,20 @@ func TestRLRecipeChecks(t *testing.T) {
 	_, err := ParseRecipe([]byte("objectives:\n  rl: {weight: 1, reward: rule, group_sise: 4}\n"), "r.yaml")
 	if err == nil || !strings.Contains(err.Error(), "unknown key objectives.rl.group_sise (did you mean group_size?)") {
 		t.Fatalf("%v", err)
+	}
+}
+
+// TestRLGroupOverMemory: a micro-batch trains on batch_size × group_size
+// answers, and a group too large for the memory is refused before
+// training, naming group_size, instead of failing in the first step's
+// sampling.
+func TestRLGroupOverMemory(t *testing.T) {
+	w := newDemoWorld(t, 16)
+	r := w.rlRecipe(filepath.Join(w.dir, "big"), RLTerm{GroupSize: 1_000_000_000})
+	_, err := Run(context.Background(), cpu.New(), r, Options{})
+	var oom *kdrt.OutOfMemoryError
+	if !errors.As(err, &oom) || !strings.Contains(err.Error(), "batch_size 8 × objectives.rl.group_size 1000000000 × data.max_len 128") ||
+		!strings.Contains(err.Error(), "or objectives.rl.group_size") {
+		t.Fatalf("%v, want an out-of-memory error naming group_size", err)
 	}
 }
