@@ -790,7 +790,7 @@ func (t *trainer) rlLine(st stepStats) string {
 	if st.wall > 0 {
 		g := st.rl.gen.Seconds() / st.wall.Seconds()
 		sc := st.rl.score.Seconds() / st.wall.Seconds()
-		s += fmt.Sprintf("  gen %.0f%% reward %.0f%% train %.0f%%", 100*g, 100*sc, 100*max(0, 1-g-sc))
+		s += fmt.Sprintf("  gen %.0f%% score %.0f%% train %.0f%%", 100*g, 100*sc, 100*max(0, 1-g-sc))
 	}
 	return s
 }

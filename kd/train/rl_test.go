@@ -82,7 +82,7 @@ func TestRLRuleRewardRises(t *testing.T) {
 	if !(reward[1] > reward[0]+0.08) || !(kl[1] > 0.01) {
 		t.Fatalf("the trained student's reward %.3f is not clearly above the control's %.3f (KL %.4f)", reward[1], reward[0], kl[1])
 	}
-	for _, want := range []string{"reward ", "gen ", "train ", "kl ", "64 answers", "mean reward", "answer 1 (reward "} {
+	for _, want := range []string{"reward ", "gen ", "score ", "train ", "kl ", "64 answers", "mean reward", "answer 1 (reward "} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the log has no %q:\n%s", want, log)
 		}
