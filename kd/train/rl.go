@@ -882,12 +882,16 @@ func (t *trainer) evalRL(step int, rec map[string]any) error {
 	return nil
 }
 
-// closeRL frees the sampler and the judge and closes samples.jsonl.
+// closeRL frees the sampler and the judge and closes samples.jsonl; it may
+// be called again (Run calls it on every way out, so that a failed run
+// leaves no judge server listening).
 func (t *trainer) closeRL() error {
 	if t.rl == nil {
 		return nil
 	}
-	t.rl.student.Close()
+	if t.rl.student != nil {
+		t.rl.student.Close()
+	}
 	for _, c := range t.rl.closers {
 		c()
 	}
