@@ -241,7 +241,7 @@ func (t *trainer) setupOnPolicy() error {
 	op := &onpolicy{term: o}
 	op.pcg = rand.NewPCG(t.r.Seed, onpolicySeedStream)
 	op.rng = rand.New(op.pcg)
-	if err := t.checkPrompts(o); err != nil {
+	if err := t.checkPrompts("objectives.onpolicy", o.PromptTokens); err != nil {
 		return err
 	}
 	switch {
@@ -345,22 +345,23 @@ func promptOf(e data.Example, promptTokens int) int {
 	return len(e.Tokens)
 }
 
-// checkPrompts refuses data whose rows have no prompt to sample from.
-func (t *trainer) checkPrompts(o *OnPolicyTerm) error {
+// checkPrompts refuses data whose rows have no prompt to sample from;
+// term is the objective's recipe key (objectives.onpolicy, objectives.rl).
+func (t *trainer) checkPrompts(term string, promptTokens int) error {
 	whole := 0
 	for _, e := range t.train {
-		if n := promptOf(e, o.PromptTokens); n <= 0 || n >= len(e.Tokens) {
+		if n := promptOf(e, promptTokens); n <= 0 || n >= len(e.Tokens) {
 			whole++
 		}
 	}
 	if whole == 0 {
 		return nil
 	}
-	if o.PromptTokens == 0 {
-		return fmt.Errorf("objectives.onpolicy: %d of %d rows of %s have no prompt part (every token is learnt, as in {\"text\"} lines): give prompt/response or messages data, or set objectives.onpolicy.prompt_tokens to take each row's first tokens as its prompt",
-			whole, len(t.train), t.r.Data.Train)
+	if promptTokens == 0 {
+		return fmt.Errorf("%s: %d of %d rows of %s have no prompt part (every token is learnt, as in {\"text\"} lines): give prompt/response or messages data, or set %s.prompt_tokens to take each row's first tokens as its prompt",
+			term, whole, len(t.train), t.r.Data.Train, term)
 	}
-	return fmt.Errorf("objectives.onpolicy: %d of %d rows of %s are too short for a prompt of %d tokens and a response", whole, len(t.train), t.r.Data.Train, o.PromptTokens)
+	return fmt.Errorf("%s: %d of %d rows of %s are too short for a prompt of %d tokens and a response", term, whole, len(t.train), t.r.Data.Train, promptTokens)
 }
 
 // checkEndpointTokenizer asks the endpoint how it tokenizes a probe text

@@ -359,7 +359,7 @@ func (t *trainer) setupRL() error {
 	rl := &rlRun{term: o, pcg: rand.NewPCG(t.r.Seed, rlSeedStream), scale: 1}
 	rl.rng = rand.New(rl.pcg)
 	t.rl = rl
-	if err := t.checkRLPrompts(); err != nil {
+	if err := t.checkPrompts("objectives.rl", o.PromptTokens); err != nil {
 		return err
 	}
 	if o.grpo().Beta > 0 {
@@ -440,25 +440,6 @@ func (t *trainer) judgeClient() (*elicit.Client, error) {
 	t.rl.closers = append(t.rl.closers, func() { hs.Close(); s.Close() })
 	t.logf("rl judge: %s, served in this process", dir)
 	return &elicit.Client{BaseURL: "http://" + ln.Addr().String() + "/v1", Model: "judge", Backoff: endpointBackoff}, nil
-}
-
-// checkRLPrompts refuses data whose rows have no prompt to answer.
-func (t *trainer) checkRLPrompts() error {
-	o := t.rl.term
-	whole := 0
-	for _, e := range t.train {
-		if n := promptOf(e, o.PromptTokens); n <= 0 || n >= len(e.Tokens) {
-			whole++
-		}
-	}
-	switch {
-	case whole == 0:
-		return nil
-	case o.PromptTokens == 0:
-		return fmt.Errorf("objectives.rl: %d of %d rows of %s have no prompt part (every token is learnt, as in {\"text\"} lines): give prompt/response or messages data, or set objectives.rl.prompt_tokens to take each row's first tokens as its prompt",
-			whole, len(t.train), t.r.Data.Train)
-	}
-	return fmt.Errorf("objectives.rl: %d of %d rows of %s are too short for a prompt of %d tokens and a reference", whole, len(t.train), t.r.Data.Train, o.PromptTokens)
 }
 
 // textOf decodes tokens without the stop tokens (EOS, the template's end of
