@@ -170,7 +170,7 @@ func TestTrainOnLabelTopK(t *testing.T) {
 			delete(e, "time")
 			delete(e, "elapsed_s")
 			delete(e, "tokens_per_s")
-			delete(e, "step_s") // wall times differ between the two runs
+			delete(e, "step_s") // wall time
 			b, _ := json.Marshal(e)
 			losses = append(losses, string(b))
 		}

@@ -20,13 +20,6 @@ func (t *trainer) checkBatchMemory() error {
 		// each pair.
 		B = int(min(kdrt.MulBytes(2, int64(B)), int64(^uint(0)>>1)))
 	}
-	what := fmt.Sprintf("training with batch_size %d × data.max_len %d", r.BatchSize, T)
-	if t.rl != nil {
-		// A micro-batch trains on group_size answers to each row's prompt.
-		G := t.rl.term.group()
-		B = int(min(kdrt.MulBytes(int64(G), int64(B)), int64(^uint(0)>>1)))
-		what = fmt.Sprintf("training with batch_size %d × objectives.rl.group_size %d × data.max_len %d", r.BatchSize, G, T)
-	}
 	need := t.student.Config.ActivationBytes(B, T)
 	need = kdrt.AddBytes(need, kdrt.MulBytes(3, t.student.Config.WeightBytes()))
 	if t.teacher != nil {
@@ -35,12 +28,7 @@ func (t *trainer) checkBatchMemory() error {
 	if t.ref != nil {
 		need = kdrt.AddBytes(need, t.ref.Config.ActivationBytes(B, T))
 	}
-	if t.rl != nil && t.rl.ref != nil {
-		need = kdrt.AddBytes(need, kdrt.AddBytes(t.rl.ref.Config.ActivationBytes(B, T), t.rl.ref.Config.WeightBytes()))
-	}
-	hint := "lower batch_size (in the recipe or with --set batch_size=N; raise grad_accum to keep the tokens per step) or data.max_len"
-	if t.rl != nil {
-		hint += ", or objectives.rl.group_size"
-	}
-	return kdrt.CheckFree(t.be, what, need, hint)
+	what := fmt.Sprintf("training with batch_size %d × data.max_len %d", r.BatchSize, T)
+	return kdrt.CheckFree(t.be, what, need,
+		"lower batch_size (in the recipe or with --set batch_size=N; raise grad_accum to keep the tokens per step) or data.max_len")
 }

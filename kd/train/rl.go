@@ -309,6 +309,9 @@ type rlRun struct {
 	pcg     *rand.PCG // the sampling random state (saved in checkpoints)
 	rng     *rand.Rand
 	pending []rlBatch
+	// skip are the training rows (by their first token's address) whose
+	// reference the reward cannot read: the term leaves them out.
+	skip    map[*int32]bool
 	samples *metricsLog
 	closers []func()
 	mark    struct {
@@ -405,7 +408,7 @@ func (t *trainer) setupRL() error {
 		rl.params.TopP = 0
 	}
 	rl.student = rollout.NewSampler(t.student)
-	return nil
+	return t.checkRLMemory()
 }
 
 // judgeClient is the judge's API client: the endpoint, or the local judge
@@ -482,36 +485,61 @@ func (t *trainer) rowPrompt(r rollout.Rollout) (*elicit.SelfPrompt, error) {
 
 // checkReferences finds the rows whose reference the reward cannot read
 // (an empty response, nothing to extract, not a number). Under
-// data.on_bad_line skip they are left out of training and reported, under
-// stop — or when no row is left — the run is refused, naming how many and
-// the first.
+// data.on_bad_line skip the term leaves them out (other terms still train
+// on them) and they are reported; under stop — or when no row is left —
+// the run is refused, naming how many and the first.
 func (t *trainer) checkReferences() error {
-	var kept []data.Example
 	bad, first := 0, ""
+	skip := map[*int32]bool{}
 	for i, e := range t.train {
 		r := rowsAsRollouts([]data.Example{e}, t.rl.term.PromptTokens, t.r.Data.MaxLen)[0]
 		if _, err := t.rowPrompt(r); err != nil {
 			bad++
+			skip[&e.Tokens[0]] = true
 			if first == "" {
 				first = fmt.Sprintf("row %d (%q…): %v", i+1, clipRunes(t.tok.Decode(r.Prompt), 40), err)
 			}
-			continue
 		}
-		kept = append(kept, e)
 	}
 	if bad == 0 {
 		return nil
 	}
 	msg := fmt.Sprintf("objectives.rl: %d of %d rows of %s have no usable reference answer for reward %s (reference: response is the row's response); first: %s",
 		bad, len(t.train), t.r.Data.Train, t.rl.term.Reward, first)
-	if t.r.Data.OnBadLine == "stop" || len(kept) == 0 {
+	if t.r.Data.OnBadLine == "stop" || bad == len(t.train) {
 		return errors.New(msg)
 	}
-	t.logf("%s — left out of training (data.on_bad_line: skip)", msg)
-	t.train = kept
-	var err error
-	t.loader, err = data.NewLoader(kept, data.LoaderConfig{Seed: t.r.Seed, PadID: t.pad})
-	return err
+	t.logf("%s — left out of objectives.rl (data.on_bad_line: skip)", msg)
+	t.rl.skip = skip
+	return nil
+}
+
+// usable are the rows of a micro-batch the term trains on (checkReferences).
+func (rl *rlRun) usable(rows []data.Example) []data.Example {
+	if len(rl.skip) == 0 {
+		return rows
+	}
+	var out []data.Example
+	for _, e := range rows {
+		if !rl.skip[&e.Tokens[0]] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// checkRLMemory refuses, before the first step, a micro-batch of
+// batch_size × group_size answers whose student activations (with the
+// reference's forward and weights) cannot fit in the backend's free memory.
+func (t *trainer) checkRLMemory() error {
+	G, T := t.rl.term.group(), t.r.Data.MaxLen
+	B := int(min(kdrt.MulBytes(int64(G), int64(t.r.BatchSize)), int64(^uint(0)>>1)))
+	need := t.student.Config.ActivationBytes(B, T)
+	if t.rl.ref != nil {
+		need = kdrt.AddBytes(need, kdrt.AddBytes(t.rl.ref.Config.ActivationBytes(B, T), t.rl.ref.Config.WeightBytes()))
+	}
+	return kdrt.CheckFree(t.be, fmt.Sprintf("objectives.rl with batch_size %d × group_size %d answers × data.max_len %d", t.r.BatchSize, G, T), need,
+		"lower batch_size or objectives.rl.group_size (raise grad_accum to keep the answers per step), or data.max_len")
 }
 
 func clipRunes(s string, n int) string {
@@ -544,6 +572,7 @@ func (t *trainer) rlBeginStep(st *stepStats) error {
 		if err != nil {
 			return err
 		}
+		rows = rl.usable(rows)
 		for _, r := range rowsAsRollouts(rows, rl.term.PromptTokens, rl.params.MaxLen) {
 			p, err := t.rowPrompt(r)
 			if err != nil {
@@ -561,9 +590,12 @@ func (t *trainer) rlBeginStep(st *stepStats) error {
 		seeds[i] = rl.rng.Uint64()
 	}
 	start := time.Now()
-	groups, err := rl.student.SampleGroups(context.Background(), prompts, G, seeds, rl.params)
-	if err != nil {
-		return err
+	var groups [][]rollout.Rollout
+	if len(prompts) > 0 {
+		var err error
+		if groups, err = rl.student.SampleGroups(context.Background(), prompts, G, seeds, rl.params); err != nil {
+			return err
+		}
 	}
 	st.rl.gen += time.Since(start)
 	start = time.Now()
@@ -652,6 +684,10 @@ func (t *trainer) rlMicroBatch(st *stepStats, w float64, rows []data.Example) er
 	mb := rl.pending[0]
 	rl.pending = rl.pending[1:]
 	G := o.group()
+	rows = rl.usable(rows)
+	if len(rows) == 0 && len(mb.rs) == 0 {
+		return nil // every row of the micro-batch was left out (checkReferences)
+	}
 	if len(mb.rs) != len(rows)*G || len(rows) > 0 && !slices.Equal(mb.rs[0].Prompt, rows[0].Tokens[:len(mb.rs[0].Prompt)]) {
 		return errors.New("rl: the micro-batch's rows are not the ones the step sampled for")
 	}
@@ -692,7 +728,7 @@ func (t *trainer) rlMicroBatch(st *stepStats, w float64, rows []data.Example) er
 	if err != nil {
 		return err
 	}
-	dh, err := t.be.Alloc("grad.hidden", kdrt.F32, h.Shape...)
+	dh, err := t.be.Alloc("grad.hidden", h.DType, h.Shape...)
 	if err != nil {
 		return err
 	}

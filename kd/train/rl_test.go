@@ -259,7 +259,7 @@ func TestRLRefusesData(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	r.Data.OnBadLine, r.Output = "skip", filepath.Join(w.dir, "math-skip")
-	if _, log := run(t, r, false); !strings.Contains(log, "have no usable reference answer") || !strings.Contains(log, "left out of training") {
+	if _, log := run(t, r, false); !strings.Contains(log, "have no usable reference answer") || !strings.Contains(log, "left out of objectives.rl") {
 		t.Fatalf("the log does not report the rows left out:\n%s", log)
 	}
 
@@ -341,8 +341,8 @@ func TestRLGroupOverMemory(t *testing.T) {
 	r := w.rlRecipe(filepath.Join(w.dir, "big"), RLTerm{GroupSize: 1_000_000_000})
 	_, err := Run(context.Background(), cpu.New(), r, Options{})
 	var oom *kdrt.OutOfMemoryError
-	if !errors.As(err, &oom) || !strings.Contains(err.Error(), "batch_size 8 × objectives.rl.group_size 1000000000 × data.max_len 128") ||
-		!strings.Contains(err.Error(), "or objectives.rl.group_size") {
+	if !errors.As(err, &oom) || !strings.Contains(err.Error(), "objectives.rl with batch_size 8 × group_size 1000000000 answers × data.max_len 128") ||
+		!strings.Contains(err.Error(), "objectives.rl.group_size") {
 		t.Fatalf("%v, want an out-of-memory error naming group_size", err)
 	}
 }

@@ -107,10 +107,11 @@ func Run(ctx context.Context, be kdrt.Backend, r Recipe, opt Options) (*Summary,
 		return nil, err
 	}
 	t := &trainer{r: r, be: be, log: opt.Log, term: opt.Terminal, start: time.Now()}
-	defer t.closeRL() // (the normal end closes it first and reports its error)
 	if err := t.setup(opt); err != nil {
+		t.closeRL() // a local judge server setup started
 		return nil, err
 	}
+	defer t.closeRL() // on every way out (the normal end closes it first and reports its error)
 	return t.run(ctx)
 }
 
