@@ -248,3 +248,31 @@ func DiscountedReverseKL(student, teacher []float64, keep []bool, gamma float64)
 	}
 	return out
 }
+
+// GRPOLoss is Σ_t w_t·ℓ_t with ℓ_t = −min(r_t·A_t, clip(r_t, 1−epsLow,
+// 1+epsHigh)·A_t) + β·c_t·(exp(ref_t − lp_t) − (ref_t − lp_t) − 1), lp_t
+// the log-softmax of logits[t] at targets[t], r_t = exp(lp_t − old_t) and
+// c_t = r_t when klRatio is set (else 1), over the rows whose target is
+// ≥ 0: GRPO's loss written out term by term.
+func GRPOLoss(logits [][]float64, targets []int, old, refLP, adv, w []float64, epsLow, epsHigh, beta float64, klRatio bool) float64 {
+	var s float64
+	for t, y := range targets {
+		if y < 0 {
+			continue
+		}
+		lp := -CrossEntropy(logits[t], y)
+		r := math.Exp(lp - old[t])
+		rc := math.Min(math.Max(r, 1-epsLow), 1+epsHigh)
+		l := -math.Min(r*adv[t], rc*adv[t])
+		if beta != 0 {
+			x := refLP[t] - lp
+			c := 1.0
+			if klRatio {
+				c = r
+			}
+			l += beta * c * (math.Exp(x) - x - 1)
+		}
+		s += w[t] * l
+	}
+	return s
+}

@@ -282,6 +282,10 @@ func promptForJudge(p *SelfPrompt) string {
 
 var reScoreLine = regexp.MustCompile(`(?i)score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)`)
 
+// ErrNoScore is wrapped by the error of a judgement that gives no score
+// on the scale (a reply to ask again, not a failing teacher).
+var ErrNoScore = errors.New("no score on the scale")
+
 // parseScore reads a judgement: its last "Score: N", else its first number
 // (as feedback reads a choice), which must be in 0…max.
 func parseScore(reply string, max int) (float64, error) {
@@ -292,11 +296,11 @@ func parseScore(reply string, max int) (float64, error) {
 		m = firstNumber.FindString(reply)
 	}
 	if m == "" {
-		return 0, fmt.Errorf("the judgement %q gives no score", clipText(reply))
+		return 0, fmt.Errorf("the judgement %q gives no score: %w", clipText(reply), ErrNoScore)
 	}
 	v, err := strconv.ParseFloat(m, 64)
 	if err != nil || v < 0 || v > float64(max) {
-		return 0, fmt.Errorf("the judgement %q gives %s, outside 0…%d", clipText(reply), m, max)
+		return 0, fmt.Errorf("the judgement %q gives %s, outside 0…%d: %w", clipText(reply), m, max, ErrNoScore)
 	}
 	return v, nil
 }

@@ -1,6 +1,9 @@
 // Package loss holds kdnative's training objectives: cross-entropy for SFT,
 // the distillation divergences against dense or top-k teachers, feature and
-// relation matching, and the DPO family.
+// relation matching, the DPO family, and the policy gradients trained on
+// the student's own samples: on-policy distillation's reverse-KL policy
+// gradient (PolicyGradient) and GRPO's clipped group-relative objective
+// (GRPO, GroupAdvantages).
 //
 // The token-level losses are fused and chunked: from the student's final
 // hidden states [N, C] and its lm_head [V, C] they compute a block of rows at

@@ -39,6 +39,8 @@ type trainingState struct {
 	Total     int              `json:"total_steps"`
 	// OnPolicy is the on-policy sampling state (onpolicy.go).
 	OnPolicy *onpolicyState `json:"onpolicy,omitempty"`
+	// RL is the RL sampling state (rl.go).
+	RL *rlState `json:"rl,omitempty"`
 }
 
 // tokenizerFiles are the tokenizer-side files transformers writes beside a
@@ -122,7 +124,7 @@ func (t *trainer) saveFinal() error {
 }
 
 func (t *trainer) writeState(path string) error {
-	st := trainingState{Step: t.step, AdamWStep: t.opt.StepCount(), Tokens: t.tokens, Total: t.total, OnPolicy: t.saveOnPolicy()}
+	st := trainingState{Step: t.step, AdamWStep: t.opt.StepCount(), Tokens: t.tokens, Total: t.total, OnPolicy: t.saveOnPolicy(), RL: t.saveRL()}
 	if t.pairs != nil {
 		st.Data = t.pairs.State()
 	} else {
@@ -202,6 +204,9 @@ func (t *trainer) restore(dir string) error {
 		return fmt.Errorf("resume from %s: %w (was the data or the seed changed?)", dir, err)
 	}
 	if err := t.restoreOnPolicy(st.OnPolicy); err != nil {
+		return err
+	}
+	if err := t.restoreRL(st.RL); err != nil {
 		return err
 	}
 	if st.Total != t.total {

@@ -99,6 +99,9 @@ func (t *trainer) writeEval(step int, ev Eval) error {
 	if err := t.evalOnPolicy(step, rec); err != nil {
 		return err
 	}
+	if err := t.evalRL(step, rec); err != nil {
+		return err
+	}
 	t.metrics.write(rec)
 	return nil
 }

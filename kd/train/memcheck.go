@@ -59,7 +59,7 @@ func (t *trainer) checkBatchMemory() error {
 // on-policy term's sampling (objectives.onpolicy) and a teacher of another
 // tokenizer (objectives.kd.cross_tokenizer) have their own buffers, which
 // the planner's copy of the trainer does not run.
-func (t *trainer) planned() bool { return t.op == nil && t.xt == nil }
+func (t *trainer) planned() bool { return t.op == nil && t.xt == nil && t.rl == nil }
 
 // checkBatchMemoryFormula is the check of a run the planner does not model
 // (planned): the student's activations on a full micro-batch in its storage
@@ -98,7 +98,7 @@ func residentBytes(p MemoryPlan) uint64 {
 // large to run through the planner, by extension from two it can run.
 func (t *trainer) planStep(B int, at planner) (MemoryPlan, error) {
 	if !t.planned() {
-		return MemoryPlan{}, errors.New("the memory planner does not model on-policy or cross-tokenizer steps")
+		return MemoryPlan{}, errors.New("the memory planner does not model on-policy, RL or cross-tokenizer steps")
 	}
 	rowsPer := 1
 	if t.pairs != nil {

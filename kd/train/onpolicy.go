@@ -241,7 +241,7 @@ func (t *trainer) setupOnPolicy() error {
 	op := &onpolicy{term: o}
 	op.pcg = rand.NewPCG(t.r.Seed, onpolicySeedStream)
 	op.rng = rand.New(op.pcg)
-	if err := t.checkPrompts(o); err != nil {
+	if err := t.checkPrompts("objectives.onpolicy", o.PromptTokens); err != nil {
 		return err
 	}
 	switch {
@@ -319,11 +319,13 @@ func (t *trainer) setupOnPolicy() error {
 // openSamples opens samples.jsonl (after the output folder is prepared; on
 // resume, records past the checkpoint are dropped).
 func (t *trainer) openSamples() error {
-	if t.op == nil || t.op.term.evalSamples() == 0 {
-		return nil
-	}
 	var err error
-	t.op.samples, err = openMetrics(filepath.Join(t.r.Output, "samples.jsonl"), t.step)
+	switch {
+	case t.op != nil && t.op.term.evalSamples() > 0:
+		t.op.samples, err = openMetrics(filepath.Join(t.r.Output, "samples.jsonl"), t.step)
+	case t.rl != nil && t.rl.term.evalSamples() > 0:
+		t.rl.samples, err = openMetrics(filepath.Join(t.r.Output, "samples.jsonl"), t.step)
+	}
 	return err
 }
 
@@ -343,22 +345,23 @@ func promptOf(e data.Example, promptTokens int) int {
 	return len(e.Tokens)
 }
 
-// checkPrompts refuses data whose rows have no prompt to sample from.
-func (t *trainer) checkPrompts(o *OnPolicyTerm) error {
+// checkPrompts refuses data whose rows have no prompt to sample from;
+// term is the objective's recipe key (objectives.onpolicy, objectives.rl).
+func (t *trainer) checkPrompts(term string, promptTokens int) error {
 	whole := 0
 	for _, e := range t.train {
-		if n := promptOf(e, o.PromptTokens); n <= 0 || n >= len(e.Tokens) {
+		if n := promptOf(e, promptTokens); n <= 0 || n >= len(e.Tokens) {
 			whole++
 		}
 	}
 	if whole == 0 {
 		return nil
 	}
-	if o.PromptTokens == 0 {
-		return fmt.Errorf("objectives.onpolicy: %d of %d rows of %s have no prompt part (every token is learnt, as in {\"text\"} lines): give prompt/response or messages data, or set objectives.onpolicy.prompt_tokens to take each row's first tokens as its prompt",
-			whole, len(t.train), t.r.Data.Train)
+	if promptTokens == 0 {
+		return fmt.Errorf("%s: %d of %d rows of %s have no prompt part (every token is learnt, as in {\"text\"} lines): give prompt/response or messages data, or set %s.prompt_tokens to take each row's first tokens as its prompt",
+			term, whole, len(t.train), t.r.Data.Train, term)
 	}
-	return fmt.Errorf("objectives.onpolicy: %d of %d rows of %s are too short for a prompt of %d tokens and a response", whole, len(t.train), t.r.Data.Train, o.PromptTokens)
+	return fmt.Errorf("%s: %d of %d rows of %s are too short for a prompt of %d tokens and a response", term, whole, len(t.train), t.r.Data.Train, promptTokens)
 }
 
 // checkEndpointTokenizer asks the endpoint how it tokenizes a probe text
@@ -492,13 +495,23 @@ func (t *trainer) beginStep(st *stepStats) error {
 func (t *trainer) stepFailed(err error) error {
 	err = fmt.Errorf("step %d: %w", t.step+1, err)
 	var ee *rollout.EndpointError
-	if t.op == nil || !errors.As(err, &ee) {
+	var jf *judgeFailure
+	var markData data.LoaderState
+	var markRNG []byte
+	var pcg *rand.PCG
+	what := "the teacher endpoint"
+	switch {
+	case t.op != nil && errors.As(err, &ee):
+		markData, markRNG, pcg = t.op.mark.data, t.op.mark.rng, t.op.pcg
+	case t.rl != nil && errors.As(err, &jf):
+		markData, markRNG, pcg, what = t.rl.mark.data, t.rl.mark.rng, t.rl.pcg, "the judge"
+	default:
 		return err
 	}
-	if rerr := t.loader.Restore(t.op.mark.data); rerr != nil {
+	if rerr := t.loader.Restore(markData); rerr != nil {
 		return fmt.Errorf("%w (and the data position could not be put back for a checkpoint: %v)", err, rerr)
 	}
-	if rerr := t.op.pcg.UnmarshalBinary(t.op.mark.rng); rerr != nil {
+	if rerr := pcg.UnmarshalBinary(markRNG); rerr != nil {
 		return fmt.Errorf("%w (and the sampling state could not be put back for a checkpoint: %v)", err, rerr)
 	}
 	dir, cerr := t.checkpoint()
@@ -506,7 +519,7 @@ func (t *trainer) stepFailed(err error) error {
 		return fmt.Errorf("%w (and the checkpoint failed: %v)", err, cerr)
 	}
 	t.endLine()
-	return fmt.Errorf("%w\nthe teacher endpoint failed; %s holds the run at step %d: continue with --resume once it answers", err, dir, t.step)
+	return fmt.Errorf("%w\n%s failed; %s holds the run at step %d: continue with --resume once it answers", err, what, dir, t.step)
 }
 
 // onpolicyState is the on-policy part of a checkpoint's training state.

@@ -435,7 +435,7 @@ func TestOnPolicyRecipeChecks(t *testing.T) {
 		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, r.Data.Pack = "self", true }, "set data.pack false"},
 		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, o.PromptTokens = "self", -1 }, "objectives.onpolicy.prompt_tokens"},
 		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, o.EvalSamples = "self", ptr(-1) }, "objectives.onpolicy.eval_samples"},
-		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, r.Objectives.DPO = "self", &DPOTerm{Weight: 1} }, "cannot be mixed with sft, kd, feature or onpolicy"},
+		{func(r *Recipe, o *OnPolicyTerm) { o.Teacher, r.Objectives.DPO = "self", &DPOTerm{Weight: 1} }, "cannot be mixed with sft, kd, feature, onpolicy or rl"},
 	} {
 		r := base
 		o := &OnPolicyTerm{Weight: 1}

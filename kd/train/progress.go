@@ -24,6 +24,7 @@ func (t *trainer) report(st stepStats) {
 		line += fmt.Sprintf(" acc %.2f margin %.3f", st.dpoMetrics.Accuracy, st.dpoMetrics.Margin)
 	}
 	line += t.onpolicyLine(st)
+	line += t.rlLine(st)
 	line += fmt.Sprintf("  lr %.2e  |g| %.3f", st.lr, st.gradNorm)
 	if known {
 		line += fmt.Sprintf("  %.0f tok/s  %s left", tps, formatLeft(left))
@@ -55,6 +56,7 @@ func (t *trainer) report(st stepStats) {
 			rec["reward_accuracy"], rec["reward_margin"] = st.dpoMetrics.Accuracy, st.dpoMetrics.Margin
 		}
 		t.onpolicyRecord(rec, st)
+		t.rlRecord(rec, st)
 		t.metrics.write(rec)
 	}
 }

@@ -91,6 +91,8 @@ type Objectives struct {
 	Feature *FeatureTerm `yaml:"feature"`
 	// OnPolicy is on-policy distillation (onpolicy.go).
 	OnPolicy *OnPolicyTerm `yaml:"onpolicy"`
+	// RL is GRPO from a rule or the teacher's judgement (rl.go).
+	RL *RLTerm `yaml:"rl"`
 }
 
 // SFTTerm is cross-entropy on the data's responses.

@@ -24,7 +24,7 @@ var ResumableKeys = []string{"max_steps", "epochs", "eval_every", "save_every", 
 // they hold is checked on its own (the data's fingerprint, the tokenizer's
 // hash, the teacher cache's header), and the change is reported.
 var pathKeys = []string{"student", "teacher", "tokenizer", "data.train", "data.val", "objectives.kd.cache", "objectives.dpo.reference",
-	"objectives.onpolicy.teacher", "objectives.onpolicy.teacher_endpoint"}
+	"objectives.onpolicy.teacher", "objectives.onpolicy.teacher_endpoint", "objectives.rl.judge", "objectives.rl.judge_endpoint"}
 
 // checkResumeRecipe compares the recipe with the one the checkpoint dir was
 // made with (its recipe.yaml, else the output folder's) and refuses a change

@@ -87,6 +87,7 @@ type trainer struct {
 	cache      *cache.Reader
 	evalTasks  evalTaskSet // the recipe's eval_tasks (evaltasks.go)
 	op         *onpolicy   // objectives.onpolicy (onpolicy.go)
+	rl         *rlRun      // objectives.rl (rl.go)
 	// xt is set when the kd term's teacher has another tokenizer
 	// (objectives.kd.cross_tokenizer; xtok.go).
 	xt *xtokState
@@ -120,8 +121,10 @@ func Run(ctx context.Context, be kdrt.Backend, r Recipe, opt Options) (*Summary,
 		return nil, fmt.Errorf("precision: %w", err)
 	}
 	if err := t.setup(opt); err != nil {
+		t.closeRL() // a local judge server setup started
 		return nil, err
 	}
+	defer t.closeRL() // on every way out (the normal end closes it first and reports its error)
 	return t.run(ctx)
 }
 
@@ -213,6 +216,9 @@ func (t *trainer) setup(opt Options) error {
 		}
 	}
 	if err := t.setupOnPolicy(); err != nil {
+		return err
+	}
+	if err := t.setupRL(); err != nil {
 		return err
 	}
 	if err := t.checkBatchMemory(); err != nil {
@@ -420,6 +426,9 @@ func (t *trainer) run(ctx context.Context) (*Summary, error) {
 	if err := t.closeOnPolicy(); err != nil {
 		return nil, err
 	}
+	if err := t.closeRL(); err != nil {
+		return nil, err
+	}
 	if err := plotLosses(filepath.Join(t.r.Output, "metrics.jsonl"), filepath.Join(t.r.Output, "loss.png")); err != nil {
 		t.logf("loss curve: %v", err)
 	}
@@ -435,6 +444,7 @@ type stepStats struct {
 	tokens             int
 	dpoMetrics         loss.DPOMetrics
 	op                 onpolicyStats // objectives.onpolicy's (onpolicy.go)
+	rl                 rlStats       // objectives.rl's (rl.go)
 	wall               time.Duration // the step's time
 	// terms are the step's loss terms in the order they were computed,
 	// some still on the device (loss.Sums) until the step's one read;
@@ -481,6 +491,9 @@ func (t *trainer) trainStep() (stepStats, error) {
 	var st stepStats
 	t0 := time.Now()
 	if err := t.beginStep(&st); err != nil { // on-policy sampling (onpolicy.go)
+		return st, err
+	}
+	if err := t.rlBeginStep(&st); err != nil { // RL sampling and rewards (rl.go)
 		return st, err
 	}
 	// On a backend with step graphs (CUDA) the steady-state step's work is
@@ -546,8 +559,12 @@ func (t *trainer) sftMicroBatch(st *stepStats, w float64) error {
 	if err != nil {
 		return err
 	}
-	if t.op != nil {
-		if err := t.onpolicyMicroBatch(st, w, rows); err != nil {
+	if t.op != nil || t.rl != nil {
+		if t.op != nil {
+			if err := t.onpolicyMicroBatch(st, w, rows); err != nil {
+				return err
+			}
+		} else if err := t.rlMicroBatch(st, w, rows); err != nil {
 			return err
 		}
 		if o := t.r.Objectives; o.SFT == nil && o.KD == nil && o.Feature == nil {

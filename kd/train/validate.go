@@ -54,8 +54,8 @@ func (r *Recipe) Validate() error {
 	}
 	oneOf("data.on_bad_line", r.Data.OnBadLine, "skip", "stop")
 	o := r.Objectives
-	if o.SFT == nil && o.KD == nil && o.DPO == nil && o.Feature == nil && o.OnPolicy == nil {
-		bad("objectives", "at least one of sft, kd, dpo, feature, onpolicy is required")
+	if o.SFT == nil && o.KD == nil && o.DPO == nil && o.Feature == nil && o.OnPolicy == nil && o.RL == nil {
+		bad("objectives", "at least one of sft, kd, dpo, feature, onpolicy, rl is required")
 	}
 	weight := func(key string, w float64) {
 		if !(w > 0) || math.IsInf(w, 0) {
@@ -77,8 +77,8 @@ func (r *Recipe) Validate() error {
 		if _, err := o.DPO.Config(); err != nil {
 			bad("objectives.dpo", "%v", err)
 		}
-		if o.SFT != nil || o.KD != nil || o.Feature != nil || o.OnPolicy != nil {
-			bad("objectives.dpo", "trains on preference pairs and cannot be mixed with sft, kd, feature or onpolicy in one run")
+		if o.SFT != nil || o.KD != nil || o.Feature != nil || o.OnPolicy != nil || o.RL != nil {
+			bad("objectives.dpo", "trains on preference pairs and cannot be mixed with sft, kd, feature, onpolicy or rl in one run")
 		}
 	}
 	if o.Feature != nil {
@@ -90,6 +90,9 @@ func (r *Recipe) Validate() error {
 	}
 	if o.OnPolicy != nil {
 		o.OnPolicy.check(r, bad)
+	}
+	if o.RL != nil {
+		o.RL.check(r, bad)
 	}
 	p := r.Optim
 	if !(p.LR > 0) {

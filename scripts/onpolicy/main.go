@@ -37,8 +37,9 @@ func main() {
 	prompts := flag.Int("prompts", 64, "validation prompts the student answers")
 	promptTokens := flag.Int("prompt-tokens", 32, "tokens of each validation line that are the prompt")
 	maxNew := flag.Int("max-new-tokens", 96, "tokens each answer has at most")
+	seed := flag.Uint64("seed", 1000, "prompt i's answer is sampled with seed+i")
 	flag.Parse()
-	if err := run(*assets, flag.Args(), *prompts, *promptTokens, *maxNew); err != nil {
+	if err := run(*assets, flag.Args(), *prompts, *promptTokens, *maxNew, *seed); err != nil {
 		fmt.Fprintln(os.Stderr, "onpolicy:", err)
 		os.Exit(1)
 	}
@@ -84,7 +85,7 @@ func readTiming(dir string) (timing, error) {
 	return tm, sc.Err()
 }
 
-func run(assets string, runs []string, nPrompts, promptTokens, maxNew int) error {
+func run(assets string, runs []string, nPrompts, promptTokens, maxNew int, seed uint64) error {
 	if len(runs) == 0 {
 		return fmt.Errorf("give the run folders to measure")
 	}
@@ -109,7 +110,7 @@ func run(assets string, runs []string, nPrompts, promptTokens, maxNew int) error
 	var seeds []uint64
 	for i, e := range val[:min(nPrompts, len(val))] {
 		ps = append(ps, e.Tokens[:min(promptTokens, len(e.Tokens)-1)])
-		seeds = append(seeds, uint64(1000+i))
+		seeds = append(seeds, seed+uint64(i))
 	}
 	stops := []int32{tok.Special().EOS}
 	fmt.Printf("| run | optimizer steps | wall time of the steps | generation | teacher scoring | training | forward KL on held-out text | reverse KL on student samples |\n")
@@ -138,7 +139,7 @@ func run(assets string, runs []string, nPrompts, promptTokens, maxNew int) error
 		fmt.Printf("| %s | %d | %.0f s | %s | %s | %s | %.4f | %.4f (%d tokens) |\n", filepath.Base(dir), tm.steps, tm.step,
 			pct(tm.gen), pct(tm.score), pct(tm.trainer), ev.KL, rkl, tokens)
 	}
-	fmt.Printf("\nforward KL: KL(teacher ‖ student) per token over the %d validation lines; reverse KL: KL(student ‖ teacher) over the whole vocabulary at every position of one sample per prompt (the first %d validation lines' first %d tokens, temperature 1, seeds 1000+i, at most %d new tokens).\n",
-		len(val), len(ps), promptTokens, maxNew)
+	fmt.Printf("\nforward KL: KL(teacher ‖ student) per token over the %d validation lines; reverse KL: KL(student ‖ teacher) over the whole vocabulary at every position of one sample per prompt (the first %d validation lines' first %d tokens, temperature 1, seeds %d+i, at most %d new tokens).\n",
+		len(val), len(ps), promptTokens, seed, maxNew)
 	return nil
 }
