@@ -387,6 +387,7 @@ func (b *Backend) PrepareAdamW(slots []kdrt.AdamWSlot) (kdrt.AdamWGroup, error) 
 		{"adamw.chunks", kdrt.I32, 2 * max(2*chunks, 1)},
 		{"adamw.norm_partials", kdrt.F32, 2 * grid},
 		{"adamw.clip", kdrt.F32, 2},
+		{"adamw.hyper", kdrt.F32, 6}, // the step's scalars, uploaded each step
 	} {
 		x, err := b.Alloc(t.name, t.dt, t.n)
 		if err != nil {
