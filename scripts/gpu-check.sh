@@ -7,7 +7,8 @@
 #   bash DIR/run.sh                        # there: every stage, then summary.txt and results.json
 #
 # The folder (docs/gpu.md says what each stage measures):
-#   kdnative, cuda/cuda.test   stripped CGO_ENABLED=0 binaries (the cuda package's tests)
+#   kdnative, cuda/cuda.test   stripped CGO_ENABLED=0 binaries (the cuda package's tests),
+#                              gzipped (.gz); run.sh unpacks them
 #   kernel-cache/              every kernel compiled by NVRTC for sm_90 (H100, H200), so
 #                              the GPU's time is not spent compiling (needs NVRTC here:
 #                              pip install nvidia-cuda-nvrtc==13.0.88; without it the
@@ -56,6 +57,10 @@ else
   rm -rf "$out/kernel-cache"
 fi
 rm -f "$out/.kernelcache"
+
+# The binaries travel gzipped (about 40% of their size: the device tool
+# carries the working tree and this folder in 64 MiB); run.sh unpacks them.
+gzip -9 -n "$out/kdnative" "$out/cuda/cuda.test"
 
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then

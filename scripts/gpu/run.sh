@@ -22,6 +22,13 @@ set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE"
+# The binaries come gzipped (scripts/gpu-check.sh): unpack them once.
+for bin in kdnative cuda/cuda.test; do
+  if [ -f "$bin.gz" ] && [ ! -x "$bin" ]; then
+    gzip -dc "$bin.gz" > "$bin.tmp" && chmod +x "$bin.tmp" && mv "$bin.tmp" "$bin" ||
+      { echo "run.sh: cannot unpack $bin.gz" >&2; exit 1; }
+  fi
+done
 DRY=0
 for a in "$@"; do
   case $a in
