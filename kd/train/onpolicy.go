@@ -522,35 +522,49 @@ func (t *trainer) stepFailed(err error) error {
 	return fmt.Errorf("%w\n%s failed; %s holds the run at step %d: continue with --resume once it answers", err, what, dir, t.step)
 }
 
-// onpolicyState is the on-policy part of a checkpoint's training state.
-type onpolicyState struct {
+// samplingState is a sampling objective's part of a checkpoint's training
+// state (objectives.onpolicy, objectives.rl).
+type samplingState struct {
 	// RNG is the sampling random state (math/rand/v2 PCG, base64).
 	RNG string `json:"rng"`
+}
+
+// onpolicyState is the on-policy part of a checkpoint's training state.
+type onpolicyState = samplingState
+
+func saveSampling(pcg *rand.PCG) *samplingState {
+	b, _ := pcg.MarshalBinary()
+	return &samplingState{RNG: base64.StdEncoding.EncodeToString(b)}
+}
+
+// restoreSampling puts a checkpoint's sampling state back into pcg; what
+// names the objective ("on-policy", "RL"), key its recipe key.
+func restoreSampling(pcg *rand.PCG, s *samplingState, what, key string) error {
+	if s == nil {
+		return fmt.Errorf("resume: the checkpoint has no %s sampling state (it was made without %s)", what, key)
+	}
+	b, err := base64.StdEncoding.DecodeString(s.RNG)
+	if err == nil {
+		err = pcg.UnmarshalBinary(b)
+	}
+	if err != nil {
+		return fmt.Errorf("resume: the checkpoint's %s sampling state: %v", what, err)
+	}
+	return nil
 }
 
 func (t *trainer) saveOnPolicy() *onpolicyState {
 	if t.op == nil {
 		return nil
 	}
-	b, _ := t.op.pcg.MarshalBinary()
-	return &onpolicyState{RNG: base64.StdEncoding.EncodeToString(b)}
+	return saveSampling(t.op.pcg)
 }
 
 func (t *trainer) restoreOnPolicy(s *onpolicyState) error {
 	if t.op == nil {
 		return nil
 	}
-	if s == nil {
-		return errors.New("resume: the checkpoint has no on-policy sampling state (it was made without objectives.onpolicy)")
-	}
-	b, err := base64.StdEncoding.DecodeString(s.RNG)
-	if err == nil {
-		err = t.op.pcg.UnmarshalBinary(b)
-	}
-	if err != nil {
-		return fmt.Errorf("resume: the checkpoint's on-policy sampling state: %v", err)
-	}
-	return nil
+	return restoreSampling(t.op.pcg, s, "on-policy", "objectives.onpolicy")
 }
 
 // rowsAsRollouts are data rows as rollouts: the prompt and the data's

@@ -2,7 +2,6 @@ package train
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -760,34 +759,20 @@ func (t *trainer) rlMicroBatch(st *stepStats, w float64, rows []data.Example) er
 }
 
 // rlState is the RL part of a checkpoint's training state.
-type rlState struct {
-	// RNG is the sampling random state (math/rand/v2 PCG, base64).
-	RNG string `json:"rng"`
-}
+type rlState = samplingState
 
 func (t *trainer) saveRL() *rlState {
 	if t.rl == nil {
 		return nil
 	}
-	b, _ := t.rl.pcg.MarshalBinary()
-	return &rlState{RNG: base64.StdEncoding.EncodeToString(b)}
+	return saveSampling(t.rl.pcg)
 }
 
 func (t *trainer) restoreRL(s *rlState) error {
 	if t.rl == nil {
 		return nil
 	}
-	if s == nil {
-		return errors.New("resume: the checkpoint has no RL sampling state (it was made without objectives.rl)")
-	}
-	b, err := base64.StdEncoding.DecodeString(s.RNG)
-	if err == nil {
-		err = t.rl.pcg.UnmarshalBinary(b)
-	}
-	if err != nil {
-		return fmt.Errorf("resume: the checkpoint's RL sampling state: %v", err)
-	}
-	return nil
+	return restoreSampling(t.rl.pcg, s, "RL", "objectives.rl")
 }
 
 // rlLine is the progress line's RL part.
