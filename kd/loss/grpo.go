@@ -186,7 +186,7 @@ func GRPO(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor,
 	if !(cfg.Beta >= 0) || math.IsInf(cfg.Beta, 0) {
 		return res, fmt.Errorf("loss: GRPO KL coefficient %g must be finite and ≥ 0", cfg.Beta)
 	}
-	N, V := hidden.Rows(), head.W.Rows()
+	N := hidden.Rows()
 	if len(old) != N || len(advantage) != N || len(weight) != N {
 		return res, fmt.Errorf("loss: GRPO: %d sampling log-probabilities, %d advantages and %d weights for %d rows", len(old), len(advantage), len(weight), N)
 	}
@@ -215,83 +215,44 @@ func GRPO(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor,
 	if res.Tokens == 0 {
 		return res, errors.New("loss: GRPO over a batch with no sampled tokens (every position is masked)")
 	}
-	grad := dHidden != nil || head.G != nil
-	perRow := 4 * V
-	if grad {
-		perRow *= 2
-	}
-	R := opt.chunkRows(N, perRow)
-	c, err := newChunkBufs(be, R, V, 0, grad, true, hidden.DType)
+	lo, hi := 1-cfg.EpsLow, 1+cfg.EpsHigh
+	var kl, ratios float64
+	clipped := 0
+	total, lps, err := sampledTokenLoss(be, hidden, head, dHidden, targets, opt, func(row int, lp float64) (float64, float64) {
+		A := advantage[row]
+		r := math.Exp(lp - old[row])
+		ratios += r
+		rc := min(max(r, lo), hi)
+		l := -min(r*A, rc*A)
+		// dℓ/dlp: the unclipped term's −r·A when it is the minimum.
+		var d float64
+		if r*A <= rc*A {
+			d = -r * A
+		} else {
+			clipped++
+		}
+		if cfg.Beta > 0 {
+			x := ref[row] - lp
+			k3 := math.Exp(x) - x - 1
+			kl += k3
+			if cfg.KLRatio {
+				l += cfg.Beta * r * k3
+				d += cfg.Beta * r * (k3 + 1 - math.Exp(x))
+			} else {
+				l += cfg.Beta * k3
+				d += cfg.Beta * (1 - math.Exp(x))
+			}
+		}
+		// ∂L/∂logits = w·d·(onehot − softmax) = (−w·d)·(softmax − onehot).
+		return weight[row] * l, -weight[row] * d
+	})
 	if err != nil {
 		return res, err
 	}
-	defer c.free()
-	res.LogProbs = make([]float64, N)
-	lo, hi := 1-cfg.EpsLow, 1+cfg.EpsHigh
-	var total, kl, ratios float64
-	clipped := 0
-	for r0 := 0; r0 < N; r0 += R {
-		r1 := min(r0+R, N)
-		n := r1 - r0
-		logits, tg, losses := c.view(c.logits, n), c.view(c.targets, n), c.view(c.losses, n)
-		if err := be.UploadInt32(tg, targets[r0:r1]); err != nil {
-			return res, err
-		}
-		hs := headForward(be, logits, hidden, head, r0, r1)
-		be.CrossEntropy(losses, logits, tg)
-		if err := be.Download(losses, c.hostL[:n]); err != nil {
-			return res, err
-		}
-		for i := range n {
-			row := r0 + i
-			c.hostW[i] = 0
-			if targets[row] == kdrt.IgnoreIndex {
-				continue
-			}
-			lp := -float64(c.hostL[i])
-			res.LogProbs[row] = lp
-			A := advantage[row]
-			r := math.Exp(lp - old[row])
-			ratios += r
-			rc := min(max(r, lo), hi)
-			l := -min(r*A, rc*A)
-			// dℓ/dlp: the unclipped term's −r·A when it is the minimum.
-			var d float64
-			if r*A <= rc*A {
-				d = -r * A
-			} else {
-				clipped++
-			}
-			if cfg.Beta > 0 {
-				x := ref[row] - lp
-				k3 := math.Exp(x) - x - 1
-				kl += k3
-				if cfg.KLRatio {
-					l += cfg.Beta * r * k3
-					d += cfg.Beta * r * (k3 + 1 - math.Exp(x))
-				} else {
-					l += cfg.Beta * k3
-					d += cfg.Beta * (1 - math.Exp(x))
-				}
-			}
-			total += weight[row] * l
-			// ∂L/∂logits = w·d·(onehot − softmax) = (−w·d)·(softmax − onehot):
-			// cross-entropy's backward with weight −w·d.
-			c.hostW[i] = float32(-weight[row] * d)
-		}
-		if grad {
-			w, dl := c.view(c.weights, n), c.view(c.dlogits, n)
-			if err := be.Upload(w, c.hostW[:n]); err != nil {
-				return res, err
-			}
-			be.Zero(dl)
-			be.CrossEntropyBackward(dl, logits, tg, w, 1)
-			headBackward(be, dl, c.view(c.dlow, n), hs, dHidden, head, r0, r1)
-		}
-	}
+	res.LogProbs = lps
 	res.Loss = total
 	res.KL = kl / float64(res.Tokens)
 	res.MeanRatio = ratios / float64(res.Tokens)
 	res.ClipFraction = float64(clipped) / float64(res.Tokens)
-	return res, be.Sync()
+	return res, nil
 }

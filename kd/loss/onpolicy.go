@@ -62,7 +62,7 @@ func PolicyGradient(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kd
 	if err := checkScale(scale); err != nil {
 		return res, err
 	}
-	N, V := hidden.Rows(), head.W.Rows()
+	N := hidden.Rows()
 	if len(behaviour) != N || len(advantage) != N {
 		return res, fmt.Errorf("loss: policy gradient: %d behaviour log-probabilities and %d advantages for %d rows", len(behaviour), len(advantage), N)
 	}
@@ -81,6 +81,35 @@ func PolicyGradient(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kd
 	if res.Tokens == 0 {
 		return res, errors.New("loss: policy gradient over a batch with no sampled tokens (every position is masked)")
 	}
+	factor := scale / float64(res.Tokens)
+	var ratios float64
+	total, lps, err := sampledTokenLoss(be, hidden, head, dHidden, targets, opt, func(row int, lp float64) (float64, float64) {
+		ratio := math.Exp(lp - behaviour[row])
+		ratios += ratio
+		// ∂L/∂logits = −factor·r·A·(onehot − softmax): cross-entropy's
+		// backward (softmax − onehot) with weight factor·r·A.
+		return -ratio * advantage[row], factor * ratio * advantage[row]
+	})
+	if err != nil {
+		return res, err
+	}
+	res.LogProbs = lps
+	res.Loss = factor * total
+	res.MeanRatio = ratios / float64(res.Tokens)
+	return res, nil
+}
+
+// sampledTokenLoss runs a loss that depends on each row's log-probability
+// of its target (a sampled token), a chunk of rows at a time: the chunk's
+// logits, their log-softmax at the targets, then for every row with a
+// target term(row, lp), which returns the row's loss and the weight w of
+// its gradient, ∂L/∂logits = w·(softmax − onehot) (so w = −∂L/∂lp), taken
+// to dHidden and head.G (either may be nil) by cross-entropy's backward.
+// It returns the sum of the rows' losses and every row's log-probability
+// (0 where the target is IgnoreIndex). The policy-gradient losses
+// (PolicyGradient, GRPO) are this with their own terms.
+func sampledTokenLoss(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor, targets []int32, opt Options, term func(row int, lp float64) (loss, w float64)) (float64, []float64, error) {
+	N, V := hidden.Rows(), head.W.Rows()
 	grad := dHidden != nil || head.G != nil
 	perRow := 4 * V
 	if grad {
@@ -89,23 +118,22 @@ func PolicyGradient(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kd
 	R := opt.chunkRows(N, perRow)
 	c, err := newChunkBufs(be, R, V, 0, grad, true, hidden.DType)
 	if err != nil {
-		return res, err
+		return 0, nil, err
 	}
 	defer c.free()
-	res.LogProbs = make([]float64, N)
-	factor := scale / float64(res.Tokens)
-	var total, ratios float64
+	lps := make([]float64, N)
+	var total float64
 	for r0 := 0; r0 < N; r0 += R {
 		r1 := min(r0+R, N)
 		n := r1 - r0
 		logits, tg, losses := c.view(c.logits, n), c.view(c.targets, n), c.view(c.losses, n)
 		if err := be.UploadInt32(tg, targets[r0:r1]); err != nil {
-			return res, err
+			return 0, nil, err
 		}
 		hs := headForward(be, logits, hidden, head, r0, r1)
 		be.CrossEntropy(losses, logits, tg)
 		if err := be.Download(losses, c.hostL[:n]); err != nil {
-			return res, err
+			return 0, nil, err
 		}
 		for i := range n {
 			row := r0 + i
@@ -114,27 +142,22 @@ func PolicyGradient(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kd
 				continue
 			}
 			lp := -float64(c.hostL[i])
-			res.LogProbs[row] = lp
-			ratio := math.Exp(lp - behaviour[row])
-			ratios += ratio
-			total -= ratio * advantage[row]
-			// ∂L/∂logits = −factor·r·A·(onehot − softmax): cross-entropy's
-			// backward (softmax − onehot) with weight factor·r·A.
-			c.hostW[i] = float32(factor * ratio * advantage[row])
+			lps[row] = lp
+			l, w := term(row, lp)
+			total += l
+			c.hostW[i] = float32(w)
 		}
 		if grad {
 			w, dl := c.view(c.weights, n), c.view(c.dlogits, n)
 			if err := be.Upload(w, c.hostW[:n]); err != nil {
-				return res, err
+				return 0, nil, err
 			}
 			be.Zero(dl)
 			be.CrossEntropyBackward(dl, logits, tg, w, 1)
 			headBackward(be, dl, c.view(c.dlow, n), hs, dHidden, head, r0, r1)
 		}
 	}
-	res.Loss = factor * total
-	res.MeanRatio = ratios / float64(res.Tokens)
-	return res, be.Sync()
+	return total, lps, be.Sync()
 }
 
 // ReverseKLAdvantages are on-policy distillation's per-token advantages

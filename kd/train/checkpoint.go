@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kdnative/kdnative/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -329,41 +330,10 @@ func copyFile(src, dst string) error {
 	})
 }
 
-// writeFileAtomic writes data to path through a temporary file beside it.
-func writeFileAtomic(path string, data []byte) error {
-	return writeAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
-}
+// writeFileAtomic and writeAtomic write path atomically (internal/atomicfile).
+func writeFileAtomic(path string, data []byte) error { return atomicfile.WriteFile(path, data) }
 
-// writeAtomic writes path through fill into ".<name>.tmp-*" beside it, syncs
-// and renames it into place; on failure the temporary file is removed.
-func writeAtomic(path string, fill func(io.Writer) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := fill(f); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
+func writeAtomic(path string, fill func(io.Writer) error) error { return atomicfile.Write(path, fill) }
 
 // syncDir makes a rename in dir durable.
 func syncDir(dir string) {
