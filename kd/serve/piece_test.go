@@ -21,17 +21,19 @@ func TestPieceSentencePiece(t *testing.T) {
 	ids := tok.EncodeOrdinary(text)
 	joined := ""
 	for _, id := range ids {
-		p := s.piece(id)
-		b := s.tokenBytes(id)
-		if len(b) != len(p) {
-			t.Errorf("token %d: piece %q, %d bytes", id, p, len(b))
-		}
-		joined += p
+		joined += s.piece(id)
 	}
 	if joined != " "+text {
 		t.Fatalf("pieces join to %q, want %q", joined, " "+text)
 	}
-	if w := tok.EncodeOrdinary(" world"); len(w) == 0 || s.piece(w[len(w)-1]) != " world" {
-		t.Errorf("the token of \" world\": piece %q", s.piece(w[len(w)-1]))
+	// Decoding " world"'s last token alone strips its space; its piece and
+	// its bytes keep it.
+	w := tok.EncodeOrdinary(" world")
+	last := w[len(w)-1]
+	if got := s.piece(last); got != " world" || tok.Decode([]int32{last}) != "world" {
+		t.Errorf("the token of \" world\": piece %q, decoded alone %q", got, tok.Decode([]int32{last}))
+	}
+	if b := s.tokenBytes(last); len(b) != 6 || b[0] != ' ' {
+		t.Errorf("the token of \" world\": bytes %v", b)
 	}
 }
