@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/kdnative/kdnative/kd/loss"
@@ -363,13 +364,17 @@ func TestGraphedKDStep(t *testing.T) {
 // TestGraphFallback: a step that synchronizes in the middle cannot be a
 // graph. Each such step runs as usual with the same values, and after a
 // few the step's graphs are turned off with one line saying why.
+var graphTestKeys atomic.Int64
+
 func TestGraphFallback(t *testing.T) {
 	t.Setenv("KDNATIVE_CUDA_GRAPHS", "1")
 	g := gpuOrSkip(t)
 	const steps = 6
 	ref := cpuKDSteps(t, steps)
 	gs := newKDStep(t, g)
-	gs.graph, gs.syncInStep = fmt.Sprintf("kd fallback test %p", gs), true
+	// A key of its own on every run (-count=N): the backend remembers a
+	// key whose graphs it turned off, and an address can be reused.
+	gs.graph, gs.syncInStep = fmt.Sprintf("kd fallback test %d", graphTestKeys.Add(1)), true
 	launched := g.graph.launched
 	for i := range steps {
 		if l, n := gs.run(t, false); math.Abs(l-ref[i][0]) > 1e-4*math.Abs(ref[i][0]) || math.Abs(n-ref[i][1]) > 1e-4*ref[i][1] {
