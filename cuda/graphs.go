@@ -29,8 +29,11 @@ import (
 // (the recorded calls run first, then that call), a call that differs from
 // the recording (other shapes, other tensors: each key keeps a few
 // recordings, one per shape bucket), a driver without graphs or refusing
-// the capture. After graphMaxMisses fallbacks in a row a key runs without
-// graphs for good, and EndGraph returns a line saying why, once.
+// the capture. After graphMaxMisses fallbacks in a row, or when graphMaxRecs
+// recordings in a row were dropped without ever being replayed (the step's
+// work keeps changing, as a decode batch's does when sequences come and go
+// at every step), a key runs without graphs for good, and EndGraph returns
+// a line saying why, once.
 // Graphs are on with KDNATIVE_CUDA_GRAPHS=1 and off otherwise, until a run
 // on a real GPU has confirmed them (the emulator captures as the driver
 // does, but cuBLAS under capture and the driver's own checks are only
@@ -64,6 +67,7 @@ type graphOp struct {
 type graphRec struct {
 	ops         []graphOp
 	graph, exec uintptr
+	replays     int
 }
 
 // graphKey is a kind of step.
@@ -72,6 +76,7 @@ type graphKey struct {
 	seen   int
 	misses int  // fallbacks in a row
 	missed bool // the last step fell back: capture the next
+	wasted int  // recordings dropped in a row without a replay
 	off    bool
 	said   bool
 }
@@ -156,14 +161,24 @@ func (b *Backend) EndGraph() string {
 		}
 		k := g.key
 		if len(k.recs) == graphMaxRecs {
-			b.api.cuGraphExecDestroy(k.recs[0].exec)
-			b.api.cuGraphDestroy(k.recs[0].graph)
+			old := k.recs[0]
+			b.api.cuGraphExecDestroy(old.exec)
+			b.api.cuGraphDestroy(old.graph)
 			k.recs = k.recs[1:]
+			if old.replays == 0 {
+				k.wasted++
+			}
 		}
 		rec := &graphRec{ops: g.ops, graph: graph, exec: exec}
 		k.recs = append(k.recs, rec)
 		k.misses, k.missed = 0, false
 		b.graphLaunch(rec)
+		if k.wasted >= graphMaxRecs {
+			// Each step differs from the recordings (a decode batch whose
+			// sequences keep changing): capturing costs more than it gives.
+			g.mode = graphIdle
+			b.graphMiss(fmt.Sprintf("its work changes from step to step (%d recordings in a row were never replayed)", k.wasted), true)
+		}
 	case graphReplay:
 		var rec *graphRec
 		for _, c := range g.cands {
@@ -178,7 +193,8 @@ func (b *Backend) EndGraph() string {
 			b.graphMiss("a step ended before the recorded one", false)
 			break
 		}
-		g.key.misses = 0
+		g.key.misses, g.key.wasted = 0, 0
+		rec.replays++
 		g.replayed++
 		for _, op := range rec.ops { // the graph moves the uploads' bytes
 			if op.sig[0] == sigUpload {

@@ -195,20 +195,22 @@ func (b *Backend) attnSetup(op string, p kdrt.AttentionParams) (ks *kdrt.Tensor,
 	return b.attnKeyStart(op, p.KeyStart, p.B)
 }
 
-// AttentionDecode implements runtime.DecodeOps: query position pos of each of
-// max(p.B, 1) sequences, q and out [B, NH·HD], against the caches kCache,
-// vCache [B·Tmax, NKV·HD] (sequence b's position s at row b·Tmax + s).
-func (b *Backend) AttentionDecode(out, q, kCache, vCache *kdrt.Tensor, p kdrt.AttentionParams, pos int) {
+// AttentionDecode implements runtime.DecodeOps: the query of each of
+// max(p.B, 1) sequences at its position at[b] (I32 [B], read by the kernel),
+// q and out [B, NH·HD], against the caches kCache, vCache [B·Tmax, NKV·HD]
+// (sequence b's position s at row b·Tmax + s). The launch depends on the
+// shapes only, so a decode step can be recorded once and replayed.
+func (b *Backend) AttentionDecode(out, q, kCache, vCache, at *kdrt.Tensor, p kdrt.AttentionParams) {
 	const op = "attention decode"
 	B := max(p.B, 1)
 	Tmax := kCache.Rows() / B
 	if p.NKV <= 0 || p.NH%p.NKV != 0 || q.Numel() != B*p.NH*p.HD || out.Numel() != q.Numel() || kCache.Rows()%B != 0 ||
-		kCache.Cols() != p.NKV*p.HD || vCache.Numel() != kCache.Numel() || pos < 0 || pos >= Tmax ||
+		kCache.Cols() != p.NKV*p.HD || vCache.Numel() != kCache.Numel() || at.DType != kdrt.I32 || at.Numel() != B ||
 		(p.KeyStart != nil && len(p.KeyStart) != B) {
-		panic(fmt.Sprintf("cuda: %s %+v at %d: shapes of %v %v %v %v do not agree", op, p, pos, out, q, kCache, vCache))
+		panic(fmt.Sprintf("cuda: %s %+v: shapes of %v %v %v %v %v do not agree", op, p, out, q, kCache, vCache, at))
 	}
 	dt := attnDType(op, nil, q, kCache, vCache, out)
-	if p.NH*p.HD == 0 {
+	if p.NH*p.HD == 0 || Tmax == 0 {
 		return
 	}
 	if !b.attnGridOK(op, 1, B) {
@@ -218,7 +220,9 @@ func (b *Backend) AttentionDecode(out, q, kCache, vCache *kdrt.Tensor, p kdrt.At
 	if !ok {
 		return
 	}
-	w, ok := b.scratch(op, kdrt.F32, B*p.NH*(pos+1))
+	// Scores for every position the cache holds: the size does not depend
+	// on the step, so neither does the allocation.
+	w, ok := b.scratch(op, kdrt.F32, B*p.NH*Tmax)
 	if !ok {
 		if ks != nil {
 			b.Free(ks)
@@ -227,12 +231,29 @@ func (b *Backend) AttentionDecode(out, q, kCache, vCache *kdrt.Tensor, p kdrt.At
 	}
 	b.launch(op, kernelFor("attn_decode", dt), dim3{uint32(p.NH), uint32(B), 1}, d1(attnThreads),
 		(p.HD+attnThreads)*4,
-		b.dptr(out), b.dptr(q), b.dptr(kCache), b.dptr(vCache), b.dptr(w), b.dptr(ks),
-		int32(p.NH), int32(p.NKV), int32(p.HD), int32(Tmax), int32(pos), p.Scale, attnWindow(p.Window))
+		b.dptr(out), b.dptr(q), b.dptr(kCache), b.dptr(vCache), b.dptr(w), b.dptr(ks), b.dptr(at),
+		int32(p.NH), int32(p.NKV), int32(p.HD), int32(Tmax), p.Scale, attnWindow(p.Window))
 	b.Free(w)
 	if ks != nil {
 		b.Free(ks)
 	}
+}
+
+// KVAppend implements runtime.DecodeOps: src's n rows per sequence into
+// cache rows b·Tmax + at[b] + j, the positions read by the kernel.
+func (b *Backend) KVAppend(cache, src, at *kdrt.Tensor) {
+	const op = "kv append"
+	B := at.Numel()
+	if at.DType != kdrt.I32 || B == 0 || cache.Cols() != src.Cols() || cache.Rows()%B != 0 || src.Rows()%B != 0 {
+		panic(fmt.Sprintf("cuda: %s of %v into %v at %v: shapes do not agree", op, src, cache, at))
+	}
+	dt := ewSameDType(op, cache, src)
+	rows, C := src.Rows(), src.Cols()
+	if rows == 0 || C == 0 {
+		return
+	}
+	b.launch(op, kernelFor("kv_append", dt), ewRows(rows), d1(ewThreads), 0,
+		b.dptr(cache), b.dptr(src), b.dptr(at), int32(B), int32(rows/B), int32(C), int32(cache.Rows()/B))
 }
 
 // attnCheck panics unless the tensors have the sizes p gives them, as the

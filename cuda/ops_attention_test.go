@@ -187,7 +187,13 @@ func TestAttentionDecode(t *testing.T) {
 			B := max(c.B, 1)
 			ap := kdrt.AttentionParams{B: c.B, T: 1, NH: c.NH, NKV: c.NKV, HD: c.HD,
 				Scale: float32(1 / math.Sqrt(float64(c.HD))), Window: c.window, KeyStart: c.keyStart}
-			for _, pos := range c.pos {
+			for i, pos := range c.pos {
+				// Sequence b's query is at the case's position, or (from the
+				// second sequence on) at another one of the case's.
+				at := make([]int32, B)
+				for b := range at {
+					at[b] = int32(c.pos[(i+b)%len(c.pos)])
+				}
 				name := fmt.Sprintf("%s/B%d_Tmax%d_NH%d_NKV%d_HD%d_W%d_KS%v/pos%d", dt, c.B, c.Tmax, c.NH, c.NKV, c.HD, c.window, c.keyStart, pos)
 				t.Run(name, func(t *testing.T) {
 					p.t = t
@@ -195,11 +201,71 @@ func TestAttentionDecode(t *testing.T) {
 					kc, kg := p.rand("k cache", dt, 1, B*c.Tmax, c.NKV*c.HD)
 					vc, vg := p.rand("v cache", dt, 1, B*c.Tmax, c.NKV*c.HD)
 					oc, og := p.rand("out", dt, 3, B, c.NH*c.HD)
-					p.cpu.AttentionDecode(oc, qc, kc, vc, ap, pos)
-					p.gpu.AttentionDecode(og, qg, kg, vg, ap, pos)
+					ac, ag := p.ints("at", at, B)
+					p.cpu.AttentionDecode(oc, qc, kc, vc, ac, ap)
+					p.gpu.AttentionDecode(og, qg, kg, vg, ag, ap)
 					p.checkRows("out", oc, og, c.HD, tolFor(dt), rowTolFor(dt))
 				})
 			}
 		}
 	}
+}
+
+// TestKVAppend: new rows written at each sequence's position, read from the
+// device, land where the CPU puts them (bit for bit: a copy), for one
+// sequence and for several in one call; a position past the cache (which
+// the CPU refuses) writes nothing on the device, and a decode query there
+// gives zeros rather than reading past the cache.
+func TestKVAppend(t *testing.T) {
+	p := newPair(t)
+	for _, dt := range dtypes {
+		for _, c := range []struct {
+			B, n, Tmax, C int
+			at            []int32
+		}{
+			{B: 1, n: 1, Tmax: 9, C: 32, at: []int32{5}},
+			{B: 1, n: 7, Tmax: 9, C: 24, at: []int32{2}},
+			{B: 3, n: 2, Tmax: 20, C: 300, at: []int32{0, 11, 18}},
+		} {
+			t.Run(fmt.Sprintf("%s/B%d_n%d_C%d", dt, c.B, c.n, c.C), func(t *testing.T) {
+				p.t = t
+				kc, kg := p.rand("cache", dt, 1, c.B*c.Tmax, c.C)
+				sc, sg := p.rand("src", dt, 1, c.B*c.n, c.C)
+				ac, ag := p.ints("at", c.at, c.B)
+				p.cpu.KVAppend(kc, sc, ac)
+				p.gpu.KVAppend(kg, sg, ag)
+				p.check("cache", kc, kg, 0)
+			})
+		}
+	}
+	t.Run("past the cache", func(t *testing.T) {
+		p.t = t
+		const Tmax, C = 6, 16
+		_, kg := p.rand("cache", kdrt.F32, 1, 2*Tmax, C)
+		before := values(t, p.gpu, kg)
+		_, sg := p.rand("src", kdrt.F32, 1, 2*2, C)
+		_, ag := p.ints("at", []int32{Tmax - 1, -3}, 2)
+		p.gpu.KVAppend(kg, sg, ag) // sequence 0's second row and both of sequence 1's fall outside
+		after, src := values(t, p.gpu, kg), values(t, p.gpu, sg)
+		for i := range after {
+			want := before[i]
+			if i >= (Tmax-1)*C && i < Tmax*C { // sequence 0's first new row
+				want = src[i-(Tmax-1)*C]
+			}
+			if after[i] != want {
+				t.Fatalf("cache element %d is %v after the append, want %v", i, after[i], want)
+			}
+		}
+		ap := kdrt.AttentionParams{B: 2, T: 1, NH: 2, NKV: 1, HD: C, Scale: 0.25}
+		_, qg := p.rand("q", kdrt.F32, 1, 2, 2*C)
+		_, og := p.rand("out", kdrt.F32, 1, 2, 2*C)
+		_, vg := p.rand("v cache", kdrt.F32, 1, 2*Tmax, C)
+		_, at := p.ints("at", []int32{Tmax, 2}, 2)
+		p.gpu.AttentionDecode(og, qg, kg, vg, at, ap)
+		for i, x := range values(t, p.gpu, og)[:2*C] {
+			if x != 0 {
+				t.Fatalf("the query past the cache gave %v at %d, want zeros", x, i)
+			}
+		}
+	})
 }

@@ -335,27 +335,46 @@ __device__ void attn_row(const T* q, const T* k, const T* v, i64 kstride, int lo
 }
 
 // attn_decode: grid (NH, B), dynamic shared memory (HD + blockDim.x) floats;
-// w is float scratch [B, NH, pos+1]. Block (h, b) computes out[b, h, :] for
-// query position pos against kc/vc rows b·Tmax + s.
+// w is float scratch [B, NH, Tmax]. Block (h, b) computes out[b, h, :] for
+// the query at position at[b] (read here, so that the launch is the same at
+// every step and a recorded step can be replayed) against kc/vc rows
+// b·Tmax + s. A position outside [0, Tmax) gives zeros: the device never
+// reads outside the cache (the CPU backend, the reference, panics on it).
 template <typename T>
 __device__ void attn_decode_impl(T* out, const T* q, const T* kc, const T* vc, float* w, const int* key_start,
-                                 int NH, int NKV, int HD, int Tmax, int pos, float scale, int window) {
+                                 const int* at, int NH, int NKV, int HD, int Tmax, float scale, int window) {
     extern __shared__ float attn_sm[];
     int h = blockIdx.x, b = blockIdx.y;
     int kh = h / (NH / NKV);
     i64 ks = (i64)NKV * HD;
     i64 qo = ((i64)b * NH + h) * HD;
+    int pos = at[b];
     int lo = attn_first(pos, window, key_start, b);
-    if (lo > pos) {
+    if (pos < 0 || pos >= Tmax || lo > pos) {
         for (int d = threadIdx.x; d < HD; d += blockDim.x) st(out, qo + d, 0.0f);
         return;
     }
-    float* p = w + ((i64)b * NH + h) * (pos + 1);
+    float* p = w + ((i64)b * NH + h) * Tmax;
     i64 ko = (i64)b * Tmax * ks + (i64)kh * HD;
     attn_row<T>(q + qo, kc + ko, vc + ko, ks, lo, pos, scale, p, out + qo, HD, attn_sm);
 }
 KD_EXPORT(attn_decode,
-          (T * out, const T* q, const T* kc, const T* vc, float* w, const int* key_start, int NH, int NKV, int HD,
-           int Tmax, int pos, float scale, int window),
-          attn_decode_impl<T>(out, q, kc, vc, w, key_start, NH, NKV, HD, Tmax, pos, scale, window))
+          (T * out, const T* q, const T* kc, const T* vc, float* w, const int* key_start, const int* at, int NH,
+           int NKV, int HD, int Tmax, float scale, int window),
+          attn_decode_impl<T>(out, q, kc, vc, w, key_start, at, NH, NKV, HD, Tmax, scale, window))
 
+// kv_append: cache[b·Tmax + at[b] + j, :] = src[b·n + j, :] for the B
+// sequences' n new rows each of C elements (grid-stride over the B·n rows).
+// Rows that would fall outside sequence b's Tmax rows are skipped.
+template <typename T>
+__device__ void kv_append_impl(T* cache, const T* src, const int* at, int B, int n, int C, int Tmax) {
+    for (int r = blockIdx.x; r < B * n; r += gridDim.x) {
+        int b = r / n, j = r % n;
+        int row = at[b] + j;
+        if (row < 0 || row >= Tmax) continue;
+        i64 dst = ((i64)b * Tmax + row) * C, from = (i64)r * C;
+        for (int c = threadIdx.x; c < C; c += blockDim.x) cache[dst + c] = src[from + c];
+    }
+}
+KD_EXPORT(kv_append, (T * cache, const T* src, const int* at, int B, int n, int C, int Tmax),
+          kv_append_impl<T>(cache, src, at, B, n, C, Tmax))

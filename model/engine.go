@@ -426,6 +426,16 @@ func (e *Engine) Step() ([]*Seq, error) {
 			positions[en.at+j] = int32(en.s.fed + j)
 		}
 	}
+	// A step of decoding sequences only makes the same calls as the last
+	// one while the sequences and their caches stay (the positions are
+	// uploaded), so a backend with step graphs records it once and
+	// replays it; a step that reads prompts in is rarely repeated and runs
+	// as usual.
+	end := func() {}
+	if N == len(plan) && !slices.ContainsFunc(plan, func(en entry) bool { return en.s.fed == 0 }) {
+		end = m.beginGraph(fmt.Sprintf("engine decode %d", N))
+	}
+	defer end()
 	view := func(t *kdrt.Tensor) *kdrt.Tensor { return be.Slice(t, 0, N) }
 	x, h, tmp, normF := view(e.x), view(e.h), view(e.tmp), view(e.normF)
 	mean, rstd := view(e.mean), view(e.rstd)
@@ -455,8 +465,11 @@ func (e *Engine) Step() ([]*Seq, error) {
 			for _, en := range plan {
 				s := en.s
 				at, n := en.at, en.n
-				be.Copy(be.Slice(s.kc[i], s.fed, s.fed+n), be.Slice(k, at, at+n))
-				be.Copy(be.Slice(s.vc[i], s.fed, s.fed+n), be.Slice(v, at, at+n))
+				// The chunk's first position (s.fed) is on the device already:
+				// the calls are the same from one decode step to the next.
+				first := be.Slice(pos, at, at+1)
+				be.KVAppend(s.kc[i], be.Slice(k, at, at+n), first)
+				be.KVAppend(s.vc[i], be.Slice(v, at, at+n), first)
 				if s.fed == 0 && n > 1 {
 					// A sequence's first chunk sees only itself: the training
 					// forward's attention (what Generate's prefill runs) does
@@ -468,7 +481,7 @@ func (e *Engine) Step() ([]*Seq, error) {
 				}
 				for j := range n {
 					r := en.at + j
-					be.AttentionDecode(be.Slice(att, r, r+1), be.Slice(q, r, r+1), s.kc[i], s.vc[i], p, s.fed+j)
+					be.AttentionDecode(be.Slice(att, r, r+1), be.Slice(q, r, r+1), s.kc[i], s.vc[i], be.Slice(pos, r, r+1), p)
 				}
 			}
 		})
@@ -485,11 +498,15 @@ func (e *Engine) Step() ([]*Seq, error) {
 	if M > 0 {
 		logits := be.Slice(e.logits, 0, M)
 		be.MatMul(logits, be.Slice(e.sel, 0, M), m.head.W, false, true, 1, 0)
+		end()
 		if err := be.Download(logits, e.host[:M*c.Vocab]); err != nil {
 			return nil, err
 		}
-	} else if err := be.Sync(); err != nil {
-		return nil, err
+	} else {
+		end()
+		if err := be.Sync(); err != nil {
+			return nil, err
+		}
 	}
 	V := c.Vocab
 	var got []*Seq

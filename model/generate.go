@@ -254,6 +254,7 @@ type generator struct {
 	gate, up, act    *kdrt.Tensor // [B, F]
 	logits           *kdrt.Tensor // [B, V]
 	id, pos          *kdrt.Tensor // I32 [B]
+	at               *kdrt.Tensor // I32 [B]: each row's cache position
 	host             []float32
 	all              []*kdrt.Tensor
 }
@@ -283,7 +284,7 @@ func (m *Model) newGenerator(B, Tmax int) (*generator, error) {
 	g.q, g.k, g.v, g.att = alloc("q", dt, B, c.Heads*c.HeadDim), alloc("k", dt, B, kv), alloc("v", dt, B, kv), alloc("att", dt, B, c.Heads*c.HeadDim)
 	g.gate, g.up, g.act = alloc("gate", dt, B, F), alloc("up", dt, B, F), alloc("act", dt, B, F)
 	g.logits = alloc("logits", kdrt.F32, B, c.Vocab)
-	g.id, g.pos = alloc("id", kdrt.I32, B), alloc("pos", kdrt.I32, B)
+	g.id, g.pos, g.at = alloc("id", kdrt.I32, B), alloc("pos", kdrt.I32, B), alloc("at", kdrt.I32, B)
 	if err != nil {
 		g.free()
 		return nil, err
@@ -332,7 +333,7 @@ func (g *generator) prefill(prompts [][]int32, P int) ([]float32, error) {
 	for b := range B {
 		be.Copy(be.Slice(g.normF, b, b+1), be.Slice(h, b*P+P-1, b*P+P))
 	}
-	return g.head()
+	return g.head(func() {})
 }
 
 // step runs one token per row at index pos (the row's position is pos minus
@@ -340,14 +341,21 @@ func (g *generator) prefill(prompts [][]int32, P int) ([]float32, error) {
 // and returns the logits for the next position [B·V].
 func (g *generator) step(toks []int32, pos int) ([]float32, error) {
 	m, be, c := g.m, g.m.be, g.m.Config
-	positions := make([]int32, g.B)
+	positions, at := make([]int32, g.B), make([]int32, g.B)
 	for b := range g.B {
-		positions[b] = int32(pos - g.pad[b])
+		positions[b], at[b] = int32(pos-g.pad[b]), int32(pos)
 	}
+	// Every step makes the same calls (what changes is uploaded), so a
+	// backend with step graphs records one and replays it.
+	end := m.beginGraph(fmt.Sprintf("decode %d×%d", g.B, g.Tmax))
+	defer end()
 	if err := be.UploadInt32(g.id, toks); err != nil {
 		return nil, err
 	}
 	if err := be.UploadInt32(g.pos, positions); err != nil {
+		return nil, err
+	}
+	if err := be.UploadInt32(g.at, at); err != nil {
 		return nil, err
 	}
 	be.Embedding(g.x, g.id, m.embed.W)
@@ -366,22 +374,22 @@ func (g *generator) step(toks []int32, pos int) ([]float32, error) {
 			mid: g.x, norm2: g.h, norm2Mean: g.mean, norm2Rstd: g.rstd, gate: g.gate, up: g.up, act: g.act, tmp: g.tmp,
 			out: g.x, pos: g.pos}
 		m.block(l, b, eps, func() {
-			for r := range g.B {
-				be.Copy(be.Slice(g.kc[i], r*g.Tmax+pos, r*g.Tmax+pos+1), be.Slice(g.k, r, r+1))
-				be.Copy(be.Slice(g.vc[i], r*g.Tmax+pos, r*g.Tmax+pos+1), be.Slice(g.v, r, r+1))
-			}
+			be.KVAppend(g.kc[i], g.k, g.at)
+			be.KVAppend(g.vc[i], g.v, g.at)
 			p := kdrt.AttentionParams{B: g.B, T: 1, NH: c.Heads, NKV: c.KVHeads, HD: c.HeadDim,
 				Scale: float32(1 / math.Sqrt(float64(c.HeadDim))), Window: l.window, KeyStart: keyStart}
-			be.AttentionDecode(g.att, g.q, g.kc[i], g.vc[i], p, pos)
+			be.AttentionDecode(g.att, g.q, g.kc[i], g.vc[i], g.at, p)
 		})
 	}
 	m.norm(g.normF, g.mean, g.rstd, g.x, m.normFW, m.normFB, eps)
-	return g.head()
+	return g.head(end)
 }
 
-// head computes every row's logits from g.normF and downloads them.
-func (g *generator) head() ([]float32, error) {
+// head computes every row's logits from g.normF, ends the step's work
+// (end, from beginGraph) and downloads them.
+func (g *generator) head(end func()) ([]float32, error) {
 	g.m.be.MatMul(g.logits, g.normF, g.m.head.W, false, true, 1, 0)
+	end()
 	if err := g.m.be.Download(g.logits, g.host); err != nil {
 		return nil, err
 	}

@@ -83,14 +83,21 @@ func (c *Config) kvCacheBytes(dt kdrt.DType, B, Tmax int) int64 {
 
 // decoderBytes is what newGenerator allocates for B rows of up to Tmax
 // positions with the cache and buffers in dt: the key/value cache and one
-// position's buffers, and the logits (F32, on the device and on the host).
+// position's buffers, the logits (F32, on the device and on the host), and
+// the decode attention's scores (F32, every head and cache position).
 func (c *Config) decoderBytes(dt kdrt.DType, B, Tmax int) int64 {
 	C, F, V := int64(c.Hidden), int64(c.Intermediate), int64(c.Vocab)
 	qw, kvw := int64(c.Heads*c.HeadDim), int64(c.KVHeads*c.HeadDim)
 	wide := 4*C + 2*qw + 2*kvw + 3*F
-	narrow := 2 + 2*V + 2
+	narrow := 2 + 2*V + 3
 	perRow := kdrt.AddBytes(kdrt.MulBytes(int64(dt.Size()), wide), kdrt.MulBytes(f32, narrow))
-	return kdrt.AddBytes(c.kvCacheBytes(dt, B, Tmax), kdrt.MulBytes(int64(B), perRow))
+	return kdrt.AddBytes(kdrt.AddBytes(c.kvCacheBytes(dt, B, Tmax), kdrt.MulBytes(int64(B), perRow)), c.decodeScratchBytes(B, Tmax))
+}
+
+// decodeScratchBytes is what the backend takes during each decode attention
+// call: a score for every head and cache position of each row.
+func (c *Config) decodeScratchBytes(B, Tmax int) int64 {
+	return kdrt.MulBytes(f32, int64(B), int64(c.Heads), int64(Tmax))
 }
 
 // inferBytes is what the inference forward allocates for B sequences of T

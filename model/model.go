@@ -36,6 +36,7 @@ type Model struct {
 	ckptPrefix          string     // GPT-2's checkpoint name prefix ("transformer." or "")
 	lossCount           int        // target tokens in the last forward
 	haveForward, haveCE bool
+	graphLog            func(string) // SetGraphLog
 }
 
 // New allocates a model with zeroed parameters on be, stored as opts say

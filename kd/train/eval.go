@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"math"
+	"os"
 
 	"github.com/kdnative/kdnative/kd/data"
 	"github.com/kdnative/kdnative/kd/loss"
@@ -63,24 +64,53 @@ func (t *trainer) evaluate() (Eval, error) {
 	if t.xt != nil {
 		teacher = nil // its rows are not the student's: no KL per token
 	}
-	return EvaluateSFT(t.be, t.student, teacher, t.val, t.r.BatchSize, t.pad, t.lossOpt)
+	opt := t.lossOpt
+	opt.Sums = t.sums // free between steps
+	return evaluateSFT(t.be, t.student, teacher, t.val, t.r.BatchSize, t.pad, opt, nil, func(line string) {
+		t.endLine()
+		t.logf("%s", line)
+	})
 }
 
 // EvaluateSFT measures a student's mean cross-entropy (and perplexity) on
 // rows, and its forward KL to a teacher when one is given, token-weighted
-// over all rows.
+// over all rows. opt.Sums, when set (capacity ≥ 2), are where each batch's
+// losses wait on the device for the batch's one read; a caller that
+// evaluates again and again passes the same ones (see evaluateSFT).
 func EvaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Example, batch int, pad int32, opt loss.Options) (Eval, error) {
-	return evaluateSFT(be, student, teacher, rows, batch, pad, opt, nil)
+	return evaluateSFT(be, student, teacher, rows, batch, pad, opt, nil, nil)
 }
 
 // evaluateSFT is EvaluateSFT calling progress (when not nil) with the rows
-// done after each batch.
-func evaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Example, batch int, pad int32, opt loss.Options, progress func(done int)) (Eval, error) {
+// done after each batch, and log (nil: standard error) with the line a
+// backend with step graphs gives when a batch shape's graphs are turned off.
+//
+// A batch's losses stay on the device until one read per batch, so that on
+// a backend with step graphs (CUDA) each batch's forwards and losses are one
+// recorded graph, replayed for every later batch of its shape (in this pass
+// and the next evaluations). Rows that carry the teacher's top-k (a sparse
+// teacher) upload a different amount per batch and run as usual.
+func evaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Example, batch int, pad int32, opt loss.Options, progress func(done int), log func(string)) (Eval, error) {
 	var e Eval
 	var ce, kl float64
 	klTokens := 0
+	// The sums the caller gives are used for every batch, so that each
+	// evaluation's work is the same as the last one's (a trainer passes
+	// its own); otherwise the pass makes its own.
+	sums := opt.Sums
+	if sums == nil {
+		var err error
+		if sums, err = loss.NewSums(be, 2); err != nil {
+			return e, err
+		}
+		defer sums.Free()
+	}
+	dev := opt
+	dev.Sums, opt.Sums = sums, nil
+	sg, _ := be.(kdrt.StepGraphs)
 	for i := 0; i < len(rows); i += batch {
-		b, err := data.MakeBatch(rows[i:min(i+batch, len(rows))], pad, 0)
+		chunk := rows[i:min(i+batch, len(rows))]
+		b, err := data.MakeBatch(chunk, pad, 0)
 		if err != nil {
 			return e, err
 		}
@@ -93,46 +123,30 @@ func evaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Exa
 		if n == 0 {
 			continue
 		}
-		h, err := student.InferHidden(b)
-		if err != nil {
-			return e, err
+		sparse := teacher == nil && hasTopK(chunk)
+		end := func() {}
+		if sg != nil && !sparse {
+			sg.BeginGraph(fmt.Sprintf("eval %d×%d", b.B, b.T))
+			end = func() {
+				end = func() {}
+				if note := sg.EndGraph(); note != "" {
+					if log != nil {
+						log(note)
+					} else {
+						fmt.Fprintln(os.Stderr, "kdnative:", note)
+					}
+				}
+			}
 		}
-		head := loss.Head{W: student.Head().W}
-		l, _, err := loss.CrossEntropy(be, h, head, nil, b.Targets, 1, opt)
+		l, klv, klN, err := evalBatch(be, student, teacher, chunk, b, n, sums, opt, dev, sparse, func() { end() })
+		end()
 		if err != nil {
 			return e, err
 		}
 		ce += l * float64(n)
-		if teacher == nil && hasTopK(rows[i:min(i+batch, len(rows))]) {
-			// A teacher cache or API logprobs carried by the data.
-			tk, mask, free, ok, err := sparseTeacher(be, rows[i:min(i+batch, len(rows))], b.Targets, b.T)
-			if err != nil {
-				return e, err
-			}
-			if ok && anyTokens(mask) {
-				res, err := loss.KD(be, h, head, nil, tk, mask, loss.KDConfig{Divergence: kdrt.ForwardKL, Temperature: 1, Tail: kdrt.TailBucket}, 1, opt)
-				if err != nil {
-					free()
-					return e, err
-				}
-				kl += res.Loss * float64(res.Tokens)
-				klTokens += res.Tokens
-				e.HasKL = true
-			}
-			free()
-		}
-		if teacher != nil {
-			th, err := teacher.InferHidden(b)
-			if err != nil {
-				return e, err
-			}
-			res, err := loss.KD(be, h, head, nil, loss.TeacherHidden{Hidden: th, Head: teacher.Head().W},
-				targetMask(b.Targets), loss.KDConfig{Divergence: kdrt.ForwardKL, Temperature: 1}, 1, opt)
-			if err != nil {
-				return e, err
-			}
-			kl += res.Loss * float64(n)
-			klTokens += n
+		if klN > 0 {
+			kl += klv * float64(klN)
+			klTokens += klN
 			e.HasKL = true
 		}
 		e.Tokens += n
@@ -146,6 +160,62 @@ func evaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Exa
 		e.KL = kl / float64(max(klTokens, 1))
 	}
 	return e, nil
+}
+
+// evalBatch runs one validation batch of n target tokens: the student's
+// cross-entropy and, with a teacher (the model, or the top-k the rows
+// carry when sparse), the forward KL and the tokens it is over. The losses
+// go to sums (dev has them), which it resets first and reads once at the
+// end, after end (which ends the batch's graph).
+func evalBatch(be kdrt.Backend, student, teacher *model.Model, rows []data.Example, b model.Batch, n int, sums *loss.Sums,
+	opt, dev loss.Options, sparse bool, end func()) (ce, kl float64, klTokens int, err error) {
+	sums.Reset()
+	h, err := student.InferHidden(b)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	head := loss.Head{W: student.Head().W}
+	if _, _, err := loss.CrossEntropy(be, h, head, nil, b.Targets, 1, dev); err != nil {
+		return 0, 0, 0, err
+	}
+	ceD := sums.Last()
+	var klD *loss.Deferred
+	if sparse {
+		// A teacher cache or API logprobs carried by the data.
+		tk, mask, free, ok, err := sparseTeacher(be, rows, b.Targets, b.T)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		defer free()
+		if ok && anyTokens(mask) {
+			res, err := loss.KD(be, h, head, nil, tk, mask, loss.KDConfig{Divergence: kdrt.ForwardKL, Temperature: 1, Tail: kdrt.TailBucket}, 1, opt)
+			if err != nil {
+				return 0, 0, 0, err
+			}
+			kl, klTokens = res.Loss, res.Tokens
+		}
+	}
+	if teacher != nil {
+		th, err := teacher.InferHidden(b)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		if _, err := loss.KD(be, h, head, nil, loss.TeacherHidden{Hidden: th, Head: teacher.Head().W},
+			targetMask(b.Targets), loss.KDConfig{Divergence: kdrt.ForwardKL, Temperature: 1}, 1, dev); err != nil {
+			return 0, 0, 0, err
+		}
+		d := sums.Last()
+		klD, klTokens = &d, n
+	}
+	end()
+	if _, err := sums.Read(); err != nil {
+		return 0, 0, 0, err
+	}
+	ce = ceD.Value()
+	if klD != nil {
+		kl = klD.Value()
+	}
+	return ce, kl, klTokens, nil
 }
 
 func (t *trainer) evaluatePairs() (Eval, error) {

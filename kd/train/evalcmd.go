@@ -104,7 +104,7 @@ func RunEval(be kdrt.Backend, c EvalConfig, log io.Writer) (*EvalResult, error) 
 	sp := tok.Special()
 	pad := max(sp.PAD, sp.EOS, 0)
 	bar := &meter{w: log, term: c.Terminal, label: "eval", unit: "examples", total: len(rows)}
-	e, err := evaluateSFT(be, m, teacher, rows, c.BatchSize, pad, loss.Options{}, bar.update)
+	e, err := evaluateSFT(be, m, teacher, rows, c.BatchSize, pad, loss.Options{}, bar.update, nil)
 	bar.finish()
 	if err != nil {
 		return nil, err

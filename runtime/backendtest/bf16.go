@@ -401,11 +401,20 @@ var bf16Cases = []opCase{
 	{"AttentionDecode", func(s *suite) {
 		c := kdrt.AttentionParams{B: 2, NH: 4, NKV: 2, HD: 16, KeyStart: []int{0, 2}}
 		c.Scale = 0.25
-		const Tmax, pos = 12, 9
+		const Tmax = 12
 		kc, vc := s.rand("k cache", bf, 1, c.B*Tmax, c.NKV*c.HD), s.rand("v cache", bf, 1, c.B*Tmax, c.NKV*c.HD)
+		// New keys and values appended at each sequence's position first.
+		at := s.ints("at", []int32{9, 6}, c.B)
+		nk, nv := s.rand("new k", bf, 1, c.B, c.NKV*c.HD), s.rand("new v", bf, 1, c.B, c.NKV*c.HD)
+		s.ref.KVAppend(kc.ref, nk.ref, at.ref)
+		s.be.KVAppend(kc.dev, nk.dev, at.dev)
+		s.ref.KVAppend(vc.ref, nv.ref, at.ref)
+		s.be.KVAppend(vc.dev, nv.dev, at.dev)
+		s.check("k cache after append", kc, 0)
+		s.check("v cache after append", vc, 0)
 		q, out := s.rand("q", bf, 1, c.B, c.NH*c.HD), s.rand("out", bf, 1, c.B, c.NH*c.HD)
-		s.ref.AttentionDecode(out.ref, q.ref, kc.ref, vc.ref, c, pos)
-		s.be.AttentionDecode(out.dev, q.dev, kc.dev, vc.dev, c, pos)
+		s.ref.AttentionDecode(out.ref, q.ref, kc.ref, vc.ref, at.ref, c)
+		s.be.AttentionDecode(out.dev, q.dev, kc.dev, vc.dev, at.dev, c)
 		s.check("out", out, 1)
 	}},
 	{"SwiGLU", func(s *suite) {

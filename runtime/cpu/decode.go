@@ -3,20 +3,23 @@ package cpu
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
-// attentionDecode: query position pos of each sequence against its cached
-// keys/values (sequence b's at rows b·Tmax + s).
-func attentionDecode[F Float](out, q, kc, vc []F, p kdrt.AttentionParams, pos, Tmax int) {
+// attentionDecode: the query of sequence b, at position at[b], against its
+// cached keys/values (sequence b's at rows b·Tmax + s).
+func attentionDecode[F Float](out, q, kc, vc []F, p kdrt.AttentionParams, at []int32, Tmax int) {
 	B, NH, NKV, HD := max(p.B, 1), p.NH, p.NKV, p.HD
 	group := NH / NKV
 	ks := NKV * HD
-	parallelFor(B*NH, 4*(pos+1)*HD, func(i0, i1 int) {
-		w := make([]F, pos+1)
+	top := int(slices.Max(at))
+	parallelFor(B*NH, 4*(top+1)*HD, func(i0, i1 int) {
+		w := make([]F, top+1)
 		for bh := i0; bh < i1; bh++ {
 			b, h := bh/NH, bh%NH
+			pos := int(at[b])
 			lo := visibleFrom(pos, p.Window)
 			if p.KeyStart != nil {
 				lo = max(lo, p.KeyStart[b])
@@ -56,24 +59,30 @@ func attentionDecode[F Float](out, q, kc, vc []F, p kdrt.AttentionParams, pos, T
 }
 
 // AttentionDecode implements runtime.Backend.
-func (*Backend) AttentionDecode(out, q, kCache, vCache *kdrt.Tensor, p kdrt.AttentionParams, pos int) {
+func (*Backend) AttentionDecode(out, q, kCache, vCache, at *kdrt.Tensor, p kdrt.AttentionParams) {
 	B := max(p.B, 1)
 	Tmax := kCache.Rows() / B
 	if p.NKV <= 0 || p.NH%p.NKV != 0 || q.Numel() != B*p.NH*p.HD || out.Numel() != q.Numel() || kCache.Rows()%B != 0 ||
-		kCache.Cols() != p.NKV*p.HD || vCache.Numel() != kCache.Numel() || pos < 0 || pos >= Tmax ||
+		kCache.Cols() != p.NKV*p.HD || vCache.Numel() != kCache.Numel() || at.DType != kdrt.I32 || at.Numel() != B ||
 		(p.KeyStart != nil && len(p.KeyStart) != B) {
-		panic(fmt.Sprintf("cpu: attention decode %+v at %d: shapes of %v %v %v %v do not agree", p, pos, out, q, kCache, vCache))
+		panic(fmt.Sprintf("cpu: attention decode %+v: shapes of %v %v %v %v %v do not agree", p, out, q, kCache, vCache, at))
+	}
+	pos := Int32s(at)
+	for b, s := range pos {
+		if s < 0 || int(s) >= Tmax {
+			panic(fmt.Sprintf("cpu: attention decode: sequence %d's position %d is outside its cache of %d positions", b, s, Tmax))
+		}
 	}
 	sameFloat("attention decode", out, q, kCache, vCache)
 	var f frame
 	defer f.done()
 	if kCache.DType == kdrt.BF16 {
-		// Widen only the positions the query sees, not the whole cache.
+		// Widen only the positions the queries see, not the whole cache.
 		kc, vc := f.get(kCache.Numel()), f.get(vCache.Numel())
 		rows := kCache.Cols()
 		kb, vb := BF16Bits(kCache), BF16Bits(vCache)
 		for b := range B {
-			lo, hi := b*Tmax*rows, (b*Tmax+pos+1)*rows
+			lo, hi := b*Tmax*rows, (b*Tmax+int(pos[b])+1)*rows
 			widen(kc[lo:hi], kb[lo:hi])
 			widen(vc[lo:hi], vb[lo:hi])
 		}
@@ -81,4 +90,21 @@ func (*Backend) AttentionDecode(out, q, kCache, vCache *kdrt.Tensor, p kdrt.Atte
 		return
 	}
 	attentionDecode(f.out(out), f.in(q), Float32s(kCache), Float32s(vCache), p, pos, Tmax)
+}
+
+// KVAppend implements runtime.Backend.
+func (b *Backend) KVAppend(cache, src, at *kdrt.Tensor) {
+	B := at.Numel()
+	if at.DType != kdrt.I32 || B == 0 || cache.DType != src.DType || cache.Cols() != src.Cols() ||
+		cache.Rows()%B != 0 || src.Rows()%B != 0 {
+		panic(fmt.Sprintf("cpu: kv append of %v into %v at %v: shapes do not agree", src, cache, at))
+	}
+	Tmax, n := cache.Rows()/B, src.Rows()/B
+	for s, p := range Int32s(at) {
+		if p < 0 || int(p)+n > Tmax {
+			panic(fmt.Sprintf("cpu: kv append: sequence %d's %d rows at position %d do not fit its cache of %d positions", s, n, p, Tmax))
+		}
+		dst := b.Slice(cache, s*Tmax+int(p), s*Tmax+int(p)+n)
+		b.Copy(dst, b.Slice(src, s*n, (s+1)*n))
+	}
 }

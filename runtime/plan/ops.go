@@ -194,13 +194,24 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, out, lse, q, k, v *kdrt.Te
 }
 
 // AttentionDecode implements runtime.Backend.
-func (b *Backend) AttentionDecode(out, q, kCache, vCache *kdrt.Tensor, p kdrt.AttentionParams, pos int) {
-	b.use("attention decode", out, q, kCache, vCache)
+func (b *Backend) AttentionDecode(out, q, kCache, vCache, at *kdrt.Tensor, p kdrt.AttentionParams) {
+	b.use("attention decode", out, q, kCache, vCache, at)
 	sameNumel("attention decode", out, q)
 	sameNumel("attention decode", kCache, vCache)
-	if p.NKV <= 0 || p.NH%p.NKV != 0 || q.Numel() != max(p.B, 1)*p.NH*p.HD || kCache.Cols() != p.NKV*p.HD ||
-		pos < 0 || kCache.Rows()%max(p.B, 1) != 0 || pos >= kCache.Rows()/max(p.B, 1) {
-		panic(fmt.Sprintf("plan: attention decode %+v at position %d: shapes of %v %v %v do not agree", p, pos, q, kCache, vCache))
+	B := max(p.B, 1)
+	if p.NKV <= 0 || p.NH%p.NKV != 0 || q.Numel() != B*p.NH*p.HD || kCache.Cols() != p.NKV*p.HD ||
+		kCache.Rows()%B != 0 || at.DType != kdrt.I32 || at.Numel() != B {
+		panic(fmt.Sprintf("plan: attention decode %+v: shapes of %v %v %v %v do not agree", p, q, kCache, vCache, at))
+	}
+}
+
+// KVAppend implements runtime.Backend.
+func (b *Backend) KVAppend(cache, src, at *kdrt.Tensor) {
+	b.use("kv append", cache, src, at)
+	B := at.Numel()
+	if at.DType != kdrt.I32 || B == 0 || cache.DType != src.DType || cache.Cols() != src.Cols() ||
+		cache.Rows()%B != 0 || src.Rows()%B != 0 || src.Rows()/B > cache.Rows()/B {
+		panic(fmt.Sprintf("plan: kv append of %v into %v at %v: shapes do not agree", src, cache, at))
 	}
 }
 
