@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/kdnative/kdnative/kd/loss"
+	"github.com/kdnative/kdnative/model"
 	kdrt "github.com/kdnative/kdnative/runtime"
 )
 
@@ -93,6 +95,81 @@ func BenchmarkKDFusedVsPlainGPU(b *testing.B) {
 			}
 			b.ReportMetric(float64(peak)/1e6, "peak-MB")
 			b.ReportMetric(float64(N)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
+}
+
+// BenchmarkDecodeGPU: the engine's steps that only decode (kdnative
+// generate, serve, on-policy and RL sampling) at the Qwen2.5-0.5B shape
+// (scripts/gpu/qwen2.5-0.5b.json, or the config.json KDNATIVE_BENCH_CONFIG
+// names) with random BF16 weights: 16 sequences with 128-token prompts,
+// each step one new token for every sequence, with CUDA graphs and without.
+// It reports tokens/s and launches per step (the graph's replay is one; a
+// cache that grows makes a step run as usual and the next be captured). It
+// needs a real GPU; scripts/gpu/run.sh runs it:
+//
+//	./cuda.test -test.run '^$' -test.bench DecodeGPU -test.benchtime 200x
+func BenchmarkDecodeGPU(b *testing.B) {
+	g, err := Open()
+	if err != nil {
+		b.Skipf("needs an NVIDIA GPU: %v", err)
+	}
+	benchDecode(b, g)
+}
+
+func benchDecode(b *testing.B, g *Backend) {
+	path := os.Getenv("KDNATIVE_BENCH_CONFIG")
+	if path == "" {
+		path = filepath.Join("..", "scripts", "gpu", "qwen2.5-0.5b.json")
+	}
+	cfg, err := model.LoadConfig(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := model.New(cfg, g, model.Storage(kdrt.BF16))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := m.InitRandom(1); err != nil {
+		b.Fatal(err)
+	}
+	const rows, prompt = 16, 128
+	r := rand.New(rand.NewPCG(2, 3))
+	for _, graphs := range []string{"1", "0"} {
+		b.Run(fmt.Sprintf("graphs=%s/rows=%d,prompt=%d", graphs, rows, prompt), func(b *testing.B) {
+			b.Setenv("KDNATIVE_CUDA_GRAPHS", graphs)
+			e, err := m.NewEngine(model.EngineConfig{MaxRows: rows, StepTokens: rows * prompt})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			for range rows {
+				p := make([]int32, prompt)
+				for i := range p {
+					p[i] = int32(r.IntN(cfg.Vocab))
+				}
+				s := &model.Seq{Prompt: p, Params: model.GenerateParams{MaxTokens: cfg.MaxPositions - prompt}}
+				if ok, err := e.Add(s); err != nil || !ok {
+					b.Fatalf("adding a sequence: %v, %v", ok, err)
+				}
+			}
+			for range 3 { // the prompts, then a step as usual and the captured one
+				if _, err := e.Step(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			g.ResetCounters()
+			n := 0
+			for b.Loop() {
+				if _, err := e.Step(); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			c := g.Counters()
+			b.ReportMetric(float64(rows*n)/b.Elapsed().Seconds(), "tokens/s")
+			b.ReportMetric(float64(c.Launches)/float64(n), "launches/step")
+			b.ReportMetric(float64(c.Syncs)/float64(n), "syncs/step")
 		})
 	}
 }

@@ -73,6 +73,9 @@ func TestGPUCheckSummary(t *testing.T) {
 	write("logs/kdloss.log", "goos: linux\n"+
 		"BenchmarkKDFusedVsPlainGPU/fused/N=8192,C=896,V=151936-16         \t       3\t 200000000 ns/op\t       376.0 peak-MB\t     40960 tokens/s\n"+
 		"BenchmarkKDFusedVsPlainGPU/plain/N=8192,C=896,V=151936-16         \t       3\t 400000000 ns/op\t     15000 peak-MB\t     20480 tokens/s\nPASS\n")
+	write("logs/decode.log", "goos: linux\n"+
+		"BenchmarkDecodeGPU/graphs=1/rows=16,prompt=128-16         \t     200\t   4000000 ns/op\t         1.050 launches/step\t         1.000 syncs/step\t      4000 tokens/s\n"+
+		"BenchmarkDecodeGPU/graphs=0/rows=16,prompt=128-16         \t     200\t  10000000 ns/op\t      1300 launches/step\t         1.000 syncs/step\t      1600 tokens/s\nPASS\n")
 	write("logs/tests.log", "=== RUN   TestMatMul\n--- PASS: TestMatMul (0.10s)\n=== RUN   TestAttention\n"+
 		"    --- FAIL: TestAttention/bf16 (0.01s)\n--- FAIL: TestAttention (0.02s)\n--- SKIP: TestEmu (0.00s)\nFAIL\n")
 	// PyTorch: twice kdnative's tokens/s, plain; Liger at the same speed with more memory.
@@ -106,6 +109,7 @@ func TestGPUCheckSummary(t *testing.T) {
 			Rows    []map[string]any
 		}
 		KDLoss     map[string]any            `json:"kd_loss"`
+		Decode     map[string]any            `json:"decode"`
 		Tests      map[string]map[string]any `json:"tests"`
 		Comparison map[string]map[string]*float64
 		Goals      map[string]*bool
@@ -134,6 +138,10 @@ func TestGPUCheckSummary(t *testing.T) {
 	near("PyTorch's MFU of the GEMM ceiling", got.Torch["kd_plain"]["mfu_of_gemm_ceiling"].(float64), 1e12/(32/(2*kdTokens))/790.5e12)
 	near("fused speedup", got.KDLoss["fused_speedup"].(float64), 2)
 	near("fused memory fraction", got.KDLoss["fused_memory_fraction"].(float64), 376.0/15000)
+	near("decode speedup with graphs", got.Decode["graphs_speedup"].(float64), 4000.0/1600)
+	if d, ok := got.Decode["no_graphs"].(map[string]any); !ok || d["launches_per_step"] != 1300.0 || d["step_s"] != 0.01 || d["rows"] != 16.0 {
+		t.Errorf("decode without graphs: %v", got.Decode["no_graphs"])
+	}
 	if tt := got.Tests["tests"]; tt["passed"] != 1.0 || tt["failed"] != 1.0 || tt["skipped"] != 1.0 {
 		t.Errorf("tests %v", tt)
 	}
@@ -159,7 +167,7 @@ func TestGPUCheckSummary(t *testing.T) {
 	t.Logf("summary.txt:\n%s", summary)
 	for _, want := range []string{"kdnative (fused KD loss)", "PyTorch bf16 + Liger fused JSD", "No module named 'transformers'",
 		"kdnative (partial)", "forward KL + grad (dense)", "1 passed, 1 failed, 1 skipped", "TestAttention/bf16",
-		"timed out after 1m55s in TestDemoMatchesCPU", "0.50×"} {
+		"timed out after 1m55s in TestDemoMatchesCPU", "0.50×", "graphs: 2.50× the decode tokens/s", "1,300.0 launches/step"} {
 		if !strings.Contains(string(summary), want) {
 			t.Errorf("summary.txt lacks %q:\n%s", want, summary)
 		}

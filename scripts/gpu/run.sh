@@ -288,8 +288,22 @@ st_xtokloss() {
   ./cuda.test -test.v -test.run '^$' -test.bench CrossTokenizerGPU -test.benchtime 3x
 }
 
+# The engine's decode steps (generate, serve, on-policy sampling) at the
+# student's shape, with CUDA graphs and without.
+st_decode() {
+  cd cuda || return 1
+  if [ "$DRY" = 1 ]; then
+    ./cuda.test -test.list 'BenchmarkDecodeGPU' | grep -qx BenchmarkDecodeGPU || return 1
+    echo "dry run: BenchmarkDecodeGPU needs a GPU"
+    return 0
+  fi
+  local cfg=$STUDENT_CONFIG
+  case $cfg in /*) ;; *) cfg=../$cfg ;; esac
+  KDNATIVE_BENCH_CONFIG="$cfg" ./cuda.test -test.v -test.run '^$' -test.bench DecodeGPU -test.benchtime 200x
+}
+
 export -f st_env st_wheels st_tests st_tests_long bench bench_or_half st_kd st_student torch_row \
-  st_torch_student st_torch_kd_plain st_torch_kd_liger st_kernels st_kdloss st_xtokloss
+  st_torch_student st_torch_kd_plain st_torch_kd_liger st_kernels st_kdloss st_xtokloss st_decode
 
 if [ "$DRY" = 1 ]; then
   echo "== dry run: ${NO_GPU_WHY:-asked for with --dry-run}; each stage runs up to its first GPU call"
@@ -308,6 +322,7 @@ stage torch-student 75 st_torch_student
 stage kernels 60 st_kernels
 stage kdloss 75 st_kdloss
 stage xtokloss 40 st_xtokloss
+stage decode 40 st_decode
 stage tests-long 120 st_tests_long
 
 if [ "$DRY" = 1 ]; then

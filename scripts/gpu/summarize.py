@@ -122,6 +122,29 @@ def kd_loss(text):
     return out or None
 
 
+DECODE_BENCH = re.compile(r"^BenchmarkDecodeGPU/graphs=(\d)/rows=(\d+),prompt=(\d+)\S*\s+(\d+)\s+(.*)$")
+
+
+def decode(text):
+    """BenchmarkDecodeGPU: the engine's decode steps with CUDA graphs and without."""
+    out = {}
+    for line in text.splitlines():
+        m = DECODE_BENCH.match(line.strip())
+        if not m:
+            continue
+        r = {"rows": int(m.group(2)), "prompt": int(m.group(3)), "steps": int(m.group(4))}
+        for val, unit in re.findall(r"([\d.e+-]+)\s+(\S+)", m.group(5)):
+            key = {"ns/op": "step_s", "tokens/s": "tokens_per_s", "launches/step": "launches_per_step",
+                   "syncs/step": "syncs_per_step"}.get(unit)
+            if key:
+                r[key] = float(val) / 1e9 if unit == "ns/op" else float(val)
+        out["graphs" if m.group(1) == "1" else "no_graphs"] = r
+    g, n = out.get("graphs"), out.get("no_graphs")
+    if g and n and g.get("tokens_per_s") and n.get("tokens_per_s"):
+        out["graphs_speedup"] = g["tokens_per_s"] / n["tokens_per_s"]
+    return out or None
+
+
 def tests(text):
     if not text:
         return None
@@ -259,6 +282,7 @@ def build_results(res_dir):
         "torch": theirs,
         "kernels": kern,
         "kd_loss": kd_loss(log("kdloss")),
+        "decode": decode(log("decode")),
         "tests": {"tests": tests(log("tests")), "tests-long": tests(log("tests-long"))},
         "kernel_cache": cache(res_dir, build, log("env")),
         "comparison": comparison,
@@ -345,6 +369,19 @@ def summary(res):
             out.append(f"  fused: {kl['fused_speedup']:.2f}× the plain one's speed with {100 * kl['fused_memory_fraction']:.1f}% of its memory")
     else:
         out.append("  " + why_missing(res, "kdloss"))
+    d = res.get("decode")
+    out += ["", "Decode steps of the engine (kdnative on the GPU, BF16, one token per sequence per step):"]
+    if d:
+        for v, what in (("graphs", "CUDA graphs"), ("no_graphs", "no graphs")):
+            r = d.get(v)
+            if r:
+                out.append(f"  {what:<12} {r['rows']} sequences, {r['prompt']}-token prompts: {fmt(r.get('tokens_per_s'), ',.0f')} tokens/s, "
+                           f"{fmt(1e3 * r['step_s'] if r.get('step_s') else None, '.2f')} ms/step, "
+                           f"{fmt(r.get('launches_per_step'), ',.1f')} launches/step")
+        if d.get("graphs_speedup"):
+            out.append(f"  graphs: {d['graphs_speedup']:.2f}× the decode tokens/s without them")
+    else:
+        out.append("  " + why_missing(res, "decode"))
     k = res["kernels"]
     out += ["", "Kernels (bench --kernels):"]
     if k:
