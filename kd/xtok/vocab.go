@@ -26,8 +26,10 @@ type Match struct {
 // that stand for the same text: equal TokenBytes, so SentencePiece's "▁the"
 // pairs with byte-level BPE's "Ġthe" (both " the") and the byte piece
 // "<0x0A>" with "Ċ" (both "\n"). TRL GOLD's _initialize_vocabulary_mapping
-// compares the vocabulary strings instead, which pairs almost nothing
-// between those two families although the tokens mean the same.
+// compares the vocabulary strings instead, which between those two families
+// pairs only tokens spelled alike (no word with its leading space), and some
+// of those wrongly (SentencePiece's "é" with byte-level "é", the lone byte
+// 0xE9).
 //
 // Special tokens ("<s>", "<|endoftext|>", "<|im_end|>") stand for no text:
 // their bytes are only how Decode writes them. A special token pairs with a
@@ -45,13 +47,13 @@ type Match struct {
 // uses a byte piece only for a character no piece covers), else the first
 // id; the others are free.
 func MatchVocab(student, teacher Tokens, Vs, Vt int) Match {
-	sKey, sFirst := vocabKeys(student, Vs)
-	_, tFirst := vocabKeys(teacher, Vt)
+	sKey, sPairing := vocabKeys(student, Vs)
+	_, tPairing := vocabKeys(teacher, Vt)
 	var m Match
 	tUsed := make([]bool, Vt)
 	for i := range int32(Vs) {
-		if k := sKey[i]; k != "" && sFirst[k] == i {
-			if j, found := tFirst[k]; found {
+		if k := sKey[i]; k != "" && sPairing[k] == i {
+			if j, found := tPairing[k]; found {
 				m.Pairs = append(m.Pairs, [2]int32{i, j})
 				tUsed[j] = true
 				continue
@@ -70,10 +72,10 @@ func MatchVocab(student, teacher Tokens, Vs, Vt int) Match {
 // vocabKeys returns the key each id [0, V) pairs by ("" for an id that
 // pairs with nothing): "t" and its text bytes, or "s" and a special token's
 // string; and for each key the id that pairs by it (MatchVocab's rules).
-func vocabKeys(v Tokens, V int) (keys []string, first map[string]int32) {
+func vocabKeys(v Tokens, V int) (keys []string, pairing map[string]int32) {
 	keys = make([]string, V)
-	first = make(map[string]int32, V)
-	bytePiece := make(map[string]bool) // keys whose first id is a <0xNN> piece
+	pairing = make(map[string]int32, V)
+	bytePiece := make(map[string]bool) // keys whose pairing id is a <0xNN> piece
 	for id := range int32(V) {
 		s, ok := v.Token(id)
 		if !ok {
@@ -89,11 +91,11 @@ func vocabKeys(v Tokens, V int) (keys []string, first map[string]int32) {
 			continue
 		}
 		keys[id] = k
-		if _, dup := first[k]; !dup || (bytePiece[k] && !isByte) {
-			first[k], bytePiece[k] = id, isByte
+		if _, dup := pairing[k]; !dup || (bytePiece[k] && !isByte) {
+			pairing[k], bytePiece[k] = id, isByte
 		}
 	}
-	return keys, first
+	return keys, pairing
 }
 
 // isBytePiece says whether tok, which stands for b, is a SentencePiece byte
