@@ -13,9 +13,9 @@ import (
 )
 
 // The real tokenizers of the repository: GPT-2 and Qwen3 (third_party/),
-// the demo's byte-level one, Llama 2's SentencePiece one (llama.cpp's
-// vocabulary file in model/tokenizer/testdata), and SmolLM2's from its GGUF
-// file when `make gguf-cache` fetched it.
+// the demo's byte-level one, Llama 2's and Phi-3's SentencePiece ones
+// (llama.cpp's vocabulary files in model/tokenizer/testdata), and SmolLM2's
+// from its GGUF file when `make gguf-cache` fetched it.
 var (
 	tokOnce sync.Once
 	toks    map[string]*tokenizer.Tokenizer
@@ -36,7 +36,11 @@ func tok(t *testing.T, name string) *tokenizer.Tokenizer {
 		if toks["bytes"], tokErr = tokenizer.LoadDir(filepath.Join("..", "demo", "assets", "tokenizer")); tokErr != nil {
 			return
 		}
-		toks["llama2"], tokErr = tokenizer.FromGGUF(filepath.Join("..", "..", "model", "tokenizer", "testdata", "llamacpp", "ggml-vocab-llama-spm.gguf"))
+		llamacpp := filepath.Join("..", "..", "model", "tokenizer", "testdata", "llamacpp")
+		if toks["llama2"], tokErr = tokenizer.FromGGUF(filepath.Join(llamacpp, "ggml-vocab-llama-spm.gguf")); tokErr != nil {
+			return
+		}
+		toks["phi3"], tokErr = tokenizer.FromGGUF(filepath.Join(llamacpp, "ggml-vocab-phi-3.gguf"))
 	})
 	if tokErr != nil {
 		t.Fatal(tokErr)
@@ -226,12 +230,13 @@ func TestAlignErrors(t *testing.T) {
 	}
 }
 
-// TestMatchVocab pairs vocabularies by token string: the demo's byte-level
-// tokenizer (256 byte tokens and <|endoftext|>, <|im_start|>, <|im_end|>)
-// against GPT-2 (the same 256 byte tokens, and <|endoftext|>) pairs exactly
-// 257 ids; against Qwen3 (which has all three specials) 259. Every pair has
-// one string, every id is listed once, and ids past a tokenizer's
-// vocabulary (a model's padded rows) are free.
+// TestMatchVocab pairs byte-level vocabularies: the demo's byte-level
+// tokenizer (256 byte tokens and the specials <|endoftext|>, <|im_start|>,
+// <|im_end|>) against GPT-2 (the same 256 byte tokens, and <|endoftext|>)
+// pairs exactly 257 ids; against Qwen3 (which has all three specials) 259.
+// Every pair has one string (byte-level BPE spells equal text alike), every
+// id is listed once, and ids past a tokenizer's vocabulary (a model's padded
+// rows) are free.
 func TestMatchVocab(t *testing.T) {
 	b := tok(t, "bytes")
 	for _, c := range []struct {

@@ -19,8 +19,9 @@
 // predicted the span's last token on each side, scaled by the probabilities
 // of the span's earlier tokens (the chain rule: GOLD's "bayesian" merge).
 //
-// MatchVocab pairs the ids of two vocabularies by token string (GOLD's
-// hybrid loss compares those exactly and sorts the rest).
+// MatchVocab pairs the ids of two vocabularies that stand for the same text
+// (GOLD's hybrid loss compares those exactly and sorts the rest; GOLD pairs
+// by vocabulary string, which misses "▁the" = "Ġthe").
 //
 // The on-policy path (a student sampling text that the teacher then scores)
 // is not built yet; when it is, it aligns each sample the same way: the

@@ -846,10 +846,12 @@ func (b *builder) build() (*Tokenizer, error) {
 		t.merges[rank] = [2]int32{l, r}
 	}
 	t.addedIDs = make(map[string]int32, len(b.added))
+	t.isSpecial = make([]bool, size)
 	var raw, normed []*addedToken
 	for _, a := range b.added {
 		t.addedIDs[a.Content] = a.ID
 		t.idToken[a.ID], t.idPresent[a.ID] = a.Content, true
+		t.isSpecial[a.ID] = a.Special
 		if m.spm {
 			t.idBytes[a.ID], t.byteTok[a.ID] = b.dec.spmBytes(a.Content)
 		} else {

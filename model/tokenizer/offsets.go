@@ -21,3 +21,14 @@ func (t *Tokenizer) TokenBytes(id int32) ([]byte, bool) {
 	}
 	return t.idBytes[id], true
 }
+
+// IsSpecial reports whether id is a special token: an added token marked
+// special (tokenizer.json's "special": true; a GGUF file's control and
+// unknown tokens), such as "<s>", "<|endoftext|>" or "<|im_end|>". Such a
+// token marks structure rather than standing for text: its TokenBytes are
+// its content, which is how Decode writes it, not text the tokenizer read.
+// Added tokens that are not special (Qwen3's "<think>") and model tokens
+// are not.
+func (t *Tokenizer) IsSpecial(id int32) bool {
+	return id >= 0 && int(id) < len(t.isSpecial) && t.isSpecial[id]
+}

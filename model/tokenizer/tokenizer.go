@@ -27,6 +27,7 @@ type Tokenizer struct {
 	merges    [][2]int32 // merges in rank order, for Hash
 	dec       spmDecoder // how Decode joins tokens (model.spm)
 	byteTok   []bool     // ids of <0xNN> byte tokens (model.spm)
+	isSpecial []bool     // ids of special added tokens (IsSpecial)
 	special   Special    // BOS, EOS, PAD
 	template  string     // chat template
 	hashOnce  sync.Once  // guards hash
