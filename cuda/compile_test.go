@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -219,6 +220,35 @@ func TestCompileCache(t *testing.T) {
 	}
 	if !strings.HasSuffix(string(second), "cached") {
 		t.Error("the second CompileProgram did not read the disk cache")
+	}
+}
+
+// TestKernelCacheWrite: a cubin reaches the cache whole, in a folder made
+// for it; one that cannot be put in place (a folder that is not empty stands
+// at its name) leaves what was there and no temporary file, and is not an
+// error (writeCache reports none). Needs no NVRTC.
+func TestKernelCacheWrite(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "kernels")
+	path := filepath.Join(dir, "prog-sm_90.cubin")
+	cubin := []byte("\x7fELF a cubin")
+	writeCache(path, cubin)
+	if got, err := os.ReadFile(path); err != nil || string(got) != string(cubin) {
+		t.Fatalf("cache holds %q (%v), want %q", got, err, cubin)
+	}
+	blocked := filepath.Join(dir, "blocked.cubin")
+	if err := os.MkdirAll(blocked, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(blocked, "keep"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeCache(blocked, cubin)
+	if got, _ := os.ReadFile(filepath.Join(blocked, "keep")); string(got) != "kept" {
+		t.Fatalf("a failed cache write changed what stood there: %q", got)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 {
+		t.Fatalf("cache folder holds %v, want the cubin and the folder alone", ents)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/kdnative/kdnative/internal/atomicfile"
 	"github.com/kdnative/kdnative/kernels"
 )
 
@@ -75,19 +76,17 @@ func storeCubin(n *NVRTC, p kernels.Program, arch string, cubin []byte) {
 	}
 }
 
+// writeCache writes a cubin through internal/atomicfile. Several processes
+// may compile the same program at once: each writes its own temporary file
+// and renames it over path, so a reader finds no file or a whole cubin
+// (they are the same bytes; the last rename wins), and the sync keeps a
+// crash from leaving a cubin cut short. A failure is not reported: at worst
+// the program is compiled again next time.
 func writeCache(path string, b []byte) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return
-	}
-	_, werr := f.Write(b)
-	cerr := f.Close()
-	if werr != nil || cerr != nil || os.Rename(f.Name(), path) != nil {
-		os.Remove(f.Name())
-	}
+	atomicfile.WriteFile(path, b)
 }
 
 // evictCached removes p's cached cubin, reporting whether there was one.

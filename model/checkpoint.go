@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kdnative/kdnative/internal/atomicfile"
 	"github.com/kdnative/kdnative/model/gguf"
 	"github.com/kdnative/kdnative/model/safetensors"
 	kdrt "github.com/kdnative/kdnative/runtime"
@@ -373,33 +374,8 @@ func (m *Model) writeConfig(path string) error {
 	if err := enc.Encode(raw); err != nil {
 		return fmt.Errorf("model: encoding %s: %w", path, err)
 	}
-	return writeFileAtomic(path, buf.Bytes())
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it and
-// renames it over path, so a crash leaves either the old file or the new one.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("model: %w", err)
-	}
-	tmp := f.Name()
-	// CreateTemp makes the file 0600; a model folder is for sharing.
-	err = f.Chmod(0o644)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	// Atomically: a crash leaves the old config.json or the new one.
+	if err := atomicfile.WriteFile(path, buf.Bytes()); err != nil {
 		return fmt.Errorf("model: writing %s: %w", path, err)
 	}
 	return nil

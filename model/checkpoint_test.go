@@ -131,6 +131,49 @@ func TestSaveSharded(t *testing.T) {
 	}
 }
 
+// TestSaveConfigFails: when config.json cannot be put in place (a folder
+// that is not empty stands at its name) SaveDir says which file, leaves what
+// stood there untouched and no temporary file; the weights written before it
+// are whole and shared (mode 0644, not os.CreateTemp's 0600).
+func TestSaveConfigFails(t *testing.T) {
+	fx := openFixture(t, "llama_gqa")
+	m, err := model.LoadDir(fx.dir, cpu.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	cfg := filepath.Join(out, "config.json")
+	if err := os.MkdirAll(cfg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg, "keep"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = m.SaveDir(out, 0)
+	if err == nil || !strings.Contains(err.Error(), "writing "+cfg) {
+		t.Fatalf("got %v, want an error writing %s", err, cfg)
+	}
+	if b, _ := os.ReadFile(filepath.Join(cfg, "keep")); string(b) != "kept" {
+		t.Fatalf("what stood at config.json now holds %q", b)
+	}
+	if tmp, _ := filepath.Glob(filepath.Join(out, ".*")); len(tmp) != 0 {
+		t.Fatalf("temporary files left: %v", tmp)
+	}
+	weights := filepath.Join(out, safetensors.SingleFileName)
+	st, err := os.Stat(weights)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o644 {
+		t.Fatalf("%s has mode %v, want 0644", weights, st.Mode().Perm())
+	}
+	f, err := safetensors.Open(weights)
+	if err != nil {
+		t.Fatalf("the weights written before the failure: %v", err)
+	}
+	f.Close()
+}
+
 // copyFixture copies a fixture model folder so a test can break it.
 func copyFixture(t *testing.T, name string) string {
 	t.Helper()

@@ -1,10 +1,10 @@
 package cache
 
 import (
-	"errors"
 	"io"
 	"os"
-	"syscall"
+
+	"github.com/kdnative/kdnative/internal/atomicfile"
 )
 
 // fsys is the file system the writer changes; tests put a failing one in
@@ -34,14 +34,4 @@ func (osFS) Remove(name string) error { return os.Remove(name) }
 
 // SyncDir makes renames in dir durable; file systems that cannot sync a
 // directory are not an error.
-func (osFS) SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOTSUP) {
-		return err
-	}
-	return nil
-}
+func (osFS) SyncDir(dir string) error { return atomicfile.SyncDir(dir) }

@@ -442,6 +442,9 @@ func (w *Writer) finishShard() error {
 }
 
 // writeAtomic writes dir/name through a synced temporary file and a rename.
+// It is not internal/atomicfile because it goes through w.fs, which the
+// tests replace with one that fails (a full disk, a rename refused), like
+// the shards it sits beside.
 func (w *Writer) writeAtomic(name string, b []byte) error {
 	final := filepath.Join(w.dir, name)
 	tmp := final + ".tmp"

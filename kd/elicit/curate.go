@@ -10,10 +10,11 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"unicode"
+
+	"github.com/kdnative/kdnative/internal/atomicfile"
 )
 
 // CurateConfig says how to filter a JSONL file of generated records.
@@ -326,17 +327,16 @@ func (l *lsh) add(text string) {
 	}
 }
 
-// atomicFile is written under a temporary name and renamed on commit, so an
-// interrupted run never leaves a half-written output.
+// atomicFile is an output written through internal/atomicfile, so an
+// interrupted run never leaves a half-written one, with a buffer in front.
 type atomicFile struct {
-	f    *os.File
+	f    *atomicfile.File
 	w    *bufio.Writer
 	path string
-	done bool
 }
 
 func newAtomicFile(path string) (*atomicFile, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	f, err := atomicfile.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("curate: %w", err)
 	}
@@ -346,25 +346,14 @@ func newAtomicFile(path string) (*atomicFile, error) {
 func (a *atomicFile) commit() error {
 	err := a.w.Flush()
 	if err == nil {
-		err = a.f.Sync()
-	}
-	if cerr := a.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(a.f.Name(), a.path)
+		err = a.f.Commit()
 	}
 	if err != nil {
-		os.Remove(a.f.Name())
+		a.f.Abort()
 		return fmt.Errorf("curate: writing %s: %w", a.path, err)
 	}
-	a.done = true
 	return nil
 }
 
-func (a *atomicFile) abort() {
-	if !a.done {
-		a.f.Close()
-		os.Remove(a.f.Name())
-	}
-}
+// abort discards the output unless it was committed.
+func (a *atomicFile) abort() { a.f.Abort() }

@@ -67,6 +67,11 @@ func TestCurate(t *testing.T) {
 	if m, _ := filepath.Glob(filepath.Join(dir, ".*.tmp*")); len(m) != 0 {
 		t.Fatalf("temporary files left: %v", m)
 	}
+	for _, p := range []string{out, dropped} {
+		if st, _ := os.Stat(p); st.Mode().Perm() != 0o644 {
+			t.Errorf("%s has mode %v, want 0644 like every other output", p, st.Mode().Perm())
+		}
+	}
 	// Without near-duplicate removal the edited copy stays.
 	rep, err = Curate(CurateConfig{Input: in, Output: out})
 	if err != nil || rep.Dropped["near duplicate"] != 0 || rep.Dropped["exact duplicate"] != 2 {
@@ -97,17 +102,32 @@ func TestMinHashThreshold(t *testing.T) {
 	}
 }
 
+// TestCurateBadInput: a bad line is an error naming the file and line; the
+// outputs of an earlier run are left as they were, though more than the
+// write buffer of kept and dropped records reached the temporary files
+// before the bad line, and no temporary file stays.
 func TestCurateBadInput(t *testing.T) {
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.jsonl")
-	os.WriteFile(in, []byte("{\"prompt\": \"a\"}\nnot json\n"), 0o644)
-	out := filepath.Join(dir, "out.jsonl")
+	var b strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&b, "{\"prompt\": \"a kept record number %d, long enough\"}\n{\"prompt\": \"\"}\n", i)
+	}
+	os.WriteFile(in, []byte(b.String()+"not json\n"), 0o644)
+	out, dropped := filepath.Join(dir, "out.jsonl"), filepath.Join(dir, "dropped.jsonl")
 	os.WriteFile(out, []byte("previous"), 0o644)
-	if _, err := Curate(CurateConfig{Input: in, Output: out}); err == nil || !strings.Contains(err.Error(), "in.jsonl:2") {
+	os.WriteFile(dropped, []byte("previous dropped"), 0o644)
+	if _, err := Curate(CurateConfig{Input: in, Output: out, Dropped: dropped}); err == nil || !strings.Contains(err.Error(), "in.jsonl:401") {
 		t.Fatalf("bad line: %v", err)
 	}
 	if data, _ := os.ReadFile(out); string(data) != "previous" {
 		t.Fatalf("a failed run touched the output: %q", data)
+	}
+	if data, _ := os.ReadFile(dropped); string(data) != "previous dropped" {
+		t.Fatalf("a failed run touched the dropped file: %q", data)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, ".*")); len(m) != 0 {
+		t.Fatalf("temporary files left: %v", m)
 	}
 	if _, err := Curate(CurateConfig{Input: in, Output: out, Script: "klingon"}); err == nil || !strings.Contains(err.Error(), "unknown script") {
 		t.Fatalf("unknown script: %v", err)

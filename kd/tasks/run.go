@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"text/tabwriter"
 	"unicode/utf8"
 
+	"github.com/kdnative/kdnative/internal/atomicfile"
 	"github.com/kdnative/kdnative/model"
 	"github.com/kdnative/kdnative/model/tokenizer"
 	kdrt "github.com/kdnative/kdnative/runtime"
@@ -536,7 +538,11 @@ func Run(ctx context.Context, be kdrt.Backend, c Config, out io.Writer) (*Report
 		if err != nil {
 			return nil, err
 		}
-		if err := writeAtomic(filepath.Join(c.Output, "results.json"), append(js, '\n')); err != nil {
+		err = writeAtomic(filepath.Join(c.Output, "results.json"), func(w io.Writer) error {
+			_, err := w.Write(append(js, '\n'))
+			return err
+		})
+		if err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(out, "per-example outputs and results.json are in %s\n", c.Output)
@@ -599,38 +605,32 @@ var reUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 func safeName(s string) string { return strings.Trim(reUnsafe.ReplaceAllString(s, "_"), "_") }
 
+// writeRecords writes recs as JSONL, one record a line.
 func writeRecords(path string, recs []map[string]any) error {
-	var b strings.Builder
-	for _, r := range recs {
-		js, err := json.Marshal(r)
-		if err != nil {
-			return err
+	return writeAtomic(path, func(w io.Writer) error {
+		bw := bufio.NewWriter(w)
+		for _, r := range recs {
+			js, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			bw.Write(js)
+			bw.WriteByte('\n')
 		}
-		b.Write(js)
-		b.WriteByte('\n')
-	}
-	return writeAtomic(path, []byte(b.String()))
+		return bw.Flush()
+	})
 }
 
-// writeAtomic writes to a temporary file beside path and renames it.
-func writeAtomic(path string, data []byte) error {
+// writeAtomic makes path's folder and writes path through
+// internal/atomicfile, so a run cut short leaves no half-written output.
+func writeAtomic(path string, fill func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
+	if err := atomicfile.Write(path, fill); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return nil
 }
 
 // Print writes the table: a row per task and metric, a column per model,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,4 +141,42 @@ func readJSONL(t *testing.T, path string) []map[string]any {
 		out = append(out, m)
 	}
 	return out
+}
+
+// TestWriteRecordsFailsMidway: per-example outputs are written atomically
+// and shared (mode 0644); a record that cannot be written (a NaN, which JSON
+// has no word for) after others were leaves the file of an earlier run as
+// it was, no temporary file, and an error naming the file.
+func TestWriteRecordsFailsMidway(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "task", "model.jsonl")
+	if err := writeRecords(path, []map[string]any{{"acc": 1.0}, {"acc": 0.0}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", st.Mode().Perm())
+	}
+	before, _ := os.ReadFile(path)
+	if string(before) != "{\"acc\":1}\n{\"acc\":0}\n" {
+		t.Fatalf("wrote %q", before)
+	}
+	many := make([]map[string]any, 10000) // more than bufio's buffer before the bad one
+	for i := range many {
+		many[i] = map[string]any{"acc": 1.0, "output": strings.Repeat("x", 100)}
+	}
+	many = append(many, map[string]any{"acc": math.NaN()})
+	err = writeRecords(path, many)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "NaN") {
+		t.Fatalf("got %v, want an error naming %s and the NaN", err, path)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Fatalf("a failed write changed the file to %d bytes", len(after))
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Fatalf("left behind: %v", ents)
+	}
 }

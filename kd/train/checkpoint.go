@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/kdnative/kdnative/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kdnative/kdnative/internal/atomicfile"
 	"github.com/kdnative/kdnative/kd/data"
 	"github.com/kdnative/kdnative/model"
 	"github.com/kdnative/kdnative/model/safetensors"
@@ -100,7 +100,10 @@ func (t *trainer) checkpoint() (dir string, err error) {
 	} else if err := os.Rename(tmp, dir); err != nil {
 		return "", err
 	}
-	syncDir(t.r.Output)
+	// The checkpoint is in place; syncing the folder makes its name durable.
+	if err := atomicfile.SyncDir(t.r.Output); err != nil {
+		return "", err
+	}
 	return dir, nil
 }
 
@@ -334,11 +337,3 @@ func copyFile(src, dst string) error {
 func writeFileAtomic(path string, data []byte) error { return atomicfile.WriteFile(path, data) }
 
 func writeAtomic(path string, fill func(io.Writer) error) error { return atomicfile.Write(path, fill) }
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}

@@ -1,6 +1,7 @@
 package safetensors
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -559,5 +560,35 @@ func TestParseHeaderTooManyTensors(t *testing.T) {
 	file = rawFile(b.String()[:cut]+"}", nil)
 	if infos, _, _, err := ParseHeader(file, int64(len(file)), "many.safetensors"); err != nil || len(infos) != MaxTensors {
 		t.Fatalf("ParseHeader of %d tensors: %d tensors, %v", MaxTensors, len(infos), err)
+	}
+}
+
+// TestWriteFailsMidway: a write that fails after more than its buffer has
+// reached the disk leaves the file written before as it was, no temporary
+// file beside it, and an error naming the file and wrapping the cause.
+func TestWriteFailsMidway(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "m.safetensors")
+	ok := Tensor{Name: "ok", DType: runtime.F32, Shape: []int{2}, F32: []float32{1, 2}}
+	if err := Write(path, []Tensor{ok}, nil); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	err = writeAtomic(path, func(w *bufio.Writer) error {
+		w.Write(make([]byte, 3<<20)) // past the 1 MiB buffer: on disk
+		return boom
+	})
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("got %v, want an error naming %s and wrapping the cause", err, path)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(after, before) {
+		t.Fatalf("a failed write changed %s (%d bytes, was %d)", path, len(after), len(before))
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("folder holds %v after a failed write, want the file alone", entries)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/bits"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/kdnative/kdnative/internal/atomicfile"
 	"github.com/kdnative/kdnative/runtime"
 	"github.com/kdnative/kdnative/runtime/half"
 )
@@ -225,53 +227,21 @@ func write(path string, tensors []Tensor, metadata map[string]string) error {
 	})
 }
 
-// writeAtomic writes a file through fill into a temporary file next to path,
-// syncs it and renames it to path, then syncs the folder.
-func writeAtomic(path string, fill func(*bufio.Writer) error) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+// writeAtomic writes path through internal/atomicfile (a temporary file
+// beside it, synced, renamed over it, the folder synced) with what fill
+// writes into a 1 MiB buffer.
+func writeAtomic(path string, fill func(*bufio.Writer) error) error {
+	err := atomicfile.Write(path, func(f io.Writer) error {
+		w := bufio.NewWriterSize(f, 1<<20)
+		if err := fill(w); err != nil {
+			return err
+		}
+		return w.Flush()
+	})
 	if err != nil {
 		return fmt.Errorf("safetensors: write %s: %w", path, err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("safetensors: write %s: %w", path, err)
-		}
-	}()
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	if err := fill(w); err != nil {
-		return err
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	syncDir(dir)
 	return nil
-}
-
-// syncDir makes a rename in dir durable where the platform allows it.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // not supported everywhere (Windows); best effort
-		d.Close()
-	}
 }
 
 // shardRE matches the shard names transformers writes.
@@ -437,7 +407,9 @@ func removeStale(dir string, keep map[string]bool) error {
 		}
 	}
 	if len(errs) == 0 {
-		syncDir(dir)
+		if err := atomicfile.SyncDir(dir); err != nil {
+			errs = append(errs, fmt.Errorf("safetensors: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

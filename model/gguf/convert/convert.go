@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/kdnative/kdnative/internal/atomicfile"
 	"github.com/kdnative/kdnative/model"
 	"github.com/kdnative/kdnative/model/gguf"
 	"github.com/kdnative/kdnative/model/tokenizer"
@@ -89,23 +90,16 @@ func Run(c Config, be kdrt.Backend) error {
 			return fmt.Errorf("convert: %w", err)
 		}
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
 	os.Remove(c.Out) // an empty folder given as the destination
 	if err := os.Rename(tmp, c.Out); err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
-	return syncDir(parent)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
+	if err := atomicfile.SyncDir(parent); err != nil {
+		return fmt.Errorf("convert: %w", err)
 	}
-	defer d.Close()
-	d.Sync() // not supported everywhere; best effort
 	return nil
 }
 
