@@ -255,17 +255,35 @@ func DiscountedReverseKL(student, teacher []float64, keep []bool, gamma float64)
 // c_t = r_t when klRatio is set (else 1), over the rows whose target is
 // ≥ 0: GRPO's loss written out term by term.
 func GRPOLoss(logits [][]float64, targets []int, old, refLP, adv, w []float64, epsLow, epsHigh, beta float64, klRatio bool) float64 {
+	lp := make([]float64, len(targets))
+	for t, y := range targets {
+		if y >= 0 {
+			lp[t] = -CrossEntropy(logits[t], y)
+		}
+	}
+	s, _ := GRPOLossLogProbs(lp, targets, old, refLP, adv, w, epsLow, epsHigh, beta, klRatio)
+	return s
+}
+
+// GRPOLossLogProbs is GRPOLoss from the policy's log-probabilities lp_t of
+// the targets instead of its logits, with the count of rows whose clipped
+// term is the strict minimum (r_t·A_t > clip(r_t)·A_t: no gradient through
+// r_t).
+func GRPOLossLogProbs(lp []float64, targets []int, old, refLP, adv, w []float64, epsLow, epsHigh, beta float64, klRatio bool) (float64, int) {
 	var s float64
+	clipped := 0
 	for t, y := range targets {
 		if y < 0 {
 			continue
 		}
-		lp := -CrossEntropy(logits[t], y)
-		r := math.Exp(lp - old[t])
+		r := math.Exp(lp[t] - old[t])
 		rc := math.Min(math.Max(r, 1-epsLow), 1+epsHigh)
 		l := -math.Min(r*adv[t], rc*adv[t])
+		if r*adv[t] > rc*adv[t] {
+			clipped++
+		}
 		if beta != 0 {
-			x := refLP[t] - lp
+			x := refLP[t] - lp[t]
 			c := 1.0
 			if klRatio {
 				c = r
@@ -274,5 +292,5 @@ func GRPOLoss(logits [][]float64, targets []int, old, refLP, adv, w []float64, e
 		}
 		s += w[t] * l
 	}
-	return s
+	return s, clipped
 }

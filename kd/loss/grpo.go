@@ -168,10 +168,13 @@ func GRPOTokenWeights(targets []int32, T int, perSequence bool, scale float64) (
 // [N, C] and lm_head are given, a chunk of rows at a time, accumulating the
 // gradient into dHidden and head.G (either may be nil). targets [N] holds
 // the sampled token each row predicts (runtime.IgnoreIndex: no loss); old
-// [N] is its log-probability under the sampling policy, ref [N] under the
-// reference (nil when cfg.Beta is 0), advantage [N] its advantage and
-// weight [N] its w_t (GRPOTokenWeights); all are ignored where the target
-// is IgnoreIndex.
+// [N] is its log-probability under the sampling policy, or nil when the
+// policy being trained is the one that sampled (the first of GRPO's μ
+// optimizer steps on a batch of answers: r_t is then exactly 1, as TRL's
+// per_token_logps.detach(), and the step's own LogProbs are the old ones
+// for the steps after); ref [N] under the reference (nil when cfg.Beta is
+// 0), advantage [N] its advantage and weight [N] its w_t
+// (GRPOTokenWeights); all are ignored where the target is IgnoreIndex.
 func GRPO(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor, targets []int32, old, ref, advantage, weight []float64, cfg GRPOConfig, opt Options) (GRPOResult, error) {
 	var res GRPOResult
 	if err := checkTargetRows(hidden, head, targets); err != nil {
@@ -187,7 +190,7 @@ func GRPO(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor,
 		return res, fmt.Errorf("loss: GRPO KL coefficient %g must be finite and ≥ 0", cfg.Beta)
 	}
 	N := hidden.Rows()
-	if len(old) != N || len(advantage) != N || len(weight) != N {
+	if old != nil && len(old) != N || len(advantage) != N || len(weight) != N {
 		return res, fmt.Errorf("loss: GRPO: %d sampling log-probabilities, %d advantages and %d weights for %d rows", len(old), len(advantage), len(weight), N)
 	}
 	if cfg.Beta > 0 && len(ref) != N {
@@ -199,7 +202,7 @@ func GRPO(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor,
 			continue
 		}
 		res.Tokens++
-		if !logProb(old[i]) {
+		if old != nil && !logProb(old[i]) {
 			return res, fmt.Errorf("loss: GRPO: sampling log-probability %g at row %d is not the log of a probability (want a finite value ≤ 0)", old[i], i)
 		}
 		if cfg.Beta > 0 && !logProb(ref[i]) {
@@ -220,7 +223,10 @@ func GRPO(be kdrt.Backend, hidden *kdrt.Tensor, head Head, dHidden *kdrt.Tensor,
 	clipped := 0
 	total, lps, err := sampledTokenLoss(be, hidden, head, dHidden, targets, opt, func(row int, lp float64) (float64, float64) {
 		A := advantage[row]
-		r := math.Exp(lp - old[row])
+		r := 1.0 // the sampling policy's own log-probability: lp − lp
+		if old != nil {
+			r = math.Exp(lp - old[row])
+		}
 		ratios += r
 		rc := min(max(r, lo), hi)
 		l := -min(r*A, rc*A)

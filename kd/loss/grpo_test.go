@@ -208,6 +208,54 @@ func TestGRPOMatchesReference(t *testing.T) {
 	}
 }
 
+// TestGRPOOwnPolicy: with no sampling log-probabilities (old nil: the
+// policy being trained sampled the answers — the first of μ steps on them)
+// every ratio is exactly 1, nothing is clipped, and the loss and its
+// gradients are the float64 definition's with old held at the policy's own
+// log-probabilities (computed here from the logits in float64) — the
+// gradient of TRL's exp(lp − lp.detach()); the step's LogProbs are those
+// log-probabilities, the old ones for the steps after.
+func TestGRPOOwnPolicy(t *testing.T) {
+	p := newGRPOProblem(5, 15, 6, 13)
+	logits := logits64(p.h, p.w, p.N, p.C, p.V)
+	for n, y := range p.targets {
+		if y != kdrt.IgnoreIndex {
+			p.old[n] = -ref.CrossEntropy(logits[n*p.V:(n+1)*p.V], int(y))
+		}
+	}
+	be := cpu.New()
+	h := tensor(t, be, "h", p.h, p.N, p.C)
+	w := tensor(t, be, "w", p.w, p.V, p.C)
+	dh := zeros(t, be, "dh", p.N, p.C)
+	gw := zeros(t, be, "gw", p.V, p.C)
+	cfg := loss.GRPOConfig{EpsLow: 0.2, EpsHigh: 0.2, Beta: 0.3, KLRatio: true}
+	res, err := loss.GRPO(be, h, loss.Head{W: w, G: gw}, dh, p.targets, nil, p.refLP, p.adv, p.weight, cfg, loss.Options{ChunkRows: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MeanRatio != 1 || res.ClipFraction != 0 || res.Tokens != 12 {
+		t.Fatalf("mean ratio %v, clip fraction %v, %d tokens; want exactly 1, 0 and 12", res.MeanRatio, res.ClipFraction, res.Tokens)
+	}
+	for n, y := range p.targets {
+		if y != kdrt.IgnoreIndex && math.Abs(res.LogProbs[n]-p.old[n]) > 1e-5 {
+			t.Fatalf("row %d: log-probability %g, float64 %g", n, res.LogProbs[n], p.old[n])
+		}
+	}
+	want := p.refLoss(cfg.Beta, cfg.KLRatio)
+	if d := math.Abs(res.Loss - want); d > 1e-5*math.Max(1, math.Abs(want)) {
+		t.Fatalf("loss %.8g, reference %.8g", res.Loss, want)
+	}
+	// old stays at the unperturbed log-probabilities: the detached ratio.
+	gh := fd(p.h, func() float64 { return p.refLoss(cfg.Beta, cfg.KLRatio) })
+	gwRef := fd(p.w, func() float64 { return p.refLoss(cfg.Beta, cfg.KLRatio) })
+	if e := ref.MaxNormErr(to64(cpu.Float32s(dh)), gh); e > 1e-4 {
+		t.Fatalf("hidden gradient off by %.2g of its max-norm", e)
+	}
+	if e := ref.MaxNormErr(to64(cpu.Float32s(gw)), gwRef); e > 1e-4 {
+		t.Fatalf("lm_head gradient off by %.2g of its max-norm", e)
+	}
+}
+
 // TestGRPOTokenWeights: GRPO's per-sequence mean gives each target of a
 // sequence with n targets 1/(n·B) of the B sequences with targets; the
 // token mean gives every target 1/total.

@@ -33,7 +33,9 @@ import (
 // judging prompt of elicit self, a local model served in this process or
 // an OpenAI-compatible endpoint) — and the student is trained with the
 // group-relative clipped policy gradient and a KL penalty to the student as
-// it started (kd/loss.GRPO).
+// it started (kd/loss.GRPO). Under num_iterations μ > 1 a step's answers,
+// rewards and advantages are trained on for μ optimizer steps in a row, on
+// the same rows and micro-batches, as GRPOTrainer's buffered inputs are.
 
 // RLTerm is the recipe's objectives.rl.
 type RLTerm struct {
@@ -58,6 +60,17 @@ type RLTerm struct {
 	// to epsilon).
 	Epsilon     *float64 `yaml:"epsilon,omitempty"`
 	EpsilonHigh *float64 `yaml:"epsilon_high,omitempty"`
+	// NumIterations is GRPO's μ (TRL's num_iterations, DeepSeekMath): the
+	// answers sampled at one step, with their rewards and advantages, are
+	// trained on for μ optimizer steps in a row — the same rows, in the
+	// same micro-batches — so that from the second step on the ratio to
+	// the sampling policy moves away from 1 and epsilon's clip acts
+	// (default 1: every step samples afresh). As in TRL, the sampling
+	// policy's log-probabilities are then the ones its first step computes
+	// with the training forward (the weights have not moved yet). Under
+	// epochs a row is still sampled once an epoch, so the run has μ times
+	// the steps; max_steps counts optimizer steps.
+	NumIterations int `yaml:"num_iterations"`
 	// Beta weighs the KL penalty to the reference, the student as it
 	// started (default 0.04; 0: no reference is loaded).
 	Beta *float64 `yaml:"beta,omitempty"`
@@ -128,6 +141,14 @@ func (o *RLTerm) group() int {
 		return 4
 	}
 	return o.GroupSize
+}
+
+// iterations is μ, the optimizer steps each sampling is trained on.
+func (o *RLTerm) iterations() int {
+	if o.NumIterations == 0 {
+		return 1
+	}
+	return o.NumIterations
 }
 
 func (o *RLTerm) temperature() float64 {
@@ -218,6 +239,9 @@ func (o *RLTerm) check(r *Recipe, bad func(key, format string, a ...any)) {
 	if o.PromptTokens < 0 {
 		bad(k+".prompt_tokens", "%d must be ≥ 0", o.PromptTokens)
 	}
+	if o.NumIterations < 0 {
+		bad(k+".num_iterations", "%d must be ≥ 1: the optimizer steps each sampling of answers is trained on (0 or unset: 1)", o.NumIterations)
+	}
 	c := o.grpo()
 	if !(c.EpsLow >= 0 && c.EpsLow < 1) {
 		bad(k+".epsilon", "%g must be in [0, 1)", c.EpsLow)
@@ -307,7 +331,16 @@ type rlRun struct {
 	stops   []int32
 	pcg     *rand.PCG // the sampling random state (saved in checkpoints)
 	rng     *rand.Rand
-	pending []rlBatch
+	pending []*rlBatch
+	// buf are the micro-batches of the last sampling while it has steps
+	// left to train (num_iterations > 1): used steps have trained on them,
+	// and their rows begin at bufData in the data. Saved in checkpoints.
+	buf     []*rlBatch
+	used    int
+	bufData data.LoaderState
+	// observe, when set (tests), is shown every micro-batch's GRPO inputs
+	// and result.
+	observe func(rlObservation)
 	// skip are the training rows (by their first token's address) whose
 	// reference the reward cannot read: the term leaves them out.
 	skip    map[*int32]bool
@@ -326,6 +359,26 @@ type rlBatch struct {
 	rewards  []float64
 	adv      []float64
 	unjudged int
+	// old[i] are answer i's tokens' log-probabilities under the policy
+	// that sampled them, from the training forward of the first step that
+	// trained on them (num_iterations > 1; nil before that step).
+	old [][]float64
+	// ref are the reference's log-probabilities in the batch's layout
+	// (the reference is frozen: computed once for the μ steps).
+	ref []float64
+}
+
+// rlObservation is what a test's rlRun.observe is shown of a micro-batch:
+// the optimizer step (from 1) and which of its sampling's iterations it is
+// (from 1), the answers' batch, GRPO's inputs (old nil: the policy is the
+// sampling one) and result, and the student before the step's update.
+type rlObservation struct {
+	step, iter             int
+	batch                  rollout.Batch
+	old, ref, adv, weights []float64
+	cfg                    loss.GRPOConfig
+	res                    loss.GRPOResult
+	student                *model.Model
 }
 
 // rlStats are a step's RL numbers.
@@ -334,6 +387,7 @@ type rlStats struct {
 	answers, judged, respToks     int
 	unjudged                      int
 	micro                         int
+	iter                          int // which step of its sampling's num_iterations (from 1)
 	gen, score                    time.Duration
 }
 
@@ -554,11 +608,25 @@ func clipRunes(s string, n int) string {
 // micro-batches ahead, samples G answers to every prompt of the step in
 // one engine batch, has the judge reward each, computes each group's
 // advantages, and puts the data position back for the micro-batches.
+// While the last sampling has steps of its num_iterations left, it puts
+// the data back where that sampling's rows begin instead, and the step
+// trains on the same answers in the same micro-batches.
 func (t *trainer) rlBeginStep(st *stepStats) error {
 	rl := t.rl
 	if rl == nil {
 		return nil
 	}
+	mu := rl.term.iterations()
+	if rl.buf != nil && rl.used < mu {
+		if err := t.loader.Restore(rl.bufData); err != nil {
+			return err
+		}
+		rl.pending = append(rl.pending[:0], rl.buf...)
+		rl.used++
+		st.rl.iter = rl.used
+		return nil
+	}
+	rl.buf = nil // a failing judge must leave nothing to train on again in its checkpoint
 	G := rl.term.group()
 	rl.mark.data = t.loader.State()
 	rl.mark.rng, _ = rl.pcg.MarshalBinary()
@@ -605,7 +673,7 @@ func (t *trainer) rlBeginStep(st *stepStats) error {
 	st.rl.score += time.Since(start)
 	at := 0
 	for _, n := range sizes {
-		var b rlBatch
+		b := &rlBatch{}
 		for i := at; i < at+n; i++ {
 			b.rs = append(b.rs, groups[i]...)
 			b.rewards = append(b.rewards, rewards[i*G:(i+1)*G]...)
@@ -617,6 +685,11 @@ func (t *trainer) rlBeginStep(st *stepStats) error {
 		}
 		rl.pending = append(rl.pending, b)
 	}
+	if mu > 1 {
+		rl.buf, rl.bufData = slices.Clone(rl.pending), rl.mark.data
+	}
+	rl.used = 1
+	st.rl.iter = 1
 	return nil
 }
 
@@ -694,13 +767,30 @@ func (t *trainer) rlMicroBatch(st *stepStats, w float64, rows []data.Example) er
 	if err != nil {
 		return err
 	}
+	// The ratio's denominator. With one step per sampling, the sampler's
+	// log-probabilities recorded while decoding (at temperature 1); under
+	// num_iterations, as TRL's GRPOTrainer, the training forward's: its
+	// first step's own (nil: the ratio is exactly 1, the weights having not
+	// moved since the sampling), kept for the steps after — so that the
+	// ratio measures how far the updates moved the policy, not how the
+	// decoding engine's arithmetic differs from the training forward's.
+	mu := o.iterations()
+	old := b.Sampled
+	if mu > 1 {
+		old = nil
+		if mb.old != nil {
+			if old, err = b.Scatter(mb.old); err != nil {
+				return fmt.Errorf("rl: the sampling policy's log-probabilities: %w", err)
+			}
+		}
+	}
 	adv := make([]float64, len(b.Targets))
 	n := 0
 	for i, tg := range b.Targets {
 		if tg == kdrt.IgnoreIndex {
 			continue
 		}
-		if math.IsNaN(b.Sampled[i]) {
+		if mu == 1 && math.IsNaN(b.Sampled[i]) {
 			return errors.New("rl: an answer without its sampling log-probabilities")
 		}
 		adv[i] = mb.adv[i/b.T]
@@ -709,8 +799,8 @@ func (t *trainer) rlMicroBatch(st *stepStats, w float64, rows []data.Example) er
 	st.tokens += n
 	t.teacherFor = nil
 	cfg := o.grpo()
-	var refLP []float64
-	if cfg.Beta > 0 {
+	refLP := mb.ref
+	if cfg.Beta > 0 && refLP == nil {
 		scores, err := rollout.Local{Model: rl.ref, Pad: t.pad, Loss: t.lossOpt}.Score(context.Background(), b.Sequences())
 		if err != nil {
 			return fmt.Errorf("rl reference: %w", err)
@@ -718,6 +808,7 @@ func (t *trainer) rlMicroBatch(st *stepStats, w float64, rows []data.Example) er
 		if refLP, err = b.Scatter(scores); err != nil {
 			return err
 		}
+		mb.ref = refLP
 	}
 	weights, err := loss.GRPOTokenWeights(b.Targets, b.T, o.LossType != "token", o.Weight*w)
 	if err != nil {
@@ -733,12 +824,18 @@ func (t *trainer) rlMicroBatch(st *stepStats, w float64, rows []data.Example) er
 	}
 	defer t.be.Free(dh)
 	head := loss.Head{W: t.student.Head().W, G: t.student.Head().G}
-	res, err := loss.GRPO(t.be, h, head, dh, b.Targets, b.Sampled, refLP, adv, weights, cfg, t.lossOpt)
+	res, err := loss.GRPO(t.be, h, head, dh, b.Targets, old, refLP, adv, weights, cfg, t.lossOpt)
 	if err != nil {
 		return err
 	}
 	if err := t.student.BackwardHidden(dh); err != nil {
 		return err
+	}
+	if mu > 1 && mb.old == nil {
+		mb.old = responseValues(b, res.LogProbs)
+	}
+	if rl.observe != nil {
+		rl.observe(rlObservation{step: t.step + 1, iter: rl.used, batch: b, old: old, ref: refLP, adv: adv, weights: weights, cfg: cfg, res: res, student: t.student})
 	}
 	st.rl.loss += res.Loss / o.Weight
 	st.loss += res.Loss
@@ -758,21 +855,119 @@ func (t *trainer) rlMicroBatch(st *stepStats, w float64, rows []data.Example) er
 	return nil
 }
 
-// rlState is the RL part of a checkpoint's training state.
-type rlState = samplingState
+// responseValues gathers x, laid out as the batch (a value at each
+// position that predicts a response token), into each row's response
+// tokens: Scatter's inverse.
+func responseValues(b rollout.Batch, x []float64) [][]float64 {
+	out := make([][]float64, b.B)
+	for r := range b.B {
+		at := r*b.T + b.Starts[r] - 1
+		out[r] = slices.Clone(x[at : at+b.Lens[r]-b.Starts[r]])
+	}
+	return out
+}
+
+// rlState is the RL part of a checkpoint's training state: the sampling
+// random state and, in a checkpoint made between the num_iterations steps
+// that train on one sampling, that sampling's answers (the policy that
+// sampled them is gone: they cannot be drawn again). Checkpoints made
+// without it (one step per sampling, or before num_iterations) read as
+// before.
+type rlState struct {
+	samplingState
+	Buffer *rlBufferState `json:"buffer,omitempty"`
+}
+
+// rlBufferState is rlRun.buf in a checkpoint.
+type rlBufferState struct {
+	// Data is where the sampling's rows begin; Used counts the steps that
+	// have trained on it.
+	Data    data.LoaderState `json:"data"`
+	Used    int              `json:"used"`
+	Batches []rlBatchState   `json:"batches"`
+}
+
+// rlBatchState is one micro-batch's answers: per answer its prompt and
+// response tokens, reward (null: unjudged), advantage and the sampling
+// policy's log-probabilities of its response tokens. (JSON writes a
+// float64 in the fewest digits that read back to the same bits.)
+type rlBatchState struct {
+	Prompts    [][]int32   `json:"prompts"`
+	Responses  [][]int32   `json:"responses"`
+	Rewards    []*float64  `json:"rewards"`
+	Advantages []float64   `json:"advantages"`
+	Old        [][]float64 `json:"old"`
+	Unjudged   int         `json:"unjudged"`
+}
 
 func (t *trainer) saveRL() *rlState {
 	if t.rl == nil {
 		return nil
 	}
-	return saveSampling(t.rl.pcg)
+	rl := t.rl
+	s := &rlState{samplingState: *saveSampling(rl.pcg)}
+	if rl.buf == nil || rl.used >= rl.term.iterations() {
+		return s
+	}
+	s.Buffer = &rlBufferState{Data: rl.bufData, Used: rl.used}
+	for _, b := range rl.buf {
+		bs := rlBatchState{Advantages: b.adv, Old: b.old, Unjudged: b.unjudged}
+		for i, r := range b.rs {
+			bs.Prompts, bs.Responses = append(bs.Prompts, r.Prompt), append(bs.Responses, r.Response)
+			var reward *float64
+			if !math.IsNaN(b.rewards[i]) {
+				reward = &b.rewards[i]
+			}
+			bs.Rewards = append(bs.Rewards, reward)
+		}
+		s.Buffer.Batches = append(s.Buffer.Batches, bs)
+	}
+	return s
 }
 
 func (t *trainer) restoreRL(s *rlState) error {
 	if t.rl == nil {
 		return nil
 	}
-	return restoreSampling(t.rl.pcg, s, "RL", "objectives.rl")
+	var ss *samplingState
+	if s != nil {
+		ss = &s.samplingState
+	}
+	if err := restoreSampling(t.rl.pcg, ss, "RL", "objectives.rl"); err != nil {
+		return err
+	}
+	rl := t.rl
+	rl.buf, rl.used = nil, 0
+	if s.Buffer == nil || s.Buffer.Used >= rl.term.iterations() {
+		return nil
+	}
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("resume: the checkpoint's RL answers (objectives.rl.num_iterations): "+format, a...)
+	}
+	if s.Buffer.Used < 1 || len(s.Buffer.Batches) != t.r.GradAccum {
+		return bad("%d micro-batches trained %d times; want grad_accum %d, trained at least once", len(s.Buffer.Batches), s.Buffer.Used, t.r.GradAccum)
+	}
+	for k, bs := range s.Buffer.Batches {
+		n := len(bs.Prompts)
+		if len(bs.Responses) != n || len(bs.Rewards) != n || len(bs.Advantages) != n || (n > 0 && len(bs.Old) != n) {
+			return bad("micro-batch %d has %d prompts, %d responses, %d rewards, %d advantages and %d log-probability rows", k, n, len(bs.Responses), len(bs.Rewards), len(bs.Advantages), len(bs.Old))
+		}
+		b := &rlBatch{adv: bs.Advantages, old: bs.Old, unjudged: bs.Unjudged}
+		for i := range n {
+			if len(bs.Old[i]) != len(bs.Responses[i]) || len(bs.Prompts[i]) == 0 || len(bs.Responses[i]) == 0 {
+				return bad("micro-batch %d answer %d: %d prompt tokens, %d response tokens and %d log-probabilities", k, i, len(bs.Prompts[i]), len(bs.Responses[i]), len(bs.Old[i]))
+			}
+			b.rs = append(b.rs, rollout.Rollout{Prompt: bs.Prompts[i], Response: bs.Responses[i]})
+			reward := math.NaN()
+			if bs.Rewards[i] != nil {
+				reward = *bs.Rewards[i]
+			}
+			b.rewards = append(b.rewards, reward)
+		}
+		rl.buf = append(rl.buf, b)
+	}
+	rl.used, rl.bufData = s.Buffer.Used, s.Buffer.Data
+	return nil
 }
 
 // rlLine is the progress line's RL part.
@@ -785,6 +980,10 @@ func (t *trainer) rlLine(st stepStats) string {
 		s += fmt.Sprintf(", kl %.4f", st.rl.kl/float64(st.rl.micro))
 	}
 	s += fmt.Sprintf(", %d answers, %.0f tok/answer", st.rl.answers, float64(st.rl.respToks)/float64(st.rl.answers))
+	if mu := t.rl.term.iterations(); mu > 1 {
+		m := float64(st.rl.micro)
+		s += fmt.Sprintf(", iter %d/%d, ratio %.4f, clip %.3f", st.rl.iter, mu, st.rl.ratio/m, st.rl.clip/m)
+	}
 	if st.rl.unjudged > 0 {
 		s += fmt.Sprintf(", %d unjudged", st.rl.unjudged)
 	}
@@ -810,6 +1009,9 @@ func (t *trainer) rlRecord(rec map[string]any, st stepStats) {
 	}
 	rec["clip_fraction"] = st.rl.clip / m
 	rec["mean_ratio"] = st.rl.ratio / m
+	if t.rl.term.iterations() > 1 {
+		rec["rl_iteration"] = st.rl.iter
+	}
 	rec["sampled_rows"] = st.rl.answers
 	rec["response_tokens"] = float64(st.rl.respToks) / float64(st.rl.answers)
 	rec["unjudged"] = st.rl.unjudged

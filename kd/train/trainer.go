@@ -31,6 +31,9 @@ type Options struct {
 	// redrawn line rather than one line per log step.
 	Log      io.Writer
 	Terminal bool
+	// observeRL, when set (this package's tests), is shown each RL
+	// micro-batch's GRPO inputs and result.
+	observeRL func(rlObservation)
 }
 
 // ErrInterrupted is returned when the context was cancelled (Ctrl-C): the
@@ -221,6 +224,9 @@ func (t *trainer) setup(opt Options) error {
 	if err := t.setupRL(); err != nil {
 		return err
 	}
+	if t.rl != nil {
+		t.rl.observe = opt.observeRL
+	}
 	if err := t.checkBatchMemory(); err != nil {
 		return err
 	}
@@ -348,7 +354,11 @@ func (t *trainer) totalSteps() int {
 		return t.r.MaxSteps
 	}
 	perStep := t.r.BatchSize * t.r.GradAccum
-	return max(1, int(math.Ceil(t.r.Epochs*float64(t.rows())/float64(perStep))))
+	n := max(1, int(math.Ceil(t.r.Epochs*float64(t.rows())/float64(perStep))))
+	if o := t.r.Objectives.RL; o != nil {
+		n *= o.iterations() // each sampling is trained on μ times: an epoch still samples every row once (TRL's)
+	}
+	return n
 }
 
 func (t *trainer) run(ctx context.Context) (*Summary, error) {
