@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	goruntime "runtime"
+	"slices"
 	"unsafe"
 
 	kdrt "github.com/kdnative/kdnative/runtime"
@@ -28,7 +29,9 @@ import (
 // with nothing lost: a step that synchronizes or allocates in the middle
 // (the recorded calls run first, then that call), a call that differs from
 // the recording (other shapes, other tensors: each key keeps a few
-// recordings, one per shape bucket), a driver without graphs or refusing
+// recordings, one per shape bucket, dropping the least recently run when
+// full; a step captured after a miss whose calls a recording has already
+// runs that recording instead), a driver without graphs or refusing
 // the capture. After graphMaxMisses fallbacks in a row, or when graphMaxRecs
 // recordings in a row were dropped without ever being replayed (the step's
 // work keeps changing, as a decode batch's does when sequences come and go
@@ -68,6 +71,7 @@ type graphRec struct {
 	ops         []graphOp
 	graph, exec uintptr
 	replays     int
+	used        int64 // the step it last ran (graphState.tick), for eviction
 }
 
 // graphKey is a kind of step.
@@ -93,6 +97,7 @@ type graphState struct {
 	// Launched and Replayed count the graphs launched and the steps that
 	// were replayed (for tests).
 	launched, replayed int
+	tick               int64 // steps begun, for recordings' last use
 }
 
 // graphsAvailable reports whether the driver has the graph calls.
@@ -123,6 +128,7 @@ func (b *Backend) BeginGraph(key string) {
 		g.keys[key] = k
 	}
 	g.key, g.name = k, key
+	g.tick++
 	k.seen++
 	if k.off || k.seen == 1 {
 		return // the first step allocates and compiles
@@ -148,6 +154,19 @@ func (b *Backend) EndGraph() string {
 	case graphCapture:
 		var graph, exec uintptr
 		r := b.api.cuStreamEndCapture(b.stream, &graph)
+		k := g.key
+		if same := k.find(g.ops); r == cudaSuccess && graph != 0 && same != nil {
+			// A step after a miss is captured whatever its shape; where a
+			// recording of the same calls exists already, that one runs
+			// (the capture ran nothing) and the copy is dropped, so the
+			// key keeps one recording per kind of step.
+			b.api.cuGraphDestroy(graph)
+			k.misses, k.missed, k.wasted = 0, false, 0
+			same.replays++
+			same.used = g.tick
+			b.graphLaunch(same)
+			break
+		}
 		if r == cudaSuccess && graph != 0 {
 			if r = b.api.cuGraphInstantiateWithFlags(&exec, graph, 0); r != cudaSuccess {
 				b.api.cuGraphDestroy(graph)
@@ -159,19 +178,25 @@ func (b *Backend) EndGraph() string {
 			b.graphMiss(fmt.Sprintf("the capture failed (%v)", b.api.check("cuStreamEndCapture/cuGraphInstantiateWithFlags", r)), false)
 			break
 		}
-		k := g.key
+		k.misses, k.missed = 0, false
 		if len(k.recs) == graphMaxRecs {
-			old := k.recs[0]
+			// The least recently run recording makes room.
+			at := 0
+			for i, r := range k.recs {
+				if r.used < k.recs[at].used {
+					at = i
+				}
+			}
+			old := k.recs[at]
 			b.api.cuGraphExecDestroy(old.exec)
 			b.api.cuGraphDestroy(old.graph)
-			k.recs = k.recs[1:]
+			k.recs = append(k.recs[:at], k.recs[at+1:]...)
 			if old.replays == 0 {
 				k.wasted++
 			}
 		}
-		rec := &graphRec{ops: g.ops, graph: graph, exec: exec}
+		rec := &graphRec{ops: g.ops, graph: graph, exec: exec, used: g.tick}
 		k.recs = append(k.recs, rec)
-		k.misses, k.missed = 0, false
 		b.graphLaunch(rec)
 		if k.wasted >= graphMaxRecs {
 			// Each step differs from the recordings (a decode batch whose
@@ -195,6 +220,7 @@ func (b *Backend) EndGraph() string {
 		}
 		g.key.misses, g.key.wasted = 0, 0
 		rec.replays++
+		rec.used = g.tick
 		g.replayed++
 		for _, op := range rec.ops { // the graph moves the uploads' bytes
 			if op.sig[0] == sigUpload {
@@ -302,6 +328,16 @@ func (b *Backend) graphCall(sig []uint64, run func() cuResult) cuResult {
 		return cudaSuccess
 	}
 	return run()
+}
+
+// find returns the key's recording of exactly the calls ops, or nil.
+func (k *graphKey) find(ops []graphOp) *graphRec {
+	for _, r := range k.recs {
+		if len(r.ops) == len(ops) && slices.EqualFunc(r.ops, ops, func(a, b graphOp) bool { return sameSig(a.sig, b.sig) }) {
+			return r
+		}
+	}
+	return nil
 }
 
 func sameSig(a, b []uint64) bool {

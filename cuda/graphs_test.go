@@ -264,3 +264,59 @@ func TestGraphChurn(t *testing.T) {
 	}
 	t.Logf("%s", notes[0])
 }
+
+// TestGraphBuckets: a step of graphMaxRecs kinds in random order (a
+// training run's length buckets under one key) keeps one recording of each
+// kind: a step captured after a miss that repeats a recorded kind runs that
+// recording, and once every kind is recorded every step is a replay; the
+// key's graphs never turn off, and every result is right.
+func TestGraphBuckets(t *testing.T) {
+	t.Setenv("KDNATIVE_CUDA_GRAPHS", "1")
+	g := gpuOrSkip(t)
+	one, err := g.Alloc("buckets.one", kdrt.F32, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Free(one)
+	if err := g.Upload(one, slices.Repeat([]float32{1}, 64)); err != nil {
+		t.Fatal(err)
+	}
+	kinds := make([]*kdrt.Tensor, graphMaxRecs)
+	for i := range kinds {
+		if kinds[i], err = g.Alloc("buckets.x", kdrt.F32, 64); err != nil {
+			t.Fatal(err)
+		}
+		defer g.Free(kinds[i])
+	}
+	key := fmt.Sprintf("buckets test %d", graphTestKeys.Add(1))
+	r := rand.New(rand.NewPCG(4, 5))
+	const steps, tail = 600, 100
+	var notes []string
+	replayed := 0
+	for i := range steps {
+		x := kinds[r.IntN(len(kinds))]
+		g.BeginGraph(key)
+		if err := g.Upload(x, slices.Repeat([]float32{float32(i)}, 64)); err != nil {
+			t.Fatal(err)
+		}
+		g.Add(x, x, one)
+		g.Scale(x, 2)
+		r0 := g.graph.replayed
+		if note := g.EndGraph(); note != "" {
+			notes = append(notes, note)
+		}
+		if i >= steps-tail && g.graph.replayed > r0 {
+			replayed++
+		}
+		if got := values(t, g, x); got[0] != float32(2*(i+1)) || got[63] != got[0] {
+			t.Fatalf("step %d: %v…%v, want %v", i, got[0], got[63], 2*(i+1))
+		}
+	}
+	k := g.graph.keys[key]
+	if len(notes) != 0 || k.off {
+		t.Fatalf("the key's graphs turned off: %q", notes)
+	}
+	if len(k.recs) != len(kinds) || replayed != tail {
+		t.Errorf("%d recordings for %d kinds of step; %d of the last %d steps replayed", len(k.recs), len(kinds), replayed, tail)
+	}
+}

@@ -244,7 +244,8 @@ func (b *Backend) AttentionDecode(out, q, kCache, vCache, at *kdrt.Tensor, p kdr
 func (b *Backend) KVAppend(cache, src, at *kdrt.Tensor) {
 	const op = "kv append"
 	B := at.Numel()
-	if at.DType != kdrt.I32 || B == 0 || cache.Cols() != src.Cols() || cache.Rows()%B != 0 || src.Rows()%B != 0 {
+	if at.DType != kdrt.I32 || B == 0 || cache.Cols() != src.Cols() || cache.Rows()%B != 0 || src.Rows()%B != 0 ||
+		src.Rows()/B > cache.Rows()/B {
 		panic(fmt.Sprintf("cuda: %s of %v into %v at %v: shapes do not agree", op, src, cache, at))
 	}
 	dt := ewSameDType(op, cache, src)

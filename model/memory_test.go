@@ -86,9 +86,10 @@ func TestMemoryEstimatesMatchAllocations(t *testing.T) {
 					t.Fatal(err)
 				}
 				host := int64(len(g.host)) * 4
-				// The decode attention's scores are taken by the backend in
-				// each call, not by newGenerator.
-				scores := cfg.decodeScratchBytes(bt[0], bt[1])
+				// The decode attention's scores, a float32 for every row,
+				// head and cache position, are taken by the backend in each
+				// call, not by newGenerator.
+				scores := int64(4 * bt[0] * cfg.Heads * bt[1])
 				if got, want := be.allocated+host+scores, cfg.decoderBytes(dt, bt[0], bt[1]); got != want {
 					t.Errorf("%s %s B=%d Tmax=%d: the generator took %d bytes, decoderBytes says %d", cfg.ModelType, dt, bt[0], bt[1], got, want)
 				}

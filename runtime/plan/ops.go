@@ -200,7 +200,7 @@ func (b *Backend) AttentionDecode(out, q, kCache, vCache, at *kdrt.Tensor, p kdr
 	sameNumel("attention decode", kCache, vCache)
 	B := max(p.B, 1)
 	if p.NKV <= 0 || p.NH%p.NKV != 0 || q.Numel() != B*p.NH*p.HD || kCache.Cols() != p.NKV*p.HD ||
-		kCache.Rows()%B != 0 || at.DType != kdrt.I32 || at.Numel() != B {
+		kCache.Rows()%B != 0 || at.DType != kdrt.I32 || at.Numel() != B || (p.KeyStart != nil && len(p.KeyStart) != B) {
 		panic(fmt.Sprintf("plan: attention decode %+v: shapes of %v %v %v %v do not agree", p, q, kCache, vCache, at))
 	}
 }
