@@ -264,46 +264,37 @@ st_kernels() {
   ./kdnative --device cuda bench --kernels
 }
 
-# The fused, chunked KD loss against the plain one (every [N × V] logit in
-# memory) at N = BT = 8192 tokens, C = 896, V = 151,936.
-st_kdloss() {
+# go_bench NAME BENCHTIME: the cuda package's BenchmarkNAME on the GPU (the
+# dry run checks that the test binary has it). The caller's environment
+# (KDNATIVE_BENCH_*) goes with it.
+go_bench() {
   cd cuda || return 1
   if [ "$DRY" = 1 ]; then
-    ./cuda.test -test.list 'BenchmarkKDFusedVsPlainGPU' | grep -qx BenchmarkKDFusedVsPlainGPU || return 1
-    echo "dry run: BenchmarkKDFusedVsPlainGPU needs a GPU"
+    ./cuda.test -test.list "Benchmark$1" | grep -qx "Benchmark$1" || return 1
+    echo "dry run: Benchmark$1 needs a GPU"
     return 0
   fi
-  KDNATIVE_BENCH_TOKENS=$((BATCH * SEQ)) ./cuda.test -test.v -test.run '^$' -test.bench KDFusedVsPlainGPU -test.benchtime 3x
+  ./cuda.test -test.v -test.run '^$' -test.bench "^Benchmark$1\$" -test.benchtime "$2"
 }
+
+# The fused, chunked KD loss against the plain one (every [N × V] logit in
+# memory) at N = BT = 8192 tokens, C = 896, V = 151,936.
+st_kdloss() { KDNATIVE_BENCH_TOKENS=$((BATCH * SEQ)) go_bench KDFusedVsPlainGPU 3x; }
 
 # The fused cross-tokenizer loss (kd/loss CrossTokenizer) at Llama 3's and
 # Qwen2.5's vocabularies (128,256 and 151,936).
-st_xtokloss() {
-  cd cuda || return 1
-  if [ "$DRY" = 1 ]; then
-    ./cuda.test -test.list 'BenchmarkCrossTokenizerGPU' | grep -qx BenchmarkCrossTokenizerGPU || return 1
-    echo "dry run: BenchmarkCrossTokenizerGPU needs a GPU"
-    return 0
-  fi
-  ./cuda.test -test.v -test.run '^$' -test.bench CrossTokenizerGPU -test.benchtime 3x
-}
+st_xtokloss() { go_bench CrossTokenizerGPU 3x; }
 
 # The engine's decode steps (generate, serve, on-policy sampling) at the
 # student's shape, with CUDA graphs and without.
 st_decode() {
-  cd cuda || return 1
-  if [ "$DRY" = 1 ]; then
-    ./cuda.test -test.list 'BenchmarkDecodeGPU' | grep -qx BenchmarkDecodeGPU || return 1
-    echo "dry run: BenchmarkDecodeGPU needs a GPU"
-    return 0
-  fi
   local cfg=$STUDENT_CONFIG
   case $cfg in /*) ;; *) cfg=../$cfg ;; esac
-  KDNATIVE_BENCH_CONFIG="$cfg" ./cuda.test -test.v -test.run '^$' -test.bench DecodeGPU -test.benchtime 200x
+  KDNATIVE_BENCH_CONFIG="$cfg" go_bench DecodeGPU 200x
 }
 
 export -f st_env st_wheels st_tests st_tests_long bench bench_or_half st_kd st_student torch_row \
-  st_torch_student st_torch_kd_plain st_torch_kd_liger st_kernels st_kdloss st_xtokloss st_decode
+  st_torch_student st_torch_kd_plain st_torch_kd_liger st_kernels go_bench st_kdloss st_xtokloss st_decode
 
 if [ "$DRY" = 1 ]; then
   echo "== dry run: ${NO_GPU_WHY:-asked for with --dry-run}; each stage runs up to its first GPU call"
