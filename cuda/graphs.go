@@ -35,8 +35,10 @@ import (
 // the capture. After graphMaxMisses fallbacks in a row, or when graphMaxRecs
 // recordings in a row were dropped without ever being replayed (the step's
 // work keeps changing, as a decode batch's does when sequences come and go
-// at every step), a key runs without graphs for good, and EndGraph returns
-// a line saying why, once.
+// at every step), a key runs without graphs, and EndGraph returns a line
+// saying why, once; after graphRetryAfter steps it tries graphs again (a
+// long-running server's burst of short requests should not cost it graphs
+// for good), unless the driver refused to capture.
 // Graphs are on with KDNATIVE_CUDA_GRAPHS=1 and off otherwise, until a run
 // on a real GPU has confirmed them (the emulator captures as the driver
 // does, but cuBLAS under capture and the driver's own checks are only
@@ -50,6 +52,10 @@ const (
 
 // graphMaxMisses is how many fallbacks in a row turn a key's graphs off.
 const graphMaxMisses = 3
+
+// graphRetryAfter is how many steps of a key run without graphs, once
+// they went off, before it tries them again (unless the driver refused).
+var graphRetryAfter = 1000
 
 // graphMaxRecs is how many recordings (shape buckets) a key keeps.
 const graphMaxRecs = 8
@@ -82,6 +88,8 @@ type graphKey struct {
 	missed bool // the last step fell back: capture the next
 	wasted int  // recordings dropped in a row without a replay
 	off    bool
+	offAt  int  // seen when the graphs went off
+	final  bool // off for good: the driver refused to capture
 	said   bool
 }
 
@@ -130,6 +138,12 @@ func (b *Backend) BeginGraph(key string) {
 	g.key, g.name = k, key
 	g.tick++
 	k.seen++
+	if k.off && !k.final && k.seen-k.offAt >= graphRetryAfter {
+		// What turned the graphs off (a burst of changing steps, a few
+		// steps that synchronized) may have passed: try again. The log
+		// line was said once and is not repeated.
+		k.off, k.misses, k.wasted, k.missed = false, 0, 0, true
+	}
 	if k.off || k.seen == 1 {
 		return // the first step allocates and compiles
 	}
@@ -139,6 +153,7 @@ func (b *Backend) BeginGraph(key string) {
 	}
 	if r := b.api.cuStreamBeginCapture(b.stream, cuStreamCaptureModeRelaxed); r != cudaSuccess {
 		b.graphMiss(fmt.Sprintf("the driver refused to capture (%v)", b.api.check("cuStreamBeginCapture_v2", r)), true)
+		k.final = true
 		return
 	}
 	g.mode = graphCapture
@@ -266,7 +281,14 @@ func (b *Backend) graphMiss(why string, off bool) {
 	k.misses++
 	k.missed = true
 	if (off || k.misses >= graphMaxMisses) && !k.off {
-		k.off = true
+		k.off, k.offAt = true, k.seen
+		// The recordings go (a graph still running is freed by the
+		// driver when it completes).
+		for _, r := range k.recs {
+			b.api.cuGraphExecDestroy(r.exec)
+			b.api.cuGraphDestroy(r.graph)
+		}
+		k.recs = nil
 		if !k.said {
 			k.said = true
 			g.note = fmt.Sprintf("cuda graphs: the %s step runs without a graph: %s", g.name, why)

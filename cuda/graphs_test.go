@@ -262,7 +262,33 @@ func TestGraphChurn(t *testing.T) {
 	if launchedAt != g.graph.launched {
 		t.Errorf("%d graphs launched after the key's graphs were turned off", g.graph.launched-launchedAt)
 	}
+	if k := g.graph.keys[key]; len(k.recs) != 0 {
+		t.Errorf("the key kept %d recordings after its graphs went off", len(k.recs))
+	}
 	t.Logf("%s", notes[0])
+	// When the steps settle, the key tries graphs again after
+	// graphRetryAfter steps, and replays; the line is not said again.
+	defer func(n int) { graphRetryAfter = n }(graphRetryAfter)
+	graphRetryAfter = 10
+	x := keep[0]
+	r0 := g.graph.replayed
+	for i := range 40 {
+		g.BeginGraph(key)
+		if err := g.Upload(x, slices.Repeat([]float32{float32(i)}, 64)); err != nil {
+			t.Fatal(err)
+		}
+		g.Add(x, x, one)
+		g.Scale(x, 2)
+		if note := g.EndGraph(); note != "" {
+			t.Errorf("EndGraph said %q again", note)
+		}
+		if got := values(t, g, x); got[0] != float32(2*(i+1)) {
+			t.Fatalf("settled step %d: %v, want %v", i, got[0], 2*(i+1))
+		}
+	}
+	if got := g.graph.replayed - r0; got < 20 {
+		t.Errorf("%d of 40 settled steps replayed after the retry, want at least 20", got)
+	}
 }
 
 // TestGraphBuckets: a step of graphMaxRecs kinds in random order (a
