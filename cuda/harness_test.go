@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"testing"
 
 	kdrt "github.com/kdnative/kdnative/runtime"
@@ -45,8 +46,12 @@ type pair struct {
 func newPair(t *testing.T) *pair {
 	t.Helper()
 	g := gpuOrSkip(t)
+	// A failing run's logged seed replays it: KDNATIVE_TEST_SEED=N.
 	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
+	if v, err := strconv.ParseUint(os.Getenv("KDNATIVE_TEST_SEED"), 10, 64); err == nil {
+		seed = v
+	}
+	t.Logf("seed %d (KDNATIVE_TEST_SEED replays it)", seed)
 	return &pair{t: t, cpu: cpu.New(), gpu: g, rng: rand.New(rand.NewPCG(seed, 1))}
 }
 
