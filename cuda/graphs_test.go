@@ -210,6 +210,54 @@ func TestGraphedEval(t *testing.T) {
 	}
 }
 
+// tinyStep is a graphed step small enough to run hundreds of: under its
+// own key, x = 2·(i + 1) computed on the device from an uploaded i.
+type tinyStep struct {
+	g   *Backend
+	key string
+	one *kdrt.Tensor
+}
+
+func newTinyStep(t *testing.T, g *Backend, name string) *tinyStep {
+	t.Helper()
+	one := tinyTensor(t, g, "tiny.one")
+	if err := g.Upload(one, slices.Repeat([]float32{1}, 64)); err != nil {
+		t.Fatal(err)
+	}
+	// A key of its own on every run (-count=N): the backend remembers keys.
+	return &tinyStep{g: g, key: fmt.Sprintf("%s %d", name, graphTestKeys.Add(1)), one: one}
+}
+
+// tinyTensor is an F32 [64] tensor on g freed when the test ends.
+func tinyTensor(t *testing.T, g *Backend, name string) *kdrt.Tensor {
+	t.Helper()
+	x, err := g.Alloc(name, kdrt.F32, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Free(x) })
+	return x
+}
+
+// run makes step i on x, checks x after the step's read, and returns what
+// EndGraph said and whether the step was a replay.
+func (s *tinyStep) run(t *testing.T, x *kdrt.Tensor, i int) (note string, replayed bool) {
+	t.Helper()
+	g := s.g
+	g.BeginGraph(s.key)
+	if err := g.Upload(x, slices.Repeat([]float32{float32(i)}, 64)); err != nil {
+		t.Fatal(err)
+	}
+	g.Add(x, x, s.one)
+	g.Scale(x, 2)
+	r0 := g.graph.replayed
+	note = g.EndGraph()
+	if got := values(t, g, x); got[0] != float32(2*(i+1)) || got[63] != got[0] {
+		t.Fatalf("step %d: %v…%v, want %v", i, got[0], got[63], 2*(i+1))
+	}
+	return note, g.graph.replayed > r0
+}
+
 // TestGraphChurn: a step whose tensors change every time (as a decode
 // batch's do when sequences come and go at each step) is never replayed;
 // after graphMaxRecs recordings in a row are dropped unreplayed its graphs
@@ -217,43 +265,17 @@ func TestGraphedEval(t *testing.T) {
 func TestGraphChurn(t *testing.T) {
 	t.Setenv("KDNATIVE_CUDA_GRAPHS", "1")
 	g := gpuOrSkip(t)
-	one, err := g.Alloc("churn.one", kdrt.F32, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Free(one)
-	if err := g.Upload(one, slices.Repeat([]float32{1}, 64)); err != nil {
-		t.Fatal(err)
-	}
-	key := fmt.Sprintf("churn test %d", graphTestKeys.Add(1))
+	s := newTinyStep(t, g, "churn test")
 	var notes []string
 	var keep []*kdrt.Tensor // every step's tensor stays: a new address each time
-	defer func() {
-		for _, x := range keep {
-			g.Free(x)
-		}
-	}()
 	const steps = 4 * graphMaxRecs * 2
 	launchedAt := 0
 	for i := range steps {
-		x, err := g.Alloc("churn.x", kdrt.F32, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
+		x := tinyTensor(t, g, "churn.x")
 		keep = append(keep, x)
-		g.BeginGraph(key)
-		if err := g.Upload(x, slices.Repeat([]float32{float32(i)}, 64)); err != nil {
-			t.Fatal(err)
-		}
-		g.Add(x, x, one)
-		g.Scale(x, 2)
-		if note := g.EndGraph(); note != "" {
+		if note, _ := s.run(t, x, i); note != "" {
 			notes = append(notes, note)
 			launchedAt = g.graph.launched
-		}
-		got := values(t, g, x)
-		if got[0] != float32(2*(i+1)) || got[63] != got[0] {
-			t.Fatalf("step %d: %v…%v, want %v", i, got[0], got[63], 2*(i+1))
 		}
 	}
 	if len(notes) != 1 || !strings.Contains(notes[0], "changes from step to step") {
@@ -262,7 +284,7 @@ func TestGraphChurn(t *testing.T) {
 	if launchedAt != g.graph.launched {
 		t.Errorf("%d graphs launched after the key's graphs were turned off", g.graph.launched-launchedAt)
 	}
-	if k := g.graph.keys[key]; len(k.recs) != 0 {
+	if k := g.graph.keys[s.key]; len(k.recs) != 0 {
 		t.Errorf("the key kept %d recordings after its graphs went off", len(k.recs))
 	}
 	t.Logf("%s", notes[0])
@@ -270,24 +292,18 @@ func TestGraphChurn(t *testing.T) {
 	// graphRetryAfter steps, and replays; the line is not said again.
 	defer func(n int) { graphRetryAfter = n }(graphRetryAfter)
 	graphRetryAfter = 10
-	x := keep[0]
-	r0 := g.graph.replayed
+	replays := 0
 	for i := range 40 {
-		g.BeginGraph(key)
-		if err := g.Upload(x, slices.Repeat([]float32{float32(i)}, 64)); err != nil {
-			t.Fatal(err)
-		}
-		g.Add(x, x, one)
-		g.Scale(x, 2)
-		if note := g.EndGraph(); note != "" {
+		note, replayed := s.run(t, keep[0], i)
+		if note != "" {
 			t.Errorf("EndGraph said %q again", note)
 		}
-		if got := values(t, g, x); got[0] != float32(2*(i+1)) {
-			t.Fatalf("settled step %d: %v, want %v", i, got[0], 2*(i+1))
+		if replayed {
+			replays++
 		}
 	}
-	if got := g.graph.replayed - r0; got < 20 {
-		t.Errorf("%d of 40 settled steps replayed after the retry, want at least 20", got)
+	if replays < 20 {
+		t.Errorf("%d of 40 settled steps replayed after the retry, want at least 20", replays)
 	}
 }
 
@@ -299,46 +315,25 @@ func TestGraphChurn(t *testing.T) {
 func TestGraphBuckets(t *testing.T) {
 	t.Setenv("KDNATIVE_CUDA_GRAPHS", "1")
 	g := gpuOrSkip(t)
-	one, err := g.Alloc("buckets.one", kdrt.F32, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Free(one)
-	if err := g.Upload(one, slices.Repeat([]float32{1}, 64)); err != nil {
-		t.Fatal(err)
-	}
+	s := newTinyStep(t, g, "buckets test")
 	kinds := make([]*kdrt.Tensor, graphMaxRecs)
 	for i := range kinds {
-		if kinds[i], err = g.Alloc("buckets.x", kdrt.F32, 64); err != nil {
-			t.Fatal(err)
-		}
-		defer g.Free(kinds[i])
+		kinds[i] = tinyTensor(t, g, "buckets.x")
 	}
-	key := fmt.Sprintf("buckets test %d", graphTestKeys.Add(1))
 	r := rand.New(rand.NewPCG(4, 5))
 	const steps, tail = 600, 100
 	var notes []string
 	replayed := 0
 	for i := range steps {
-		x := kinds[r.IntN(len(kinds))]
-		g.BeginGraph(key)
-		if err := g.Upload(x, slices.Repeat([]float32{float32(i)}, 64)); err != nil {
-			t.Fatal(err)
-		}
-		g.Add(x, x, one)
-		g.Scale(x, 2)
-		r0 := g.graph.replayed
-		if note := g.EndGraph(); note != "" {
+		note, rep := s.run(t, kinds[r.IntN(len(kinds))], i)
+		if note != "" {
 			notes = append(notes, note)
 		}
-		if i >= steps-tail && g.graph.replayed > r0 {
+		if i >= steps-tail && rep {
 			replayed++
 		}
-		if got := values(t, g, x); got[0] != float32(2*(i+1)) || got[63] != got[0] {
-			t.Fatalf("step %d: %v…%v, want %v", i, got[0], got[63], 2*(i+1))
-		}
 	}
-	k := g.graph.keys[key]
+	k := g.graph.keys[s.key]
 	if len(notes) != 0 || k.off {
 		t.Fatalf("the key's graphs turned off: %q", notes)
 	}

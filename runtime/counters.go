@@ -1,6 +1,9 @@
 package runtime
 
-import "fmt"
+import (
+	"fmt"
+	"os"
+)
 
 // Counters are what a backend asked of its device since the last
 // ResetCounters: the host round-trips, launches and copies that decide how
@@ -88,4 +91,32 @@ type StepGraphs interface {
 	// EndGraph ends it, launching its work; it returns a line for the log
 	// when the key's graphs have just been turned off (saying why), else "".
 	EndGraph() string
+}
+
+// BeginGraph starts a step of kind key on be when be records steps
+// (StepGraphs) and returns what ends it: call it after the step's last
+// launch and before its read; later calls (a deferred one on an error path)
+// do nothing. The line EndGraph gives when the key's graphs go off is passed
+// to log (nil: written to standard error). On other backends it does
+// nothing.
+func BeginGraph(be Backend, key string, log func(line string)) (end func()) {
+	sg, ok := be.(StepGraphs)
+	if !ok {
+		return func() {}
+	}
+	sg.BeginGraph(key)
+	done := false
+	return func() {
+		if done {
+			return
+		}
+		done = true
+		if note := sg.EndGraph(); note != "" {
+			if log != nil {
+				log(note)
+			} else {
+				fmt.Fprintln(os.Stderr, "kdnative:", note)
+			}
+		}
+	}
 }

@@ -237,9 +237,8 @@ type benchRun struct {
 	// sums keeps the step's loss on the device, read with the gradient
 	// norm in one download, as the trainer does.
 	sums *loss.Sums
-	// sg captures the step as a graph where the backend can (the
-	// trainer's step is one too); log gets its fallback note.
-	sg  kdrt.StepGraphs
+	// log gets the note of a step graph that fell back for good (the
+	// step is a graph where the backend can, as the trainer's is).
 	log io.Writer
 }
 
@@ -309,19 +308,12 @@ func newBenchRun(c BenchConfig, prec kdrt.Precision, r roles) (*benchRun, error)
 // that download is a graph. It returns the loss.
 func (br *benchRun) step() (float64, error) {
 	m, be := br.m, br.be
-	ended := br.sg == nil
-	end := func() {
-		if !ended {
-			ended = true
-			if note := br.sg.EndGraph(); note != "" && br.log != nil {
-				fmt.Fprintln(br.log, note)
-			}
+	end := kdrt.BeginGraph(be, "bench", func(line string) {
+		if br.log != nil {
+			fmt.Fprintln(br.log, line)
 		}
-	}
-	if br.sg != nil {
-		br.sg.BeginGraph("bench")
-		defer end()
-	}
+	})
+	defer end()
 	if err := m.ZeroGrad(); err != nil {
 		return 0, err
 	}
@@ -404,9 +396,7 @@ func Bench(be kdrt.Backend, c BenchConfig, log io.Writer) (BenchResult, error) {
 	}
 	defer run.free()
 	m, teacher, opt, cfg := run.m, run.teacher, run.opt, run.m.Config
-	if sg, ok := be.(kdrt.StepGraphs); ok {
-		run.sg, run.log = sg, log
-	}
+	run.log = log
 	counting, hasCounters := be.(kdrt.Counting)
 	res.Backend, res.Step, res.Model = be.Describe(), "train", describeModel(cfg)
 	res.Batch, res.Seq, res.Steps = c.B, c.T, c.Steps

@@ -3,7 +3,6 @@ package train
 import (
 	"fmt"
 	"math"
-	"os"
 
 	"github.com/kdnative/kdnative/kd/data"
 	"github.com/kdnative/kdnative/kd/loss"
@@ -107,7 +106,6 @@ func evaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Exa
 	}
 	dev := opt
 	dev.Sums, opt.Sums = sums, nil
-	sg, _ := be.(kdrt.StepGraphs)
 	for i := 0; i < len(rows); i += batch {
 		chunk := rows[i:min(i+batch, len(rows))]
 		b, err := data.MakeBatch(chunk, pad, 0)
@@ -125,20 +123,10 @@ func evaluateSFT(be kdrt.Backend, student, teacher *model.Model, rows []data.Exa
 		}
 		sparse := teacher == nil && hasTopK(chunk)
 		end := func() {}
-		if sg != nil && !sparse {
-			sg.BeginGraph(fmt.Sprintf("eval %d×%d", b.B, b.T))
-			end = func() {
-				end = func() {}
-				if note := sg.EndGraph(); note != "" {
-					if log != nil {
-						log(note)
-					} else {
-						fmt.Fprintln(os.Stderr, "kdnative:", note)
-					}
-				}
-			}
+		if !sparse {
+			end = kdrt.BeginGraph(be, fmt.Sprintf("eval %d×%d", b.B, b.T), log)
 		}
-		l, klv, klN, err := evalBatch(be, student, teacher, chunk, b, n, sums, opt, dev, sparse, func() { end() })
+		l, klv, klN, err := evalBatch(be, student, teacher, chunk, b, n, sums, opt, dev, sparse, end)
 		end()
 		if err != nil {
 			return e, err

@@ -509,15 +509,11 @@ func (t *trainer) trainStep() (stepStats, error) {
 	// On a backend with step graphs (CUDA) the steady-state step's work is
 	// recorded once and replayed as one launch; a step that cannot be
 	// (one that reads from the device midway) runs as usual.
-	sg, graphed := t.be.(kdrt.StepGraphs)
-	if graphed {
-		sg.BeginGraph("train")
-		defer func() {
-			if graphed { // an error ended the step early
-				sg.EndGraph()
-			}
-		}()
-	}
+	end := kdrt.BeginGraph(t.be, "train", func(line string) {
+		t.endLine()
+		t.logf("%s", line)
+	})
+	defer end() // an error ended the step early
 	if err := t.student.ZeroGrad(); err != nil {
 		return st, err
 	}
@@ -543,13 +539,7 @@ func (t *trainer) trainStep() (stepStats, error) {
 	// The update, then the step's one read: the gradient norm and every
 	// deferred loss value in one download.
 	t.opt.Launch(st.lr, t.sums.Head())
-	if graphed {
-		graphed = false
-		if note := sg.EndGraph(); note != "" {
-			t.endLine()
-			t.logf("%s", note)
-		}
-	}
+	end()
 	head, err := t.sums.Read()
 	norm, err := t.opt.Finish(float64(head), err)
 	if err != nil {
